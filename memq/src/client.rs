@@ -1,0 +1,460 @@
+//! Async HTTP client for the queue API, one method per route.
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::types::*;
+
+/// What can go wrong talking to a queue server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error status.
+    #[error("{status}: {message} ({code})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The server's error code (`queue_not_found`, ...), or `http_<status>` without a JSON body.
+        code: String,
+        /// The server's message.
+        message: String,
+        /// `Retry-After` of a 429/503, when given.
+        retry_after: Option<Duration>,
+    },
+    /// The request did not get an answer (connection refused, reset, timeout).
+    #[error("cannot reach the queue server: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The answer was not what the contract promises.
+    #[error("unexpected answer from the queue server: {0}")]
+    Decode(String),
+}
+
+impl Error {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The contract's error code of an API error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether trying the same request again later can succeed (network trouble, 5xx, 429).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Api { status, .. } => *status == 429 || *status >= 500,
+            Error::Transport(_) => true,
+            Error::Decode(_) => false,
+        }
+    }
+}
+
+/// Options of `POST /queues/{q}/enqueue`.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueOptions {
+    /// Ready only after this long (at most 900 s).
+    pub delay: Option<Duration>,
+    /// The producer's dedup key (single enqueue only).
+    pub id: Option<String>,
+}
+
+/// Options of `POST /queues/{q}/dequeue`. The default is kuard's plain dequeue.
+#[derive(Debug, Clone, Default)]
+pub struct DequeueOptions {
+    /// Lease the items for this long instead of removing them.
+    pub lease: Option<Duration>,
+    /// Lease with the queue's default lease length (`lease=true`).
+    pub lease_default: bool,
+    /// Long poll up to this long (at most 60 s).
+    pub wait: Option<Duration>,
+    /// Up to this many items (1 to 1000).
+    pub max: Option<u32>,
+}
+
+/// What a dequeue gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dequeued {
+    /// One or more items.
+    Messages(Vec<Message>),
+    /// 204: nothing ready now, with the queue's counts from the headers.
+    Empty {
+        /// Ready items (0 unless paused).
+        depth: u64,
+        /// Items in flight: when > 0, a lease may still expire and bring work back.
+        inflight: u64,
+        /// The queue is paused.
+        paused: bool,
+    },
+}
+
+impl Dequeued {
+    /// True when the queue is finished: nothing ready and nothing in flight.
+    pub fn is_finished(&self) -> bool {
+        matches!(self, Dequeued::Empty { depth: 0, inflight: 0, paused: false })
+    }
+}
+
+/// A client for one queue server (`http://host:8080/memq/server`).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+fn secs(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        (ms / 1000).to_string()
+    } else {
+        format!("{}ms", ms)
+    }
+}
+
+impl Client {
+    /// A client for the server at `base` (the URL that ends in `/memq/server`).
+    pub fn new(base: impl Into<String>) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()?;
+        Ok(Self::with_http(http, base))
+    }
+
+    /// A client sharing an existing `reqwest::Client` (and its connection pool).
+    pub fn with_http(http: reqwest::Client, base: impl Into<String>) -> Self {
+        let base = base.into().trim_end_matches('/').to_string();
+        Self { http, base, token: None }
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// The base URL this client talks to.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        req
+    }
+
+    fn queue_path(queue: &str, rest: &str) -> String {
+        // Queue names are restricted to URL-safe characters; anything else is left for the
+        // server to refuse with a clear error, so escape it rather than build a different path.
+        let mut path = String::from("/queues/");
+        path.extend(form_escape(queue));
+        path.push_str(rest);
+        path
+    }
+
+    async fn send(req: RequestBuilder) -> Result<reqwest::Response, Error> {
+        let resp = req.send().await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(api_error(resp).await)
+    }
+
+    async fn json<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, Error> {
+        let resp = Self::send(req).await?;
+        decode(resp).await
+    }
+
+    /// `PUT /queues/{q}`: creates the queue (or updates its config). True when it was created.
+    pub async fn create_queue(
+        &self,
+        queue: &str,
+        config: Option<&QueueConfigPatch>,
+    ) -> Result<(QueueStats, bool), Error> {
+        let mut req = self.request(Method::PUT, &Self::queue_path(queue, ""));
+        if let Some(config) = config {
+            req = req.json(config);
+        }
+        let resp = Self::send(req).await?;
+        let created = resp.status() == StatusCode::CREATED;
+        let obj: QueueObject = decode(resp).await?;
+        Ok((obj.queue, created))
+    }
+
+    /// `GET /queues/{q}`.
+    pub async fn queue(&self, queue: &str) -> Result<QueueStats, Error> {
+        let obj: QueueObject =
+            Self::json(self.request(Method::GET, &Self::queue_path(queue, ""))).await?;
+        Ok(obj.queue)
+    }
+
+    /// `DELETE /queues/{q}`.
+    pub async fn delete_queue(&self, queue: &str) -> Result<(), Error> {
+        Self::send(self.request(Method::DELETE, &Self::queue_path(queue, ""))).await?;
+        Ok(())
+    }
+
+    /// `POST /queues/{q}/drain`, `/pause` or `/resume` (`action` is the last path segment).
+    pub async fn queue_action(&self, queue: &str, action: &str) -> Result<QueueStats, Error> {
+        let path = Self::queue_path(queue, &format!("/{action}"));
+        let obj: QueueObject = Self::json(self.request(Method::POST, &path)).await?;
+        Ok(obj.queue)
+    }
+
+    /// `GET /stats`.
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        Self::json(self.request(Method::GET, "/stats")).await
+    }
+
+    /// `POST /queues/{q}/enqueue` with one item.
+    pub async fn enqueue(
+        &self,
+        queue: &str,
+        body: impl Into<String>,
+        opts: &EnqueueOptions,
+    ) -> Result<Message, Error> {
+        let mut req = self
+            .request(Method::POST, &Self::queue_path(queue, "/enqueue"))
+            .body(body.into());
+        if let Some(delay) = opts.delay {
+            req = req.query(&[("delay", secs(delay))]);
+        }
+        if let Some(id) = &opts.id {
+            req = req.query(&[("id", id)]);
+        }
+        Self::json(req).await
+    }
+
+    /// `POST /queues/{q}/enqueue?batch=json`: all items or none.
+    pub async fn enqueue_batch(
+        &self,
+        queue: &str,
+        items: &[BatchItem],
+        delay: Option<Duration>,
+    ) -> Result<EnqueueResult, Error> {
+        let body = serde_json::to_vec(items).map_err(|e| Error::Decode(e.to_string()))?;
+        self.enqueue_raw_batch(queue, "json", body, delay).await
+    }
+
+    /// `POST /queues/{q}/enqueue?batch=lines`: one item per line of `body`.
+    pub async fn enqueue_lines(
+        &self,
+        queue: &str,
+        body: impl Into<reqwest::Body>,
+        delay: Option<Duration>,
+    ) -> Result<EnqueueResult, Error> {
+        self.enqueue_raw_batch(queue, "lines", body, delay).await
+    }
+
+    async fn enqueue_raw_batch(
+        &self,
+        queue: &str,
+        kind: &str,
+        body: impl Into<reqwest::Body>,
+        delay: Option<Duration>,
+    ) -> Result<EnqueueResult, Error> {
+        let mut req = self
+            .request(Method::POST, &Self::queue_path(queue, "/enqueue"))
+            .query(&[("batch", kind)])
+            .body(body);
+        if let Some(delay) = delay {
+            req = req.query(&[("delay", secs(delay))]);
+        }
+        Self::json(req).await
+    }
+
+    /// `POST /queues/{q}/dequeue` with the given options.
+    pub async fn dequeue(&self, queue: &str, opts: &DequeueOptions) -> Result<Dequeued, Error> {
+        let mut req = self.request(Method::POST, &Self::queue_path(queue, "/dequeue"));
+        let mut timeout = Duration::from_secs(30);
+        if let Some(lease) = opts.lease {
+            req = req.query(&[("lease", secs(lease))]);
+        } else if opts.lease_default {
+            req = req.query(&[("lease", "true")]);
+        }
+        if let Some(wait) = opts.wait {
+            req = req.query(&[("wait", secs(wait))]);
+            timeout += wait;
+        }
+        if let Some(max) = opts.max {
+            req = req.query(&[("max", max)]);
+        }
+        let resp = Self::send(req.timeout(timeout)).await?;
+        if resp.status() == StatusCode::NO_CONTENT {
+            let h = resp.headers();
+            let num = |name: &str| {
+                h.get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            let paused = h
+                .get(headers::PAUSED)
+                .is_some_and(|v| v.as_bytes() == b"true");
+            return Ok(Dequeued::Empty {
+                depth: num(headers::DEPTH),
+                inflight: num(headers::INFLIGHT),
+                paused,
+            });
+        }
+        if opts.max.is_some() {
+            let list: MessageList = decode(resp).await?;
+            Ok(Dequeued::Messages(list.messages))
+        } else {
+            Ok(Dequeued::Messages(vec![decode(resp).await?]))
+        }
+    }
+
+    fn lease_path(queue: &str, lease: &str, action: &str) -> String {
+        let mut path = Self::queue_path(queue, "/leases/");
+        path.extend(form_escape(lease));
+        path.push('/');
+        path.push_str(action);
+        path
+    }
+
+    /// `POST /queues/{q}/leases/{lease}/ack`.
+    pub async fn ack(&self, queue: &str, lease: &str) -> Result<(), Error> {
+        Self::send(self.request(Method::POST, &Self::lease_path(queue, lease, "ack"))).await?;
+        Ok(())
+    }
+
+    /// `POST /queues/{q}/leases/{lease}/nack`, back to ready after `delay`.
+    pub async fn nack(&self, queue: &str, lease: &str, delay: Option<Duration>) -> Result<(), Error> {
+        let mut req = self.request(Method::POST, &Self::lease_path(queue, lease, "nack"));
+        if let Some(delay) = delay {
+            req = req.query(&[("delay", secs(delay))]);
+        }
+        Self::send(req).await?;
+        Ok(())
+    }
+
+    /// `POST /queues/{q}/leases/{lease}/extend`: the lease now runs `lease` from now.
+    pub async fn extend(
+        &self,
+        queue: &str,
+        lease: &str,
+        duration: Option<Duration>,
+    ) -> Result<Message, Error> {
+        let mut req = self.request(Method::POST, &Self::lease_path(queue, lease, "extend"));
+        if let Some(d) = duration {
+            req = req.query(&[("lease", secs(d))]);
+        }
+        Self::json(req).await
+    }
+
+    /// `POST /queues/{q}/ack` with many lease ids.
+    pub async fn ack_batch(&self, queue: &str, leases: &[String]) -> Result<AckResult, Error> {
+        Self::json(
+            self.request(Method::POST, &Self::queue_path(queue, "/ack"))
+                .json(leases),
+        )
+        .await
+    }
+
+    /// `GET /queues/{q}/dead?limit=N`.
+    pub async fn dead_letters(&self, queue: &str, limit: Option<u32>) -> Result<Vec<DeadLetter>, Error> {
+        let mut req = self.request(Method::GET, &Self::queue_path(queue, "/dead"));
+        if let Some(limit) = limit {
+            req = req.query(&[("limit", limit)]);
+        }
+        let list: DeadLetterList = Self::json(req).await?;
+        Ok(list.messages)
+    }
+
+    /// `POST /queues/{q}/dead/requeue`: dead letters back to ready; returns how many.
+    pub async fn requeue_dead(&self, queue: &str) -> Result<u64, Error> {
+        let r: CountResult =
+            Self::json(self.request(Method::POST, &Self::queue_path(queue, "/dead/requeue"))).await?;
+        Ok(r.count)
+    }
+
+    /// `DELETE /queues/{q}/dead`: purges the dead letters; returns how many.
+    pub async fn purge_dead(&self, queue: &str) -> Result<u64, Error> {
+        let r: CountResult =
+            Self::json(self.request(Method::DELETE, &Self::queue_path(queue, "/dead"))).await?;
+        Ok(r.count)
+    }
+
+    /// `GET /queues/{q}/messages?limit=N`: a peek at ready items.
+    pub async fn peek(&self, queue: &str, limit: Option<u32>) -> Result<Vec<Message>, Error> {
+        let mut req = self.request(Method::GET, &Self::queue_path(queue, "/messages"));
+        if let Some(limit) = limit {
+            req = req.query(&[("limit", limit)]);
+        }
+        let list: MessageList = Self::json(req).await?;
+        Ok(list.messages)
+    }
+}
+
+/// Percent-escapes a path segment (everything but unreserved characters).
+fn form_escape(segment: &str) -> impl Iterator<Item = char> + '_ {
+    segment.bytes().flat_map(|b| {
+        let keep = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+        let hex = b"0123456789ABCDEF";
+        let chars = if keep {
+            [b as char, '\0', '\0']
+        } else {
+            ['%', hex[(b >> 4) as usize] as char, hex[(b & 15) as usize] as char]
+        };
+        chars.into_iter().filter(|c| *c != '\0')
+    })
+}
+
+async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Error> {
+    let bytes = resp.bytes().await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+        Error::Decode(format!("{e} in {shown:?}"))
+    })
+}
+
+async fn api_error(resp: reqwest::Response) -> Error {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let bytes = resp.bytes().await.unwrap_or_default();
+    match serde_json::from_slice::<ApiError>(&bytes) {
+        Ok(e) => Error::Api { status, code: e.code, message: e.message, retry_after },
+        Err(_) => Error::Api {
+            status,
+            code: format!("http_{status}"),
+            message: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim().to_string(),
+            retry_after,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_path_segments() {
+        assert_eq!(form_escape("keygen").collect::<String>(), "keygen");
+        assert_eq!(form_escape("../x").collect::<String>(), "..%2Fx");
+        assert_eq!(form_escape("a b").collect::<String>(), "a%20b");
+    }
+
+    #[test]
+    fn formats_durations_for_query_strings() {
+        assert_eq!(secs(Duration::from_secs(30)), "30");
+        assert_eq!(secs(Duration::from_millis(250)), "250ms");
+    }
+}

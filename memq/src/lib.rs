@@ -1,0 +1,29 @@
+//! `memq`: the wire types of the memq-rs HTTP contract and an async client for it.
+//!
+//! Everything that talks to a queue server goes through this crate: the `producer` and
+//! `consumer` binaries, the black-box tests of `queue-server`, and the server itself, which
+//! serializes the same [`types`] it documents.
+//!
+//! A short tour:
+//! - [`types`]: `Message`, `Lease`, `QueueStats`, `Stats`, `EnqueueResult`, `ApiError`, ... exactly
+//!   as they travel as JSON (kuard's field names, camelCase).
+//! - [`client::Client`]: one method per route (`create_queue`, `enqueue`, `enqueue_batch`,
+//!   `dequeue`, `ack`, `nack`, `extend`, ...), returning typed errors that keep the server's
+//!   error code and message.
+//! - [`duration`]: the duration syntax shared by the query strings and the command lines
+//!   (`30`, `1.5`, `500ms`, `30s`, `2m`, `1m30s`).
+//! - [`name`]: the queue-name rule.
+
+pub mod client;
+pub mod duration;
+pub mod name;
+pub mod types;
+
+pub use client::{Client, DequeueOptions, Dequeued, EnqueueOptions, Error};
+pub use types::*;
+
+/// Path under which the queue API lives on a server (kuard's MemQ base path).
+pub const BASE_PATH: &str = "/memq/server";
+
+/// The default server URL of the command-line tools.
+pub const DEFAULT_SERVER: &str = "http://localhost:8080/memq/server";

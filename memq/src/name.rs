@@ -1,0 +1,51 @@
+//! Queue names: `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`.
+
+/// Longest accepted queue name, in bytes.
+pub const MAX_QUEUE_NAME_LEN: usize = 128;
+
+/// Checks a queue name against the contract's rule, saying what is wrong when it fails.
+pub fn validate_queue_name(name: &str) -> Result<(), String> {
+    let bytes = name.as_bytes();
+    let Some(first) = bytes.first() else {
+        return Err("queue name is empty".into());
+    };
+    if bytes.len() > MAX_QUEUE_NAME_LEN {
+        return Err(format!(
+            "queue name is {} bytes long; at most {MAX_QUEUE_NAME_LEN} are allowed",
+            bytes.len()
+        ));
+    }
+    if !first.is_ascii_alphanumeric() {
+        return Err(format!(
+            "queue name {name:?} must start with a letter or digit"
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "queue name {name:?} contains {bad:?}; only letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_names_of_the_contract() {
+        for ok in ["keygen", "a", "A-b_c.d", "0queue", &"x".repeat(128)] {
+            assert!(validate_queue_name(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_names_outside_the_contract() {
+        for bad in ["", ".x", "-x", "_x", "a b", "../x", "a/b", "köln", &"x".repeat(129)] {
+            assert!(validate_queue_name(bad).is_err(), "{bad}");
+        }
+    }
+}

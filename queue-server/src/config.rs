@@ -1,0 +1,71 @@
+//! The server's configuration: one struct, built from flags and `MEMQ_*` environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors in clusters.
+    Json,
+}
+
+/// queue-server: a work-queue broker with kuard's MemQ API, leases, acks, dead letters and long polling.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "MEMQ_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Bearer token every request must carry (except /healthz, /readyz, /metrics).
+    #[arg(long, env = "MEMQ_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// With --token: let stats, queue objects and the dashboard be read without the token.
+    #[arg(long, env = "MEMQ_PUBLIC_READS")]
+    pub public_reads: bool,
+
+    /// Largest single item, in bytes.
+    #[arg(long, env = "MEMQ_MAX_ITEM_BYTES", default_value_t = 1 << 20)]
+    pub max_item_bytes: usize,
+
+    /// Largest request body (a whole batch), in bytes.
+    #[arg(long, env = "MEMQ_MAX_BODY_BYTES", default_value_t = 64 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Lease length of new queues that do not set leaseSeconds (e.g. 30s, 2m).
+    #[arg(long, env = "MEMQ_DEFAULT_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub default_lease: Duration,
+
+    /// Log format.
+    #[arg(long, env = "MEMQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let d = memq::duration::parse_duration(text)?;
+    if d.as_secs() < 1 || d.subsec_nanos() != 0 {
+        return Err("the default lease must be a whole number of seconds, at least 1".into());
+    }
+    Ok(d)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: None,
+            public_reads: false,
+            max_item_bytes: 1 << 20,
+            max_body_bytes: 64 << 20,
+            default_lease: Duration::from_secs(30),
+            log_format: LogFormat::Text,
+        }
+    }
+}
