@@ -1,0 +1,132 @@
+//! Producer dedup keys (taken from enqueue until [`KEY_RETENTION_MS`] after the item leaves),
+//! and a bounded memory of expired lease ids.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+
+use super::{Id, KEY_RETENTION_MS};
+
+#[derive(Debug)]
+struct KeyEntry {
+    item: Id,
+    released_at: Option<u64>,
+}
+
+/// Which keys are taken, by which item, and when released keys become free again.
+#[derive(Debug, Default)]
+pub struct Keys {
+    by_key: HashMap<Arc<str>, KeyEntry, RandomState>,
+    by_item: HashMap<Id, Arc<str>, RandomState>,
+    released: VecDeque<(u64, Arc<str>)>,
+}
+
+impl Keys {
+    /// The item holding `key`, if the key is taken.
+    pub fn holder(&self, key: &str) -> Option<Id> {
+        self.by_key.get(key).map(|e| e.item)
+    }
+
+    /// Marks `key` taken by `item`. The caller checked [`Keys::holder`] first.
+    pub fn take(&mut self, key: &str, item: Id) {
+        let key: Arc<str> = Arc::from(key);
+        self.by_item.insert(item, key.clone());
+        self.by_key.insert(key, KeyEntry { item, released_at: None });
+    }
+
+    /// Starts the retention clock of `item`'s key, if it has one: it left the queue at `now`.
+    pub fn release(&mut self, item: Id, now: u64) {
+        if let Some(key) = self.by_item.remove(&item) {
+            if let Some(entry) = self.by_key.get_mut(&key) {
+                entry.released_at = Some(now);
+            }
+            self.released.push_back((now, key));
+        }
+    }
+
+    /// Frees the keys whose retention ran out by `now`.
+    pub fn prune(&mut self, now: u64) {
+        while let Some((at, _)) = self.released.front() {
+            if at.saturating_add(KEY_RETENTION_MS) > now {
+                break;
+            }
+            let (at, key) = self.released.pop_front().expect("front exists");
+            if self.by_key.get(&key).is_some_and(|e| e.released_at == Some(at)) {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// How many keys are taken (including released ones still retained).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+/// The most recent expired lease ids, oldest forgotten first.
+#[derive(Debug)]
+pub struct RecentIds {
+    set: HashSet<Id, RandomState>,
+    order: VecDeque<Id>,
+    cap: usize,
+}
+
+impl RecentIds {
+    /// Remembers at most `cap` ids.
+    pub fn new(cap: usize) -> Self {
+        Self { set: HashSet::default(), order: VecDeque::new(), cap }
+    }
+
+    /// Remembers `id`, forgetting the oldest one beyond the cap.
+    pub fn insert(&mut self, id: Id) {
+        if self.cap == 0 {
+            return;
+        }
+        if self.order.len() == self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.set.insert(id);
+        self.order.push_back(id);
+    }
+
+    /// Whether `id` is remembered.
+    pub fn contains(&self, id: Id) -> bool {
+        self.set.contains(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::IdGen;
+
+    #[test]
+    fn released_key_stays_taken_for_the_retention_then_frees() {
+        let mut ids = IdGen::new();
+        let mut keys = Keys::default();
+        let item = ids.next(0);
+        keys.take("k", item);
+        keys.release(item, 1_000);
+        keys.prune(1_000 + KEY_RETENTION_MS - 1);
+        assert_eq!(keys.holder("k"), Some(item));
+        keys.prune(1_000 + KEY_RETENTION_MS);
+        assert_eq!(keys.holder("k"), None);
+        assert_eq!(keys.len(), 0);
+    }
+
+    #[test]
+    fn recent_ids_forget_the_oldest_beyond_the_cap() {
+        let mut ids = IdGen::new();
+        let mut recent = RecentIds::new(2);
+        let (a, b, c) = (ids.next(1), ids.next(2), ids.next(3));
+        recent.insert(a);
+        recent.insert(b);
+        recent.insert(c);
+        assert!(!recent.contains(a));
+        assert!(recent.contains(b) && recent.contains(c));
+    }
+}

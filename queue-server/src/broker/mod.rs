@@ -1,0 +1,22 @@
+//! The queue core: ready items, delayed items, leases, dead letters, dedup keys and counters.
+//!
+//! Plain structs and methods with no I/O, no HTTP and no clock of their own: every method that
+//! depends on time takes `now` in milliseconds since the Unix epoch, so each rule is unit-tested
+//! here by passing times, without sleeping. Locking, waking long-poll waiters and sweeping
+//! deadlines belong to `store/`.
+
+mod ids;
+mod keys;
+mod queue;
+
+pub use ids::{Id, IdGen};
+pub use queue::{
+    Counters, DeadItem, Handed, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig, QueueFull,
+    Taken,
+};
+
+/// How long a dedup key stays taken after its item left the queue.
+pub const KEY_RETENTION_MS: u64 = 10 * 60 * 1000;
+
+/// How many expired lease ids a queue remembers, to answer 410 instead of 404.
+pub const EXPIRED_LEASES_REMEMBERED: usize = 100_000;

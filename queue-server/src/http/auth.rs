@@ -1,0 +1,62 @@
+//! Bearer-token check (`--token`), compared in constant time.
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::error::Error;
+
+/// Paths that never need the token: probes and the metrics scrape.
+fn always_open(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Reads that `--public-reads` opens: the dashboard, stats and queue objects (not item bodies).
+fn public_read(method: &Method, path: &str) -> bool {
+    if method != Method::GET {
+        return false;
+    }
+    if matches!(path, "/" | "/memq/server/stats" | "/memq/server/stats/stream") {
+        return true;
+    }
+    path.strip_prefix("/memq/server/queues/").is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+}
+
+/// Refuses requests without the right `Authorization: Bearer` when a token is set.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = state.config.token.as_deref() else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    if always_open(path) || (state.config.public_reads && public_read(req.method(), path)) {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if bool::from(given.ct_eq(token.as_bytes())) {
+        next.run(req).await
+    } else {
+        Error::Unauthorized.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_reads_cover_stats_and_queue_objects_only() {
+        assert!(public_read(&Method::GET, "/memq/server/stats"));
+        assert!(public_read(&Method::GET, "/memq/server/queues/keygen"));
+        assert!(!public_read(&Method::GET, "/memq/server/queues/keygen/messages"));
+        assert!(!public_read(&Method::GET, "/memq/server/queues/keygen/dead"));
+        assert!(!public_read(&Method::POST, "/memq/server/stats"));
+        assert!(!public_read(&Method::PUT, "/memq/server/queues/keygen"));
+    }
+}

@@ -1,0 +1,133 @@
+//! Request parsing with the contract's JSON errors (axum's own rejections are plain text).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use crate::error::Error;
+
+/// The `{queue}` path segment, checked against the naming rule.
+pub struct QueueName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueueName {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::InvalidQueueName(format!("bad path: {e}")))?;
+        let name = params.get("queue").cloned().unwrap_or_default();
+        memq::name::validate_queue_name(&name).map_err(Error::InvalidQueueName)?;
+        Ok(QueueName(name))
+    }
+}
+
+/// The `{queue}` and `{lease}` path segments.
+pub struct LeasePath {
+    /// Queue name (checked).
+    pub queue: String,
+    /// Lease id as given (checked by the store: malformed is "not found").
+    pub lease: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LeasePath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::InvalidQueueName(format!("bad path: {e}")))?;
+        let queue = params.get("queue").cloned().unwrap_or_default();
+        memq::name::validate_queue_name(&queue).map_err(Error::InvalidQueueName)?;
+        let lease = params.get("lease").cloned().unwrap_or_default();
+        Ok(LeasePath { queue, lease })
+    }
+}
+
+/// Query-string parameters, read by name with range checks.
+pub struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        let pairs = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        Ok(Params(pairs))
+    }
+}
+
+impl Params {
+    /// The raw value of `name` (the last one when repeated).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A duration in `(0, max]`, or `[0, max]` when `allow_zero`.
+    pub fn duration(
+        &self,
+        name: &'static str,
+        max: Duration,
+        allow_zero: bool,
+    ) -> Result<Option<Duration>, Error> {
+        let Some(text) = self.get(name) else { return Ok(None) };
+        let d = memq::duration::parse_duration(text).map_err(|e| Error::param(name, e))?;
+        if d.is_zero() && !allow_zero {
+            return Err(Error::param(name, "must be greater than 0"));
+        }
+        if d > max {
+            return Err(Error::param(
+                name,
+                format!("{text:?} is more than the maximum of {}", memq::duration::format_duration(max)),
+            ));
+        }
+        Ok(Some(d))
+    }
+
+    /// A whole number in `[min, max]`.
+    pub fn int(&self, name: &'static str, min: u64, max: u64) -> Result<Option<u64>, Error> {
+        let Some(text) = self.get(name) else { return Ok(None) };
+        let n: u64 = text
+            .parse()
+            .map_err(|_| Error::param(name, format!("{text:?} is not a whole number")))?;
+        if n < min || n > max {
+            return Err(Error::param(name, format!("{n} is outside {min}..={max}")));
+        }
+        Ok(Some(n))
+    }
+
+    /// `true`/`false` (also `1`/`0`); absent is `false`.
+    pub fn flag(&self, name: &'static str) -> Result<bool, Error> {
+        match self.get(name) {
+            None => Ok(false),
+            Some("true" | "1" | "") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(other) => Err(Error::param(name, format!("{other:?} is not true or false"))),
+        }
+    }
+}
+
+/// Reads a whole body, refusing more than `max` bytes without buffering past the limit.
+pub async fn read_body(body: Body, max: usize) -> Result<Bytes, Error> {
+    let limited = http_body_util::Limited::new(body, max);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge { max }),
+        Err(e) => Err(Error::InvalidBody(format!("could not read the request body: {e}"))),
+    }
+}
+
+/// Checks that a body is UTF-8 text.
+pub fn utf8(bytes: &[u8]) -> Result<&str, Error> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        Error::InvalidBody(format!("body is not UTF-8 text (invalid byte at offset {})", e.valid_up_to()))
+    })
+}

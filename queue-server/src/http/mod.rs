@@ -1,0 +1,90 @@
+//! The HTTP face of the server: axum routes of API.md, auth, request metrics, JSON errors.
+//!
+//! Handlers parse and check input, call the store, and shape answers; they hold no queue logic.
+
+mod auth;
+mod extract;
+mod memq;
+mod ops;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The queues.
+    pub store: Store,
+    /// The server's settings.
+    pub config: Arc<Config>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The whole router: queue API under `/memq/server`, operations at the root.
+pub fn app(state: AppState) -> Router {
+    let q = "/memq/server/queues/{queue}";
+    let queue_routes = Router::new()
+        .route("/memq/server/stats", get(memq::stats))
+        .route(
+            q,
+            get(memq::get_queue).put(memq::create_queue).delete(memq::delete_queue),
+        )
+        .route(&format!("{q}/drain"), post(memq::drain))
+        .route(&format!("{q}/pause"), post(memq::pause))
+        .route(&format!("{q}/resume"), post(memq::resume))
+        .route(&format!("{q}/enqueue"), post(memq::enqueue))
+        .route(&format!("{q}/dequeue"), post(memq::dequeue))
+        .route(&format!("{q}/ack"), post(memq::ack_batch))
+        .route(&format!("{q}/leases/{{lease}}/ack"), post(memq::ack))
+        .route(&format!("{q}/leases/{{lease}}/nack"), post(memq::nack))
+        .route(&format!("{q}/leases/{{lease}}/extend"), post(memq::extend))
+        .route(&format!("{q}/dead"), get(memq::dead_letters).delete(memq::purge_dead))
+        .route(&format!("{q}/dead/requeue"), post(memq::requeue_dead))
+        .route(&format!("{q}/messages"), get(memq::peek));
+    Router::new()
+        .merge(queue_routes)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> Error {
+    Error::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
+}
+
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let resp = next.run(req).await;
+    state.metrics.observe(
+        RequestLabels { method, route, status: resp.status().as_u16() },
+        started.elapsed(),
+    );
+    resp.into_response()
+}

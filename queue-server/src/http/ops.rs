@@ -1,0 +1,35 @@
+//! Operations outside the queue API: liveness, readiness, Prometheus metrics.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::error::Error;
+
+/// `GET /healthz`: the process is up and answering.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: the store can serve requests.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.store.is_ready() {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus / OpenMetrics text.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, Error> {
+    let text = state
+        .metrics
+        .render()
+        .map_err(|e| Error::BackendUnavailable(format!("cannot encode metrics: {e}")))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}

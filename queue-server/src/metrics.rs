@@ -1,0 +1,119 @@
+//! Prometheus metrics: per-queue gauges and counters read from the store at scrape time (the
+//! hot path pays nothing for them), and a request-latency histogram per route.
+
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::store::Store;
+
+/// Labels of the request histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route pattern (`/memq/server/queues/{queue}/enqueue`), never the raw path.
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// The server's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Histogram>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~3.3 s, doubling.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl Metrics {
+    /// Metrics reading queue figures from `store`.
+    pub fn new(store: Store) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "memq_http_request_duration_seconds",
+            "Time to answer an HTTP request (long polls include their wait)",
+            requests.clone(),
+        );
+        registry.register_collector(Box::new(QueueCollector { store }));
+        Self { registry, requests }
+    }
+
+    /// Records one answered request.
+    pub fn observe(&self, labels: RequestLabels, elapsed: Duration) {
+        self.requests.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+struct QueueCollector {
+    store: Store,
+}
+
+impl std::fmt::Debug for QueueCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueCollector")
+    }
+}
+
+impl Collector for QueueCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.store.stats();
+        type Get = fn(&memq::QueueStats) -> u64;
+        let gauges: [(&str, &str, Get); 4] = [
+            ("memq_queue_depth", "Ready items", |s| s.depth),
+            ("memq_queue_inflight", "Leased items not yet acked", |s| s.inflight),
+            ("memq_queue_delayed", "Items waiting for their delay", |s| s.delayed),
+            ("memq_queue_dead", "Items in the dead letters", |s| s.dead),
+        ];
+        for (name, help, get) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+            for s in &stats {
+                let labels = [("queue", s.name.as_str())];
+                ConstGauge::new(get(s) as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let counters: [(&str, &str, Get); 5] = [
+            ("memq_queue_enqueued", "Items added", |s| s.enqueued),
+            ("memq_queue_dequeued", "Items handed out (kuard dequeues and leases)", |s| s.dequeued),
+            ("memq_queue_acked", "Items acked", |s| s.acked),
+            ("memq_queue_requeued", "Items put back by lease expiry or nack", |s| s.requeued),
+            ("memq_queue_drained", "Items dropped by drain", |s| s.drained),
+        ];
+        for (name, help, get) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+            for s in &stats {
+                let labels = [("queue", s.name.as_str())];
+                ConstCounter::new(get(s)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut oldest = encoder.encode_descriptor(
+            "memq_queue_oldest_age_seconds",
+            "Age of the oldest ready item",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for s in &stats {
+            let labels = [("queue", s.name.as_str())];
+            ConstGauge::new(s.oldest_age_seconds).encode(oldest.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
