@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every check of the project: formatting, lints, all tests, manifests.
+# Installs what the checks need by itself (idempotent); works with CI=true and no stdin.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() {
+    local name=$1
+    shift
+    printf '\n==> %s\n' "$name"
+    local started=$SECONDS
+    if "$@"; then
+        printf '==> %s: ok (%ss)\n' "$name" "$((SECONDS - started))"
+    else
+        local rc=$?
+        printf '==> %s: FAILED (exit %s)\n' "$name" "$rc" >&2
+        exit "$rc"
+    fi
+}
+
+# Long-poll tests hold a thousand connections on each side of the loopback.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+    step "install cargo-nextest" cargo install --locked cargo-nextest
+fi
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+        step "install $component" rustup component add "$component"
+    fi
+done
+
+profile=default
+[ "${CI:-}" = "true" ] && profile=ci
+
+step "format (cargo fmt --check)" cargo fmt --all --check
+step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "manifests and Dockerfile" scripts/check-manifests.sh
+# Last, so that its summary closes the output.
+step "tests (cargo nextest)" cargo nextest run --workspace --locked --profile "$profile" --no-tests=fail
+printf '\nall checks passed\n'
