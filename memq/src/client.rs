@@ -98,7 +98,14 @@ pub enum Dequeued {
 impl Dequeued {
     /// True when the queue is finished: nothing ready and nothing in flight.
     pub fn is_finished(&self) -> bool {
-        matches!(self, Dequeued::Empty { depth: 0, inflight: 0, paused: false })
+        matches!(
+            self,
+            Dequeued::Empty {
+                depth: 0,
+                inflight: 0,
+                paused: false
+            }
+        )
     }
 }
 
@@ -112,7 +119,7 @@ pub struct Client {
 
 fn secs(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         (ms / 1000).to_string()
     } else {
         format!("{}ms", ms)
@@ -133,7 +140,11 @@ impl Client {
     /// A client sharing an existing `reqwest::Client` (and its connection pool).
     pub fn with_http(http: reqwest::Client, base: impl Into<String>) -> Self {
         let base = base.into().trim_end_matches('/').to_string();
-        Self { http, base, token: None }
+        Self {
+            http,
+            base,
+            token: None,
+        }
     }
 
     /// Sends `Authorization: Bearer TOKEN` with every request.
@@ -332,7 +343,12 @@ impl Client {
     }
 
     /// `POST /queues/{q}/leases/{lease}/nack`, back to ready after `delay`.
-    pub async fn nack(&self, queue: &str, lease: &str, delay: Option<Duration>) -> Result<(), Error> {
+    pub async fn nack(
+        &self,
+        queue: &str,
+        lease: &str,
+        delay: Option<Duration>,
+    ) -> Result<(), Error> {
         let mut req = self.request(Method::POST, &Self::lease_path(queue, lease, "nack"));
         if let Some(delay) = delay {
             req = req.query(&[("delay", secs(delay))]);
@@ -365,7 +381,11 @@ impl Client {
     }
 
     /// `GET /queues/{q}/dead?limit=N`.
-    pub async fn dead_letters(&self, queue: &str, limit: Option<u32>) -> Result<Vec<DeadLetter>, Error> {
+    pub async fn dead_letters(
+        &self,
+        queue: &str,
+        limit: Option<u32>,
+    ) -> Result<Vec<DeadLetter>, Error> {
         let mut req = self.request(Method::GET, &Self::queue_path(queue, "/dead"));
         if let Some(limit) = limit {
             req = req.query(&[("limit", limit)]);
@@ -377,7 +397,8 @@ impl Client {
     /// `POST /queues/{q}/dead/requeue`: dead letters back to ready; returns how many.
     pub async fn requeue_dead(&self, queue: &str) -> Result<u64, Error> {
         let r: CountResult =
-            Self::json(self.request(Method::POST, &Self::queue_path(queue, "/dead/requeue"))).await?;
+            Self::json(self.request(Method::POST, &Self::queue_path(queue, "/dead/requeue")))
+                .await?;
         Ok(r.count)
     }
 
@@ -407,7 +428,11 @@ fn form_escape(segment: &str) -> impl Iterator<Item = char> + '_ {
         let chars = if keep {
             [b as char, '\0', '\0']
         } else {
-            ['%', hex[(b >> 4) as usize] as char, hex[(b & 15) as usize] as char]
+            [
+                '%',
+                hex[(b >> 4) as usize] as char,
+                hex[(b & 15) as usize] as char,
+            ]
         };
         chars.into_iter().filter(|c| *c != '\0')
     })
@@ -431,11 +456,18 @@ async fn api_error(resp: reqwest::Response) -> Error {
         .map(Duration::from_secs);
     let bytes = resp.bytes().await.unwrap_or_default();
     match serde_json::from_slice::<ApiError>(&bytes) {
-        Ok(e) => Error::Api { status, code: e.code, message: e.message, retry_after },
+        Ok(e) => Error::Api {
+            status,
+            code: e.code,
+            message: e.message,
+            retry_after,
+        },
         Err(_) => Error::Api {
             status,
             code: format!("http_{status}"),
-            message: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim().to_string(),
+            message: String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                .trim()
+                .to_string(),
             retry_after,
         },
     }

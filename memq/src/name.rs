@@ -44,7 +44,17 @@ mod tests {
 
     #[test]
     fn rejects_names_outside_the_contract() {
-        for bad in ["", ".x", "-x", "_x", "a b", "../x", "a/b", "köln", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".x",
+            "-x",
+            "_x",
+            "a b",
+            "../x",
+            "a/b",
+            "köln",
+            &"x".repeat(129),
+        ] {
             assert!(validate_queue_name(bad).is_err(), "{bad}");
         }
     }

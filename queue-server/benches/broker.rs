@@ -14,7 +14,10 @@ use queue_server::broker::{NewItem, Queue, QueueConfig, Taken};
 const T0: u64 = 1_800_000_000_000;
 
 fn item(i: u64) -> NewItem {
-    NewItem { body: format!("work-item-{i:06}").into_boxed_str(), key: None }
+    NewItem {
+        body: format!("work-item-{i:06}").into_boxed_str(),
+        key: None,
+    }
 }
 
 fn cycles(c: &mut Criterion) {
@@ -30,13 +33,18 @@ fn cycles(c: &mut Criterion) {
         })
     });
     g.bench_function("enqueue_lease_ack", |b| {
-        let mut q = Queue::new(QueueConfig { max_attempts: 0, ..QueueConfig::default() });
+        let mut q = Queue::new(QueueConfig {
+            max_attempts: 0,
+            ..QueueConfig::default()
+        });
         let mut i = 0u64;
         b.iter(|| {
             let now = T0 + i / 1000;
             q.enqueue(item(i), 0, now).unwrap();
             i += 1;
-            let Taken::Items(mut got) = q.dequeue(1, Some(30_000), now) else { unreachable!() };
+            let Taken::Items(mut got) = q.dequeue(1, Some(30_000), now) else {
+                unreachable!()
+            };
             let lease = got.pop().unwrap().lease.unwrap();
             q.ack(lease.id, now).unwrap();
         })
@@ -85,16 +93,23 @@ fn sweep(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(1_000_000));
     let leased = || {
-        let mut q = Queue::new(QueueConfig { max_attempts: 0, ..QueueConfig::default() });
-        q.enqueue_batch((0..1_000_000).map(item).collect(), 0, T0).unwrap();
-        let Taken::Items(_) = q.dequeue(1_000_000, Some(1_000), T0) else { unreachable!() };
+        let mut q = Queue::new(QueueConfig {
+            max_attempts: 0,
+            ..QueueConfig::default()
+        });
+        q.enqueue_batch((0..1_000_000).map(item).collect(), 0, T0)
+            .unwrap();
+        let Taken::Items(_) = q.dequeue(1_000_000, Some(1_000), T0) else {
+            unreachable!()
+        };
         q
     };
     g.bench_function("baseline_drain_1m_ready", |b| {
         b.iter_batched(
             || {
                 let mut q = Queue::new(QueueConfig::default());
-                q.enqueue_batch((0..1_000_000).map(item).collect(), 0, T0).unwrap();
+                q.enqueue_batch((0..1_000_000).map(item).collect(), 0, T0)
+                    .unwrap();
                 q
             },
             |mut q| q.drain(T0),
@@ -109,12 +124,17 @@ fn sweep(c: &mut Criterion) {
 
 /// One plain figure for the README: broker ops/s (enqueue, lease, ack count 3 ops per item).
 fn summary() {
-    let mut q = Queue::new(QueueConfig { max_attempts: 0, ..QueueConfig::default() });
+    let mut q = Queue::new(QueueConfig {
+        max_attempts: 0,
+        ..QueueConfig::default()
+    });
     let n = 1_000_000u64;
     let started = Instant::now();
     for i in 0..n {
         q.enqueue(item(i), 0, T0).unwrap();
-        let Taken::Items(mut got) = q.dequeue(1, Some(30_000), T0) else { unreachable!() };
+        let Taken::Items(mut got) = q.dequeue(1, Some(30_000), T0) else {
+            unreachable!()
+        };
         q.ack(got.pop().unwrap().lease.unwrap().id, T0).unwrap();
     }
     let secs = started.elapsed().as_secs_f64();

@@ -39,7 +39,12 @@ fn measure(side: &str) -> f64 {
         "queue" => {
             let mut q = Queue::new(QueueConfig::default());
             for start in (0..N).step_by(10_000) {
-                let items = (start..start + 10_000).map(|i| NewItem { body: body(i), key: None }).collect();
+                let items = (start..start + 10_000)
+                    .map(|i| NewItem {
+                        body: body(i),
+                        key: None,
+                    })
+                    .collect();
                 q.enqueue_batch(items, 0, T0).unwrap();
             }
             black_box(&q);
@@ -55,8 +60,16 @@ fn child(side: &str) -> f64 {
         .args(["--measure", side])
         .output()
         .expect("run the measuring child");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn main() {

@@ -71,7 +71,10 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::InvalidParameter`].
     pub fn param(name: &'static str, message: impl Into<String>) -> Self {
-        Error::InvalidParameter { name, message: message.into() }
+        Error::InvalidParameter {
+            name,
+            message: message.into(),
+        }
     }
 
     /// HTTP status of this error.
@@ -131,7 +134,8 @@ impl IntoResponse for Error {
         let mut resp = (status, axum::Json(body)).into_response();
         match self {
             Error::QueueFull(_) => {
-                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Error::Unauthorized => {
                 resp.headers_mut()

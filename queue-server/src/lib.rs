@@ -40,7 +40,11 @@ pub async fn serve(
     let cancel = CancellationToken::new();
     let store = store::Store::new(config.default_lease.as_millis() as u64, cancel.clone());
     let metrics = Arc::new(metrics::Metrics::new(store.clone()));
-    let state = http::AppState { store: store.clone(), config: Arc::new(config), metrics };
+    let state = http::AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+        metrics,
+    };
     let router = http::app(state);
 
     let sweeper = tokio::spawn(store.clone().run_sweeper());

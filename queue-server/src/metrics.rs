@@ -40,7 +40,9 @@ impl Metrics {
     /// Metrics reading queue figures from `store`.
     pub fn new(store: Store) -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let requests = Family::<RequestLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         registry.register(
             "memq_http_request_duration_seconds",
             "Time to answer an HTTP request (long polls include their wait)",
@@ -52,7 +54,9 @@ impl Metrics {
 
     /// Records one answered request.
     pub fn observe(&self, labels: RequestLabels, elapsed: Duration) {
-        self.requests.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The exposition text.
@@ -79,12 +83,21 @@ impl Collector for QueueCollector {
         type Get = fn(&memq::QueueStats) -> u64;
         let gauges: [(&str, &str, Get); 4] = [
             ("memq_queue_depth", "Ready items", |s| s.depth),
-            ("memq_queue_inflight", "Leased items not yet acked", |s| s.inflight),
-            ("memq_queue_delayed", "Items waiting for their delay", |s| s.delayed),
+            ("memq_queue_inflight", "Leased items not yet acked", |s| {
+                s.inflight
+            }),
+            ("memq_queue_delayed", "Items waiting for their delay", |s| {
+                s.delayed
+            }),
             ("memq_queue_dead", "Items in the dead letters", |s| s.dead),
         ];
         for (name, help, get) in gauges {
-            let mut family = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
             for s in &stats {
                 let labels = [("queue", s.name.as_str())];
                 ConstGauge::new(get(s) as i64).encode(family.encode_family(&labels)?)?;
@@ -92,13 +105,28 @@ impl Collector for QueueCollector {
         }
         let counters: [(&str, &str, Get); 5] = [
             ("memq_queue_enqueued", "Items added", |s| s.enqueued),
-            ("memq_queue_dequeued", "Items handed out (kuard dequeues and leases)", |s| s.dequeued),
+            (
+                "memq_queue_dequeued",
+                "Items handed out (kuard dequeues and leases)",
+                |s| s.dequeued,
+            ),
             ("memq_queue_acked", "Items acked", |s| s.acked),
-            ("memq_queue_requeued", "Items put back by lease expiry or nack", |s| s.requeued),
-            ("memq_queue_drained", "Items dropped by drain", |s| s.drained),
+            (
+                "memq_queue_requeued",
+                "Items put back by lease expiry or nack",
+                |s| s.requeued,
+            ),
+            ("memq_queue_drained", "Items dropped by drain", |s| {
+                s.drained
+            }),
         ];
         for (name, help, get) in counters {
-            let mut family = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
             for s in &stats {
                 let labels = [("queue", s.name.as_str())];
                 ConstCounter::new(get(s)).encode(family.encode_family(&labels)?)?;

@@ -22,7 +22,9 @@ async fn eight_producers_and_eight_consumers_ack_every_item_exactly_once() {
         let c = client.clone();
         producers.push(tokio::spawn(async move {
             for i in 0..PER_PRODUCER {
-                c.enqueue("q", format!("{p}-{i}"), &EnqueueOptions::default()).await.unwrap();
+                c.enqueue("q", format!("{p}-{i}"), &EnqueueOptions::default())
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -46,7 +48,9 @@ async fn eight_producers_and_eight_consumers_ack_every_item_exactly_once() {
                             assert!(seen.lock().insert(m.body), "an item was acked twice");
                         }
                     }
-                    Dequeued::Empty { .. } if seen.lock().len() == PRODUCERS * PER_PRODUCER => return,
+                    Dequeued::Empty { .. } if seen.lock().len() == PRODUCERS * PER_PRODUCER => {
+                        return;
+                    }
                     Dequeued::Empty { .. } => {}
                 }
             }
@@ -60,17 +64,24 @@ async fn eight_producers_and_eight_consumers_ack_every_item_exactly_once() {
             c.await.unwrap();
         }
     };
-    tokio::time::timeout(Duration::from_secs(240), all).await.expect("finished in time");
-    let seen = seen.lock();
-    assert_eq!(seen.len(), PRODUCERS * PER_PRODUCER);
-    for p in 0..PRODUCERS {
-        for i in 0..PER_PRODUCER {
-            assert!(seen.contains(&format!("{p}-{i}")));
+    tokio::time::timeout(Duration::from_secs(240), all)
+        .await
+        .expect("finished in time");
+    {
+        let seen = seen.lock();
+        assert_eq!(seen.len(), PRODUCERS * PER_PRODUCER);
+        for p in 0..PRODUCERS {
+            for i in 0..PER_PRODUCER {
+                assert!(seen.contains(&format!("{p}-{i}")));
+            }
         }
     }
     let q = client.queue("q").await.unwrap();
     assert_eq!(q.acked, (PRODUCERS * PER_PRODUCER) as u64);
-    assert_eq!(q.enqueued, q.acked + q.depth + q.inflight + q.dead + q.drained);
+    assert_eq!(
+        q.enqueued,
+        q.acked + q.depth + q.inflight + q.dead + q.drained
+    );
     assert_eq!((q.depth, q.inflight, q.dequeued), (0, 0, q.acked));
     server.shutdown().await;
 }

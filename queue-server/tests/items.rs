@@ -19,12 +19,18 @@ async fn batch_of_100_000_lines_lands_in_order() {
     let (server, client) = server_with_queue(Config::default()).await;
     let body: String = (0..100_000).map(|i| format!("item-{i}\r\n")).collect();
     let result = client.enqueue_lines("q", body, None).await.unwrap();
-    assert_eq!((result.count, result.duplicates, result.ids.len()), (100_000, 0, 100_000));
+    assert_eq!(
+        (result.count, result.duplicates, result.ids.len()),
+        (100_000, 0, 100_000)
+    );
     let mut sorted = result.ids.clone();
     sorted.sort();
     assert_eq!(sorted, result.ids, "ids are time-ordered");
     assert_eq!(client.queue("q").await.unwrap().depth, 100_000);
-    let opts = DequeueOptions { max: Some(1000), ..Default::default() };
+    let opts = DequeueOptions {
+        max: Some(1000),
+        ..Default::default()
+    };
     let mut next = 0;
     while let Dequeued::Messages(batch) = client.dequeue("q", &opts).await.unwrap() {
         for m in batch {
@@ -38,15 +44,24 @@ async fn batch_of_100_000_lines_lands_in_order() {
 
 #[tokio::test]
 async fn batch_with_one_line_too_long_is_refused_whole() {
-    let config = Config { max_item_bytes: 100, ..Config::default() };
+    let config = Config {
+        max_item_bytes: 100,
+        ..Config::default()
+    };
     let (server, client) = server_with_queue(config).await;
     let mut body: String = (0..1000).map(|i| format!("ok-{i}\n")).collect();
     body.push_str(&"x".repeat(101));
     body.push('\n');
     let err = client.enqueue_lines("q", body, None).await.unwrap_err();
-    assert_eq!((err.status(), err.code()), (Some(413), Some("item_too_large")));
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(413), Some("item_too_large"))
+    );
     assert!(err.to_string().contains("item 1000"), "{err}");
-    let items = vec![BatchItem::Body("fine".into()), BatchItem::Body("y".repeat(101))];
+    let items = vec![
+        BatchItem::Body("fine".into()),
+        BatchItem::Body("y".repeat(101)),
+    ];
     let err = client.enqueue_batch("q", &items, None).await.unwrap_err();
     assert_eq!(err.status(), Some(413));
     let q = client.queue("q").await.unwrap();
@@ -57,14 +72,22 @@ async fn batch_with_one_line_too_long_is_refused_whole() {
 #[tokio::test]
 async fn batch_passing_max_depth_is_429_with_retry_after_and_adds_nothing() {
     let (server, client) = server_with_queue(Config::default()).await;
-    let cfg = QueueConfigPatch { max_depth: Some(5), ..Default::default() };
+    let cfg = QueueConfigPatch {
+        max_depth: Some(5),
+        ..Default::default()
+    };
     let (q, created) = client.create_queue("q", Some(&cfg)).await.unwrap();
     assert!(!created);
     assert_eq!(q.max_depth, 5);
     client.enqueue_lines("q", "a\nb\nc\n", None).await.unwrap();
-    let err = client.enqueue_lines("q", "d\ne\nf\n", None).await.unwrap_err();
+    let err = client
+        .enqueue_lines("q", "d\ne\nf\n", None)
+        .await
+        .unwrap_err();
     assert_eq!((err.status(), err.code()), (Some(429), Some("queue_full")));
-    let memq::Error::Api { retry_after, .. } = err else { panic!() };
+    let memq::Error::Api { retry_after, .. } = err else {
+        panic!()
+    };
     assert_eq!(retry_after, Some(Duration::from_secs(1)));
     assert_eq!(client.queue("q").await.unwrap().depth, 3);
     server.shutdown().await;
@@ -75,7 +98,15 @@ async fn empty_lines_are_items_only_with_keep_empty() {
     let (server, client) = server_with_queue(Config::default()).await;
     let http = reqwest::Client::new();
     let url = format!("{}/queues/q/enqueue", server.base_url());
-    let r: Value = http.post(format!("{url}?batch=lines")).body("a\n\nb\n").send().await.unwrap().json().await.unwrap();
+    let r: Value = http
+        .post(format!("{url}?batch=lines"))
+        .body("a\n\nb\n")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["count"], 2);
     let r: Value = http
         .post(format!("{url}?batch=lines&keepEmpty=true"))
@@ -96,14 +127,36 @@ async fn empty_lines_are_items_only_with_keep_empty() {
 #[tokio::test]
 async fn delayed_items_count_as_delayed_until_due() {
     let (server, client) = server_with_queue(Config::default()).await;
-    let opts = EnqueueOptions { delay: Some(Duration::from_millis(400)), ..Default::default() };
+    let opts = EnqueueOptions {
+        delay: Some(Duration::from_millis(400)),
+        ..Default::default()
+    };
     client.enqueue("q", "later", &opts).await.unwrap();
-    client.enqueue_lines("q", "b1\nb2\n", Some(Duration::from_millis(400))).await.unwrap();
+    client
+        .enqueue_lines("q", "b1\nb2\n", Some(Duration::from_millis(400)))
+        .await
+        .unwrap();
     let q = client.queue("q").await.unwrap();
     assert_eq!((q.depth, q.delayed), (0, 3));
-    assert_eq!(client.dequeue("q", &DequeueOptions::default()).await.unwrap(), Dequeued::Empty { depth: 0, inflight: 0, paused: false });
-    let opts = DequeueOptions { wait: Some(Duration::from_secs(5)), max: Some(10), ..Default::default() };
-    let Dequeued::Messages(m) = client.dequeue("q", &opts).await.unwrap() else { panic!() };
+    assert_eq!(
+        client
+            .dequeue("q", &DequeueOptions::default())
+            .await
+            .unwrap(),
+        Dequeued::Empty {
+            depth: 0,
+            inflight: 0,
+            paused: false
+        }
+    );
+    let opts = DequeueOptions {
+        wait: Some(Duration::from_secs(5)),
+        max: Some(10),
+        ..Default::default()
+    };
+    let Dequeued::Messages(m) = client.dequeue("q", &opts).await.unwrap() else {
+        panic!()
+    };
     assert!(!m.is_empty());
     server.shutdown().await;
 }
@@ -111,16 +164,31 @@ async fn delayed_items_count_as_delayed_until_due() {
 #[tokio::test]
 async fn dedup_keys_answer_the_original_id() {
     let (server, client) = server_with_queue(Config::default()).await;
-    let keyed = |k: &str| EnqueueOptions { id: Some(k.into()), ..Default::default() };
+    let keyed = |k: &str| EnqueueOptions {
+        id: Some(k.into()),
+        ..Default::default()
+    };
     let first = client.enqueue("q", "one", &keyed("k1")).await.unwrap();
     assert!(!first.duplicate);
-    let again = client.enqueue("q", "one again", &keyed("k1")).await.unwrap();
+    let again = client
+        .enqueue("q", "one again", &keyed("k1"))
+        .await
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.id, first.id);
     let items = vec![
-        BatchItem::Keyed { id: "k1".into(), body: "x".into() },
-        BatchItem::Keyed { id: "k2".into(), body: "two".into() },
-        BatchItem::Keyed { id: "k2".into(), body: "two again".into() },
+        BatchItem::Keyed {
+            id: "k1".into(),
+            body: "x".into(),
+        },
+        BatchItem::Keyed {
+            id: "k2".into(),
+            body: "two".into(),
+        },
+        BatchItem::Keyed {
+            id: "k2".into(),
+            body: "two again".into(),
+        },
         BatchItem::Body("plain".into()),
     ];
     let r = client.enqueue_batch("q", &items, None).await.unwrap();
@@ -128,17 +196,29 @@ async fn dedup_keys_answer_the_original_id() {
     assert_eq!(r.ids[0], first.id);
     assert_eq!(r.ids[1], r.ids[2]);
     // Acked items keep their key for a while: a rerun adds nothing.
-    let opts = DequeueOptions { lease: Some(Duration::from_secs(10)), max: Some(10), ..Default::default() };
-    let Dequeued::Messages(m) = client.dequeue("q", &opts).await.unwrap() else { panic!() };
+    let opts = DequeueOptions {
+        lease: Some(Duration::from_secs(10)),
+        max: Some(10),
+        ..Default::default()
+    };
+    let Dequeued::Messages(m) = client.dequeue("q", &opts).await.unwrap() else {
+        panic!()
+    };
     for msg in &m {
-        client.ack("q", &msg.lease.as_ref().unwrap().id).await.unwrap();
+        client
+            .ack("q", &msg.lease.as_ref().unwrap().id)
+            .await
+            .unwrap();
     }
     let r = client.enqueue_batch("q", &items[..3], None).await.unwrap();
     assert_eq!((r.count, r.duplicates), (0, 3));
     // ?id= with a batch is refused.
     let http = reqwest::Client::new();
     let resp = http
-        .post(format!("{}/queues/q/enqueue?batch=lines&id=x", server.base_url()))
+        .post(format!(
+            "{}/queues/q/enqueue?batch=lines&id=x",
+            server.base_url()
+        ))
         .body("a\n")
         .send()
         .await
@@ -151,14 +231,28 @@ async fn dedup_keys_answer_the_original_id() {
 async fn drain_drops_ready_and_delayed_but_not_inflight() {
     let (server, client) = server_with_queue(Config::default()).await;
     client.enqueue_lines("q", "a\nb\nc\n", None).await.unwrap();
-    client.enqueue_lines("q", "d\n", Some(Duration::from_secs(60))).await.unwrap();
-    let lease = DequeueOptions { lease: Some(Duration::from_secs(30)), ..Default::default() };
-    let Dequeued::Messages(m) = client.dequeue("q", &lease).await.unwrap() else { panic!() };
+    client
+        .enqueue_lines("q", "d\n", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let lease = DequeueOptions {
+        lease: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let Dequeued::Messages(m) = client.dequeue("q", &lease).await.unwrap() else {
+        panic!()
+    };
     let q = client.queue_action("q", "drain").await.unwrap();
     assert_eq!((q.depth, q.delayed, q.inflight, q.drained), (0, 0, 1, 3));
-    client.ack("q", &m[0].lease.as_ref().unwrap().id).await.unwrap();
+    client
+        .ack("q", &m[0].lease.as_ref().unwrap().id)
+        .await
+        .unwrap();
     let q = client.queue("q").await.unwrap();
-    assert_eq!(q.enqueued, q.acked + q.depth + q.inflight + q.dead + q.drained);
+    assert_eq!(
+        q.enqueued,
+        q.acked + q.depth + q.inflight + q.dead + q.drained
+    );
     server.shutdown().await;
 }
 
@@ -166,19 +260,34 @@ async fn drain_drops_ready_and_delayed_but_not_inflight() {
 async fn deleting_a_queue_with_items_in_flight_invalidates_their_leases() {
     let (server, client) = server_with_queue(Config::default()).await;
     client.enqueue_lines("q", "a\nb\n", None).await.unwrap();
-    let lease = DequeueOptions { lease: Some(Duration::from_secs(30)), max: Some(2), ..Default::default() };
-    let Dequeued::Messages(m) = client.dequeue("q", &lease).await.unwrap() else { panic!() };
+    let lease = DequeueOptions {
+        lease: Some(Duration::from_secs(30)),
+        max: Some(2),
+        ..Default::default()
+    };
+    let Dequeued::Messages(m) = client.dequeue("q", &lease).await.unwrap() else {
+        panic!()
+    };
     let gone = client.queue("q").await.unwrap();
     assert_eq!(gone.inflight, 2);
     client.delete_queue("q").await.unwrap();
     for msg in &m {
-        let err = client.ack("q", &msg.lease.as_ref().unwrap().id).await.unwrap_err();
+        let err = client
+            .ack("q", &msg.lease.as_ref().unwrap().id)
+            .await
+            .unwrap_err();
         assert_eq!(err.status(), Some(404));
     }
     // A new queue of the same name knows nothing of the old leases.
     client.create_queue("q", None).await.unwrap();
-    let err = client.ack("q", &m[0].lease.as_ref().unwrap().id).await.unwrap_err();
-    assert_eq!((err.status(), err.code()), (Some(404), Some("lease_not_found")));
+    let err = client
+        .ack("q", &m[0].lease.as_ref().unwrap().id)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(404), Some("lease_not_found"))
+    );
     assert!(client.stats().await.is_ok());
     server.shutdown().await;
 }
@@ -188,7 +297,10 @@ async fn peek_does_not_take_items() {
     let (server, client) = server_with_queue(Config::default()).await;
     client.enqueue_lines("q", "a\nb\nc\n", None).await.unwrap();
     let peek = client.peek("q", Some(2)).await.unwrap();
-    assert_eq!(peek.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        peek.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     assert!(peek.iter().all(|m| m.lease.is_none()));
     assert_eq!(client.queue("q").await.unwrap().depth, 3);
     server.shutdown().await;

@@ -7,7 +7,10 @@ use queue_server::Config;
 use queue_server::testing::TestServer;
 
 fn lease_for(ms: u64) -> DequeueOptions {
-    DequeueOptions { lease: Some(Duration::from_millis(ms)), ..Default::default() }
+    DequeueOptions {
+        lease: Some(Duration::from_millis(ms)),
+        ..Default::default()
+    }
 }
 
 async fn one(client: &memq::Client, q: &str, opts: &DequeueOptions) -> Message {
@@ -22,20 +25,30 @@ async fn setup(config: Option<QueueConfigPatch>, items: &[&str]) -> (TestServer,
     let client = server.client();
     client.create_queue("work", config.as_ref()).await.unwrap();
     for body in items {
-        client.enqueue("work", *body, &EnqueueOptions::default()).await.unwrap();
+        client
+            .enqueue("work", *body, &EnqueueOptions::default())
+            .await
+            .unwrap();
     }
     (server, client)
 }
 
 /// Polls `GET /queues/work` until `done` holds (bounded).
-async fn until(client: &memq::Client, what: &str, done: impl Fn(&memq::QueueStats) -> bool) -> memq::QueueStats {
+async fn until(
+    client: &memq::Client,
+    what: &str,
+    done: impl Fn(&memq::QueueStats) -> bool,
+) -> memq::QueueStats {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let q = client.queue("work").await.unwrap();
         if done(&q) {
             return q;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {q:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {q:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -51,11 +64,17 @@ async fn expired_lease_returns_item_to_front() {
     let q = until(&client, "the lease to expire", |q| q.inflight == 0).await;
     assert_eq!((q.depth, q.requeued), (3, 1));
     let again = one(&client, "work", &lease_for(10_000)).await;
-    assert_eq!((again.body.as_str(), again.id.as_str()), ("a", first.id.as_str()));
+    assert_eq!(
+        (again.body.as_str(), again.id.as_str()),
+        ("a", first.id.as_str())
+    );
     assert_eq!(again.lease.unwrap().attempt, 2);
     // The stale lease id answers 410 and changes nothing.
     let err = client.ack("work", &lease.id).await.unwrap_err();
-    assert_eq!((err.status(), err.code()), (Some(410), Some("lease_expired")));
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(410), Some("lease_expired"))
+    );
     let q = client.queue("work").await.unwrap();
     assert_eq!((q.inflight, q.acked, q.depth), (1, 0, 2));
     server.shutdown().await;
@@ -67,14 +86,22 @@ async fn stale_or_foreign_lease_ids_change_nothing() {
     let msg = one(&client, "work", &lease_for(10_000)).await;
     let lease = msg.lease.unwrap().id;
     client.ack("work", &lease).await.unwrap();
-    for (what, id) in [("acked", lease.as_str()), ("never existed", "01ARZ3NDEKTSV4RRFFQ69G5FAV"), ("malformed", "not-a-lease")] {
+    for (what, id) in [
+        ("acked", lease.as_str()),
+        ("never existed", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        ("malformed", "not-a-lease"),
+    ] {
         for result in [
             client.ack("work", id).await,
             client.nack("work", id, None).await,
             client.extend("work", id, None).await.map(|_| ()),
         ] {
             let err = result.unwrap_err();
-            assert_eq!((err.status(), err.code()), (Some(404), Some("lease_not_found")), "{what}");
+            assert_eq!(
+                (err.status(), err.code()),
+                (Some(404), Some("lease_not_found")),
+                "{what}"
+            );
         }
     }
     let q = client.queue("work").await.unwrap();
@@ -84,13 +111,19 @@ async fn stale_or_foreign_lease_ids_change_nothing() {
 
 #[tokio::test]
 async fn nack_counts_attempts_and_poison_goes_to_dead_letters_then_requeues() {
-    let config = QueueConfigPatch { max_attempts: Some(3), ..Default::default() };
+    let config = QueueConfigPatch {
+        max_attempts: Some(3),
+        ..Default::default()
+    };
     let (server, client) = setup(Some(config), &["poison", "fine"]).await;
     for attempt in 1..=3 {
         let msg = one(&client, "work", &lease_for(10_000)).await;
         assert_eq!(msg.body, "poison", "a nacked item goes back to the front");
         assert_eq!(msg.lease.as_ref().unwrap().attempt, attempt);
-        client.nack("work", &msg.lease.unwrap().id, None).await.unwrap();
+        client
+            .nack("work", &msg.lease.unwrap().id, None)
+            .await
+            .unwrap();
     }
     let q = client.queue("work").await.unwrap();
     assert_eq!((q.dead, q.depth, q.requeued), (1, 1, 2));
@@ -103,9 +136,19 @@ async fn nack_counts_attempts_and_poison_goes_to_dead_letters_then_requeues() {
     assert_eq!(fine.body, "fine");
     let again = one(&client, "work", &lease_for(10_000)).await;
     assert_eq!(again.body, "poison");
-    assert_eq!(again.lease.as_ref().unwrap().attempt, 1, "requeued dead letters start over");
-    client.nack("work", &again.lease.unwrap().id, None).await.unwrap();
-    client.nack("work", &fine.lease.unwrap().id, None).await.unwrap();
+    assert_eq!(
+        again.lease.as_ref().unwrap().attempt,
+        1,
+        "requeued dead letters start over"
+    );
+    client
+        .nack("work", &again.lease.unwrap().id, None)
+        .await
+        .unwrap();
+    client
+        .nack("work", &fine.lease.unwrap().id, None)
+        .await
+        .unwrap();
     // Purge empties the dead letters; nothing is dead now, so 0.
     assert_eq!(client.purge_dead("work").await.unwrap(), 0);
     server.shutdown().await;
@@ -113,7 +156,10 @@ async fn nack_counts_attempts_and_poison_goes_to_dead_letters_then_requeues() {
 
 #[tokio::test]
 async fn expiring_leases_use_up_attempts_too() {
-    let config = QueueConfigPatch { max_attempts: Some(2), ..Default::default() };
+    let config = QueueConfigPatch {
+        max_attempts: Some(2),
+        ..Default::default()
+    };
     let (server, client) = setup(Some(config), &["slow"]).await;
     one(&client, "work", &lease_for(100)).await;
     until(&client, "first expiry", |q| q.inflight == 0 && q.depth == 1).await;
@@ -130,11 +176,24 @@ async fn extend_keeps_a_slow_item_from_being_handed_out_twice() {
     let lease = msg.lease.unwrap();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let extended = client.extend("work", &lease.id, Some(Duration::from_millis(400))).await.unwrap();
+        let extended = client
+            .extend("work", &lease.id, Some(Duration::from_millis(400)))
+            .await
+            .unwrap();
         assert_eq!(extended.body, "long");
         assert_eq!(extended.lease.as_ref().unwrap().id, lease.id);
         let other = client.dequeue("work", &lease_for(1_000)).await.unwrap();
-        assert!(matches!(other, Dequeued::Empty { depth: 0, inflight: 1, .. }), "{other:?}");
+        assert!(
+            matches!(
+                other,
+                Dequeued::Empty {
+                    depth: 0,
+                    inflight: 1,
+                    ..
+                }
+            ),
+            "{other:?}"
+        );
     }
     client.ack("work", &lease.id).await.unwrap();
     let q = client.queue("work").await.unwrap();
@@ -144,17 +203,32 @@ async fn extend_keeps_a_slow_item_from_being_handed_out_twice() {
 
 #[tokio::test]
 async fn lease_true_uses_the_queue_lease_and_batch_ack_reports_each_id() {
-    let config = QueueConfigPatch { lease_seconds: Some(7), ..Default::default() };
+    let config = QueueConfigPatch {
+        lease_seconds: Some(7),
+        ..Default::default()
+    };
     let (server, client) = setup(Some(config), &["a", "b", "c"]).await;
-    let opts = DequeueOptions { lease_default: true, max: Some(3), ..Default::default() };
+    let opts = DequeueOptions {
+        lease_default: true,
+        max: Some(3),
+        ..Default::default()
+    };
     let Dequeued::Messages(msgs) = client.dequeue("work", &opts).await.unwrap() else {
         panic!("expected messages")
     };
     assert_eq!(msgs.len(), 3);
     let expires = humantime::parse_rfc3339(&msgs[0].lease.as_ref().unwrap().expires_at).unwrap();
-    let left = expires.duration_since(std::time::SystemTime::now()).unwrap();
-    assert!(left > Duration::from_secs(5) && left <= Duration::from_secs(7), "{left:?}");
-    let mut ids: Vec<String> = msgs.iter().map(|m| m.lease.as_ref().unwrap().id.clone()).collect();
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(
+        left > Duration::from_secs(5) && left <= Duration::from_secs(7),
+        "{left:?}"
+    );
+    let mut ids: Vec<String> = msgs
+        .iter()
+        .map(|m| m.lease.as_ref().unwrap().id.clone())
+        .collect();
     ids.push("bogus".into());
     let result = client.ack_batch("work", &ids).await.unwrap();
     assert_eq!(result.acked, 3);
@@ -169,7 +243,14 @@ async fn lease_true_uses_the_queue_lease_and_batch_ack_reports_each_id() {
 async fn nack_with_delay_keeps_the_item_delayed_first() {
     let (server, client) = setup(None, &["x"]).await;
     let msg = one(&client, "work", &lease_for(10_000)).await;
-    client.nack("work", &msg.lease.unwrap().id, Some(Duration::from_millis(300))).await.unwrap();
+    client
+        .nack(
+            "work",
+            &msg.lease.unwrap().id,
+            Some(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
     let q = client.queue("work").await.unwrap();
     assert_eq!((q.depth, q.delayed, q.inflight), (0, 1, 0));
     let q = until(&client, "the delay to pass", |q| q.depth == 1).await;

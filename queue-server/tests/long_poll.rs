@@ -7,7 +7,10 @@ use queue_server::Config;
 use queue_server::testing::TestServer;
 
 fn wait(secs: u64) -> DequeueOptions {
-    DequeueOptions { wait: Some(Duration::from_secs(secs)), ..Default::default() }
+    DequeueOptions {
+        wait: Some(Duration::from_secs(secs)),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -24,15 +27,29 @@ async fn long_poll_answers_within_50ms_of_an_enqueue_from_another_connection() {
             (got, Instant::now())
         });
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(!poll.is_finished(), "round {round}: answered before any item");
+        assert!(
+            !poll.is_finished(),
+            "round {round}: answered before any item"
+        );
         let sent = Instant::now();
-        producer.enqueue("q", format!("item-{round}"), &EnqueueOptions::default()).await.unwrap();
-        let (got, answered) = tokio::time::timeout(Duration::from_secs(5), poll).await.unwrap().unwrap();
-        let Dequeued::Messages(m) = got else { panic!("round {round}: {got:?}") };
+        producer
+            .enqueue("q", format!("item-{round}"), &EnqueueOptions::default())
+            .await
+            .unwrap();
+        let (got, answered) = tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .unwrap()
+            .unwrap();
+        let Dequeued::Messages(m) = got else {
+            panic!("round {round}: {got:?}")
+        };
         assert_eq!(m[0].body, format!("item-{round}"));
         worst = worst.max(answered.saturating_duration_since(sent));
     }
-    assert!(worst < Duration::from_millis(50), "slowest wake-up took {worst:?}");
+    assert!(
+        worst < Duration::from_millis(50),
+        "slowest wake-up took {worst:?}"
+    );
     server.shutdown().await;
 }
 
@@ -42,11 +59,17 @@ async fn long_poll_answers_204_after_wait_with_the_counts() {
     let client = server.client();
     client.create_queue("q", None).await.unwrap();
     let started = Instant::now();
-    let opts = DequeueOptions { wait: Some(Duration::from_millis(400)), ..Default::default() };
+    let opts = DequeueOptions {
+        wait: Some(Duration::from_millis(400)),
+        ..Default::default()
+    };
     let got = client.dequeue("q", &opts).await.unwrap();
     let took = started.elapsed();
     assert!(got.is_finished(), "{got:?}");
-    assert!(took >= Duration::from_millis(390) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(390) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     server.shutdown().await;
 }
 
@@ -55,15 +78,33 @@ async fn long_poll_wakes_when_a_lease_expires() {
     let server = TestServer::start(Config::default()).await;
     let client = server.client();
     client.create_queue("q", None).await.unwrap();
-    client.enqueue("q", "x", &EnqueueOptions::default()).await.unwrap();
-    let lease = DequeueOptions { lease: Some(Duration::from_millis(300)), ..Default::default() };
-    assert!(matches!(client.dequeue("q", &lease).await.unwrap(), Dequeued::Messages(_)));
+    client
+        .enqueue("q", "x", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    let lease = DequeueOptions {
+        lease: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    assert!(matches!(
+        client.dequeue("q", &lease).await.unwrap(),
+        Dequeued::Messages(_)
+    ));
     let started = Instant::now();
-    let opts = DequeueOptions { wait: Some(Duration::from_secs(10)), ..lease };
+    let opts = DequeueOptions {
+        wait: Some(Duration::from_secs(10)),
+        ..lease
+    };
     let got = client.dequeue("q", &opts).await.unwrap();
-    let Dequeued::Messages(m) = got else { panic!("{got:?}") };
+    let Dequeued::Messages(m) = got else {
+        panic!("{got:?}")
+    };
     assert_eq!(m[0].lease.as_ref().unwrap().attempt, 2);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     server.shutdown().await;
 }
 
@@ -72,13 +113,19 @@ async fn delayed_item_wakes_a_long_poll_when_due() {
     let server = TestServer::start(Config::default()).await;
     let client = server.client();
     client.create_queue("q", None).await.unwrap();
-    let delay = EnqueueOptions { delay: Some(Duration::from_millis(300)), ..Default::default() };
+    let delay = EnqueueOptions {
+        delay: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
     client.enqueue("q", "later", &delay).await.unwrap();
     let started = Instant::now();
     let got = client.dequeue("q", &wait(10)).await.unwrap();
     assert!(matches!(got, Dequeued::Messages(_)), "{got:?}");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
     server.shutdown().await;
 }
 
@@ -91,18 +138,42 @@ async fn paused_queue_answers_long_polls_at_once_and_pausing_wakes_waiters() {
     let waiting = tokio::spawn(async move { c.dequeue("q", &wait(30)).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     client.queue_action("q", "pause").await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(2), waiting).await.unwrap().unwrap().unwrap();
-    assert_eq!(got, Dequeued::Empty { depth: 0, inflight: 0, paused: true });
+    let got = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got,
+        Dequeued::Empty {
+            depth: 0,
+            inflight: 0,
+            paused: true
+        }
+    );
 
-    client.enqueue("q", "x", &EnqueueOptions::default()).await.unwrap();
+    client
+        .enqueue("q", "x", &EnqueueOptions::default())
+        .await
+        .unwrap();
     let started = Instant::now();
     let got = client.dequeue("q", &wait(30)).await.unwrap();
-    assert_eq!(got, Dequeued::Empty { depth: 1, inflight: 0, paused: true });
+    assert_eq!(
+        got,
+        Dequeued::Empty {
+            depth: 1,
+            inflight: 0,
+            paused: true
+        }
+    );
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(client.queue("q").await.unwrap().paused);
 
     client.queue_action("q", "resume").await.unwrap();
-    assert!(matches!(client.dequeue("q", &wait(1)).await.unwrap(), Dequeued::Messages(_)));
+    assert!(matches!(
+        client.dequeue("q", &wait(1)).await.unwrap(),
+        Dequeued::Messages(_)
+    ));
     server.shutdown().await;
 }
 
@@ -115,8 +186,15 @@ async fn queue_deleted_during_a_long_poll_answers_404() {
     let waiting = tokio::spawn(async move { c.dequeue("q", &wait(30)).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     client.delete_queue("q").await.unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(2), waiting).await.unwrap().unwrap().unwrap_err();
-    assert_eq!((err.status(), err.code()), (Some(404), Some("queue_not_found")));
+    let err = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(404), Some("queue_not_found"))
+    );
     server.shutdown().await;
 }
 
@@ -140,9 +218,18 @@ async fn a_thousand_idle_long_polls_are_held_and_all_served() {
     client.enqueue_lines("q", body, None).await.unwrap();
     let mut got = std::collections::HashSet::new();
     for p in polls {
-        let r = tokio::time::timeout(Duration::from_secs(20), p).await.unwrap().unwrap().unwrap();
-        let Dequeued::Messages(m) = r else { panic!("{r:?}") };
-        assert!(got.insert(m[0].body.clone()), "an item was handed out twice");
+        let r = tokio::time::timeout(Duration::from_secs(20), p)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let Dequeued::Messages(m) = r else {
+            panic!("{r:?}")
+        };
+        assert!(
+            got.insert(m[0].body.clone()),
+            "an item was handed out twice"
+        );
     }
     assert_eq!(got.len(), 1000);
     server.shutdown().await;
@@ -158,7 +245,11 @@ async fn shutdown_ends_long_polls_promptly() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     server.shutdown().await;
-    let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(matches!(got, Dequeued::Empty { .. }), "{got:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -9,7 +9,11 @@ async fn health_and_readiness_answer() {
     let server = TestServer::start(Config::default()).await;
     let http = reqwest::Client::new();
     for path in ["/healthz", "/readyz"] {
-        let resp = http.get(format!("{}{path}", server.url())).send().await.unwrap();
+        let resp = http
+            .get(format!("{}{path}", server.url()))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{path}");
     }
     server.shutdown().await;
@@ -21,12 +25,29 @@ async fn metrics_show_per_queue_figures_and_request_latency() {
     let client = server.client();
     client.create_queue("keygen", None).await.unwrap();
     for i in 0..3 {
-        client.enqueue("keygen", format!("work-item-{i}"), &EnqueueOptions::default()).await.unwrap();
+        client
+            .enqueue(
+                "keygen",
+                format!("work-item-{i}"),
+                &EnqueueOptions::default(),
+            )
+            .await
+            .unwrap();
     }
-    client.dequeue("keygen", &DequeueOptions::default()).await.unwrap();
-    let resp = reqwest::get(format!("{}/metrics", server.url())).await.unwrap();
+    client
+        .dequeue("keygen", &DequeueOptions::default())
+        .await
+        .unwrap();
+    let resp = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().contains("openmetrics-text"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("openmetrics-text")
+    );
     let text = resp.text().await.unwrap();
     for line in [
         "memq_queue_depth{queue=\"keygen\"} 2",
@@ -38,7 +59,10 @@ async fn metrics_show_per_queue_figures_and_request_latency() {
         "memq_queue_dead{queue=\"keygen\"} 0",
         "# TYPE memq_http_request_duration_seconds histogram",
     ] {
-        assert!(text.lines().any(|l| l == line || l.starts_with(line)), "missing {line:?} in:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line || l.starts_with(line)),
+            "missing {line:?} in:\n{text}"
+        );
     }
     assert!(
         text.contains("route=\"/memq/server/queues/{queue}/enqueue\""),

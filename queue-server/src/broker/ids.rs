@@ -65,7 +65,10 @@ impl Default for IdGen {
 impl IdGen {
     /// A generator with a fresh random starting point.
     pub fn new() -> Self {
-        Self { last_ms: 0, counter: ulid::Ulid::new().random() }
+        Self {
+            last_ms: 0,
+            counter: ulid::Ulid::new().random(),
+        }
     }
 
     /// The next id at time `now_ms` (a clock that went back is treated as standing still).
@@ -102,7 +105,13 @@ mod tests {
 
     #[test]
     fn malformed_ids_do_not_parse() {
-        for bad in ["", "x", "01ARZ3NDEKTSV4RRFFQ69G5FA", "01ARZ3NDEKTSV4RRFFQ69G5FAVV", "../etc/passwd"] {
+        for bad in [
+            "",
+            "x",
+            "01ARZ3NDEKTSV4RRFFQ69G5FA",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAVV",
+            "../etc/passwd",
+        ] {
             assert_eq!(Id::parse(bad), None, "{bad}");
         }
     }

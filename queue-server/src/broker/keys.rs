@@ -32,7 +32,13 @@ impl Keys {
     pub fn take(&mut self, key: &str, item: Id) {
         let key: Arc<str> = Arc::from(key);
         self.by_item.insert(item, key.clone());
-        self.by_key.insert(key, KeyEntry { item, released_at: None });
+        self.by_key.insert(
+            key,
+            KeyEntry {
+                item,
+                released_at: None,
+            },
+        );
     }
 
     /// Starts the retention clock of `item`'s key, if it has one: it left the queue at `now`.
@@ -52,7 +58,11 @@ impl Keys {
                 break;
             }
             let (at, key) = self.released.pop_front().expect("front exists");
-            if self.by_key.get(&key).is_some_and(|e| e.released_at == Some(at)) {
+            if self
+                .by_key
+                .get(&key)
+                .is_some_and(|e| e.released_at == Some(at))
+            {
                 self.by_key.remove(&key);
             }
         }
@@ -76,7 +86,11 @@ pub struct RecentIds {
 impl RecentIds {
     /// Remembers at most `cap` ids.
     pub fn new(cap: usize) -> Self {
-        Self { set: HashSet::default(), order: VecDeque::new(), cap }
+        Self {
+            set: HashSet::default(),
+            order: VecDeque::new(),
+            cap,
+        }
     }
 
     /// Remembers `id`, forgetting the oldest one beyond the cap.

@@ -21,7 +21,11 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self { lease_ms: 30_000, max_attempts: 5, max_depth: 0 }
+        Self {
+            lease_ms: 30_000,
+            max_attempts: 5,
+            max_depth: 0,
+        }
     }
 }
 
@@ -313,10 +317,12 @@ impl Queue {
         self.check_room(adding as u64)?;
         Ok(items
             .into_iter()
-            .map(|item| match item.key.as_deref().and_then(|k| self.keys.holder(k)) {
-                Some(holder) => (holder, true),
-                None => (self.insert(item, delay_ms, now), false),
-            })
+            .map(
+                |item| match item.key.as_deref().and_then(|k| self.keys.holder(k)) {
+                    Some(holder) => (holder, true),
+                    None => (self.insert(item, delay_ms, now), false),
+                },
+            )
             .collect())
     }
 
@@ -329,7 +335,11 @@ impl Queue {
         let held = self.depth() + self.delayed();
         let max_depth = self.config.max_depth;
         if max_depth > 0 && held + adding > max_depth {
-            return Err(QueueFull { max_depth, held, adding });
+            return Err(QueueFull {
+                max_depth,
+                held,
+                adding,
+            });
         }
         Ok(())
     }
@@ -339,7 +349,11 @@ impl Queue {
         if let Some(key) = new.key {
             self.keys.take(&key, id);
         }
-        let item = Item { id, body: new.body, attempts: 0 };
+        let item = Item {
+            id,
+            body: new.body,
+            attempts: 0,
+        };
         self.counters.enqueued += 1;
         if delay_ms == 0 {
             self.ready.push_back(item);
@@ -351,7 +365,11 @@ impl Queue {
 
     fn push_delayed(&mut self, item: Item, at: u64) {
         self.seq += 1;
-        self.delayed.push(Reverse(Delayed { at, seq: self.seq, item }));
+        self.delayed.push(Reverse(Delayed {
+            at,
+            seq: self.seq,
+            item,
+        }));
     }
 
     /// Hands out up to `max` ready items: removed for good (kuard's dequeue) when `lease_ms` is
@@ -367,12 +385,18 @@ impl Queue {
         let n = max.min(self.ready.len());
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            let Some(mut item) = self.ready.pop_front() else { break };
+            let Some(mut item) = self.ready.pop_front() else {
+                break;
+            };
             self.counters.dequeued += 1;
             match lease_ms {
                 None => {
                     self.keys.release(item.id, now);
-                    out.push(Handed { id: item.id, body: item.body, lease: None });
+                    out.push(Handed {
+                        id: item.id,
+                        body: item.body,
+                        lease: None,
+                    });
                 }
                 Some(ms) => {
                     item.attempts = item.attempts.saturating_add(1);
@@ -381,9 +405,19 @@ impl Queue {
                         deadline: now.saturating_add(ms),
                         attempt: item.attempts,
                     };
-                    out.push(Handed { id: item.id, body: item.body.clone(), lease: Some(lease) });
+                    out.push(Handed {
+                        id: item.id,
+                        body: item.body.clone(),
+                        lease: Some(lease),
+                    });
                     self.expiry.push(Reverse((lease.deadline, lease.id)));
-                    self.leases.insert(lease.id, Leased { item, deadline: lease.deadline });
+                    self.leases.insert(
+                        lease.id,
+                        Leased {
+                            item,
+                            deadline: lease.deadline,
+                        },
+                    );
                 }
             }
         }
@@ -443,8 +477,18 @@ impl Queue {
     pub fn extend(&mut self, lease: Id, lease_ms: u64, now: u64) -> Result<LeaseInfo, LeaseError> {
         let leased = self.live_lease(lease, now)?;
         let deadline = now.saturating_add(lease_ms);
-        let info = LeaseInfo { id: lease, deadline, attempt: leased.item.attempts };
-        self.leases.insert(lease, Leased { item: leased.item, deadline });
+        let info = LeaseInfo {
+            id: lease,
+            deadline,
+            attempt: leased.item.attempts,
+        };
+        self.leases.insert(
+            lease,
+            Leased {
+                item: leased.item,
+                deadline,
+            },
+        );
         self.expiry.push(Reverse((deadline, lease)));
         self.compact_expiry();
         Ok(info)
@@ -452,7 +496,9 @@ impl Queue {
 
     /// The id and text of the item held by a live lease.
     pub fn leased_item(&self, lease: Id) -> Option<(Id, Box<str>)> {
-        self.leases.get(&lease).map(|l| (l.item.id, l.item.body.clone()))
+        self.leases
+            .get(&lease)
+            .map(|l| (l.item.id, l.item.body.clone()))
     }
 
     fn compact_expiry(&mut self) {
@@ -477,7 +523,11 @@ impl Queue {
                 break;
             }
             self.expiry.pop();
-            if self.leases.get(&lease).is_some_and(|l| l.deadline == deadline) {
+            if self
+                .leases
+                .get(&lease)
+                .is_some_and(|l| l.deadline == deadline)
+            {
                 let leased = self.leases.remove(&lease).expect("present");
                 self.expired.insert(lease);
                 expired.push(leased.item);
@@ -520,7 +570,11 @@ impl Queue {
     pub fn requeue_dead(&mut self) -> u64 {
         let n = self.dead.len() as u64;
         for dead in self.dead.drain(..) {
-            self.ready.push_back(Item { id: dead.id, body: dead.body, attempts: 0 });
+            self.ready.push_back(Item {
+                id: dead.id,
+                body: dead.body,
+                attempts: 0,
+            });
         }
         n
     }
@@ -537,7 +591,11 @@ impl Queue {
 
     /// Up to `limit` ready items in hand-out order, without leasing them.
     pub fn peek(&self, limit: usize) -> Vec<(Id, Box<str>)> {
-        self.ready.iter().take(limit).map(|i| (i.id, i.body.clone())).collect()
+        self.ready
+            .iter()
+            .take(limit)
+            .map(|i| (i.id, i.body.clone()))
+            .collect()
     }
 }
 
@@ -548,11 +606,17 @@ mod tests {
     const T0: u64 = 1_800_000_000_000;
 
     fn item(body: &str) -> NewItem {
-        NewItem { body: body.into(), key: None }
+        NewItem {
+            body: body.into(),
+            key: None,
+        }
     }
 
     fn keyed(key: &str, body: &str) -> NewItem {
-        NewItem { body: body.into(), key: Some(key.into()) }
+        NewItem {
+            body: body.into(),
+            key: Some(key.into()),
+        }
     }
 
     fn q() -> Queue {
@@ -633,7 +697,10 @@ mod tests {
         let (_, second) = lease_one(&mut q, 1_000, T0 + 1_001);
         assert_eq!(q.ack(lease.id, T0 + 1_002), Err(LeaseError::Expired));
         assert_eq!(q.nack(lease.id, 0, T0 + 1_002), Err(LeaseError::Expired));
-        assert_eq!(q.extend(lease.id, 5_000, T0 + 1_002), Err(LeaseError::Expired));
+        assert_eq!(
+            q.extend(lease.id, 5_000, T0 + 1_002),
+            Err(LeaseError::Expired)
+        );
         assert_eq!(q.inflight(), 1);
         assert_eq!(q.ack(second.id, T0 + 1_003), Ok(()));
         assert_eq!(q.ack(second.id, T0 + 1_004), Err(LeaseError::NotFound));
@@ -667,7 +734,10 @@ mod tests {
 
     #[test]
     fn item_dies_after_max_attempts_and_requeued_dead_starts_over() {
-        let mut q = Queue::new(QueueConfig { max_attempts: 3, ..QueueConfig::default() });
+        let mut q = Queue::new(QueueConfig {
+            max_attempts: 3,
+            ..QueueConfig::default()
+        });
         q.enqueue(item("poison"), 0, T0).unwrap();
         let mut now = T0;
         for attempt in 1..=3 {
@@ -686,7 +756,10 @@ mod tests {
 
     #[test]
     fn lease_expiry_counts_as_an_attempt_towards_dead_letters() {
-        let mut q = Queue::new(QueueConfig { max_attempts: 2, ..QueueConfig::default() });
+        let mut q = Queue::new(QueueConfig {
+            max_attempts: 2,
+            ..QueueConfig::default()
+        });
         q.enqueue(item("slow"), 0, T0).unwrap();
         lease_one(&mut q, 100, T0);
         q.tick(T0 + 100);
@@ -697,7 +770,10 @@ mod tests {
 
     #[test]
     fn unlimited_attempts_never_die() {
-        let mut q = Queue::new(QueueConfig { max_attempts: 0, ..QueueConfig::default() });
+        let mut q = Queue::new(QueueConfig {
+            max_attempts: 0,
+            ..QueueConfig::default()
+        });
         q.enqueue(item("x"), 0, T0).unwrap();
         for i in 0..50 {
             let (_, lease) = lease_one(&mut q, 1_000, T0 + i);
@@ -726,7 +802,11 @@ mod tests {
         for i in 0..10_000 {
             q.extend(lease.id, 1_000, T0 + i).unwrap();
         }
-        assert!(q.expiry.len() <= 2 * q.leases.len() + 1025, "{}", q.expiry.len());
+        assert!(
+            q.expiry.len() <= 2 * q.leases.len() + 1025,
+            "{}",
+            q.expiry.len()
+        );
     }
 
     #[test]
@@ -739,7 +819,10 @@ mod tests {
         assert_eq!((q.depth(), q.delayed()), (1, 3));
         assert_eq!(q.next_deadline(), Some(T0 + 1_000));
         assert_eq!(q.tick(T0 + 1_000), 2);
-        assert_eq!(bodies(q.dequeue(10, None, T0 + 1_000)), ["now", "soon-1", "soon-2"]);
+        assert_eq!(
+            bodies(q.dequeue(10, None, T0 + 1_000)),
+            ["now", "soon-1", "soon-2"]
+        );
         assert_eq!(bodies(q.dequeue(10, None, T0 + 2_000)), ["late"]);
     }
 
@@ -755,7 +838,10 @@ mod tests {
 
     #[test]
     fn drain_drops_ready_and_delayed_but_keeps_inflight_and_dead() {
-        let mut q = Queue::new(QueueConfig { max_attempts: 1, ..QueueConfig::default() });
+        let mut q = Queue::new(QueueConfig {
+            max_attempts: 1,
+            ..QueueConfig::default()
+        });
         for b in ["a", "b", "c", "d"] {
             q.enqueue(item(b), 0, T0).unwrap();
         }
@@ -764,7 +850,10 @@ mod tests {
         q.nack(dying.id, 0, T0).unwrap();
         let (_, held) = lease_one(&mut q, 1_000, T0);
         assert_eq!(q.drain(T0), 3);
-        assert_eq!((q.depth(), q.delayed(), q.inflight(), q.dead()), (0, 0, 1, 1));
+        assert_eq!(
+            (q.depth(), q.delayed(), q.inflight(), q.dead()),
+            (0, 0, 1, 1)
+        );
         assert_eq!(q.counters().drained, 3);
         assert_eq!(q.ack(held.id, T0 + 1), Ok(()));
     }
@@ -777,11 +866,20 @@ mod tests {
         assert_eq!(q.enqueue(keyed("k1", "again"), 0, T0).unwrap(), (id, true));
         assert_eq!(q.depth(), 1);
         let (_, lease) = lease_one(&mut q, 1_000, T0);
-        assert_eq!(q.enqueue(keyed("k1", "in flight"), 0, T0).unwrap(), (id, true));
+        assert_eq!(
+            q.enqueue(keyed("k1", "in flight"), 0, T0).unwrap(),
+            (id, true)
+        );
         q.ack(lease.id, T0 + 10).unwrap();
         let retention = crate::broker::KEY_RETENTION_MS;
-        assert_eq!(q.enqueue(keyed("k1", "acked"), 0, T0 + 10 + retention - 1).unwrap(), (id, true));
-        let (new_id, dup) = q.enqueue(keyed("k1", "fresh"), 0, T0 + 10 + retention).unwrap();
+        assert_eq!(
+            q.enqueue(keyed("k1", "acked"), 0, T0 + 10 + retention - 1)
+                .unwrap(),
+            (id, true)
+        );
+        let (new_id, dup) = q
+            .enqueue(keyed("k1", "fresh"), 0, T0 + 10 + retention)
+            .unwrap();
         assert!(!dup && new_id != id);
     }
 
@@ -790,7 +888,11 @@ mod tests {
         let mut q = q();
         let (first, _) = q.enqueue(keyed("a", "1"), 0, T0).unwrap();
         let out = q
-            .enqueue_batch(vec![keyed("a", "x"), keyed("b", "2"), keyed("b", "y"), item("3")], 0, T0)
+            .enqueue_batch(
+                vec![keyed("a", "x"), keyed("b", "2"), keyed("b", "y"), item("3")],
+                0,
+                T0,
+            )
             .unwrap();
         assert_eq!(out.iter().filter(|(_, d)| *d).count(), 2);
         assert_eq!(out[0], (first, true));
@@ -800,10 +902,22 @@ mod tests {
 
     #[test]
     fn batch_passing_max_depth_is_refused_whole() {
-        let mut q = Queue::new(QueueConfig { max_depth: 3, ..QueueConfig::default() });
+        let mut q = Queue::new(QueueConfig {
+            max_depth: 3,
+            ..QueueConfig::default()
+        });
         q.enqueue(keyed("k", "a"), 5_000, T0).unwrap();
-        let err = q.enqueue_batch(vec![item("b"), item("c"), item("d")], 0, T0).unwrap_err();
-        assert_eq!(err, QueueFull { max_depth: 3, held: 1, adding: 3 });
+        let err = q
+            .enqueue_batch(vec![item("b"), item("c"), item("d")], 0, T0)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            QueueFull {
+                max_depth: 3,
+                held: 1,
+                adding: 3
+            }
+        );
         assert_eq!((q.depth(), q.delayed()), (0, 1));
         assert!(q.enqueue_batch(vec![item("b"), item("c")], 0, T0).is_ok());
         assert!(q.enqueue(item("e"), 0, T0).is_err());
@@ -813,7 +927,10 @@ mod tests {
 
     #[test]
     fn purge_releases_keys_and_counts() {
-        let mut q = Queue::new(QueueConfig { max_attempts: 1, ..QueueConfig::default() });
+        let mut q = Queue::new(QueueConfig {
+            max_attempts: 1,
+            ..QueueConfig::default()
+        });
         q.enqueue(keyed("k", "x"), 0, T0).unwrap();
         let (_, lease) = lease_one(&mut q, 1_000, T0);
         q.nack(lease.id, 0, T0).unwrap();
@@ -836,6 +953,10 @@ mod tests {
 
     #[test]
     fn item_stays_small() {
-        assert!(std::mem::size_of::<Item>() <= 40, "{}", std::mem::size_of::<Item>());
+        assert!(
+            std::mem::size_of::<Item>() <= 40,
+            "{}",
+            std::mem::size_of::<Item>()
+        );
     }
 }

@@ -19,10 +19,14 @@ fn public_read(method: &Method, path: &str) -> bool {
     if method != Method::GET {
         return false;
     }
-    if matches!(path, "/" | "/memq/server/stats" | "/memq/server/stats/stream") {
+    if matches!(
+        path,
+        "/" | "/memq/server/stats" | "/memq/server/stats/stream"
+    ) {
         return true;
     }
-    path.strip_prefix("/memq/server/queues/").is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+    path.strip_prefix("/memq/server/queues/")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
 }
 
 /// Refuses requests without the right `Authorization: Bearer` when a token is set.
@@ -54,8 +58,14 @@ mod tests {
     fn public_reads_cover_stats_and_queue_objects_only() {
         assert!(public_read(&Method::GET, "/memq/server/stats"));
         assert!(public_read(&Method::GET, "/memq/server/queues/keygen"));
-        assert!(!public_read(&Method::GET, "/memq/server/queues/keygen/messages"));
-        assert!(!public_read(&Method::GET, "/memq/server/queues/keygen/dead"));
+        assert!(!public_read(
+            &Method::GET,
+            "/memq/server/queues/keygen/messages"
+        ));
+        assert!(!public_read(
+            &Method::GET,
+            "/memq/server/queues/keygen/dead"
+        ));
         assert!(!public_read(&Method::POST, "/memq/server/stats"));
         assert!(!public_read(&Method::PUT, "/memq/server/queues/keygen"));
     }

@@ -68,7 +68,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 impl Params {
     /// The raw value of `name` (the last one when repeated).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A duration in `(0, max]`, or `[0, max]` when `allow_zero`.
@@ -78,7 +82,9 @@ impl Params {
         max: Duration,
         allow_zero: bool,
     ) -> Result<Option<Duration>, Error> {
-        let Some(text) = self.get(name) else { return Ok(None) };
+        let Some(text) = self.get(name) else {
+            return Ok(None);
+        };
         let d = memq::duration::parse_duration(text).map_err(|e| Error::param(name, e))?;
         if d.is_zero() && !allow_zero {
             return Err(Error::param(name, "must be greater than 0"));
@@ -86,7 +92,10 @@ impl Params {
         if d > max {
             return Err(Error::param(
                 name,
-                format!("{text:?} is more than the maximum of {}", memq::duration::format_duration(max)),
+                format!(
+                    "{text:?} is more than the maximum of {}",
+                    memq::duration::format_duration(max)
+                ),
             ));
         }
         Ok(Some(d))
@@ -94,7 +103,9 @@ impl Params {
 
     /// A whole number in `[min, max]`.
     pub fn int(&self, name: &'static str, min: u64, max: u64) -> Result<Option<u64>, Error> {
-        let Some(text) = self.get(name) else { return Ok(None) };
+        let Some(text) = self.get(name) else {
+            return Ok(None);
+        };
         let n: u64 = text
             .parse()
             .map_err(|_| Error::param(name, format!("{text:?} is not a whole number")))?;
@@ -110,7 +121,10 @@ impl Params {
             None => Ok(false),
             Some("true" | "1" | "") => Ok(true),
             Some("false" | "0") => Ok(false),
-            Some(other) => Err(Error::param(name, format!("{other:?} is not true or false"))),
+            Some(other) => Err(Error::param(
+                name,
+                format!("{other:?} is not true or false"),
+            )),
         }
     }
 }
@@ -121,13 +135,18 @@ pub async fn read_body(body: Body, max: usize) -> Result<Bytes, Error> {
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge { max }),
-        Err(e) => Err(Error::InvalidBody(format!("could not read the request body: {e}"))),
+        Err(e) => Err(Error::InvalidBody(format!(
+            "could not read the request body: {e}"
+        ))),
     }
 }
 
 /// Checks that a body is UTF-8 text.
 pub fn utf8(bytes: &[u8]) -> Result<&str, Error> {
     std::str::from_utf8(bytes).map_err(|e| {
-        Error::InvalidBody(format!("body is not UTF-8 text (invalid byte at offset {})", e.valid_up_to()))
+        Error::InvalidBody(format!(
+            "body is not UTF-8 text (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
     })
 }

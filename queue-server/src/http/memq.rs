@@ -17,7 +17,7 @@ use super::AppState;
 use super::extract::{LeasePath, Params, QueueName, read_body, utf8};
 use crate::broker::{Id, LeaseInfo, NewItem};
 use crate::error::{Error, Result};
-use crate::store::{DequeueOutcome, DequeueRequest, Delivery, LeaseSpec, rfc3339_ms};
+use crate::store::{Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, rfc3339_ms};
 
 /// Longest `delay` of an enqueue or nack.
 const MAX_DELAY: Duration = Duration::from_secs(900);
@@ -29,7 +29,10 @@ const MAX_LEASE: Duration = Duration::from_secs(12 * 3600);
 const MAX_KEY_BYTES: usize = 1024;
 
 fn queue_object(queue: QueueStats) -> Json<QueueObject> {
-    Json(QueueObject { kind: "queue".into(), queue })
+    Json(QueueObject {
+        kind: "queue".into(),
+        queue,
+    })
 }
 
 fn millis(d: Duration) -> u64 {
@@ -57,7 +60,10 @@ fn delivered(d: Delivery) -> Message {
 
 /// `GET /stats`.
 pub async fn stats(State(state): State<AppState>) -> Json<Stats> {
-    Json(Stats { kind: "stats".into(), queues: state.store.stats() })
+    Json(Stats {
+        kind: "stats".into(),
+        queues: state.store.stats(),
+    })
 }
 
 /// `PUT /queues/{q}`: 201 created, 200 existed (config updated when a body is given).
@@ -79,12 +85,19 @@ pub async fn create_queue(
     if created {
         tracing::info!(queue = %name, "queue created");
     }
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, queue_object(queue)).into_response())
 }
 
 /// `GET /queues/{q}`.
-pub async fn get_queue(State(state): State<AppState>, QueueName(name): QueueName) -> Result<Json<QueueObject>> {
+pub async fn get_queue(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+) -> Result<Json<QueueObject>> {
     Ok(queue_object(state.store.queue(&name)?))
 }
 
@@ -99,17 +112,26 @@ pub async fn delete_queue(
 }
 
 /// `POST /queues/{q}/drain`.
-pub async fn drain(State(state): State<AppState>, QueueName(name): QueueName) -> Result<Json<QueueObject>> {
+pub async fn drain(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+) -> Result<Json<QueueObject>> {
     Ok(queue_object(state.store.drain(&name)?))
 }
 
 /// `POST /queues/{q}/pause`.
-pub async fn pause(State(state): State<AppState>, QueueName(name): QueueName) -> Result<Json<QueueObject>> {
+pub async fn pause(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+) -> Result<Json<QueueObject>> {
     Ok(queue_object(state.store.set_paused(&name, true)?))
 }
 
 /// `POST /queues/{q}/resume`.
-pub async fn resume(State(state): State<AppState>, QueueName(name): QueueName) -> Result<Json<QueueObject>> {
+pub async fn resume(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+) -> Result<Json<QueueObject>> {
     Ok(queue_object(state.store.set_paused(&name, false)?))
 }
 
@@ -126,14 +148,21 @@ fn split_lines(text: &str, keep_empty: bool) -> impl Iterator<Item = &str> {
 
 fn check_item(index: usize, body: &str, max: usize) -> Result<()> {
     if body.len() > max {
-        return Err(Error::ItemTooLarge { index, size: body.len(), max });
+        return Err(Error::ItemTooLarge {
+            index,
+            size: body.len(),
+            max,
+        });
     }
     Ok(())
 }
 
 fn check_key(key: &str) -> Result<()> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(Error::param("id", format!("a key must be 1 to {MAX_KEY_BYTES} bytes")));
+        return Err(Error::param(
+            "id",
+            format!("a key must be 1 to {MAX_KEY_BYTES} bytes"),
+        ));
     }
     Ok(())
 }
@@ -151,7 +180,10 @@ pub async fn enqueue(
     let batch = params.get("batch").map(str::to_owned);
     let keep_empty = params.flag("keepEmpty")?;
     if batch.is_some() && key.is_some() {
-        return Err(Error::param("id", "?id= names one item; give keys inside a JSON batch instead"));
+        return Err(Error::param(
+            "id",
+            "?id= names one item; give keys inside a JSON batch instead",
+        ));
     }
     let bytes = read_body(body, config.max_body_bytes).await?;
     let text = utf8(&bytes)?;
@@ -160,7 +192,10 @@ pub async fn enqueue(
         if let Some(key) = &key {
             check_key(key)?;
         }
-        let item = NewItem { body: text.into(), key: key.map(String::into_boxed_str) };
+        let item = NewItem {
+            body: text.into(),
+            key: key.map(String::into_boxed_str),
+        };
         let (id, duplicate) = state.store.enqueue(&name, vec![item], delay)?[0];
         let mut msg = message(id, text.to_owned(), None);
         msg.duplicate = duplicate;
@@ -235,7 +270,9 @@ pub async fn dequeue(
         None | Some("false") => LeaseSpec::None,
         Some("true") => LeaseSpec::QueueDefault,
         Some(_) => LeaseSpec::Millis(millis(
-            params.duration("lease", MAX_LEASE, false)?.expect("present"),
+            params
+                .duration("lease", MAX_LEASE, false)?
+                .expect("present"),
         )),
     };
     if lease == LeaseSpec::Millis(0) {
@@ -243,9 +280,17 @@ pub async fn dequeue(
     }
     let wait = params.duration("wait", MAX_WAIT, true)?.unwrap_or_default();
     let max = params.int("max", 1, 1000)?;
-    let req = DequeueRequest { max: max.unwrap_or(1) as usize, lease, wait };
+    let req = DequeueRequest {
+        max: max.unwrap_or(1) as usize,
+        lease,
+        wait,
+    };
     match state.store.dequeue(&name, req).await? {
-        DequeueOutcome::Empty { depth, inflight, paused } => Ok(empty_response(depth, inflight, paused)),
+        DequeueOutcome::Empty {
+            depth,
+            inflight,
+            paused,
+        } => Ok(empty_response(depth, inflight, paused)),
         DequeueOutcome::Items(items) if max.is_some() => Ok(Json(MessageList {
             kind: "messageList".into(),
             messages: items.into_iter().map(delivered).collect(),
@@ -265,14 +310,22 @@ pub async fn ack(State(state): State<AppState>, path: LeasePath) -> Result<Respo
 }
 
 /// `POST /queues/{q}/leases/{lease}/nack?delay=S`.
-pub async fn nack(State(state): State<AppState>, path: LeasePath, params: Params) -> Result<Response> {
+pub async fn nack(
+    State(state): State<AppState>,
+    path: LeasePath,
+    params: Params,
+) -> Result<Response> {
     let delay = params.duration("delay", MAX_DELAY, true)?.map_or(0, millis);
     state.store.nack(&path.queue, &path.lease, delay)?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// `POST /queues/{q}/leases/{lease}/extend?lease=S`: answers the message with its new lease.
-pub async fn extend(State(state): State<AppState>, path: LeasePath, params: Params) -> Result<Json<Message>> {
+pub async fn extend(
+    State(state): State<AppState>,
+    path: LeasePath,
+    params: Params,
+) -> Result<Json<Message>> {
     let lease = params.duration("lease", MAX_LEASE, false)?.map(millis);
     let (info, id, body) = state.store.extend(&path.queue, &path.lease, lease)?;
     Ok(Json(message(id, body.into(), Some(info))))
@@ -292,8 +345,16 @@ pub async fn ack_batch(
         .into_iter()
         .zip(outcomes)
         .map(|(lease, outcome)| match outcome {
-            Ok(()) => AckOutcome { lease, status: 200, code: None },
-            Err(e) => AckOutcome { lease, status: e.status().as_u16(), code: Some(e.code().into()) },
+            Ok(()) => AckOutcome {
+                lease,
+                status: 200,
+                code: None,
+            },
+            Err(e) => AckOutcome {
+                lease,
+                status: e.status().as_u16(),
+                code: Some(e.code().into()),
+            },
         })
         .collect();
     Ok(Json(AckResult {
@@ -322,19 +383,34 @@ pub async fn dead_letters(
             dead_at: rfc3339_ms(d.died_at),
         })
         .collect();
-    Ok(Json(DeadLetterList { kind: "deadLetterList".into(), messages }))
+    Ok(Json(DeadLetterList {
+        kind: "deadLetterList".into(),
+        messages,
+    }))
 }
 
 /// `POST /queues/{q}/dead/requeue`.
-pub async fn requeue_dead(State(state): State<AppState>, QueueName(name): QueueName) -> Result<Json<CountResult>> {
+pub async fn requeue_dead(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+) -> Result<Json<CountResult>> {
     let count = state.store.requeue_dead(&name)?;
-    Ok(Json(CountResult { kind: "requeueResult".into(), count }))
+    Ok(Json(CountResult {
+        kind: "requeueResult".into(),
+        count,
+    }))
 }
 
 /// `DELETE /queues/{q}/dead`.
-pub async fn purge_dead(State(state): State<AppState>, QueueName(name): QueueName) -> Result<Json<CountResult>> {
+pub async fn purge_dead(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+) -> Result<Json<CountResult>> {
     let count = state.store.purge_dead(&name)?;
-    Ok(Json(CountResult { kind: "purgeResult".into(), count }))
+    Ok(Json(CountResult {
+        kind: "purgeResult".into(),
+        count,
+    }))
 }
 
 /// `GET /queues/{q}/messages?limit=N` (default 10): ready items, not leased.
@@ -350,7 +426,10 @@ pub async fn peek(
         .into_iter()
         .map(|(id, body)| message(id, body.into(), None))
         .collect();
-    Ok(Json(MessageList { kind: "messageList".into(), messages }))
+    Ok(Json(MessageList {
+        kind: "messageList".into(),
+        messages,
+    }))
 }
 
 #[cfg(test)]

@@ -39,7 +39,9 @@ pub fn app(state: AppState) -> Router {
         .route("/memq/server/stats", get(memq::stats))
         .route(
             q,
-            get(memq::get_queue).put(memq::create_queue).delete(memq::delete_queue),
+            get(memq::get_queue)
+                .put(memq::create_queue)
+                .delete(memq::delete_queue),
         )
         .route(&format!("{q}/drain"), post(memq::drain))
         .route(&format!("{q}/pause"), post(memq::pause))
@@ -50,7 +52,10 @@ pub fn app(state: AppState) -> Router {
         .route(&format!("{q}/leases/{{lease}}/ack"), post(memq::ack))
         .route(&format!("{q}/leases/{{lease}}/nack"), post(memq::nack))
         .route(&format!("{q}/leases/{{lease}}/extend"), post(memq::extend))
-        .route(&format!("{q}/dead"), get(memq::dead_letters).delete(memq::purge_dead))
+        .route(
+            &format!("{q}/dead"),
+            get(memq::dead_letters).delete(memq::purge_dead),
+        )
         .route(&format!("{q}/dead/requeue"), post(memq::requeue_dead))
         .route(&format!("{q}/messages"), get(memq::peek));
     Router::new()
@@ -60,8 +65,14 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
         .with_state(state)
 }
 
@@ -83,7 +94,11 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         .to_owned();
     let resp = next.run(req).await;
     state.metrics.observe(
-        RequestLabels { method, route, status: resp.status().as_u16() },
+        RequestLabels {
+            method,
+            route,
+            status: resp.status().as_u16(),
+        },
         started.elapsed(),
     );
     resp.into_response()

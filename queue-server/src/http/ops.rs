@@ -28,7 +28,10 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, Error> {
         .render()
         .map_err(|e| Error::BackendUnavailable(format!("cannot encode metrics: {e}")))?;
     Ok((
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         text,
     )
         .into_response())

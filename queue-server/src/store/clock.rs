@@ -24,7 +24,10 @@ impl Clock {
         let base_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        Self { base_instant: Instant::now(), base_ms }
+        Self {
+            base_instant: Instant::now(),
+            base_ms,
+        }
     }
 
     /// Now, in ms since the epoch.

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Clock, DequeueOutcome, DequeueRequest, Delivery, LeaseSpec};
+use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec};
 use crate::broker::{DeadItem, Id, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig, Taken};
 use crate::error::{Error, Result};
 
@@ -167,7 +167,10 @@ impl MemoryStore {
         name: &str,
         patch: Option<&QueueConfigPatch>,
     ) -> Result<(QueueStats, bool)> {
-        let defaults = QueueConfig { lease_ms: self.inner.default_lease_ms, ..QueueConfig::default() };
+        let defaults = QueueConfig {
+            lease_ms: self.inner.default_lease_ms,
+            ..QueueConfig::default()
+        };
         let mut queues = self.inner.queues.write();
         if let Some(shared) = queues.get(name).cloned() {
             drop(queues);
@@ -176,7 +179,10 @@ impl MemoryStore {
                 let config = apply_patch(state.queue.config(), patch)?;
                 state.queue.set_config(config);
             }
-            return Ok((stats_of(name, &state.queue, self.inner.clock.now_ms()), false));
+            return Ok((
+                stats_of(name, &state.queue, self.inner.clock.now_ms()),
+                false,
+            ));
         }
         let config = match patch {
             Some(patch) => apply_patch(defaults, patch)?,
@@ -187,7 +193,10 @@ impl MemoryStore {
         queues.insert(
             name.into(),
             Arc::new(Shared {
-                state: Mutex::new(QueueState { queue, deleted: false }),
+                state: Mutex::new(QueueState {
+                    queue,
+                    deleted: false,
+                }),
                 ready: Notify::new(),
             }),
         );
@@ -258,7 +267,12 @@ impl MemoryStore {
     }
 
     /// Adds items, all or none. One `(id, duplicate)` per item.
-    pub fn enqueue(&self, name: &str, items: Vec<NewItem>, delay_ms: u64) -> Result<Vec<(Id, bool)>> {
+    pub fn enqueue(
+        &self,
+        name: &str,
+        items: Vec<NewItem>,
+        delay_ms: u64,
+    ) -> Result<Vec<(Id, bool)>> {
         let shared = self.get(name)?;
         let mut state = shared.state.lock();
         if state.deleted {
@@ -273,7 +287,11 @@ impl MemoryStore {
             state.queue.enqueue_batch(items, delay_ms, now)?
         };
         let became_ready = (state.queue.depth() - before) as usize;
-        let deadline = if delay_ms > 0 { state.queue.next_deadline() } else { None };
+        let deadline = if delay_ms > 0 {
+            state.queue.next_deadline()
+        } else {
+            None
+        };
         drop(state);
         shared.wake(became_ready);
         if let Some(deadline) = deadline {
@@ -292,8 +310,10 @@ impl MemoryStore {
             // Registered before looking, so an enqueue between the look and the wait still wakes us.
             notified.as_mut().enable();
             let outcome = self.try_dequeue(name, &shared, req)?;
-            if matches!(outcome, DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. })
-                || req.wait.is_zero()
+            if matches!(
+                outcome,
+                DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. }
+            ) || req.wait.is_zero()
                 || tokio::time::Instant::now() >= until
             {
                 return Ok(outcome);
@@ -306,7 +326,12 @@ impl MemoryStore {
         }
     }
 
-    fn try_dequeue(&self, name: &str, shared: &Shared, req: DequeueRequest) -> Result<DequeueOutcome> {
+    fn try_dequeue(
+        &self,
+        name: &str,
+        shared: &Shared,
+        req: DequeueRequest,
+    ) -> Result<DequeueOutcome> {
         let mut state = shared.state.lock();
         if state.deleted {
             return Err(Error::QueueNotFound(name.to_string()));
@@ -322,7 +347,11 @@ impl MemoryStore {
             Taken::Items(items) => DequeueOutcome::Items(
                 items
                     .into_iter()
-                    .map(|h| Delivery { id: h.id, body: h.body, lease: h.lease })
+                    .map(|h| Delivery {
+                        id: h.id,
+                        body: h.body,
+                        lease: h.lease,
+                    })
                     .collect(),
             ),
             Taken::Empty | Taken::Paused => DequeueOutcome::Empty {
@@ -377,7 +406,12 @@ impl MemoryStore {
     }
 
     /// `POST /leases/{lease}/extend`: `None` uses the queue's lease length.
-    pub fn extend(&self, name: &str, lease: &str, lease_ms: Option<u64>) -> Result<(LeaseInfo, Id, Box<str>)> {
+    pub fn extend(
+        &self,
+        name: &str,
+        lease: &str,
+        lease_ms: Option<u64>,
+    ) -> Result<(LeaseInfo, Id, Box<str>)> {
         let id = Id::parse(lease).ok_or_else(|| Error::LeaseNotFound(lease.to_string()))?;
         self.with(name, |q, now| {
             let ms = lease_ms.unwrap_or(q.config().lease_ms);
