@@ -7,9 +7,9 @@ use clap::Parser;
 
 use crate::logging::LogFormat;
 
-/// Rounds of the keygen workload by default: about a tenth of a second of one core, in the
-/// range of kuard's RSA key generation.
-pub const DEFAULT_KEYGEN_ROUNDS: u32 = 300_000;
+/// Rounds of the keygen workload by default: about a tenth of a second of one core with SHA
+/// instructions (more without), in the range of kuard's RSA key generation.
+pub const DEFAULT_KEYGEN_ROUNDS: u32 = 1_000_000;
 
 /// The built-in workloads of `--work`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -54,7 +54,7 @@ fn random_unit() -> f64 {
 #[derive(Debug, thiserror::Error)]
 pub enum RetryError {
     /// The server kept failing (unreachable, 5xx, 429) for longer than the give-up deadline.
-    #[error("{what}: gave up after {secs:.0}s: {last}", secs = after.as_secs_f64())]
+    #[error("{what}: gave up after {secs:.0}s: {chain}", secs = after.as_secs_f64(), chain = error_chain(last))]
     GaveUp {
         /// The operation, for the message.
         what: String,
@@ -134,13 +134,29 @@ where
         let delay = delay.min(give_up_after - elapsed);
         tracing::warn!(
             operation = what,
-            error = %err,
+            error = %error_chain(&err),
             retry_in_ms = delay.as_millis() as u64,
-            giving_up_in_s = (give_up_after - elapsed).as_secs(),
+            giving_up_in_s = (give_up_after - elapsed).as_secs_f64().round(),
             "queue server not answering as expected; retrying"
         );
         tokio::time::sleep(delay).await;
     }
+}
+
+/// An error with its causes, `a: b: c`: reqwest's own message ("error sending request") hides
+/// the useful part ("Connection refused") in its sources.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

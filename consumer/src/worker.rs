@@ -19,6 +19,11 @@ use crate::work::{Job, Outcome, Work};
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 /// Pause between polls when the server answers "empty" at once (paused queue, no long poll).
 const IDLE_PAUSE: Duration = Duration::from_millis(500);
+/// Longest poll while other consumers hold the queue's last items: an ack wakes no poller, so
+/// this bounds how long after the last ack a consumer notices the queue is finished.
+const FINISH_POLL: Duration = Duration::from_secs(1);
+/// How long a stopping slot still listens for the answer to its dequeue.
+const LATE_ANSWER: Duration = Duration::from_millis(300);
 
 /// Running totals of one consumer.
 #[derive(Debug, Default)]
@@ -86,17 +91,13 @@ impl Slots {
         }
     }
 
-    fn dequeue_options(&self) -> DequeueOptions {
-        DequeueOptions {
+    async fn dequeue(&self, wait: Option<Duration>) -> Result<Dequeued, RetryError> {
+        let opts = DequeueOptions {
             lease: self.lease,
             lease_default: false,
-            wait: self.wait,
+            wait,
             max: None,
-        }
-    }
-
-    async fn dequeue(&self) -> Result<Dequeued, RetryError> {
-        let opts = self.dequeue_options();
+        };
         // A queue that does not exist yet is worth waiting for: the consumer Job may well start
         // before the producer has created it.
         let transient = |e: &memq::Error| e.is_retryable() || e.code() == Some("queue_not_found");
@@ -113,25 +114,39 @@ impl Slots {
     /// Takes and works items until told to stop; Err only when the server failed for too long
     /// or refused us.
     pub async fn run_slot(&self) -> Result<(), RetryError> {
+        // Ask without waiting first: while items flow that costs nothing extra, and on a
+        // finished queue the answer is immediate. Only after an empty answer that does not end
+        // the run do we long-poll.
+        let mut long_poll: Option<Duration> = None;
         loop {
             if self.stop.is_cancelled() {
                 return Ok(());
             }
             if !self.reserve() {
-                info!(queue = %self.queue, "reached --max-items; stopping");
-                self.stop.cancel();
+                // Not `stop`: a slot still polling holds a reservation of its own and should
+                // get its item.
+                info!(queue = %self.queue, "reached --max-items; this slot stops");
                 return Ok(());
             }
             let asked = Instant::now();
-            // Abandoning a long poll on stop can, in a narrow race, leave an item leased to us
-            // that we never see; its lease expires and it goes back to the queue.
+            let wait = long_poll.take();
+            let dequeue = self.dequeue(wait);
+            tokio::pin!(dequeue);
             let answer = tokio::select! {
                 biased;
+                answer = &mut dequeue => answer?,
                 _ = self.stop.cancelled() => {
                     self.unreserve();
+                    // An answer may already be on its way with an item leased to us: give it a
+                    // moment, and hand such an item straight back rather than let it sit out
+                    // its lease. (An idle long poll is then simply dropped.)
+                    if let Ok(Ok(Dequeued::Messages(late))) = tokio::time::timeout(LATE_ANSWER, dequeue).await {
+                        for message in late {
+                            self.give_back(message).await;
+                        }
+                    }
                     return Ok(());
                 }
-                answer = self.dequeue() => answer?,
             };
             match answer {
                 Dequeued::Messages(messages) => {
@@ -145,17 +160,37 @@ impl Slots {
                     paused,
                 } => {
                     self.unreserve();
-                    if self.on_empty(depth, inflight, paused, asked).await == Next::Stop {
+                    if self.on_empty(depth, inflight, paused).await == Next::Stop {
                         self.stop.cancel();
                         return Ok(());
                     }
+                    let configured = self.wait.unwrap_or_default();
+                    let asked_wait = wait.unwrap_or_default();
+                    let probe = asked_wait.is_zero() && !configured.is_zero();
+                    // The server answered at once instead of holding the poll (paused queue,
+                    // `--wait 0`): don't spin.
+                    if !probe && asked.elapsed() < asked_wait / 2 + Duration::from_millis(50) {
+                        tokio::select! {
+                            _ = self.stop.cancelled() => {}
+                            _ = tokio::time::sleep(IDLE_PAUSE) => {}
+                        }
+                    }
+                    // An ack does not wake long polls, so while others hold the last items a
+                    // shorter poll notices promptly that they finished.
+                    long_poll = (!configured.is_zero()).then(|| {
+                        if inflight > 0 && self.until == Until::Finished {
+                            configured.min(FINISH_POLL)
+                        } else {
+                            configured
+                        }
+                    });
                 }
             }
         }
     }
 
-    async fn on_empty(&self, depth: u64, inflight: u64, paused: bool, asked: Instant) -> Next {
-        let next = match self.until {
+    async fn on_empty(&self, depth: u64, inflight: u64, paused: bool) -> Next {
+        match self.until {
             Until::Empty => {
                 info!(queue = %self.queue, depth, inflight, "queue empty; stopping (--until empty)");
                 Next::Stop
@@ -168,16 +203,7 @@ impl Slots {
                 debug!(queue = %self.queue, depth, inflight, paused, "nothing ready; others hold leases, polling on");
                 Next::Continue
             }
-        };
-        // The server answered at once instead of holding the poll: don't spin.
-        let long_poll = self.wait.unwrap_or_default();
-        if next == Next::Continue && asked.elapsed() < long_poll / 2 + Duration::from_millis(50) {
-            tokio::select! {
-                _ = self.stop.cancelled() => {}
-                _ = tokio::time::sleep(IDLE_PAUSE) => {}
-            }
         }
-        next
     }
 
     /// The 204's headers count ready and leased items but not delayed ones (nacked with a
@@ -268,6 +294,18 @@ impl Slots {
             }
         }
         std::future::pending().await
+    }
+
+    /// Returns an item that arrived after we stopped, untouched.
+    async fn give_back(&self, message: Message) {
+        match &message.lease {
+            Some(lease) => {
+                debug!(id = %message.id, "stopping: handing back an item that arrived late");
+                self.nack(&lease.id, Duration::ZERO).await;
+            }
+            // A kuard dequeue removed it from the queue: doing it is the only way not to lose it.
+            None => self.handle(message).await,
+        }
     }
 
     async fn ack(&self, lease: &str, took_ms: u64) {

@@ -72,16 +72,13 @@ pub fn item_key(source: &str, line: u64, body: &str) -> String {
     key
 }
 
+/// A buffered input: a file or stdin.
+type Reader = Box<dyn BufRead + Send>;
+
 enum Kind {
     Args(Vec<Pattern>),
-    Lines {
-        name: String,
-        reader: Box<dyn BufRead + Send>,
-    },
-    JsonLines {
-        name: String,
-        reader: Box<dyn BufRead + Send>,
-    },
+    Lines { name: String, reader: Reader },
+    JsonLines { name: String, reader: Reader },
 }
 
 /// All inputs of one run, opened and checked, in the order they are sent: arguments, then each
@@ -103,7 +100,7 @@ impl std::fmt::Debug for Sources {
 fn open_reader(
     path: &Path,
     stdin_used: &mut bool,
-) -> Result<(String, Box<dyn BufRead + Send>, Option<u64>), InputError> {
+) -> Result<(String, Reader, Option<u64>), InputError> {
     let name = path.display().to_string();
     if name == "-" {
         if std::mem::replace(stdin_used, true) {
@@ -263,7 +260,7 @@ impl Sources {
 /// Calls `f(line_number, text)` for each line (without its `\n` / `\r\n`) until it returns false.
 fn read_lines(
     name: &str,
-    mut reader: Box<dyn BufRead + Send>,
+    mut reader: Reader,
     mut f: impl FnMut(u64, &str) -> Result<bool, String>,
 ) -> Result<bool, InputError> {
     let mut buf = Vec::with_capacity(256);
