@@ -1,9 +1,12 @@
 //! The server's configuration: one struct, built from flags and `MEMQ_*` environment variables.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+
+use crate::store::journal::FsyncMode;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -46,6 +49,21 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "MEMQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Keep queues durable in this directory (journal + snapshots); without it, queues live in
+    /// memory only and a restart loses them.
+    #[arg(long, env = "MEMQ_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// With --data-dir: when a change counts as stored: `always` (synced to disk before the
+    /// answer; concurrent requests share one sync), `interval=10ms` (written before the answer,
+    /// synced that often) or `never` (left to the OS).
+    #[arg(long, env = "MEMQ_FSYNC", default_value = "always")]
+    pub fsync: FsyncMode,
+
+    /// With --data-dir: journal bytes after which a snapshot replaces the older journal.
+    #[arg(long, env = "MEMQ_COMPACT_BYTES", default_value_t = 64 << 20)]
+    pub compact_bytes: u64,
 }
 
 fn parse_lease(text: &str) -> Result<Duration, String> {
@@ -66,6 +84,9 @@ impl Default for Config {
             max_body_bytes: 64 << 20,
             default_lease: Duration::from_secs(30),
             log_format: LogFormat::Text,
+            data_dir: None,
+            fsync: FsyncMode::Always,
+            compact_bytes: 64 << 20,
         }
     }
 }

@@ -38,7 +38,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    let store = store::Store::new(config.default_lease.as_millis() as u64, cancel.clone());
+    let options = store::StoreOptions {
+        default_lease_ms: config.default_lease.as_millis() as u64,
+        data_dir: config.data_dir.clone(),
+        fsync: config.fsync,
+        compact_bytes: config.compact_bytes,
+    };
+    let store = {
+        let cancel = cancel.clone();
+        tokio::task::spawn_blocking(move || store::Store::open(options, cancel)).await??
+    };
     let metrics = Arc::new(metrics::Metrics::new(store.clone()));
     let state = http::AppState {
         store: store.clone(),
@@ -48,6 +57,7 @@ pub async fn serve(
     let router = http::app(state);
 
     let sweeper = tokio::spawn(store.clone().run_sweeper());
+    let compactor = tokio::spawn(store.clone().run_compactor());
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "queue server listening");
     let listener = listener.tap_io(|tcp| {
@@ -64,6 +74,9 @@ pub async fn serve(
         .await;
     cancel.cancel();
     sweeper.await?;
+    compactor.await?;
+    let closing = store.clone();
+    tokio::task::spawn_blocking(move || closing.close()).await?;
     tracing::info!("queue server stopped");
     Ok(result?)
 }

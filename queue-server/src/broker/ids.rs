@@ -4,7 +4,9 @@
 use std::fmt;
 
 /// A ULID kept as two words (8-byte aligned, so an item stays small).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Id([u64; 2]);
 
 impl Id {
@@ -68,6 +70,19 @@ impl IdGen {
         Self {
             last_ms: 0,
             counter: ulid::Ulid::new().random(),
+        }
+    }
+
+    /// The generator's position, to restore it with [`IdGen::from_state`].
+    pub fn state(&self) -> (u64, u128) {
+        (self.last_ms, self.counter)
+    }
+
+    /// A generator that continues exactly where [`IdGen::state`] was taken.
+    pub fn from_state((last_ms, counter): (u64, u128)) -> Self {
+        Self {
+            last_ms,
+            counter: counter & RANDOM_MASK,
         }
     }
 

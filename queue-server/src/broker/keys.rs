@@ -68,6 +68,27 @@ impl Keys {
         }
     }
 
+    /// Every taken key with its item and release time, for a snapshot.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Id, Option<u64>)> {
+        self.by_key
+            .iter()
+            .map(|(k, e)| (&**k, e.item, e.released_at))
+    }
+
+    /// Rebuilds the keys from [`Keys::entries`].
+    pub fn from_entries(mut entries: Vec<(String, Id, Option<u64>)>) -> Self {
+        // Released keys must be queued for pruning in release order.
+        entries.sort_by_key(|(_, _, released)| *released);
+        let mut keys = Keys::default();
+        for (key, item, released) in entries {
+            keys.take(&key, item);
+            if let Some(at) = released {
+                keys.release(item, at);
+            }
+        }
+        keys
+    }
+
     /// How many keys are taken (including released ones still retained).
     #[cfg(test)]
     pub fn len(&self) -> usize {

@@ -6,13 +6,17 @@
 //! deadlines belong to `store/`.
 
 mod ids;
+mod image;
 mod keys;
+mod op;
 mod queue;
 
 pub use ids::{Id, IdGen};
+pub use image::{ItemImage, QueueImage};
+pub use op::{Applied, Op, Outcome};
 pub use queue::{
     Counters, DeadItem, Handed, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig, QueueFull,
-    Taken,
+    Taken, Tick,
 };
 
 /// How long a dedup key stays taken after its item left the queue.

@@ -32,24 +32,24 @@ impl Default for QueueConfig {
 /// A queued item. Kept small: its creation time is the id's timestamp and its dedup key,
 /// when it has one, lives in [`Keys`].
 #[derive(Debug)]
-struct Item {
-    id: Id,
-    body: Box<str>,
-    attempts: u32,
+pub(super) struct Item {
+    pub(super) id: Id,
+    pub(super) body: Box<str>,
+    pub(super) attempts: u32,
 }
 
 #[derive(Debug)]
-struct Leased {
-    item: Item,
-    deadline: u64,
+pub(super) struct Leased {
+    pub(super) item: Item,
+    pub(super) deadline: u64,
 }
 
 /// An item waiting for its delay; ordered by (ready time, arrival) so equal times stay FIFO.
 #[derive(Debug)]
-struct Delayed {
-    at: u64,
-    seq: u64,
-    item: Item,
+pub(super) struct Delayed {
+    pub(super) at: u64,
+    pub(super) seq: u64,
+    pub(super) item: Item,
 }
 
 impl PartialEq for Delayed {
@@ -102,7 +102,7 @@ pub struct Counters {
 }
 
 /// An item to add: its text and the producer's key, if any.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct NewItem {
     /// Item text.
     pub body: Box<str>,
@@ -143,6 +143,15 @@ pub enum Taken {
     Paused,
 }
 
+/// What [`Queue::tick`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Items that became ready (waiters to wake).
+    pub ready: usize,
+    /// Whether anything changed (also leases sent to the dead letters).
+    pub changed: bool,
+}
+
 /// Why an ack/nack/extend did nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LeaseError {
@@ -169,25 +178,30 @@ pub struct QueueFull {
 /// One queue: ready items in order, delayed items, leases with their deadlines, dead letters.
 #[derive(Debug)]
 pub struct Queue {
-    config: QueueConfig,
-    paused: bool,
-    ready: VecDeque<Item>,
-    delayed: BinaryHeap<Reverse<Delayed>>,
-    leases: HashMap<Id, Leased, RandomState>,
+    pub(super) config: QueueConfig,
+    pub(super) paused: bool,
+    pub(super) ready: VecDeque<Item>,
+    pub(super) delayed: BinaryHeap<Reverse<Delayed>>,
+    pub(super) leases: HashMap<Id, Leased, RandomState>,
     /// Lease deadlines, earliest first. Extends push a new entry; stale entries (whose lease is
     /// gone or has another deadline) are skipped when they come up.
-    expiry: BinaryHeap<Reverse<(u64, Id)>>,
-    dead: VecDeque<DeadItem>,
-    keys: Keys,
-    expired: RecentIds,
-    ids: IdGen,
-    seq: u64,
-    counters: Counters,
+    pub(super) expiry: BinaryHeap<Reverse<(u64, Id)>>,
+    pub(super) dead: VecDeque<DeadItem>,
+    pub(super) keys: Keys,
+    pub(super) expired: RecentIds,
+    pub(super) ids: IdGen,
+    pub(super) seq: u64,
+    pub(super) counters: Counters,
 }
 
 impl Queue {
     /// An empty queue with `config`.
     pub fn new(config: QueueConfig) -> Self {
+        Self::with_ids(config, IdGen::new())
+    }
+
+    /// An empty queue whose ids come from `ids` (a journal replays a queue with its original ids).
+    pub fn with_ids(config: QueueConfig, ids: IdGen) -> Self {
         Self {
             config,
             paused: false,
@@ -198,7 +212,7 @@ impl Queue {
             dead: VecDeque::new(),
             keys: Keys::default(),
             expired: RecentIds::new(EXPIRED_LEASES_REMEMBERED),
-            ids: IdGen::new(),
+            ids,
             seq: 0,
             counters: Counters::default(),
         }
@@ -212,6 +226,11 @@ impl Queue {
     /// Replaces the queue's settings; they apply to the next operation.
     pub fn set_config(&mut self, config: QueueConfig) {
         self.config = config;
+    }
+
+    /// The id generator's position (recorded when a queue is created).
+    pub fn id_state(&self) -> (u64, u128) {
+        self.ids.state()
     }
 
     /// Running totals.
@@ -513,10 +532,10 @@ impl Queue {
     }
 
     /// Applies what time has done by `now`: expired leases go back to the front (or to the dead
-    /// letters), delayed items whose time came go to the back. Returns how many items became
-    /// ready, so the caller can wake as many waiters.
-    pub fn tick(&mut self, now: u64) -> usize {
+    /// letters), delayed items whose time came go to the back.
+    pub fn tick(&mut self, now: u64) -> Tick {
         let before = self.ready.len();
+        let mut changed = false;
         let mut expired = Vec::new();
         while let Some(&Reverse((deadline, lease))) = self.expiry.peek() {
             if deadline > now {
@@ -535,15 +554,33 @@ impl Queue {
         }
         // Put the expired items back at the front in their original order (earliest deadline
         // first), which pushing each to the front one by one would reverse.
+        changed |= !expired.is_empty();
         for item in expired.into_iter().rev() {
             self.give_back(item, 0, now);
         }
         while self.delayed.peek().is_some_and(|Reverse(d)| d.at <= now) {
             let Reverse(d) = self.delayed.pop().expect("peeked");
             self.ready.push_back(d.item);
+            changed = true;
         }
         self.keys.prune(now);
-        self.ready.len().saturating_sub(before)
+        Tick {
+            ready: self.ready.len().saturating_sub(before),
+            changed,
+        }
+    }
+
+    /// After a restart: every lease is void, so each leased item goes back to the front in the
+    /// order it was handed out (its delivery still counts as an attempt). Returns how many.
+    pub fn recover_leases(&mut self, now: u64) -> usize {
+        let mut leased: Vec<(Id, Leased)> = self.leases.drain().collect();
+        leased.sort_unstable_by_key(|(id, _)| *id);
+        self.expiry.clear();
+        let n = leased.len();
+        for (_, l) in leased.into_iter().rev() {
+            self.give_back(l.item, 0, now);
+        }
+        n
     }
 
     /// Drops every ready and delayed item; returns how many.
@@ -663,9 +700,9 @@ mod tests {
         let (body, lease) = lease_one(&mut q, 1_000, T0);
         assert_eq!(body, "a");
         assert_eq!(lease.attempt, 1);
-        assert_eq!(q.tick(T0 + 999), 0);
+        assert_eq!(q.tick(T0 + 999).ready, 0);
         assert_eq!(q.inflight(), 1);
-        assert_eq!(q.tick(T0 + 1_000), 1);
+        assert_eq!(q.tick(T0 + 1_000).ready, 1);
         assert_eq!(q.inflight(), 0);
         assert_eq!(q.counters().requeued, 1);
         let (body, lease) = lease_one(&mut q, 1_000, T0 + 1_000);
@@ -789,9 +826,9 @@ mod tests {
         let (_, lease) = lease_one(&mut q, 1_000, T0);
         let info = q.extend(lease.id, 5_000, T0 + 900).unwrap();
         assert_eq!(info.deadline, T0 + 5_900);
-        assert_eq!(q.tick(T0 + 5_000), 0);
+        assert_eq!(q.tick(T0 + 5_000).ready, 0);
         assert_eq!(q.inflight(), 1);
-        assert_eq!(q.tick(T0 + 5_900), 1);
+        assert_eq!(q.tick(T0 + 5_900).ready, 1);
     }
 
     #[test]
@@ -818,7 +855,7 @@ mod tests {
         q.enqueue(item("now"), 0, T0).unwrap();
         assert_eq!((q.depth(), q.delayed()), (1, 3));
         assert_eq!(q.next_deadline(), Some(T0 + 1_000));
-        assert_eq!(q.tick(T0 + 1_000), 2);
+        assert_eq!(q.tick(T0 + 1_000).ready, 2);
         assert_eq!(
             bodies(q.dequeue(10, None, T0 + 1_000)),
             ["now", "soon-1", "soon-2"]
@@ -949,6 +986,20 @@ mod tests {
         let peeked: Vec<_> = q.peek(2).into_iter().map(|(_, b)| b.to_string()).collect();
         assert_eq!(peeked, ["a", "b"]);
         assert_eq!(q.depth(), 3);
+    }
+
+    #[test]
+    fn recovered_leases_go_to_the_front_in_delivery_order() {
+        let mut q = q();
+        for b in ["a", "b", "c", "d"] {
+            q.enqueue(item(b), 0, T0).unwrap();
+        }
+        lease_one(&mut q, 60_000, T0);
+        lease_one(&mut q, 1_000, T0 + 1);
+        assert_eq!(q.recover_leases(T0 + 2), 2);
+        assert_eq!((q.inflight(), q.counters().requeued), (0, 2));
+        assert_eq!(bodies(q.dequeue(4, None, T0 + 3)), ["a", "b", "c", "d"]);
+        assert_eq!(q.next_deadline(), None);
     }
 
     #[test]

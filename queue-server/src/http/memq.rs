@@ -81,7 +81,7 @@ pub async fn create_queue(
                 .map_err(|e| Error::InvalidJson(e.to_string()))?,
         )
     };
-    let (queue, created) = state.store.create_queue(&name, patch.as_ref())?;
+    let (queue, created) = state.store.create_queue(&name, patch.as_ref()).await?;
     if created {
         tracing::info!(queue = %name, "queue created");
     }
@@ -106,7 +106,7 @@ pub async fn delete_queue(
     State(state): State<AppState>,
     QueueName(name): QueueName,
 ) -> Result<Json<QueueObject>> {
-    let queue = state.store.delete_queue(&name)?;
+    let queue = state.store.delete_queue(&name).await?;
     tracing::info!(queue = %name, depth = queue.depth, inflight = queue.inflight, "queue deleted");
     Ok(queue_object(queue))
 }
@@ -116,7 +116,7 @@ pub async fn drain(
     State(state): State<AppState>,
     QueueName(name): QueueName,
 ) -> Result<Json<QueueObject>> {
-    Ok(queue_object(state.store.drain(&name)?))
+    Ok(queue_object(state.store.drain(&name).await?))
 }
 
 /// `POST /queues/{q}/pause`.
@@ -124,7 +124,7 @@ pub async fn pause(
     State(state): State<AppState>,
     QueueName(name): QueueName,
 ) -> Result<Json<QueueObject>> {
-    Ok(queue_object(state.store.set_paused(&name, true)?))
+    Ok(queue_object(state.store.set_paused(&name, true).await?))
 }
 
 /// `POST /queues/{q}/resume`.
@@ -132,7 +132,7 @@ pub async fn resume(
     State(state): State<AppState>,
     QueueName(name): QueueName,
 ) -> Result<Json<QueueObject>> {
-    Ok(queue_object(state.store.set_paused(&name, false)?))
+    Ok(queue_object(state.store.set_paused(&name, false).await?))
 }
 
 /// Splits a `batch=lines` body: `\n` or `\r\n`, a final newline adds nothing, empty lines only
@@ -196,7 +196,7 @@ pub async fn enqueue(
             body: text.into(),
             key: key.map(String::into_boxed_str),
         };
-        let (id, duplicate) = state.store.enqueue(&name, vec![item], delay)?[0];
+        let (id, duplicate) = state.store.enqueue(&name, vec![item], delay).await?[0];
         let mut msg = message(id, text.to_owned(), None);
         msg.duplicate = duplicate;
         return Ok(Json(msg).into_response());
@@ -238,7 +238,7 @@ pub async fn enqueue(
         state.store.queue(&name)?;
         Vec::new()
     } else {
-        state.store.enqueue(&name, items, delay)?
+        state.store.enqueue(&name, items, delay).await?
     };
     let duplicates = results.iter().filter(|(_, dup)| *dup).count() as u64;
     Ok(Json(EnqueueResult {
@@ -305,7 +305,7 @@ pub async fn dequeue(
 
 /// `POST /queues/{q}/leases/{lease}/ack`.
 pub async fn ack(State(state): State<AppState>, path: LeasePath) -> Result<Response> {
-    state.store.ack(&path.queue, &path.lease)?;
+    state.store.ack(&path.queue, &path.lease).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -316,7 +316,7 @@ pub async fn nack(
     params: Params,
 ) -> Result<Response> {
     let delay = params.duration("delay", MAX_DELAY, true)?.map_or(0, millis);
-    state.store.nack(&path.queue, &path.lease, delay)?;
+    state.store.nack(&path.queue, &path.lease, delay).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -327,7 +327,7 @@ pub async fn extend(
     params: Params,
 ) -> Result<Json<Message>> {
     let lease = params.duration("lease", MAX_LEASE, false)?.map(millis);
-    let (info, id, body) = state.store.extend(&path.queue, &path.lease, lease)?;
+    let (info, id, body) = state.store.extend(&path.queue, &path.lease, lease).await?;
     Ok(Json(message(id, body.into(), Some(info))))
 }
 
@@ -340,7 +340,7 @@ pub async fn ack_batch(
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     let leases: Vec<String> = serde_json::from_slice(&bytes)
         .map_err(|e| Error::InvalidJson(format!("{e}; expected a JSON array of lease ids")))?;
-    let outcomes = state.store.ack_many(&name, &leases)?;
+    let outcomes = state.store.ack_many(&name, &leases).await?;
     let results: Vec<AckOutcome> = leases
         .into_iter()
         .zip(outcomes)
@@ -394,7 +394,7 @@ pub async fn requeue_dead(
     State(state): State<AppState>,
     QueueName(name): QueueName,
 ) -> Result<Json<CountResult>> {
-    let count = state.store.requeue_dead(&name)?;
+    let count = state.store.requeue_dead(&name).await?;
     Ok(Json(CountResult {
         kind: "requeueResult".into(),
         count,
@@ -406,7 +406,7 @@ pub async fn purge_dead(
     State(state): State<AppState>,
     QueueName(name): QueueName,
 ) -> Result<Json<CountResult>> {
-    let count = state.store.purge_dead(&name)?;
+    let count = state.store.purge_dead(&name).await?;
     Ok(Json(CountResult {
         kind: "purgeResult".into(),
         count,

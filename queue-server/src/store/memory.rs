@@ -1,12 +1,17 @@
-//! The in-memory store: every queue in this process, one lock per queue.
+//! The queue store: every queue in this process, one lock per queue, optionally journaled to a
+//! data directory (`--data-dir`) so that a restart or crash loses no acknowledged change.
 //!
-//! Owns what the broker must not: locking, waking long-poll waiters (a tokio `Notify` per
-//! queue, so a waiting request costs no CPU), and one sweeper task that applies lease expiries
-//! and delays when they fall due, sleeping until the earliest deadline of all queues.
+//! Owns what the broker must not: locking, the journal, waking long-poll waiters (a tokio
+//! `Notify` per queue, so a waiting request costs no CPU), and one sweeper task that applies
+//! lease expiries and delays when they fall due, sleeping until the earliest deadline of all
+//! queues. Every change goes through [`Queue::apply`] with an [`Op`]: the same function that
+//! replays the journal on start, so the live and the recovered state cannot drift apart.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use memq::{QueueConfigPatch, QueueStats};
@@ -14,9 +19,39 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::journal::{self, DataDir, FsyncMode, Lsn, RecordRef};
 use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec};
-use crate::broker::{DeadItem, Id, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig, Taken};
+use crate::broker::{
+    DeadItem, Id, LeaseError, LeaseInfo, NewItem, Op, Outcome, Queue, QueueConfig, Taken,
+};
 use crate::error::{Error, Result};
+
+/// How long a request waits for its change to reach the journal before answering 503.
+const JOURNAL_WAIT: Duration = Duration::from_secs(5);
+
+/// Where and how the store keeps its data.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Lease length of new queues, ms.
+    pub default_lease_ms: u64,
+    /// `Some`: durable in this directory.
+    pub data_dir: Option<PathBuf>,
+    /// When a change counts as stored.
+    pub fsync: FsyncMode,
+    /// Journal bytes after which a snapshot replaces the old segments.
+    pub compact_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            default_lease_ms: 30_000,
+            data_dir: None,
+            fsync: FsyncMode::Always,
+            compact_bytes: 64 << 20,
+        }
+    }
+}
 
 struct QueueState {
     queue: Queue,
@@ -30,6 +65,16 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(queue: Queue) -> Arc<Self> {
+        Arc::new(Shared {
+            state: Mutex::new(QueueState {
+                queue,
+                deleted: false,
+            }),
+            ready: Notify::new(),
+        })
+    }
+
     fn wake(&self, became_ready: usize) {
         match became_ready {
             0 => {}
@@ -42,14 +87,15 @@ impl Shared {
 struct Inner {
     queues: RwLock<HashMap<Box<str>, Arc<Shared>, RandomState>>,
     clock: Clock,
-    default_lease_ms: u64,
+    options: StoreOptions,
+    data: Option<DataDir>,
     /// Earliest deadline the sweeper must act on (u64::MAX: none).
     next_wake: AtomicU64,
     sweeper: Notify,
     shutdown: CancellationToken,
 }
 
-/// Queues in memory. Cheap to clone; clones share the queues.
+/// The queues. Cheap to clone; clones share the queues.
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -71,6 +117,14 @@ fn apply_patch(mut config: QueueConfig, patch: &QueueConfigPatch) -> Result<Queu
         config.max_depth = max;
     }
     Ok(config)
+}
+
+fn configure(config: QueueConfig) -> Op {
+    Op::Configure {
+        lease_ms: config.lease_ms,
+        max_attempts: config.max_attempts,
+        max_depth: config.max_depth,
+    }
 }
 
 fn stats_of(name: &str, q: &Queue, now: u64) -> QueueStats {
@@ -104,19 +158,76 @@ fn lease_error(e: LeaseError, lease: &str) -> Error {
     }
 }
 
+fn parse_lease(lease: &str) -> Result<Id> {
+    Id::parse(lease).ok_or_else(|| Error::LeaseNotFound(lease.to_string()))
+}
+
+fn unexpected(outcome: Outcome) -> Error {
+    Error::BackendUnavailable(format!("internal: unexpected outcome {outcome:?}"))
+}
+
 impl MemoryStore {
-    /// An empty store; new queues lease for `default_lease_ms` unless told otherwise.
-    pub fn new(default_lease_ms: u64, shutdown: CancellationToken) -> Self {
-        Self {
+    /// Opens the store: empty in memory, or recovered from `options.data_dir`.
+    pub fn open(options: StoreOptions, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let clock = Clock::new();
+        let mut queues = HashMap::default();
+        let mut data = None;
+        if let Some(dir) = &options.data_dir {
+            let started = std::time::Instant::now();
+            let (dir_handle, recovery) = journal::open(dir, options.fsync)?;
+            for line in &recovery.dropped {
+                tracing::warn!(damage = %line, "journal damage cut during recovery");
+            }
+            let now = clock.now_ms();
+            let mut items = 0u64;
+            let mut leases = 0usize;
+            for (name, mut queue) in recovery.queues {
+                leases += queue.recover_leases(now);
+                items += queue.depth() + queue.delayed() + queue.dead();
+                queues.insert(name.into_boxed_str(), Shared::new(queue));
+            }
+            tracing::info!(
+                dir = %dir.display(),
+                queues = queues.len(),
+                items,
+                leases_returned = leases,
+                records = recovery.records,
+                snapshot = ?recovery.snapshot,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "recovered queues from the data directory"
+            );
+            data = Some(dir_handle);
+        }
+        let store = Self {
             inner: Arc::new(Inner {
-                queues: RwLock::new(HashMap::default()),
-                clock: Clock::new(),
-                default_lease_ms,
+                queues: RwLock::new(queues),
+                clock,
+                options,
+                data,
                 next_wake: AtomicU64::new(u64::MAX),
                 sweeper: Notify::new(),
                 shutdown,
             }),
+        };
+        if store.inner.data.is_some() {
+            // The recovered state (leases returned) becomes the new base; old files go.
+            store.compact_now()?;
         }
+        for shared in store.inner.queues.read().values() {
+            if let Some(deadline) = shared.state.lock().queue.next_deadline() {
+                store.schedule(deadline);
+            }
+        }
+        Ok(store)
+    }
+
+    /// An empty in-memory store.
+    pub fn new(default_lease_ms: u64, shutdown: CancellationToken) -> Self {
+        let options = StoreOptions {
+            default_lease_ms,
+            ..StoreOptions::default()
+        };
+        Self::open(options, shutdown).expect("an in-memory store opens without I/O")
     }
 
     /// The store's clock.
@@ -133,23 +244,83 @@ impl MemoryStore {
             .ok_or_else(|| Error::QueueNotFound(name.to_string()))
     }
 
-    /// Runs `f` on the queue under its lock; a queue deleted meanwhile is not found.
-    fn with<T>(&self, name: &str, f: impl FnOnce(&mut Queue, u64) -> T) -> Result<T> {
-        let shared = self.get(name)?;
+    /// Refuses changes while the journal cannot write, so nothing is changed that can't be kept.
+    fn check_writable(&self) -> Result<()> {
+        match &self.inner.data {
+            Some(d) if !d.writer.healthy() => Err(Error::BackendUnavailable(format!(
+                "the data directory cannot be written ({}); free space or fix {}",
+                d.writer.error().unwrap_or_default(),
+                d.path().display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies `op` to a queue under its lock; journals it when it changed anything; wakes
+    /// waiters. Returns the outcome and the journal position to wait for.
+    fn apply(&self, name: &str, shared: &Shared, op: Op) -> Result<(Outcome, Option<Lsn>)> {
         let mut state = shared.state.lock();
         if state.deleted {
             return Err(Error::QueueNotFound(name.to_string()));
         }
         let now = self.inner.clock.now_ms();
-        let became_ready = state.queue.tick(now);
-        let out = f(&mut state.queue, now);
+        let encoded = self.inner.data.as_ref().map(|_| {
+            let mut buf = Vec::new();
+            journal::frame(
+                &RecordRef::Apply {
+                    queue: name,
+                    now,
+                    op: &op,
+                },
+                &mut buf,
+            );
+            buf
+        });
+        let applied = state.queue.apply(op, now);
+        let lsn = match (&self.inner.data, encoded) {
+            (Some(d), Some(bytes)) if applied.changed => {
+                Some(d.writer.append(|buf| buf.extend_from_slice(&bytes)))
+            }
+            _ => None,
+        };
         let deadline = state.queue.next_deadline();
         drop(state);
-        shared.wake(became_ready);
+        shared.wake(applied.readied);
         if let Some(deadline) = deadline {
             self.schedule(deadline);
         }
-        Ok(out)
+        Ok((applied.outcome, lsn))
+    }
+
+    /// Waits until the change at `lsn` is stored as `--fsync` promises.
+    async fn settle(&self, lsn: Option<Lsn>) -> Result<()> {
+        match (lsn, &self.inner.data) {
+            (Some(lsn), Some(d)) => d
+                .writer
+                .wait(lsn, JOURNAL_WAIT)
+                .await
+                .map_err(Error::BackendUnavailable),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a change and waits until it is stored.
+    async fn change(&self, name: &str, op: Op) -> Result<Outcome> {
+        self.check_writable()?;
+        let shared = self.get(name)?;
+        let (outcome, lsn) = self.apply(name, &shared, op)?;
+        self.settle(lsn).await?;
+        Ok(outcome)
+    }
+
+    /// Reads a queue under its lock, without changing it.
+    fn read<T>(&self, name: &str, f: impl FnOnce(&Queue, u64) -> T) -> Result<T> {
+        let shared = self.get(name)?;
+        let state = shared.state.lock();
+        if state.deleted {
+            return Err(Error::QueueNotFound(name.to_string()));
+        }
+        Ok(f(&state.queue, self.inner.clock.now_ms()))
     }
 
     /// Makes sure the sweeper wakes by `deadline`.
@@ -162,87 +333,98 @@ impl MemoryStore {
     }
 
     /// `PUT /queues/{q}`: creates the queue, or updates its config. True when created.
-    pub fn create_queue(
+    pub async fn create_queue(
         &self,
         name: &str,
         patch: Option<&QueueConfigPatch>,
     ) -> Result<(QueueStats, bool)> {
+        self.check_writable()?;
+        let existing = self.inner.queues.read().get(name).cloned();
+        if let Some(shared) = existing {
+            if let Some(patch) = patch {
+                let config = apply_patch(shared.state.lock().queue.config(), patch)?;
+                let (_, lsn) = self.apply(name, &shared, configure(config))?;
+                self.settle(lsn).await?;
+            }
+            return Ok((self.queue(name)?, false));
+        }
         let defaults = QueueConfig {
-            lease_ms: self.inner.default_lease_ms,
+            lease_ms: self.inner.options.default_lease_ms,
             ..QueueConfig::default()
         };
-        let mut queues = self.inner.queues.write();
-        if let Some(shared) = queues.get(name).cloned() {
-            drop(queues);
-            let mut state = shared.state.lock();
-            if let Some(patch) = patch {
-                let config = apply_patch(state.queue.config(), patch)?;
-                state.queue.set_config(config);
-            }
-            return Ok((
-                stats_of(name, &state.queue, self.inner.clock.now_ms()),
-                false,
-            ));
-        }
         let config = match patch {
             Some(patch) => apply_patch(defaults, patch)?,
             None => defaults,
         };
-        let queue = Queue::new(config);
-        let stats = stats_of(name, &queue, self.inner.clock.now_ms());
-        queues.insert(
-            name.into(),
-            Arc::new(Shared {
-                state: Mutex::new(QueueState {
-                    queue,
-                    deleted: false,
-                }),
-                ready: Notify::new(),
-            }),
-        );
+        let created = {
+            let mut queues = self.inner.queues.write();
+            if queues.contains_key(name) {
+                None
+            } else {
+                let queue = Queue::new(config);
+                let stats = stats_of(name, &queue, self.inner.clock.now_ms());
+                let lsn = self.inner.data.as_ref().map(|d| {
+                    let record = RecordRef::Create {
+                        queue: name,
+                        lease_ms: config.lease_ms,
+                        max_attempts: config.max_attempts,
+                        max_depth: config.max_depth,
+                        ids: queue.id_state(),
+                    };
+                    d.writer.append(|buf| journal::frame(&record, buf))
+                });
+                queues.insert(name.into(), Shared::new(queue));
+                Some((stats, lsn))
+            }
+        };
+        // None: created by a concurrent request between the two looks; it exists now.
+        let Some((stats, lsn)) = created else {
+            return Ok((self.queue(name)?, false));
+        };
+        self.settle(lsn).await?;
         Ok((stats, true))
     }
 
     /// `GET /queues/{q}`.
     pub fn queue(&self, name: &str) -> Result<QueueStats> {
-        self.with(name, |q, now| stats_of(name, q, now))
+        self.read(name, |q, now| stats_of(name, q, now))
     }
 
     /// `DELETE /queues/{q}`: its leases become invalid and its long polls answer 404.
-    pub fn delete_queue(&self, name: &str) -> Result<QueueStats> {
-        let shared = self
-            .inner
-            .queues
-            .write()
-            .remove(name)
-            .ok_or_else(|| Error::QueueNotFound(name.to_string()))?;
-        let mut state = shared.state.lock();
-        state.deleted = true;
-        let stats = stats_of(name, &state.queue, self.inner.clock.now_ms());
-        drop(state);
+    pub async fn delete_queue(&self, name: &str) -> Result<QueueStats> {
+        self.check_writable()?;
+        let (shared, stats, lsn) = {
+            let mut queues = self.inner.queues.write();
+            let shared = queues
+                .remove(name)
+                .ok_or_else(|| Error::QueueNotFound(name.to_string()))?;
+            let mut state = shared.state.lock();
+            state.deleted = true;
+            let lsn = self.inner.data.as_ref().map(|d| {
+                d.writer
+                    .append(|buf| journal::frame(&RecordRef::Delete { queue: name }, buf))
+            });
+            let stats = stats_of(name, &state.queue, self.inner.clock.now_ms());
+            drop(state);
+            (shared, stats, lsn)
+        };
         shared.ready.notify_waiters();
+        self.settle(lsn).await?;
         Ok(stats)
     }
 
     /// `POST /queues/{q}/drain`.
-    pub fn drain(&self, name: &str) -> Result<QueueStats> {
-        self.with(name, |q, now| {
-            q.drain(now);
-            stats_of(name, q, now)
-        })
+    pub async fn drain(&self, name: &str) -> Result<QueueStats> {
+        self.change(name, Op::Drain).await?;
+        self.queue(name)
     }
 
     /// `POST /queues/{q}/pause` and `/resume`.
-    pub fn set_paused(&self, name: &str, paused: bool) -> Result<QueueStats> {
-        let stats = self.with(name, |q, now| {
-            q.set_paused(paused);
-            stats_of(name, q, now)
-        })?;
-        if let Ok(shared) = self.get(name) {
-            // Paused: waiters answer 204 at once. Resumed: they may find items now.
-            shared.ready.notify_waiters();
-        }
-        Ok(stats)
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<QueueStats> {
+        self.change(name, Op::SetPaused(paused)).await?;
+        // Paused: waiters answer 204 at once. Resumed: they may find items now.
+        self.get(name)?.ready.notify_waiters();
+        self.queue(name)
     }
 
     /// `GET /stats`: every queue, sorted by name.
@@ -258,50 +440,26 @@ impl MemoryStore {
         let now = self.inner.clock.now_ms();
         queues
             .iter()
-            .map(|(name, shared)| {
-                let mut state = shared.state.lock();
-                state.queue.tick(now);
-                stats_of(name, &state.queue, now)
-            })
+            .map(|(name, shared)| stats_of(name, &shared.state.lock().queue, now))
             .collect()
     }
 
     /// Adds items, all or none. One `(id, duplicate)` per item.
-    pub fn enqueue(
+    pub async fn enqueue(
         &self,
         name: &str,
         items: Vec<NewItem>,
         delay_ms: u64,
     ) -> Result<Vec<(Id, bool)>> {
-        let shared = self.get(name)?;
-        let mut state = shared.state.lock();
-        if state.deleted {
-            return Err(Error::QueueNotFound(name.to_string()));
+        match self.change(name, Op::Enqueue { items, delay_ms }).await? {
+            Outcome::Enqueued(result) => Ok(result?),
+            other => Err(unexpected(other)),
         }
-        let now = self.inner.clock.now_ms();
-        let before = state.queue.depth();
-        let out = if items.len() == 1 {
-            let item = items.into_iter().next().expect("one item");
-            vec![state.queue.enqueue(item, delay_ms, now)?]
-        } else {
-            state.queue.enqueue_batch(items, delay_ms, now)?
-        };
-        let became_ready = (state.queue.depth() - before) as usize;
-        let deadline = if delay_ms > 0 {
-            state.queue.next_deadline()
-        } else {
-            None
-        };
-        drop(state);
-        shared.wake(became_ready);
-        if let Some(deadline) = deadline {
-            self.schedule(deadline);
-        }
-        Ok(out)
     }
 
     /// Hands out items, long-polling up to `req.wait` when none is ready.
     pub async fn dequeue(&self, name: &str, req: DequeueRequest) -> Result<DequeueOutcome> {
+        self.check_writable()?;
         let shared = self.get(name)?;
         let until = tokio::time::Instant::now() + req.wait;
         loop {
@@ -309,7 +467,7 @@ impl MemoryStore {
             tokio::pin!(notified);
             // Registered before looking, so an enqueue between the look and the wait still wakes us.
             notified.as_mut().enable();
-            let outcome = self.try_dequeue(name, &shared, req)?;
+            let outcome = self.try_dequeue(name, &shared, req).await?;
             if matches!(
                 outcome,
                 DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. }
@@ -326,129 +484,154 @@ impl MemoryStore {
         }
     }
 
-    fn try_dequeue(
+    async fn try_dequeue(
         &self,
         name: &str,
         shared: &Shared,
         req: DequeueRequest,
     ) -> Result<DequeueOutcome> {
-        let mut state = shared.state.lock();
-        if state.deleted {
-            return Err(Error::QueueNotFound(name.to_string()));
-        }
-        let now = self.inner.clock.now_ms();
         let lease_ms = match req.lease {
             LeaseSpec::None => None,
-            LeaseSpec::QueueDefault => Some(state.queue.config().lease_ms),
+            LeaseSpec::QueueDefault => Some(shared.state.lock().queue.config().lease_ms),
             LeaseSpec::Millis(ms) => Some(ms),
         };
-        let taken = state.queue.dequeue(req.max, lease_ms, now);
-        let outcome = match taken {
-            Taken::Items(items) => DequeueOutcome::Items(
-                items
-                    .into_iter()
-                    .map(|h| Delivery {
-                        id: h.id,
-                        body: h.body,
-                        lease: h.lease,
-                    })
-                    .collect(),
-            ),
-            Taken::Empty | Taken::Paused => DequeueOutcome::Empty {
-                depth: state.queue.depth(),
-                inflight: state.queue.inflight(),
-                paused: state.queue.paused(),
-            },
+        let op = Op::Dequeue {
+            max: req.max as u32,
+            lease_ms,
         };
-        let deadline = state.queue.next_deadline();
-        drop(state);
-        if let Some(deadline) = deadline {
-            self.schedule(deadline);
+        let (outcome, lsn) = self.apply(name, shared, op)?;
+        let Outcome::Taken(taken) = outcome else {
+            return Err(unexpected(outcome));
+        };
+        match taken {
+            Taken::Items(items) => {
+                self.settle(lsn).await?;
+                Ok(DequeueOutcome::Items(
+                    items
+                        .into_iter()
+                        .map(|h| Delivery {
+                            id: h.id,
+                            body: h.body,
+                            lease: h.lease,
+                        })
+                        .collect(),
+                ))
+            }
+            Taken::Empty | Taken::Paused => {
+                self.settle(lsn).await?;
+                let state = shared.state.lock();
+                Ok(DequeueOutcome::Empty {
+                    depth: state.queue.depth(),
+                    inflight: state.queue.inflight(),
+                    paused: state.queue.paused(),
+                })
+            }
         }
-        Ok(outcome)
     }
 
     /// `POST /leases/{lease}/ack`.
-    pub fn ack(&self, name: &str, lease: &str) -> Result<()> {
-        let id = Id::parse(lease).ok_or_else(|| Error::LeaseNotFound(lease.to_string()))?;
-        self.with(name, |q, now| q.ack(id, now))?
-            .map_err(|e| lease_error(e, lease))
+    pub async fn ack(&self, name: &str, lease: &str) -> Result<()> {
+        let mut results = self.ack_many(name, &[lease.to_string()]).await?;
+        results.pop().expect("one result")
     }
 
-    /// `POST /ack`: many acks under one lock; one result per lease id.
-    pub fn ack_many(&self, name: &str, leases: &[String]) -> Result<Vec<Result<(), Error>>> {
-        self.with(name, |q, now| {
-            leases
-                .iter()
-                .map(|lease| match Id::parse(lease) {
-                    None => Err(Error::LeaseNotFound(lease.clone())),
-                    Some(id) => q.ack(id, now).map_err(|e| lease_error(e, lease)),
-                })
-                .collect()
-        })
+    /// `POST /ack`: many acks in one change; one result per lease id.
+    pub async fn ack_many(&self, name: &str, leases: &[String]) -> Result<Vec<Result<(), Error>>> {
+        let ids: Vec<Option<Id>> = leases.iter().map(|l| Id::parse(l)).collect();
+        let valid: Vec<Id> = ids.iter().flatten().copied().collect();
+        let outcome = self.change(name, Op::Ack { leases: valid }).await?;
+        let Outcome::Acked(results) = outcome else {
+            return Err(unexpected(outcome));
+        };
+        let mut results = results.into_iter();
+        Ok(leases
+            .iter()
+            .zip(ids)
+            .map(|(text, id)| match id {
+                None => Err(Error::LeaseNotFound(text.clone())),
+                Some(_) => results
+                    .next()
+                    .expect("one result per valid id")
+                    .map_err(|e| lease_error(e, text)),
+            })
+            .collect())
     }
 
     /// `POST /leases/{lease}/nack`.
-    pub fn nack(&self, name: &str, lease: &str, delay_ms: u64) -> Result<()> {
-        let id = Id::parse(lease).ok_or_else(|| Error::LeaseNotFound(lease.to_string()))?;
-        let shared = self.get(name)?;
-        self.with(name, |q, now| {
-            let before = q.depth();
-            let result = q.nack(id, delay_ms, now);
-            (result, q.depth() > before)
-        })
-        .and_then(|(result, readied)| {
-            if readied {
-                shared.wake(1);
-            }
-            result.map_err(|e| lease_error(e, lease))
-        })
+    pub async fn nack(&self, name: &str, lease: &str, delay_ms: u64) -> Result<()> {
+        let id = parse_lease(lease)?;
+        match self
+            .change(
+                name,
+                Op::Nack {
+                    lease: id,
+                    delay_ms,
+                },
+            )
+            .await?
+        {
+            Outcome::Nacked(result) => result.map_err(|e| lease_error(e, lease)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// `POST /leases/{lease}/extend`: `None` uses the queue's lease length.
-    pub fn extend(
+    pub async fn extend(
         &self,
         name: &str,
         lease: &str,
         lease_ms: Option<u64>,
     ) -> Result<(LeaseInfo, Id, Box<str>)> {
-        let id = Id::parse(lease).ok_or_else(|| Error::LeaseNotFound(lease.to_string()))?;
-        self.with(name, |q, now| {
-            let ms = lease_ms.unwrap_or(q.config().lease_ms);
-            q.extend(id, ms, now).map(|info| {
-                let (item, body) = q.leased_item(id).expect("lease just extended");
-                (info, item, body)
-            })
-        })?
-        .map_err(|e| lease_error(e, lease))
+        let id = parse_lease(lease)?;
+        let lease_ms = match lease_ms {
+            Some(ms) => ms,
+            None => self.read(name, |q, _| q.config().lease_ms)?,
+        };
+        match self
+            .change(
+                name,
+                Op::Extend {
+                    lease: id,
+                    lease_ms,
+                },
+            )
+            .await?
+        {
+            Outcome::Extended(result) => result.map_err(|e| lease_error(e, lease)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// `GET /dead`.
     pub fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadItem>> {
-        self.with(name, |q, _| q.dead_letters(limit))
+        self.read(name, |q, _| q.dead_letters(limit))
+    }
+
+    async fn count(&self, name: &str, op: Op) -> Result<u64> {
+        match self.change(name, op).await? {
+            Outcome::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// `POST /dead/requeue`.
-    pub fn requeue_dead(&self, name: &str) -> Result<u64> {
-        let shared = self.get(name)?;
-        let n = self.with(name, |q, _| q.requeue_dead())?;
-        shared.wake(n as usize);
-        Ok(n)
+    pub async fn requeue_dead(&self, name: &str) -> Result<u64> {
+        self.count(name, Op::RequeueDead).await
     }
 
     /// `DELETE /dead`.
-    pub fn purge_dead(&self, name: &str) -> Result<u64> {
-        self.with(name, |q, now| q.purge_dead(now))
+    pub async fn purge_dead(&self, name: &str) -> Result<u64> {
+        self.count(name, Op::PurgeDead).await
     }
 
     /// `GET /messages`.
     pub fn peek(&self, name: &str, limit: usize) -> Result<Vec<(Id, Box<str>)>> {
-        self.with(name, |q, _| q.peek(limit))
+        self.read(name, |q, _| q.peek(limit))
     }
 
     /// Whether the store can serve requests (`/readyz`).
     pub fn is_ready(&self) -> bool {
-        !self.inner.shutdown.is_cancelled()
+        !self.inner.shutdown.is_cancelled() && self.check_writable().is_ok()
     }
 
     /// Applies lease expiries and delays as they fall due, waking waiters, until shutdown.
@@ -469,18 +652,78 @@ impl MemoryStore {
                 _ = inner.shutdown.cancelled() => return,
             }
             inner.next_wake.store(u64::MAX, Ordering::Release);
-            let queues: Vec<Arc<Shared>> = inner.queues.read().values().cloned().collect();
-            let now = inner.clock.now_ms();
-            for shared in queues {
-                let mut state = shared.state.lock();
-                let became_ready = state.queue.tick(now);
-                let deadline = state.queue.next_deadline();
-                drop(state);
-                shared.wake(became_ready);
-                if let Some(deadline) = deadline {
-                    inner.next_wake.fetch_min(deadline, Ordering::AcqRel);
-                }
+            let queues: Vec<(Box<str>, Arc<Shared>)> = inner
+                .queues
+                .read()
+                .iter()
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect();
+            for (name, shared) in queues {
+                // Errors here mean "deleted meanwhile": nothing to sweep.
+                let _ = self.apply(&name, &shared, Op::Tick);
             }
+        }
+    }
+
+    /// Writes a snapshot when the journal has grown past `--compact-bytes`, until shutdown.
+    pub async fn run_compactor(self) {
+        let Some(data) = &self.inner.data else { return };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.inner.shutdown.cancelled() => return,
+            }
+            if data.writer.bytes_since_rotate() < self.inner.options.compact_bytes {
+                continue;
+            }
+            let store = self.clone();
+            match tokio::task::spawn_blocking(move || store.compact_now()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "snapshot failed; the journal keeps every change meanwhile")
+                }
+                Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+            }
+        }
+    }
+
+    /// Snapshots every queue at one consistent point and drops the journal before it.
+    /// Blocks: changes wait while the queues are copied out (not while the file is written).
+    pub fn compact_now(&self) -> anyhow::Result<()> {
+        let Some(data) = &self.inner.data else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let (cut, body, queues) = {
+            let registry = self.inner.queues.read();
+            let mut entries: Vec<_> = registry.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let guards: Vec<_> = entries.iter().map(|(n, s)| (n, s.state.lock())).collect();
+            let cut = data.writer.rotate();
+            let mut body = Vec::new();
+            for (name, state) in &guards {
+                journal::encode_queue(name, &state.queue, &mut body);
+            }
+            (cut, body, guards.len())
+        };
+        let paused_ms = started.elapsed().as_millis() as u64;
+        let bytes = body.len();
+        data.write_snapshot(cut, body)?;
+        tracing::info!(
+            segment = cut,
+            queues,
+            bytes,
+            paused_ms,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot written; older journal segments removed"
+        );
+        Ok(())
+    }
+
+    /// Flushes and closes the journal (after the server stopped taking requests).
+    pub fn close(&self) {
+        if let Some(data) = &self.inner.data {
+            data.writer.close();
         }
     }
 }

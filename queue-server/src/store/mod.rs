@@ -3,12 +3,13 @@
 //! here as variants of [`Store`], so handlers never know which one serves them.
 
 mod clock;
+pub mod journal;
 mod memory;
 
 use std::time::Duration;
 
 pub use clock::{Clock, rfc3339_ms};
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, StoreOptions};
 
 use crate::broker::{Id, LeaseInfo};
 
