@@ -147,7 +147,7 @@ pub async fn run(args: Args) -> Result<Summary, Error> {
             items = summary.sent(),
             added = summary.added,
             duplicates = summary.duplicates,
-            seconds = summary.elapsed.as_secs_f64(),
+            seconds = (summary.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             items_per_s = summary.rate().round(),
             "loaded"
         );
@@ -279,7 +279,7 @@ pub async fn follow(client: &memq::Client, args: &Args) -> Result<memq::QueueSta
                 queue,
                 acked = q.acked,
                 dead = q.dead,
-                seconds = secs,
+                seconds = (secs * 1000.0).round() / 1000.0,
                 "queue finished"
             );
             if q.dead > 0 {

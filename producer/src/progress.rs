@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// A bar that is either drawn on stderr or hidden (but still counts).
 #[derive(Debug, Clone)]
@@ -16,10 +16,10 @@ impl Bar {
     pub fn loading(total: Option<u64>, visible: bool) -> Self {
         let bar = match total {
             Some(total) => ProgressBar::with_draw_target(Some(total), target(visible)).with_style(
-                style("{prefix} [{bar:32}] {human_pos}/{human_len} items  {per_sec}  ETA {eta}"),
+                style("{prefix} [{bar:32}] {human_pos}/{human_len} items  {rate}  ETA {eta}"),
             ),
             None => ProgressBar::with_draw_target(None, target(visible)).with_style(style(
-                "{prefix} {spinner} {human_pos} items  {per_sec}  {elapsed}",
+                "{prefix} {spinner} {human_pos} items  {rate}  {elapsed}",
             )),
         };
         bar.set_prefix("loading");
@@ -30,7 +30,7 @@ impl Bar {
     /// A bar for items being worked off, from `total` left to none.
     pub fn following(total: u64, visible: bool) -> Self {
         let bar = ProgressBar::with_draw_target(Some(total), target(visible)).with_style(style(
-            "{prefix} [{bar:32}] {human_pos}/{human_len} done  {per_sec}  ETA {eta}  {msg}",
+            "{prefix} [{bar:32}] {human_pos}/{human_len} done  {rate}  ETA {eta}  {msg}",
         ));
         bar.set_prefix("working");
         bar.enable_steady_tick(Duration::from_millis(200));
@@ -59,6 +59,10 @@ impl Bar {
     pub fn finish(&self) {
         self.bar.set_length(self.bar.position());
         self.bar.finish();
+        if !self.bar.is_hidden() {
+            // The bar leaves the cursor at its end; what is printed next starts a line of its own.
+            eprintln!();
+        }
     }
 }
 
@@ -75,4 +79,11 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
+        // indicatif's {per_sec} shows four decimals of items per second; whole items read better.
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", HumanCount(state.per_sec().round() as u64));
+            },
+        )
 }
