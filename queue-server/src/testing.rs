@@ -73,3 +73,102 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// The real `queue-server` binary as a child process on a fixed loopback port, for tests that
+/// kill it (`SIGKILL`) and start it again on the same port and data directory.
+pub struct ServerProcess {
+    bin: std::path::PathBuf,
+    args: Vec<String>,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl ServerProcess {
+    /// Starts `bin` with `args` plus `--listen 127.0.0.1:PORT` and waits until it answers.
+    pub async fn start(bin: impl Into<std::path::PathBuf>, args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("find a free loopback port")
+            .port();
+        let mut server = Self {
+            bin: bin.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            port,
+            child: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let child = std::process::Command::new(&self.bin)
+            .args(&self.args)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start queue-server");
+        self.child = Some(child);
+        let url = format!("{}/healthz", self.url());
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("queue-server exited at start: {status}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "queue-server did not start in 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT/memq/server`.
+    pub fn base_url(&self) -> String {
+        format!("{}{}", self.url(), memq::BASE_PATH)
+    }
+
+    /// Kills the process with SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again with the same port and arguments.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// Stops the process with SIGTERM and returns its exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().ok()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

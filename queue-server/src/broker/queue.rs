@@ -571,14 +571,16 @@ impl Queue {
     }
 
     /// After a restart: every lease is void, so each leased item goes back to the front in the
-    /// order it was handed out (its delivery still counts as an attempt). Returns how many.
-    pub fn recover_leases(&mut self, now: u64) -> usize {
+    /// order it was handed out. Its delivery still counts as an attempt, but a restart is not
+    /// the item's fault, so it never sends an item to the dead letters. Returns how many.
+    pub fn recover_leases(&mut self) -> usize {
         let mut leased: Vec<(Id, Leased)> = self.leases.drain().collect();
         leased.sort_unstable_by_key(|(id, _)| *id);
         self.expiry.clear();
         let n = leased.len();
         for (_, l) in leased.into_iter().rev() {
-            self.give_back(l.item, 0, now);
+            self.counters.requeued += 1;
+            self.ready.push_front(l.item);
         }
         n
     }
@@ -996,7 +998,7 @@ mod tests {
         }
         lease_one(&mut q, 60_000, T0);
         lease_one(&mut q, 1_000, T0 + 1);
-        assert_eq!(q.recover_leases(T0 + 2), 2);
+        assert_eq!(q.recover_leases(), 2);
         assert_eq!((q.inflight(), q.counters().requeued), (0, 2));
         assert_eq!(bodies(q.dequeue(4, None, T0 + 3)), ["a", "b", "c", "d"]);
         assert_eq!(q.next_deadline(), None);

@@ -178,11 +178,10 @@ impl MemoryStore {
             for line in &recovery.dropped {
                 tracing::warn!(damage = %line, "journal damage cut during recovery");
             }
-            let now = clock.now_ms();
             let mut items = 0u64;
             let mut leases = 0usize;
             for (name, mut queue) in recovery.queues {
-                leases += queue.recover_leases(now);
+                leases += queue.recover_leases();
                 items += queue.depth() + queue.delayed() + queue.dead();
                 queues.insert(name.into_boxed_str(), Shared::new(queue));
             }
