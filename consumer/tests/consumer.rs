@@ -70,7 +70,7 @@ async fn items_of_a_killed_consumer_come_back_after_their_lease_and_get_done() {
         "victim",
         &base,
         "crash",
-        &["--lease", "1s", "--concurrency", "5", "--work", "sleep=1h"],
+        &["--lease", "2s", "--concurrency", "5", "--work", "sleep=1h"],
         &out,
     );
     eventually("the victim to hold 5 items", LIMIT, || async {
@@ -78,7 +78,7 @@ async fn items_of_a_killed_consumer_come_back_after_their_lease_and_get_done() {
     })
     .await;
 
-    let mut args = vec!["--lease", "1s", "--concurrency", "2"];
+    let mut args = vec!["--lease", "2s", "--concurrency", "2"];
     args.extend(RECORD);
     let mut others: Vec<Consumer> = (0..2)
         .map(|i| Consumer::start(&scratch, &format!("other{i}"), &base, "crash", &args, &out))
@@ -87,8 +87,9 @@ async fn items_of_a_killed_consumer_come_back_after_their_lease_and_get_done() {
         (record_counts(&out).len() == 15).then_some(())
     })
     .await;
-    // Heartbeats keep the victim's leases alive well past their 1s length...
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Heartbeats keep the victim's leases alive past their 2s length (a window to observe, not
+    // a wait for something to happen)...
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let q = client.queue("crash").await.unwrap();
     assert_eq!((q.inflight, q.depth, q.requeued), (5, 0, 0), "{q:?}");
     // ...and nothing is finished while they are held, so nobody may leave.
@@ -382,6 +383,45 @@ async fn an_unreachable_server_is_retried_then_given_up_with_exit_1() {
     );
     assert!(log.contains("gave up after"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_rides_out_a_late_server_and_a_missing_queue() {
+    let scratch = Scratch::new("late");
+    let out = scratch.path("record");
+    let port = closed_port();
+    let base = format!("http://127.0.0.1:{port}/memq/server");
+    let mut args = vec!["--give-up-after", "60s", "--wait", "1s"];
+    args.extend(RECORD);
+    let mut c = Consumer::start(&scratch, "c", &base, "late", &args, &out);
+    eventually("a retry to be logged", LIMIT, || async {
+        c.log().contains("Connection refused").then_some(())
+    })
+    .await;
+
+    // The server comes up on that port; the queue only appears a moment later.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(queue_server::serve(
+        listener,
+        queue_server::Config::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = memq::Client::new(base.clone()).unwrap();
+    eventually("the consumer to wait for the queue", LIMIT, || async {
+        c.log().contains("queue_not_found").then_some(())
+    })
+    .await;
+    load(&client, "late", None, &items(5)).await;
+
+    assert_eq!(c.exit(LIMIT).await.code(), Some(0), "{}", c.log());
+    assert_eq!(record_counts(&out).len(), 5);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
