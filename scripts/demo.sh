@@ -40,7 +40,7 @@ done
 [[ $consumers =~ ^[1-9][0-9]*$ ]] || fail "CONSUMERS must be a whole number from 1, got '$consumers'"
 
 say "1/5 building (cargo build --release)"
-cargo build --release --locked -p queue-server -p consumer -p producer \
+cargo build --release -p queue-server -p consumer -p producer \
     || fail "the build failed"
 bin=target/release
 

@@ -346,6 +346,28 @@ async fn default_mode_waits_for_leases_but_until_empty_leaves_like_kuard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_item_is_not_mistaken_for_a_finished_queue() {
+    let server = server().await;
+    let client = server.client();
+    let scratch = Scratch::new("delayed");
+    let out = scratch.path("record");
+    client.create_queue("later", None).await.unwrap();
+    let opts = memq::EnqueueOptions {
+        delay: Some(Duration::from_secs(2)),
+        id: None,
+    };
+    client.enqueue("later", "soon", &opts).await.unwrap();
+    // A 204 now says depth 0 and inflight 0, though the item is only delayed.
+    let mut args = vec!["--wait", "1s"];
+    args.extend(RECORD);
+    let mut c = Consumer::start(&scratch, "c", &server.base_url(), "later", &args, &out);
+    assert_eq!(c.exit(LIMIT).await.code(), Some(0), "{}", c.log());
+    assert_eq!(record_counts(&out).len(), 1, "{}", c.log());
+    assert_eq!(client.queue("later").await.unwrap().acked, 1);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_items_stops_after_that_many() {
     let server = server().await;
     let client = server.client();
