@@ -11,8 +11,9 @@
 //!
 //! When a consumer is done matters to a Job, which counts exit 0 as "work finished":
 //! - by default it exits 0 only when the queue is finished: nothing ready, nothing in flight,
-//!   nothing delayed. While other consumers hold leases it keeps polling, so the items of a
-//!   consumer that died come back (lease expiry) and get done;
+//!   nothing delayed, and at least one item ever enqueued (a consumer started before its
+//!   producer waits for the work). While other consumers hold leases it keeps polling, so the
+//!   items of a consumer that died come back (lease expiry) and get done;
 //! - on SIGTERM/SIGINT (`main.rs` turns them into the `shutdown` token) it takes no new items,
 //!   gives back what it holds (after `--grace`), and the binary exits 143 so the Job replaces
 //!   the pod rather than counting it done;
@@ -139,6 +140,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Summary, Err
         abandon: CancellationToken::new(),
         counters: Counters::default(),
         taken: Default::default(),
+        told_waiting: Default::default(),
     });
     info!(
         queue = %args.queue,

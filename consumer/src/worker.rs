@@ -3,7 +3,7 @@
 //! `--concurrency N` runs N of these loops over one shared [`Slots`].
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use memq::{DequeueOptions, Dequeued, Message};
@@ -67,6 +67,8 @@ pub struct Slots {
     pub counters: Counters,
     /// Items taken so far (for --max-items).
     pub taken: AtomicU64,
+    /// Whether "waiting for a producer" was logged already.
+    pub told_waiting: AtomicBool,
 }
 
 /// How a slot decided to stop taking items.
@@ -210,6 +212,14 @@ impl Slots {
     /// delay, or enqueued with one); those still have to be worked, so ask for the full count.
     async fn confirm_finished(&self) -> Next {
         match self.client.queue(&self.queue).await {
+            // Never had an item: not finished but not started. Consumers of a Job may start
+            // before the producer's first batch, and must not complete the Job with no work done.
+            Ok(q) if q.enqueued == 0 => {
+                if !self.told_waiting.swap(true, Ordering::Relaxed) {
+                    info!(queue = %self.queue, "queue has had no items yet; waiting for a producer (--until empty would stop here)");
+                }
+                Next::Continue
+            }
             Ok(q) if q.depth == 0 && q.inflight == 0 && q.delayed == 0 => {
                 info!(queue = %self.queue, acked = q.acked, dead = q.dead, "queue finished; stopping");
                 Next::Stop

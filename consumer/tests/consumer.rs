@@ -368,6 +368,27 @@ async fn a_delayed_item_is_not_mistaken_for_a_finished_queue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_started_before_the_producer_waits_for_the_work() {
+    let server = server().await;
+    let client = server.client();
+    let scratch = Scratch::new("early");
+    let out = scratch.path("record");
+    client.create_queue("early", None).await.unwrap();
+    let mut args = vec!["--wait", "2s"];
+    args.extend(RECORD);
+    let mut c = Consumer::start(&scratch, "c", &server.base_url(), "early", &args, &out);
+    eventually("the consumer to wait for a producer", LIMIT, || async {
+        c.log().contains("waiting for a producer").then_some(())
+    })
+    .await;
+    assert!(c.running(), "{}", c.log());
+    load(&client, "early", None, &items(3)).await;
+    assert_eq!(c.exit(LIMIT).await.code(), Some(0), "{}", c.log());
+    assert_eq!(record_counts(&out).len(), 3);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_items_stops_after_that_many() {
     let server = server().await;
     let client = server.client();
