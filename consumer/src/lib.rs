@@ -136,6 +136,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Summary, Err
         max_items: args.max_items,
         give_up_after: args.give_up_after,
         retry_delay: args.retry_delay,
+        shutdown: shutdown.clone(),
         stop: shutdown.child_token(),
         abandon: CancellationToken::new(),
         counters: Counters::default(),

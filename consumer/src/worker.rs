@@ -59,6 +59,8 @@ pub struct Slots {
     pub give_up_after: Duration,
     /// First delay of a failed item's retry.
     pub retry_delay: Duration,
+    /// Cancelled by SIGTERM/SIGINT.
+    pub shutdown: CancellationToken,
     /// Cancelled when no new items should be taken (finished, limit, signal, fatal error).
     pub stop: CancellationToken,
     /// Cancelled when held items must be given back now (grace over, fatal error).
@@ -257,6 +259,14 @@ impl Slots {
                 (Some(Outcome::Done), None) => {
                     self.counters.done.fetch_add(1, Ordering::Relaxed);
                     debug!(took_ms, "done");
+                }
+                // Ctrl-C reaches the whole process group, so the command may have died of the
+                // very signal that stops us: give the item back without spending an attempt's
+                // backoff on it.
+                (Some(Outcome::Failed(why)), Some(lease)) if self.shutdown.is_cancelled() => {
+                    self.counters.returned.fetch_add(1, Ordering::Relaxed);
+                    info!(reason = %why, "stopping: work failed during shutdown; giving the item back");
+                    self.nack(&lease, Duration::ZERO).await;
                 }
                 (Some(Outcome::Failed(why)), lease) => {
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
