@@ -48,7 +48,7 @@ pub async fn serve(
         let cancel = cancel.clone();
         tokio::task::spawn_blocking(move || store::Store::open(options, cancel)).await??
     };
-    let metrics = Arc::new(metrics::Metrics::new(store.clone()));
+    let metrics = Arc::new(metrics::Metrics::new());
     let state = http::AppState {
         store: store.clone(),
         config: Arc::new(config),
@@ -56,8 +56,7 @@ pub async fn serve(
     };
     let router = http::app(state);
 
-    let sweeper = tokio::spawn(store.clone().run_sweeper());
-    let compactor = tokio::spawn(store.clone().run_compactor());
+    let background = tokio::spawn(store.clone().run_background());
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "queue server listening");
     let listener = listener.tap_io(|tcp| {
@@ -73,10 +72,8 @@ pub async fn serve(
         })
         .await;
     cancel.cancel();
-    sweeper.await?;
-    compactor.await?;
-    let closing = store.clone();
-    tokio::task::spawn_blocking(move || closing.close()).await?;
+    background.await?;
+    store.close().await;
     tracing::info!("queue server stopped");
     Ok(result?)
 }

@@ -1,5 +1,5 @@
-//! Prometheus metrics: per-queue gauges and counters read from the store at scrape time (the
-//! hot path pays nothing for them), and a request-latency histogram per route.
+//! Prometheus metrics: per-queue gauges and counters taken from the store's stats at scrape time
+//! (the hot path pays nothing for them), and a request-latency histogram per route.
 
 use std::time::Duration;
 
@@ -11,7 +11,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::store::Store;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// Labels of the request histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,6 +31,10 @@ pub struct RequestLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Histogram>,
+    /// The stats of the scrape being encoded (a scrape fetches them first, asynchronously).
+    queues: Arc<Mutex<Vec<memq::QueueStats>>>,
+    /// One scrape encodes at a time, so each sees its own stats.
+    scrape: Mutex<()>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -37,8 +43,8 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Metrics reading queue figures from `store`.
-    pub fn new(store: Store) -> Self {
+    /// An empty set of metrics.
+    pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
@@ -48,8 +54,16 @@ impl Metrics {
             "Time to answer an HTTP request (long polls include their wait)",
             requests.clone(),
         );
-        registry.register_collector(Box::new(QueueCollector { store }));
-        Self { registry, requests }
+        let queues = Arc::new(Mutex::new(Vec::new()));
+        registry.register_collector(Box::new(QueueCollector {
+            queues: queues.clone(),
+        }));
+        Self {
+            registry,
+            requests,
+            queues,
+            scrape: Mutex::new(()),
+        }
     }
 
     /// Records one answered request.
@@ -59,16 +73,19 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> Result<String, std::fmt::Error> {
+    /// The exposition text, with per-queue figures from `stats`.
+    pub fn render(&self, stats: Vec<memq::QueueStats>) -> Result<String, std::fmt::Error> {
+        let _one_at_a_time = self.scrape.lock();
+        *self.queues.lock() = stats;
         let mut out = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        self.queues.lock().clear();
         Ok(out)
     }
 }
 
 struct QueueCollector {
-    store: Store,
+    queues: Arc<Mutex<Vec<memq::QueueStats>>>,
 }
 
 impl std::fmt::Debug for QueueCollector {
@@ -79,7 +96,7 @@ impl std::fmt::Debug for QueueCollector {
 
 impl Collector for QueueCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.store.stats();
+        let stats = self.queues.lock();
         type Get = fn(&memq::QueueStats) -> u64;
         let gauges: [(&str, &str, Get); 4] = [
             ("memq_queue_depth", "Ready items", |s| s.depth),
@@ -98,7 +115,7 @@ impl Collector for QueueCollector {
                 None,
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
-            for s in &stats {
+            for s in stats.iter() {
                 let labels = [("queue", s.name.as_str())];
                 ConstGauge::new(get(s) as i64).encode(family.encode_family(&labels)?)?;
             }
@@ -127,7 +144,7 @@ impl Collector for QueueCollector {
                 None,
                 prometheus_client::metrics::MetricType::Counter,
             )?;
-            for s in &stats {
+            for s in stats.iter() {
                 let labels = [("queue", s.name.as_str())];
                 ConstCounter::new(get(s)).encode(family.encode_family(&labels)?)?;
             }
@@ -138,10 +155,16 @@ impl Collector for QueueCollector {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for s in &stats {
+        for s in stats.iter() {
             let labels = [("queue", s.name.as_str())];
             ConstGauge::new(s.oldest_age_seconds).encode(oldest.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -59,11 +59,11 @@ fn delivered(d: Delivery) -> Message {
 }
 
 /// `GET /stats`.
-pub async fn stats(State(state): State<AppState>) -> Json<Stats> {
-    Json(Stats {
+pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>> {
+    Ok(Json(Stats {
         kind: "stats".into(),
-        queues: state.store.stats(),
-    })
+        queues: state.store.stats().await?,
+    }))
 }
 
 /// `PUT /queues/{q}`: 201 created, 200 existed (config updated when a body is given).
@@ -98,7 +98,7 @@ pub async fn get_queue(
     State(state): State<AppState>,
     QueueName(name): QueueName,
 ) -> Result<Json<QueueObject>> {
-    Ok(queue_object(state.store.queue(&name)?))
+    Ok(queue_object(state.store.queue(&name).await?))
 }
 
 /// `DELETE /queues/{q}`: answers the queue's last figures.
@@ -235,7 +235,7 @@ pub async fn enqueue(
     };
     let results = if items.is_empty() {
         // Still answer 404 for a missing queue, as a non-empty batch would.
-        state.store.queue(&name)?;
+        state.store.queue(&name).await?;
         Vec::new()
     } else {
         state.store.enqueue(&name, items, delay).await?
@@ -373,7 +373,8 @@ pub async fn dead_letters(
     let limit = params.int("limit", 1, 10_000)?.unwrap_or(100) as usize;
     let messages = state
         .store
-        .dead_letters(&name, limit)?
+        .dead_letters(&name, limit)
+        .await?
         .into_iter()
         .map(|d| DeadLetter {
             id: d.id.to_string(),
@@ -422,7 +423,8 @@ pub async fn peek(
     let limit = params.int("limit", 1, 1000)?.unwrap_or(10) as usize;
     let messages = state
         .store
-        .peek(&name, limit)?
+        .peek(&name, limit)
+        .await?
         .into_iter()
         .map(|(id, body)| message(id, body.into(), None))
         .collect();

@@ -14,7 +14,7 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /readyz`: the store can serve requests.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.store.is_ready() {
+    if state.store.is_ready().await {
         "ready\n".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -23,9 +23,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus / OpenMetrics text.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, Error> {
+    let stats = state.store.stats().await?;
     let text = state
         .metrics
-        .render()
+        .render(stats)
         .map_err(|e| Error::BackendUnavailable(format!("cannot encode metrics: {e}")))?;
     Ok((
         [(

@@ -11,7 +11,11 @@ use std::time::Duration;
 pub use clock::{Clock, rfc3339_ms};
 pub use memory::{MemoryStore, StoreOptions};
 
-use crate::broker::{Id, LeaseInfo};
+use memq::{QueueConfigPatch, QueueStats};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{DeadItem, Id, LeaseInfo, NewItem};
+use crate::error::Result;
 
 /// How a dequeue takes items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,5 +66,137 @@ pub enum DequeueOutcome {
     },
 }
 
-/// The queue store behind the HTTP routes.
-pub type Store = MemoryStore;
+/// The queue store behind the HTTP routes: one variant per backend, the same answers from each.
+#[derive(Clone)]
+pub enum Store {
+    /// Queues in this process (durable with `--data-dir`).
+    Memory(MemoryStore),
+}
+
+/// Runs `$body` with `$s` bound to the backend of `$store`.
+macro_rules! each {
+    ($store:expr, $s:ident => $body:expr) => {
+        match $store {
+            Store::Memory($s) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the backend the options name.
+    pub fn open(options: StoreOptions, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        Ok(Store::Memory(MemoryStore::open(options, shutdown)?))
+    }
+
+    /// `PUT /queues/{q}`: true when created.
+    pub async fn create_queue(
+        &self,
+        name: &str,
+        patch: Option<&QueueConfigPatch>,
+    ) -> Result<(QueueStats, bool)> {
+        each!(self, s => s.create_queue(name, patch).await)
+    }
+
+    /// `GET /queues/{q}`.
+    pub async fn queue(&self, name: &str) -> Result<QueueStats> {
+        each!(self, s => s.queue(name))
+    }
+
+    /// `DELETE /queues/{q}`.
+    pub async fn delete_queue(&self, name: &str) -> Result<QueueStats> {
+        each!(self, s => s.delete_queue(name).await)
+    }
+
+    /// `POST /queues/{q}/drain`.
+    pub async fn drain(&self, name: &str) -> Result<QueueStats> {
+        each!(self, s => s.drain(name).await)
+    }
+
+    /// `POST /queues/{q}/pause` and `/resume`.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<QueueStats> {
+        each!(self, s => s.set_paused(name, paused).await)
+    }
+
+    /// `GET /stats`, sorted by name.
+    pub async fn stats(&self) -> Result<Vec<QueueStats>> {
+        each!(self, s => Ok(s.stats()))
+    }
+
+    /// Adds items, all or none: `(id, duplicate)` per item.
+    pub async fn enqueue(
+        &self,
+        name: &str,
+        items: Vec<NewItem>,
+        delay_ms: u64,
+    ) -> Result<Vec<(Id, bool)>> {
+        each!(self, s => s.enqueue(name, items, delay_ms).await)
+    }
+
+    /// Hands out items, long-polling up to `req.wait`.
+    pub async fn dequeue(&self, name: &str, req: DequeueRequest) -> Result<DequeueOutcome> {
+        each!(self, s => s.dequeue(name, req).await)
+    }
+
+    /// Acks one lease.
+    pub async fn ack(&self, name: &str, lease: &str) -> Result<()> {
+        each!(self, s => s.ack(name, lease).await)
+    }
+
+    /// Acks many leases: one result each.
+    pub async fn ack_many(&self, name: &str, leases: &[String]) -> Result<Vec<Result<()>>> {
+        each!(self, s => s.ack_many(name, leases).await)
+    }
+
+    /// Gives a leased item back after `delay_ms`.
+    pub async fn nack(&self, name: &str, lease: &str, delay_ms: u64) -> Result<()> {
+        each!(self, s => s.nack(name, lease, delay_ms).await)
+    }
+
+    /// Extends a lease (`None`: the queue's lease length).
+    pub async fn extend(
+        &self,
+        name: &str,
+        lease: &str,
+        lease_ms: Option<u64>,
+    ) -> Result<(LeaseInfo, Id, Box<str>)> {
+        each!(self, s => s.extend(name, lease, lease_ms).await)
+    }
+
+    /// Up to `limit` dead letters.
+    pub async fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadItem>> {
+        each!(self, s => s.dead_letters(name, limit))
+    }
+
+    /// Dead letters back to ready.
+    pub async fn requeue_dead(&self, name: &str) -> Result<u64> {
+        each!(self, s => s.requeue_dead(name).await)
+    }
+
+    /// Removes the dead letters.
+    pub async fn purge_dead(&self, name: &str) -> Result<u64> {
+        each!(self, s => s.purge_dead(name).await)
+    }
+
+    /// Up to `limit` ready items, not leased.
+    pub async fn peek(&self, name: &str, limit: usize) -> Result<Vec<(Id, Box<str>)>> {
+        each!(self, s => s.peek(name, limit))
+    }
+
+    /// Whether the store can serve (`/readyz`).
+    pub async fn is_ready(&self) -> bool {
+        each!(self, s => s.is_ready())
+    }
+
+    /// Background work of the backend (sweeping deadlines, compacting), until shutdown.
+    pub async fn run_background(self) {
+        each!(self, s => {
+            tokio::join!(s.clone().run_sweeper(), s.run_compactor());
+        })
+    }
+
+    /// Flushes and closes the backend after the server stopped serving.
+    pub async fn close(&self) {
+        let store = self.clone();
+        let _ = tokio::task::spawn_blocking(move || each!(&store, s => s.close())).await;
+    }
+}
