@@ -162,6 +162,7 @@ impl Slots {
                     depth,
                     inflight,
                     paused,
+                    ..
                 } => {
                     self.unreserve();
                     if self.on_empty(depth, inflight, paused).await == Next::Stop {

@@ -90,19 +90,22 @@ pub enum Dequeued {
         depth: u64,
         /// Items in flight: when > 0, a lease may still expire and bring work back.
         inflight: u64,
+        /// Items waiting for a delay: they become ready later.
+        delayed: u64,
         /// The queue is paused.
         paused: bool,
     },
 }
 
 impl Dequeued {
-    /// True when the queue is finished: nothing ready and nothing in flight.
+    /// True when the queue is finished: nothing ready, in flight or delayed.
     pub fn is_finished(&self) -> bool {
         matches!(
             self,
             Dequeued::Empty {
                 depth: 0,
                 inflight: 0,
+                delayed: 0,
                 paused: false
             }
         )
@@ -317,6 +320,7 @@ impl Client {
             return Ok(Dequeued::Empty {
                 depth: num(headers::DEPTH),
                 inflight: num(headers::INFLIGHT),
+                delayed: num(headers::DELAYED),
                 paused,
             });
         }

@@ -220,6 +220,8 @@ pub mod headers {
     pub const DEPTH: &str = "x-memq-depth";
     /// Items in flight, on every 204 dequeue.
     pub const INFLIGHT: &str = "x-memq-inflight";
+    /// Items waiting for a delay, on every 204 dequeue.
+    pub const DELAYED: &str = "x-memq-delayed";
     /// `true` on a 204 from a paused queue.
     pub const PAUSED: &str = "x-memq-paused";
 }

@@ -146,6 +146,7 @@ async fn delayed_items_count_as_delayed_until_due() {
         Dequeued::Empty {
             depth: 0,
             inflight: 0,
+            delayed: 0,
             paused: false
         }
     );

@@ -148,6 +148,7 @@ async fn paused_queue_answers_long_polls_at_once_and_pausing_wakes_waiters() {
         Dequeued::Empty {
             depth: 0,
             inflight: 0,
+            delayed: 0,
             paused: true
         }
     );
@@ -163,6 +164,7 @@ async fn paused_queue_answers_long_polls_at_once_and_pausing_wakes_waiters() {
         Dequeued::Empty {
             depth: 1,
             inflight: 0,
+            delayed: 0,
             paused: true
         }
     );
@@ -252,4 +254,64 @@ async fn shutdown_ends_long_polls_promptly() {
         .unwrap();
     assert!(matches!(got, Dequeued::Empty { .. }), "{got:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_long_poll_ends_when_the_last_lease_is_acked_elsewhere() {
+    let server = TestServer::start(Config::default()).await;
+    let client = server.client();
+    client.create_queue("q", None).await.unwrap();
+    client
+        .enqueue("q", "last", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    let lease = DequeueOptions {
+        lease: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let Dequeued::Messages(m) = client.dequeue("q", &lease).await.unwrap() else {
+        panic!()
+    };
+    let c = client.clone();
+    let waiting = tokio::spawn(async move { c.dequeue("q", &wait(30)).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!waiting.is_finished(), "a lease is still out: keep waiting");
+    client
+        .ack("q", &m[0].lease.as_ref().unwrap().id)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(got.is_finished(), "{got:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn empty_answers_count_delayed_items() {
+    let server = TestServer::start(Config::default()).await;
+    let client = server.client();
+    client.create_queue("q", None).await.unwrap();
+    let later = EnqueueOptions {
+        delay: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    client.enqueue("q", "later", &later).await.unwrap();
+    let got = client
+        .dequeue("q", &DequeueOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Dequeued::Empty {
+            depth: 0,
+            inflight: 0,
+            delayed: 1,
+            paused: false
+        }
+    );
+    assert!(!got.is_finished(), "a delayed item is work still to come");
+    server.shutdown().await;
 }

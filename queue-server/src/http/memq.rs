@@ -250,10 +250,11 @@ pub async fn enqueue(
     .into_response())
 }
 
-fn empty_response(depth: u64, inflight: u64, paused: bool) -> Response {
+fn empty_response(depth: u64, inflight: u64, delayed: u64, paused: bool) -> Response {
     let mut h = HeaderMap::new();
     h.insert(headers::DEPTH, HeaderValue::from(depth));
     h.insert(headers::INFLIGHT, HeaderValue::from(inflight));
+    h.insert(headers::DELAYED, HeaderValue::from(delayed));
     if paused {
         h.insert(headers::PAUSED, HeaderValue::from_static("true"));
     }
@@ -289,8 +290,9 @@ pub async fn dequeue(
         DequeueOutcome::Empty {
             depth,
             inflight,
+            delayed,
             paused,
-        } => Ok(empty_response(depth, inflight, paused)),
+        } => Ok(empty_response(depth, inflight, delayed, paused)),
         DequeueOutcome::Items(items) if max.is_some() => Ok(Json(MessageList {
             kind: "messageList".into(),
             messages: items.into_iter().map(delivered).collect(),

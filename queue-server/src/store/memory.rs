@@ -151,6 +151,11 @@ fn stats_of(name: &str, q: &Queue, now: u64) -> QueueStats {
     }
 }
 
+/// Nothing ready, in flight or delayed: no item can appear unless someone enqueues one.
+fn is_finished(q: &Queue) -> bool {
+    q.depth() == 0 && q.inflight() == 0 && q.delayed() == 0
+}
+
 fn lease_error(e: LeaseError, lease: &str) -> Error {
     match e {
         LeaseError::NotFound => Error::LeaseNotFound(lease.to_string()),
@@ -276,6 +281,7 @@ impl MemoryStore {
             buf
         });
         let applied = state.queue.apply(op, now);
+        let finished = applied.changed && is_finished(&state.queue);
         let lsn = match (&self.inner.data, encoded) {
             (Some(d), Some(bytes)) if applied.changed => {
                 Some(d.writer.append(|buf| buf.extend_from_slice(&bytes)))
@@ -285,6 +291,10 @@ impl MemoryStore {
         let deadline = state.queue.next_deadline();
         drop(state);
         shared.wake(applied.readied);
+        if finished {
+            // Long polls waiting for the last leases to come back can stop waiting.
+            shared.ready.notify_waiters();
+        }
         if let Some(deadline) = deadline {
             self.schedule(deadline);
         }
@@ -461,22 +471,36 @@ impl MemoryStore {
         self.check_writable()?;
         let shared = self.get(name)?;
         let until = tokio::time::Instant::now() + req.wait;
+        let mut woken = false;
         loop {
             let notified = shared.ready.notified();
             tokio::pin!(notified);
             // Registered before looking, so an enqueue between the look and the wait still wakes us.
             notified.as_mut().enable();
             let outcome = self.try_dequeue(name, &shared, req).await?;
+            // Woken and finished: the work this poll waited for was done elsewhere (a poll that
+            // starts on a finished queue still waits, for a producer that has not begun yet).
+            let done = woken
+                && matches!(
+                    outcome,
+                    DequeueOutcome::Empty {
+                        depth: 0,
+                        inflight: 0,
+                        delayed: 0,
+                        ..
+                    }
+                );
             if matches!(
                 outcome,
                 DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. }
-            ) || req.wait.is_zero()
+            ) || done
+                || req.wait.is_zero()
                 || tokio::time::Instant::now() >= until
             {
                 return Ok(outcome);
             }
             tokio::select! {
-                _ = &mut notified => {}
+                _ = &mut notified => woken = true,
                 _ = tokio::time::sleep_until(until) => {}
                 _ = self.inner.shutdown.cancelled() => return Ok(outcome),
             }
@@ -522,6 +546,7 @@ impl MemoryStore {
                 Ok(DequeueOutcome::Empty {
                     depth: state.queue.depth(),
                     inflight: state.queue.inflight(),
+                    delayed: state.queue.delayed(),
                     paused: state.queue.paused(),
                 })
             }

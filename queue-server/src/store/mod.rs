@@ -61,6 +61,8 @@ pub enum DequeueOutcome {
         depth: u64,
         /// Leased items.
         inflight: u64,
+        /// Items waiting for a delay.
+        delayed: u64,
         /// The queue is paused.
         paused: bool,
     },

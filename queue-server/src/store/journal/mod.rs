@@ -185,8 +185,8 @@ fn recover(dir: &Path) -> anyhow::Result<Recovery> {
         }
         let data =
             std::fs::read(&path).map_err(io_context(format!("cannot read {}", path.display())))?;
-        let (records, damage) = record::read_frames(&data);
-        for (record, _) in records {
+        let record::Frames { records, damage } = record::read_frames(&data);
+        for record in records {
             rec.records += 1;
             apply(&mut queues, record);
         }

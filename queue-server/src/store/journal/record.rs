@@ -115,9 +115,21 @@ impl std::fmt::Display for Damage {
     }
 }
 
-/// Reads the frames of a segment: each record with the offset after it, then the damage (and
-/// its offset) if the segment does not end cleanly.
-pub fn read_frames(data: &[u8]) -> (Vec<(Record, usize)>, Option<(usize, Damage)>) {
+/// What a segment holds.
+pub struct Frames {
+    /// The readable records, in order.
+    pub records: Vec<Record>,
+    /// Where and why reading stopped early, if it did.
+    pub damage: Option<(usize, Damage)>,
+}
+
+/// Reads the frames of a segment up to its end or its first damage.
+pub fn read_frames(data: &[u8]) -> Frames {
+    let (records, damage) = read(data);
+    Frames { records, damage }
+}
+
+fn read(data: &[u8]) -> (Vec<Record>, Option<(usize, Damage)>) {
     let mut records = Vec::new();
     let mut at = 0;
     while at < data.len() {
@@ -138,7 +150,7 @@ pub fn read_frames(data: &[u8]) -> (Vec<(Record, usize)>, Option<(usize, Damage)
             return (records, Some((at, Damage::Checksum)));
         }
         match postcard::from_bytes::<Record>(payload) {
-            Ok(record) => records.push((record, body + len)),
+            Ok(record) => records.push(record),
             Err(e) => return (records, Some((at, Damage::Decode(e.to_string())))),
         }
         at = body + len;

@@ -200,10 +200,7 @@ struct WriterThread {
 
 impl WriterThread {
     fn run(&mut self) {
-        loop {
-            let Some(batch) = self.next_batch() else {
-                break;
-            };
+        while let Some(batch) = self.next_batch() {
             for chunk in batch {
                 if chunk.segment != self.segment {
                     self.persist(|w| w.sync());
