@@ -6,6 +6,8 @@
 //! - [`store`]: where queues live and how waiters are woken; the memory backend for now.
 //! - [`broker`]: the rules of one queue (FIFO, leases to the front on expiry, attempts, dead
 //!   letters, dedup keys, delays), plain data structures with time passed in.
+//! - [`dashboard`]: the browser page at `/`, its live stats stream and the history behind its
+//!   charts, kept by a sampler task.
 //! - [`metrics`]: Prometheus exposition; [`config`]: flags; [`error`]: the JSON errors.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
@@ -13,6 +15,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -40,15 +43,19 @@ pub async fn serve(
     let cancel = CancellationToken::new();
     let store = store::Store::new(config.default_lease.as_millis() as u64, cancel.clone());
     let metrics = Arc::new(metrics::Metrics::new(store.clone()));
+    let (dashboard, sampler) = dashboard::Dashboard::new(store.clone(), cancel.clone());
     let state = http::AppState {
         store: store.clone(),
         config: Arc::new(config),
         metrics,
+        dashboard,
     };
     let router = http::app(state);
 
-    let sweeper = tokio::spawn(store.clone().run_sweeper());
+    // Before spawning, so that an early return leaves no task behind.
     let addr = listener.local_addr()?;
+    let sweeper = tokio::spawn(store.clone().run_sweeper());
+    let sampler = tokio::spawn(sampler.run());
     tracing::info!(%addr, "queue server listening");
     let listener = listener.tap_io(|tcp| {
         // Small request/response pairs: don't let Nagle hold them back.
@@ -63,7 +70,10 @@ pub async fn serve(
         })
         .await;
     cancel.cancel();
-    sweeper.await?;
+    // Both awaited before either's failure is reported: no task outlives serve().
+    let (swept, sampled) = (sweeper.await, sampler.await);
+    swept?;
+    sampled?;
     tracing::info!("queue server stopped");
     Ok(result?)
 }
