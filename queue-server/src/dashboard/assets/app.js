@@ -5,6 +5,15 @@ const API = "/memq/server";
 const AUTH = document.querySelector('meta[name="memq-auth"]')?.content || "open";
 const TOKEN_KEY = "memq-token";
 const WINDOW_MS = 15 * 60 * 1000;
+// Chart spans and their tick steps: a chart covers the shortest span that holds its samples, up
+// to 15 minutes, so a young server's charts are not a sliver at the right edge.
+const SPANS = [
+  [60_000, 15_000],
+  [120_000, 30_000],
+  [300_000, 60_000],
+  [600_000, 120_000],
+  [WINDOW_MS, 300_000],
+];
 const STALL_MS = 6000; // the server sends a snapshot a second; silence this long means trouble
 const JOB_PATHS = [`${API}/jobs`, "/jobs"];
 
@@ -233,8 +242,8 @@ const COLUMNS = [
   { key: "delayed", get: (r) => r.delayed, fmt: fmtCount, zero: true },
   { key: "inflight", get: (r) => r.inflight, fmt: fmtCount, zero: true },
   { key: "dead", get: (r) => r.dead, fmt: fmtCount, zero: true, warn: true },
-  { key: "enqueued", get: (r) => r.enqueued, fmt: fmtCount },
-  { key: "acked", get: (r) => r.acked, fmt: fmtCount },
+  { key: "enqueued", get: (r) => r.enqueued, fmt: fmtCount, zero: true },
+  { key: "acked", get: (r) => r.acked, fmt: fmtCount, zero: true },
   { key: "rateIn", get: (r) => r.rateIn, fmt: fmtRate, zero: true },
   { key: "rateOut", get: (r) => r.rateOut, fmt: fmtRate, zero: true },
   { key: "oldest", get: (r) => r.oldestAgeSeconds, fmt: fmtAge, zero: true },
@@ -513,8 +522,9 @@ function drawChart(svg, series, { integer, unit, fmt }) {
   const ph = H - m.t - m.b;
   const h = state.history;
   const now = state.lastTime || Date.now();
-  const t0 = now - WINDOW_MS;
-  const x = (t) => m.l + ((t - t0) / WINDOW_MS) * pw;
+  const [span, tick] = chartSpan(h, now);
+  const t0 = now - span;
+  const x = (t) => m.l + ((t - t0) / span) * pw;
   let max = 0;
   for (const s of series) for (let i = 0; i < h.t.length; i++) if (h.t[i] >= t0 && s.values[i] > max) max = s.values[i];
   const { top, step } = scale(max, integer);
@@ -526,11 +536,11 @@ function drawChart(svg, series, { integer, unit, fmt }) {
     out.push(`<line class="grid" x1="${m.l}" x2="${W - m.r}" y1="${yy}" y2="${yy}"/>`);
     out.push(`<text class="axis" x="${m.l - 6}" y="${yy}" dy="3.5" text-anchor="end">${fmt(v)}</text>`);
   }
-  for (const min of [15, 10, 5, 0]) {
-    const xx = x(now - min * 60000).toFixed(1);
-    const anchor = min === 15 ? "start" : min === 0 ? "end" : "middle";
+  for (let ago = span; ago >= 0; ago -= tick) {
+    const xx = x(now - ago).toFixed(1);
+    const anchor = ago === span ? "start" : ago === 0 ? "end" : "middle";
     out.push(`<line class="grid" x1="${xx}" x2="${xx}" y1="${m.t}" y2="${m.t + ph}"/>`);
-    out.push(`<text class="axis" x="${xx}" y="${H - 6}" text-anchor="${anchor}">${min ? `−${min} min` : "now"}</text>`);
+    out.push(`<text class="axis" x="${xx}" y="${H - 6}" text-anchor="${anchor}">${agoLabel(ago)}</text>`);
   }
   if (h.loading || h.t.length === 0) {
     out.push(`<text class="nodata" x="${m.l + pw / 2}" y="${m.t + ph / 2}" text-anchor="middle">${h.loading ? "loading…" : "no samples yet"}</text>`);
@@ -562,9 +572,21 @@ function drawChart(svg, series, { integer, unit, fmt }) {
   svg.innerHTML = out.join("");
 }
 
+function chartSpan(h, now) {
+  const held = h.t.length ? now - h.t[0] : 0;
+  return SPANS.find(([span]) => span >= held) || SPANS[SPANS.length - 1];
+}
+
+function agoLabel(ms) {
+  if (ms === 0) return "now";
+  return ms % 60_000 === 0 ? `−${ms / 60_000} min` : `−${ms / 1000} s`;
+}
+
 function drawCharts() {
   const h = state.history;
   if (!h || h.name !== state.selected) return;
+  const text = `last ${fmtDuration(chartSpan(h, state.lastTime || Date.now())[0] / 1000).replace(" 0s", "").replace("m", " min")}`;
+  for (const el of document.querySelectorAll(".chart .window")) if (el.textContent !== text) el.textContent = text;
   drawChart(
     $("chart-depth"),
     [
@@ -852,7 +874,8 @@ let jobsPath = null;
 let jobsTimer = 0;
 
 async function probeJobs() {
-  if (jobsPath || needsToken()) return;
+  // Jobs are not a public read: without a token (and with one required) there is nothing to probe.
+  if (jobsPath || (AUTH !== "open" && !state.token)) return;
   for (const path of JOB_PATHS) {
     let resp;
     try {
