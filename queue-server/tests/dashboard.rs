@@ -99,7 +99,7 @@ async fn the_page_and_its_assets_are_served_from_the_binary() {
 }
 
 #[tokio::test]
-async fn stats_stream_sends_a_snapshot_at_once_then_one_a_second() {
+async fn stats_stream_sends_snapshots_with_rates_as_queues_change() {
     let server = TestServer::start(Config::default()).await;
     let client = server.client();
     client.create_queue("keygen", None).await.unwrap();
@@ -111,14 +111,8 @@ async fn stats_stream_sends_a_snapshot_at_once_then_one_a_second() {
     }
     let http = reqwest::Client::new();
     let url = format!("{}/stats/stream", server.base_url());
-    let opened = Instant::now();
     let mut events = Events::open(&http, &url, None).await;
     let first = events.next().await.expect("a first event");
-    assert!(
-        opened.elapsed() < Duration::from_millis(900),
-        "the first snapshot comes at once, not after a tick: {:?}",
-        opened.elapsed()
-    );
     assert_eq!(first["kind"], "stats");
     assert!(first["time"].as_str().unwrap().ends_with('Z'));
     // A stats object as /stats answers it, rows with rates added.

@@ -2,6 +2,7 @@
 //! `GET /memq/server/stats/history` (the samples behind the charts).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -9,8 +10,10 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream;
+use futures_util::{Stream, StreamExt, stream};
 use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::history::QueueSeries;
 use super::sampler::{SAMPLE_EVERY, SAMPLES_KEPT};
@@ -25,26 +28,11 @@ const RECONNECT_HINT: Duration = Duration::from_secs(2);
 /// `GET /memq/server/stats/stream`: the latest snapshot at once, then each new one, until the
 /// client leaves or the server shuts down.
 pub async fn stats_stream(State(state): State<AppState>) -> Response {
-    let mut live = state.dashboard.subscribe();
-    // The current snapshot counts as unseen, so a new client gets it without waiting a second.
-    live.mark_changed();
-    let shutdown = state.dashboard.shutdown().clone();
-    let events = stream::unfold(
-        (live, shutdown, true),
-        |(mut live, shutdown, first)| async move {
-            tokio::select! {
-                changed = live.changed() => changed.ok()?,
-                // Without this a graceful shutdown would wait for every open page to close.
-                _ = shutdown.cancelled() => return None,
-            }
-            let json = live.borrow_and_update().clone();
-            let mut event = Event::default().data(&*json);
-            if first {
-                event = event.retry(RECONNECT_HINT);
-            }
-            Some((Ok::<_, Infallible>(event), (live, shutdown, false)))
-        },
-    );
+    let events = snapshots(
+        state.dashboard.subscribe(),
+        state.dashboard.shutdown().clone(),
+    )
+    .map(Ok::<_, Infallible>);
     let sse = Sse::new(events).keep_alive(KeepAlive::default());
     (
         // Proxies such as nginx would otherwise hold the events back in a buffer.
@@ -55,6 +43,33 @@ pub async fn stats_stream(State(state): State<AppState>) -> Response {
         sse,
     )
         .into_response()
+}
+
+/// One event per snapshot: the current one first, then each new one, ending at `shutdown`.
+fn snapshots(
+    mut live: watch::Receiver<Arc<str>>,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = Event> + Send + 'static {
+    // The current snapshot counts as unseen, so a new client gets it without waiting a second.
+    live.mark_changed();
+    stream::unfold(
+        (live, shutdown, true),
+        |(mut live, shutdown, first)| async move {
+            tokio::select! {
+                // Shutdown first: once it fires, no more events even if a snapshot is waiting.
+                biased;
+                // Without this a graceful shutdown would wait for every open page to close.
+                _ = shutdown.cancelled() => return None,
+                changed = live.changed() => changed.ok()?,
+            }
+            let json = live.borrow_and_update().clone();
+            let mut event = Event::default().data(&*json);
+            if first {
+                event = event.retry(RECONNECT_HINT);
+            }
+            Some((event, (live, shutdown, false)))
+        },
+    )
 }
 
 /// Answer of `GET /memq/server/stats/history`.
@@ -86,4 +101,40 @@ pub async fn stats_history(
         times: window.times.into_iter().map(rfc3339_ms).collect(),
         queues: window.queues,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_client_gets_the_current_snapshot_at_once_then_each_new_one() {
+        let (tx, rx) = watch::channel(Arc::<str>::from("{}"));
+        let shutdown = CancellationToken::new();
+        let mut events = Box::pin(snapshots(rx, shutdown.clone()));
+        assert!(
+            events.next().now_or_never().flatten().is_some(),
+            "the current snapshot, without waiting for the next"
+        );
+        assert!(events.next().now_or_never().is_none(), "nothing new yet");
+        tx.send_replace(Arc::from("{\"kind\":\"stats\"}"));
+        assert!(events.next().now_or_never().flatten().is_some());
+        tx.send_replace(Arc::from("{}"));
+        shutdown.cancel();
+        assert!(
+            matches!(events.next().now_or_never(), Some(None)),
+            "shutdown ends the stream at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_when_the_sampler_is_gone() {
+        let (tx, rx) = watch::channel(Arc::<str>::from("{}"));
+        let mut events = Box::pin(snapshots(rx, CancellationToken::new()));
+        assert!(events.next().now_or_never().flatten().is_some());
+        drop(tx);
+        assert!(matches!(events.next().now_or_never(), Some(None)));
+    }
 }

@@ -496,6 +496,12 @@ function updateDetail(time) {
     drawCharts();
   }
   refreshItems(d);
+  // Ages of the items shown move on between reloads of the lists.
+  const now = Date.now();
+  for (const el of document.querySelectorAll("#detail-body .age[data-since]")) {
+    const text = fmtDuration((now - Number(el.dataset.since)) / 1000);
+    if (el.textContent !== text) el.textContent = text;
+  }
 }
 
 // ---------- charts (SVG, drawn here) ----------
@@ -647,7 +653,8 @@ async function loadItems(name) {
       code.title = m.body;
       const age = document.createElement("span");
       age.className = "age";
-      age.textContent = fmtDuration((now - Date.parse(m.creationTimestamp)) / 1000);
+      age.dataset.since = String(Date.parse(m.creationTimestamp));
+      age.textContent = fmtDuration((now - Number(age.dataset.since)) / 1000);
       age.title = `enqueued ${m.creationTimestamp}`;
       li.append(code, age);
       return li;
@@ -666,7 +673,9 @@ async function loadItems(name) {
       const attempts = document.createElement("td");
       attempts.textContent = String(m.attempts);
       const since = document.createElement("td");
-      since.textContent = fmtDuration((now - Date.parse(m.deadAt)) / 1000);
+      since.className = "age";
+      since.dataset.since = String(Date.parse(m.deadAt));
+      since.textContent = fmtDuration((now - Number(since.dataset.since)) / 1000);
       since.title = m.deadAt;
       tr.append(body, attempts, since);
       return tr;
