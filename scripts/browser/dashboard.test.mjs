@@ -286,6 +286,21 @@ await test("an enqueue through the API shows in the row without a reload", async
   await waitText(page, cell("reports", "depth"), "32", 5000);
   await waitText(page, cell("reports", "enqueued"), "32");
   if (!(await page.evaluate(() => window.__sameDocument === true))) throw new Error("the page reloaded");
+  // Numbers change under load (keygen), the geometry does not.
+  const geometry = () =>
+    page.evaluate(() =>
+      [...document.querySelectorAll('#rows tr[data-queue="keygen"] td, #queue-table thead th, .totals dd')]
+        .map((el) => {
+          const r = el.getBoundingClientRect();
+          return `${r.x},${r.y},${r.width},${r.height}`;
+        })
+        .join(" "),
+    );
+  const before = await geometry();
+  const enqueuedBefore = await page.textContent(cell("keygen", "enqueued"));
+  await waitFor(page, (was) => document.querySelector('#rows tr[data-queue="keygen"] td[data-col="enqueued"]').textContent !== was, enqueuedBefore, "keygen to change");
+  await sleep(1100);
+  if ((await geometry()) !== before) throw new Error("the table or the totals moved when the numbers changed");
   assertClean(page);
 });
 
@@ -329,7 +344,7 @@ await test("the detail shows config, dead letters with attempts, and charts with
   await page.click(`${row("thumbnails")} .qname`);
   await waitText(page, "#detail-title", "thumbnails");
   await waitText(page, "#d-attempts", "1");
-  await waitText(page, "#d-lease", "1m 0s");
+  await waitText(page, "#d-lease", "1m");
   await waitFor(page, () => document.querySelectorAll("#dead tr").length === 3, null, "three dead letters");
   const attempts = await page.$$eval("#dead tr td:nth-child(2)", (tds) => tds.map((td) => td.textContent));
   if (attempts.join() !== "1,1,1") throw new Error(`attempts shown: ${attempts}`);
@@ -404,6 +419,8 @@ await test("with --token the page asks for the token once and keeps it for the t
     // The page itself comes with a 401; the wrong token below is refused with a 401 too.
     const p = await openPage(`${server.url}/`, [/status of 401 .*@ http:\/\/127\.0\.0\.1:\d+\/(dashboard\/session)?$/]);
     await waitFor(p, () => document.querySelector("#token-dialog").open, null, "the token dialog");
+    if ((await p.evaluate(() => document.activeElement?.id)) !== "token-input") throw new Error("the token field has no focus");
+    await p.screenshot({ path: path.join(SHOTS, "dashboard-token.png") });
     await p.fill("#token-input", "not-the-token");
     await p.click("#token-form button[type=submit]");
     await waitText(p, "#token-error", /refused/);

@@ -63,17 +63,18 @@ function fmtRate(r) {
   return fmtCount(r);
 }
 
-/** 42s, 2m 10s, 3h 5m, 2d 4h. */
+/** 42s, 2m 10s, 5m, 3h 5m, 2d 4h. */
 function fmtDuration(s) {
   if (!Number.isFinite(s)) return "∞";
   s = Math.max(0, Math.round(s));
+  const two = (big, bigUnit, small, smallUnit) => (small ? `${big}${bigUnit} ${small}${smallUnit}` : `${big}${bigUnit}`);
   if (s < 60) return `${s}s`;
   const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m ${s % 60}s`;
+  if (m < 60) return two(m, "m", s % 60, "s");
   const h = Math.floor(m / 60);
-  if (h < 24) return `${h}h ${m % 60}m`;
+  if (h < 24) return two(h, "h", m % 60, "m");
   const d = Math.floor(h / 24);
-  return `${d}d ${h % 24}h`;
+  return two(d, "d", h % 24, "h");
 }
 
 function fmtAge(s) {
@@ -591,7 +592,7 @@ function agoLabel(ms) {
 function drawCharts() {
   const h = state.history;
   if (!h || h.name !== state.selected) return;
-  const text = `last ${fmtDuration(chartSpan(h, state.lastTime || Date.now())[0] / 1000).replace(" 0s", "").replace("m", " min")}`;
+  const text = `last ${chartSpan(h, state.lastTime || Date.now())[0] / 60_000} min`;
   for (const el of document.querySelectorAll(".chart .window")) if (el.textContent !== text) el.textContent = text;
   drawChart(
     $("chart-depth"),
