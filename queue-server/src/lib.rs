@@ -6,6 +6,8 @@
 //! - [`store`]: where queues live and how waiters are woken; the memory backend for now.
 //! - [`broker`]: the rules of one queue (FIFO, leases to the front on expiry, attempts, dead
 //!   letters, dedup keys, delays), plain data structures with time passed in.
+//! - [`dashboard`]: the browser page at `/`, its live stats stream and the history behind its
+//!   charts, kept by a sampler task.
 //! - [`metrics`]: Prometheus exposition; [`config`]: flags; [`error`]: the JSON errors.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
@@ -13,6 +15,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -49,15 +52,19 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || store::Store::open(options, cancel)).await??
     };
     let metrics = Arc::new(metrics::Metrics::new());
+    let (dashboard, sampler) = dashboard::Dashboard::new(store.clone(), cancel.clone()).await;
     let state = http::AppState {
         store: store.clone(),
         config: Arc::new(config),
         metrics,
+        dashboard,
     };
     let router = http::app(state);
 
-    let background = tokio::spawn(store.clone().run_background());
+    // Before spawning, so that an early return leaves no task behind.
     let addr = listener.local_addr()?;
+    let background = tokio::spawn(store.clone().run_background());
+    let sampler = tokio::spawn(sampler.run());
     tracing::info!(%addr, "queue server listening");
     let listener = listener.tap_io(|tcp| {
         // Small request/response pairs: don't let Nagle hold them back.
@@ -72,8 +79,11 @@ pub async fn serve(
         })
         .await;
     cancel.cancel();
-    background.await?;
+    // Both awaited before either's failure is reported: no task outlives serve().
+    let (background, sampled) = (background.await, sampler.await);
     store.close().await;
+    background?;
+    sampled?;
     tracing::info!("queue server stopped");
     Ok(result?)
 }

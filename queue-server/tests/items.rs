@@ -146,7 +146,7 @@ async fn delayed_items_count_as_delayed_until_due() {
         Dequeued::Empty {
             depth: 0,
             inflight: 0,
-            delayed: 0,
+            delayed: 3,
             paused: false
         }
     );

@@ -1,7 +1,7 @@
 //! Bearer-token check (`--token`), compared in constant time.
 
 use axum::extract::{Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -9,9 +9,10 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use crate::error::Error;
 
-/// Paths that never need the token: probes and the metrics scrape.
+/// Paths that never need the token: probes, the metrics scrape, and the dashboard's script,
+/// style and icon (code without data, which a browser loads without an `Authorization` header).
 fn always_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
+    matches!(path, "/healthz" | "/readyz" | "/metrics") || crate::dashboard::is_asset(path)
 }
 
 /// Reads that `--public-reads` opens: the dashboard, stats and queue objects (not item bodies).
@@ -21,7 +22,7 @@ fn public_read(method: &Method, path: &str) -> bool {
     }
     if matches!(
         path,
-        "/" | "/memq/server/stats" | "/memq/server/stats/stream"
+        "/" | "/memq/server/stats" | "/memq/server/stats/stream" | "/memq/server/stats/history"
     ) {
         return true;
     }
@@ -45,6 +46,14 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .unwrap_or_default();
     if bool::from(given.ct_eq(token.as_bytes())) {
         next.run(req).await
+    } else if req.method() == Method::GET && path == "/" {
+        // A browser cannot send the token with a page load, so the dashboard page (code without
+        // data) comes with the 401 and asks for the token; what it shows is fetched with it.
+        let mut resp = next.run(req).await;
+        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        resp
     } else {
         Error::Unauthorized.into_response()
     }
@@ -68,5 +77,19 @@ mod tests {
         ));
         assert!(!public_read(&Method::POST, "/memq/server/stats"));
         assert!(!public_read(&Method::PUT, "/memq/server/queues/keygen"));
+    }
+
+    #[test]
+    fn public_reads_cover_the_dashboard_and_its_streams() {
+        for path in [
+            "/",
+            "/memq/server/stats/stream",
+            "/memq/server/stats/history",
+        ] {
+            assert!(public_read(&Method::GET, path), "{path}");
+        }
+        assert!(always_open("/dashboard/app.js"));
+        assert!(!always_open("/dashboard/other"));
+        assert!(!always_open("/"));
     }
 }

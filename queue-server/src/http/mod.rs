@@ -3,7 +3,7 @@
 //! Handlers parse and check input, call the store, and shape answers; they hold no queue logic.
 
 mod auth;
-mod extract;
+pub(crate) mod extract;
 mod memq;
 mod ops;
 
@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::config::Config;
+use crate::dashboard::{self, Dashboard};
 use crate::error::Error;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::store::Store;
@@ -30,9 +31,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The dashboard's history and live stats.
+    pub dashboard: Dashboard,
 }
 
-/// The whole router: queue API under `/memq/server`, operations at the root.
+/// The whole router: queue API under `/memq/server`, operations and the dashboard at the root.
 pub fn app(state: AppState) -> Router {
     let q = "/memq/server/queues/{queue}";
     let queue_routes = Router::new()
@@ -60,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         .route(&format!("{q}/messages"), get(memq::peek));
     Router::new()
         .merge(queue_routes)
+        .merge(dashboard::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -1,0 +1,1061 @@
+// memq dashboard: follows the server's stats stream, draws the queue table and charts, and
+// steers queues through the queue API. No dependencies; everything is drawn here.
+
+const API = "/memq/server";
+const AUTH = document.querySelector('meta[name="memq-auth"]')?.content || "open";
+const TOKEN_KEY = "memq-token";
+const WINDOW_MS = 15 * 60 * 1000;
+// Chart spans and their tick steps: a chart covers the shortest span that holds its samples, up
+// to 15 minutes, so a young server's charts are not a sliver at the right edge.
+const SPANS = [
+  [60_000, 15_000],
+  [120_000, 30_000],
+  [300_000, 60_000],
+  [600_000, 120_000],
+  [WINDOW_MS, 300_000],
+];
+const STALL_MS = 6000; // the server sends a snapshot a second; silence this long means trouble
+const JOB_PATHS = [`${API}/jobs`, "/jobs"];
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY) || "",
+  rows: new Map(), // name -> row record
+  order: [], // names in table order, as shown
+  sort: { key: "name", dir: 1 },
+  filter: "",
+  selected: null,
+  selectedSeen: false, // the selected queue has been in a snapshot (so its absence means deleted)
+  history: null, // { name, loading, t: [], depth: [], inflight: [], rateIn: [], rateOut: [] }
+  items: { name: null, signature: "", loadedAt: 0, busy: false },
+  lastTime: 0,
+  live: false,
+  everLive: false,
+};
+
+// ---------- formatting ----------
+
+function trimZero(s) {
+  return s.endsWith(".0") ? s.slice(0, -2) : s;
+}
+
+/** 999, 1.2k, 34k, 3.4M. */
+function fmtCount(n) {
+  if (n == null || !Number.isFinite(n)) return "–";
+  const sign = n < 0 ? "-" : "";
+  let a = Math.abs(n);
+  if (a < 999.5) return sign + String(Math.round(a));
+  const units = ["k", "M", "B", "T"];
+  let i = -1;
+  while (a >= 999.5 && i < units.length - 1) {
+    a /= 1000;
+    i++;
+  }
+  return sign + (a < 99.95 ? trimZero(a.toFixed(1)) : String(Math.round(a))) + units[i];
+}
+
+/** Items per second: 0, 0.4, 12, 1.5k. */
+function fmtRate(r) {
+  if (!r) return "0";
+  if (r < 0.05) return "<0.1";
+  if (r < 9.95) return trimZero(r.toFixed(1));
+  return fmtCount(r);
+}
+
+/** 42s, 2m 10s, 5m, 3h 5m, 2d 4h. */
+function fmtDuration(s) {
+  if (!Number.isFinite(s)) return "∞";
+  s = Math.max(0, Math.round(s));
+  const two = (big, bigUnit, small, smallUnit) => (small ? `${big}${bigUnit} ${small}${smallUnit}` : `${big}${bigUnit}`);
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return two(m, "m", s % 60, "s");
+  const h = Math.floor(m / 60);
+  if (h < 24) return two(h, "h", m % 60, "m");
+  const d = Math.floor(h / 24);
+  return two(d, "d", h % 24, "h");
+}
+
+function fmtAge(s) {
+  if (!s) return "–";
+  return s < 1 ? "<1s" : fmtDuration(s);
+}
+
+/** Time until no item is ready, at the last 10 s' rates. */
+function eta(q) {
+  const backlog = q.depth + q.delayed;
+  if (backlog === 0) return { sec: 0, text: "–", title: "nothing waiting" };
+  if (q.paused) return { sec: Infinity, text: "paused", title: "paused: nothing is handed out" };
+  const net = q.rateOut - q.rateIn;
+  if (net <= 0) {
+    const why = q.rateOut > 0 ? "more comes in than goes out" : "nothing taken in the last 10 s";
+    return { sec: Infinity, text: "∞", title: `not draining: ${why}` };
+  }
+  const sec = backlog / net;
+  return { sec, text: fmtDuration(sec), title: `${fmtCount(backlog)} items at ${fmtRate(net)}/s net` };
+}
+
+// ---------- API ----------
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function authHeaders(extra = {}) {
+  return state.token ? { ...extra, Authorization: `Bearer ${state.token}` } : extra;
+}
+
+function canWrite() {
+  return AUTH === "open" || Boolean(state.token);
+}
+
+async function api(path, { method = "GET", body, type } = {}) {
+  const headers = authHeaders(type ? { "Content-Type": type } : {});
+  const resp = await fetch(API + path, { method, body, headers, cache: "no-store" });
+  let data = null;
+  if ((resp.headers.get("content-type") || "").includes("json")) {
+    data = await resp.json().catch(() => null);
+  } else {
+    await resp.text().catch(() => "");
+  }
+  if (resp.status === 401) {
+    tokenRefused();
+    throw new ApiError(401, "unauthorized", "The server wants a token.");
+  }
+  if (!resp.ok) {
+    throw new ApiError(resp.status, data?.code, data?.message || `${resp.status} ${resp.statusText}`);
+  }
+  return data;
+}
+
+const q = (name) => `/queues/${encodeURIComponent(name)}`;
+
+// ---------- connection: the stats stream ----------
+
+let stream = null; // AbortController of the current connection
+let retryTimer = 0;
+let stallTimer = 0;
+let backoff = 0;
+
+function setConn(kind, text) {
+  const el = $("conn");
+  el.dataset.state = kind;
+  $("conn-text").textContent = text;
+  document.body.classList.toggle("stale", kind === "offline");
+}
+
+function needsToken() {
+  return AUTH === "token" && !state.token;
+}
+
+function connect() {
+  clearTimeout(retryTimer);
+  stream?.abort();
+  if (needsToken()) {
+    setConn("connecting", "signed out");
+    return;
+  }
+  const ctl = new AbortController();
+  stream = ctl;
+  if (!state.live) setConn(state.everLive ? "offline" : "connecting", state.everLive ? "offline · retrying" : "connecting…");
+  follow(ctl).then(
+    () => lost(ctl),
+    () => lost(ctl),
+  );
+}
+
+function lost(ctl) {
+  clearTimeout(stallTimer);
+  if (ctl !== stream) return; // replaced by a newer connection
+  state.live = false;
+  setConn("offline", "offline · retrying");
+  backoff = Math.min(backoff ? backoff * 2 : 500, 4000);
+  retryTimer = setTimeout(connect, backoff);
+}
+
+function armStall(ctl) {
+  clearTimeout(stallTimer);
+  stallTimer = setTimeout(() => ctl.abort("stalled"), STALL_MS);
+}
+
+async function follow(ctl) {
+  const resp = await fetch(`${API}/stats/stream`, {
+    headers: authHeaders({ Accept: "text/event-stream" }),
+    signal: ctl.signal,
+    cache: "no-store",
+  });
+  if (resp.status === 401) {
+    tokenRefused();
+    return;
+  }
+  if (!resp.ok || !resp.body) throw new Error(`stream answered ${resp.status}`);
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  armStall(ctl);
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    armStall(ctl);
+    buf += value;
+    let end;
+    while ((end = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      onEvent(block);
+    }
+  }
+}
+
+function onEvent(block) {
+  const data = [];
+  for (const raw of block.split("\n")) {
+    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    if (line.startsWith("data:")) data.push(line.slice(line[5] === " " ? 6 : 5));
+  }
+  if (data.length === 0) return; // a keep-alive comment
+  let snap;
+  try {
+    snap = JSON.parse(data.join("\n"));
+  } catch {
+    return;
+  }
+  if (!state.live) {
+    const wasOffline = state.everLive;
+    state.live = true;
+    state.everLive = true;
+    backoff = 0;
+    setConn("live", "live");
+    // Samples were missed while away (or the server restarted): fetch the charts anew.
+    if (wasOffline && state.selected) loadHistory(state.selected);
+  }
+  applySnapshot(snap);
+}
+
+// ---------- queue table ----------
+
+const COLUMNS = [
+  { key: "depth", get: (r) => r.depth, fmt: fmtCount, zero: true },
+  { key: "delayed", get: (r) => r.delayed, fmt: fmtCount, zero: true },
+  { key: "inflight", get: (r) => r.inflight, fmt: fmtCount, zero: true },
+  { key: "dead", get: (r) => r.dead, fmt: fmtCount, zero: true, warn: true },
+  { key: "enqueued", get: (r) => r.enqueued, fmt: fmtCount, zero: true },
+  { key: "acked", get: (r) => r.acked, fmt: fmtCount, zero: true },
+  { key: "rateIn", get: (r) => r.rateIn, fmt: fmtRate, zero: true },
+  { key: "rateOut", get: (r) => r.rateOut, fmt: fmtRate, zero: true },
+  { key: "oldest", get: (r) => r.oldestAgeSeconds, fmt: fmtAge, zero: true },
+  { key: "eta", get: (r) => r.eta.sec, text: (r) => r.eta.text, title: (r) => r.eta.title, zero: true },
+];
+
+function makeRow(name) {
+  const tr = document.createElement("tr");
+  tr.dataset.queue = name;
+  const nameCell = document.createElement("td");
+  nameCell.className = "name";
+  const btn = document.createElement("button");
+  btn.type = "button";
+  btn.className = "qname";
+  btn.textContent = name;
+  btn.title = name;
+  const badge = document.createElement("span");
+  badge.className = "badge paused";
+  badge.textContent = "paused";
+  badge.hidden = true;
+  nameCell.append(btn, badge);
+  tr.append(nameCell);
+  const cells = {};
+  const shown = {};
+  for (const col of COLUMNS) {
+    const td = document.createElement("td");
+    td.dataset.col = col.key;
+    tr.append(td);
+    cells[col.key] = td;
+    shown[col.key] = null;
+  }
+  return { name, tr, badge, cells, shown, flags: {}, data: null };
+}
+
+function toggleClass(row, key, cls, on) {
+  const id = `${key}.${cls}`;
+  if (row.flags[id] !== on) {
+    row.flags[id] = on;
+    row.cells[key].classList.toggle(cls, on);
+  }
+}
+
+function updateRow(row, data) {
+  row.data = data;
+  if (row.badge.hidden === data.paused) row.badge.hidden = !data.paused;
+  for (const col of COLUMNS) {
+    const value = col.get(data);
+    const text = col.text ? col.text(data) : col.fmt(value);
+    if (row.shown[col.key] !== text) {
+      row.shown[col.key] = text;
+      const td = row.cells[col.key];
+      td.textContent = text;
+      const full = col.title ? col.title(data) : text !== String(value) && col.fmt === fmtCount ? value.toLocaleString() : "";
+      if (td.title !== full) td.title = full;
+    }
+    if (col.zero) toggleClass(row, col.key, "zero", !value);
+    if (col.warn) toggleClass(row, col.key, "warn", value > 0);
+  }
+}
+
+function sortValue(row, key) {
+  if (key === "name") return row.name;
+  if (key === "oldest") return row.data.oldestAgeSeconds;
+  if (key === "eta") return row.data.eta.sec;
+  return row.data[key];
+}
+
+function compareRows(a, b) {
+  const { key, dir } = state.sort;
+  const x = sortValue(a, key);
+  const y = sortValue(b, key);
+  if (x !== y) {
+    if (key === "name") return x < y ? -dir : dir;
+    return (x < y ? -1 : 1) * dir;
+  }
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/** Puts the rows in order, touching the DOM only when the order changed. */
+function arrange() {
+  const filter = state.filter;
+  const rows = [];
+  for (const row of state.rows.values()) {
+    if (!filter || row.name.toLowerCase().includes(filter)) rows.push(row);
+  }
+  rows.sort(compareRows);
+  const names = rows.map((r) => r.name);
+  const same = names.length === state.order.length && names.every((n, i) => n === state.order[i]);
+  if (!same) {
+    const focused = document.activeElement;
+    const frag = document.createDocumentFragment();
+    for (const row of rows) frag.append(row.tr);
+    $("rows").replaceChildren(frag);
+    state.order = names;
+    if (focused && focused !== document.activeElement && focused.isConnected) focused.focus({ preventScroll: true });
+  }
+  $("empty").hidden = state.rows.size > 0;
+}
+
+function applySnapshot(snap) {
+  const time = Date.parse(snap.time) || Date.now();
+  state.lastTime = time;
+  const seen = new Set();
+  const totals = { depth: 0, inflight: 0, dead: 0, rateIn: 0, rateOut: 0 };
+  for (const data of snap.queues) {
+    data.rateIn = data.rateIn || 0;
+    data.rateOut = data.rateOut || 0;
+    data.eta = eta(data);
+    seen.add(data.name);
+    let row = state.rows.get(data.name);
+    if (!row) {
+      row = makeRow(data.name);
+      state.rows.set(data.name, row);
+      if (data.name === state.selected) row.tr.classList.add("selected");
+    }
+    updateRow(row, data);
+    for (const k in totals) totals[k] += data[k];
+  }
+  for (const [name, row] of state.rows) {
+    if (!seen.has(name)) {
+      row.tr.remove();
+      state.rows.delete(name);
+    }
+  }
+  arrange();
+  setText("t-queues", fmtCount(snap.queues.length));
+  setText("t-depth", fmtCount(totals.depth));
+  setText("t-inflight", fmtCount(totals.inflight));
+  setText("t-dead", fmtCount(totals.dead));
+  setText("t-in", fmtRate(totals.rateIn));
+  setText("t-out", fmtRate(totals.rateOut));
+  updateDetail(time);
+}
+
+function setText(id, text) {
+  const el = $(id);
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function setSort(key) {
+  if (state.sort.key === key) state.sort.dir = -state.sort.dir;
+  else state.sort = { key, dir: key === "name" ? 1 : -1 };
+  for (const th of document.querySelectorAll("#queue-table thead th")) {
+    const k = th.querySelector("button")?.dataset.sort;
+    th.setAttribute("aria-sort", k === key ? (state.sort.dir > 0 ? "ascending" : "descending") : "none");
+  }
+  arrange();
+}
+
+// ---------- detail ----------
+
+function select(name) {
+  if (state.selected === name) return;
+  state.rows.get(state.selected)?.tr.classList.remove("selected");
+  state.selected = name;
+  state.selectedSeen = false;
+  history.replaceState(null, "", name ? `#queue=${encodeURIComponent(name)}` : location.pathname);
+  $("detail-hint").hidden = Boolean(name);
+  $("detail-body").hidden = !name;
+  if (!name) return;
+  state.rows.get(name)?.tr.classList.add("selected");
+  $("detail-title").textContent = name;
+  $("detail-title").title = name;
+  $("enqueue-text").value = "";
+  state.items = { name, signature: "", loadedAt: 0, busy: false };
+  $("peek").replaceChildren();
+  $("dead").replaceChildren();
+  loadHistory(name);
+  updateDetail(state.lastTime);
+}
+
+async function loadHistory(name) {
+  const h = { name, loading: true, t: [], depth: [], inflight: [], rateIn: [], rateOut: [], pending: [] };
+  state.history = h;
+  drawCharts();
+  try {
+    const data = await api(`/stats/history?queue=${encodeURIComponent(name)}&seconds=900`);
+    if (state.history !== h) return;
+    const s = data.queues.find((x) => x.name === name);
+    if (s) {
+      data.times.forEach((iso, i) => {
+        if (s.depth[i] == null) return;
+        h.t.push(Date.parse(iso));
+        h.depth.push(s.depth[i]);
+        h.inflight.push(s.inflight[i]);
+        h.rateIn.push(s.rateIn[i]);
+        h.rateOut.push(s.rateOut[i]);
+      });
+    }
+  } catch (e) {
+    if (e.status !== 401) toast(`Could not load the history of ${name}: ${e.message}`, true);
+  }
+  if (state.history !== h) return;
+  h.loading = false;
+  for (const p of h.pending) addPoint(h, p);
+  h.pending = [];
+  drawCharts();
+}
+
+function addPoint(h, p) {
+  if (h.t.length && p.t <= h.t[h.t.length - 1]) return;
+  h.t.push(p.t);
+  h.depth.push(p.depth);
+  h.inflight.push(p.inflight);
+  h.rateIn.push(p.rateIn);
+  h.rateOut.push(p.rateOut);
+  let drop = 0;
+  while (drop < h.t.length && h.t[drop] < p.t - WINDOW_MS) drop++;
+  if (drop) for (const k of ["t", "depth", "inflight", "rateIn", "rateOut"]) h[k].splice(0, drop);
+}
+
+function updateDetail(time) {
+  const name = state.selected;
+  if (!name) return;
+  const row = state.rows.get(name);
+  if (!row?.data) {
+    if (state.selectedSeen) {
+      toast(`Queue ${name} is gone.`);
+      select(null);
+    }
+    return;
+  }
+  state.selectedSeen = true;
+  const d = row.data;
+  $("detail-paused").hidden = !d.paused;
+  setText("d-depth", fmtCount(d.depth));
+  setText("d-inflight", fmtCount(d.inflight));
+  setText("d-delayed", fmtCount(d.delayed));
+  setText("d-dead", fmtCount(d.dead));
+  setText("d-oldest", fmtAge(d.oldestAgeSeconds));
+  setText("d-eta", d.eta.text);
+  $("d-eta").title = d.eta.title || "";
+  setText("d-lease", fmtDuration(d.leaseSeconds));
+  setText("d-attempts", d.maxAttempts ? String(d.maxAttempts) : "unlimited");
+  setText("d-maxdepth", d.maxDepth ? fmtCount(d.maxDepth) : "unlimited");
+  setText("l-depth", fmtCount(d.depth));
+  setText("l-inflight", fmtCount(d.inflight));
+  setText("l-in", `${fmtRate(d.rateIn)}/s`);
+  setText("l-out", `${fmtRate(d.rateOut)}/s`);
+  setText("a-pause", d.paused ? "Resume" : "Pause");
+  $("a-requeue").disabled = d.dead === 0;
+  $("a-purge").disabled = d.dead === 0;
+  $("a-drain").disabled = d.depth + d.delayed === 0;
+
+  const h = state.history;
+  if (h && h.name === name) {
+    const p = { t: time, depth: d.depth, inflight: d.inflight, rateIn: d.rateIn, rateOut: d.rateOut };
+    if (h.loading) h.pending.push(p);
+    else addPoint(h, p);
+    drawCharts();
+  }
+  refreshItems(d);
+  // Ages of the items shown move on between reloads of the lists.
+  const now = Date.now();
+  for (const el of document.querySelectorAll("#detail-body .age[data-since]")) {
+    const text = fmtDuration((now - Number(el.dataset.since)) / 1000);
+    if (el.textContent !== text) el.textContent = text;
+  }
+}
+
+// ---------- charts (SVG, drawn here) ----------
+
+function niceStep(raw) {
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const f = raw / p;
+  return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * p;
+}
+
+function scale(max, integer) {
+  if (!(max > 0)) max = integer ? 4 : 1;
+  let step = niceStep(max / 4);
+  if (integer) step = Math.max(1, Math.ceil(step));
+  const top = Math.ceil(max / step - 1e-9) * step;
+  return { top: top || step, step };
+}
+
+function drawChart(svg, series, { integer, unit, fmt }) {
+  const W = Math.max(240, Math.round(svg.getBoundingClientRect().width || 420));
+  const H = 150;
+  const m = { l: 46, r: 8, t: 16, b: 22 };
+  const pw = W - m.l - m.r;
+  const ph = H - m.t - m.b;
+  const h = state.history;
+  const now = state.lastTime || Date.now();
+  const [span, tick] = chartSpan(h, now);
+  const t0 = now - span;
+  const x = (t) => m.l + ((t - t0) / span) * pw;
+  let max = 0;
+  for (const s of series) for (let i = 0; i < h.t.length; i++) if (h.t[i] >= t0 && s.values[i] > max) max = s.values[i];
+  const { top, step } = scale(max, integer);
+  const y = (v) => m.t + ph - (v / top) * ph;
+  const out = [];
+  out.push(`<text class="unit" x="0" y="9">${unit}</text>`);
+  for (let v = 0; v <= top + step / 2; v += step) {
+    const yy = y(v).toFixed(1);
+    out.push(`<line class="grid" x1="${m.l}" x2="${W - m.r}" y1="${yy}" y2="${yy}"/>`);
+    out.push(`<text class="axis" x="${m.l - 6}" y="${yy}" dy="3.5" text-anchor="end">${fmt(v)}</text>`);
+  }
+  for (let ago = span; ago >= 0; ago -= tick) {
+    const xx = x(now - ago).toFixed(1);
+    const anchor = ago === span ? "start" : ago === 0 ? "end" : "middle";
+    out.push(`<line class="grid" x1="${xx}" x2="${xx}" y1="${m.t}" y2="${m.t + ph}"/>`);
+    out.push(`<text class="axis" x="${xx}" y="${H - 6}" text-anchor="${anchor}">${agoLabel(ago)}</text>`);
+  }
+  if (h.loading || h.t.length === 0) {
+    out.push(`<text class="nodata" x="${m.l + pw / 2}" y="${m.t + ph / 2}" text-anchor="middle">${h.loading ? "loading…" : "no samples yet"}</text>`);
+  }
+  for (const s of series) {
+    let d = "";
+    let first = -1;
+    let last = -1;
+    let pen = false;
+    for (let i = 0; i < h.t.length; i++) {
+      const v = s.values[i];
+      if (h.t[i] < t0 || v == null) {
+        pen = false;
+        continue;
+      }
+      d += `${pen ? "L" : "M"}${x(h.t[i]).toFixed(1)} ${y(v).toFixed(1)}`;
+      pen = true;
+      if (first < 0) first = i;
+      last = i;
+    }
+    if (!d) continue;
+    if (s.area && first >= 0) {
+      const base = y(0).toFixed(1);
+      out.push(`<path class="area a-${s.cls}" d="${d}L${x(h.t[last]).toFixed(1)} ${base}L${x(h.t[first]).toFixed(1)} ${base}Z"/>`);
+    }
+    out.push(`<path class="line s-${s.cls}" d="${d}"/>`);
+  }
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.innerHTML = out.join("");
+}
+
+function chartSpan(h, now) {
+  const held = h.t.length ? now - h.t[0] : 0;
+  return SPANS.find(([span]) => span >= held) || SPANS[SPANS.length - 1];
+}
+
+function agoLabel(ms) {
+  if (ms === 0) return "now";
+  return ms % 60_000 === 0 ? `−${ms / 60_000} min` : `−${ms / 1000} s`;
+}
+
+function drawCharts() {
+  const h = state.history;
+  if (!h || h.name !== state.selected) return;
+  const text = `last ${chartSpan(h, state.lastTime || Date.now())[0] / 60_000} min`;
+  for (const el of document.querySelectorAll(".chart .window")) if (el.textContent !== text) el.textContent = text;
+  drawChart(
+    $("chart-depth"),
+    [
+      { values: h.depth, cls: "depth", area: true },
+      { values: h.inflight, cls: "inflight" },
+    ],
+    { integer: true, unit: "items", fmt: fmtCount },
+  );
+  drawChart(
+    $("chart-rate"),
+    [
+      { values: h.rateIn, cls: "in" },
+      { values: h.rateOut, cls: "out" },
+    ],
+    { integer: false, unit: "items/s", fmt: (v) => (v < 10 ? trimZero(v.toFixed(2).replace(/0$/, "")) : fmtCount(v)) },
+  );
+}
+
+// ---------- next items and dead letters ----------
+
+function refreshItems(d) {
+  const it = state.items;
+  if (it.name !== d.name) return;
+  if (!canWrite()) {
+    $("peek").replaceChildren();
+    $("dead").replaceChildren();
+    setText("peek-note", "Sign in with the token to see items.");
+    setText("dead-note", d.dead ? `${fmtCount(d.dead)} dead letters. Sign in with the token to see them.` : "None.");
+    return;
+  }
+  const signature = [d.enqueued, d.dequeued, d.requeued, d.drained, d.dead, d.depth].join("/");
+  const now = Date.now();
+  if (it.busy || (signature === it.signature && now - it.loadedAt < 15000) || now - it.loadedAt < 2000) return;
+  it.busy = true;
+  it.signature = signature;
+  loadItems(d.name).finally(() => {
+    it.busy = false;
+    it.loadedAt = Date.now();
+  });
+}
+
+async function loadItems(name) {
+  let peek;
+  let dead;
+  try {
+    [peek, dead] = await Promise.all([api(`${q(name)}/messages?limit=10`), api(`${q(name)}/dead?limit=50`)]);
+  } catch (e) {
+    if (e.status !== 404 && e.status !== 401) setText("peek-note", `Could not load items: ${e.message}`);
+    return;
+  }
+  if (state.selected !== name) return;
+  const now = Date.now();
+  $("peek").replaceChildren(
+    ...peek.messages.map((m) => {
+      const li = document.createElement("li");
+      const code = document.createElement("code");
+      code.textContent = m.body;
+      code.title = m.body;
+      const age = document.createElement("span");
+      age.className = "age";
+      age.dataset.since = String(Date.parse(m.creationTimestamp));
+      age.textContent = fmtDuration((now - Number(age.dataset.since)) / 1000);
+      age.title = `enqueued ${m.creationTimestamp}`;
+      li.append(code, age);
+      return li;
+    }),
+  );
+  const depth = state.rows.get(name)?.data?.depth ?? peek.messages.length;
+  setText("peek-note", peek.messages.length === 0 ? "Nothing ready." : depth > peek.messages.length ? `… and ${fmtCount(depth - peek.messages.length)} more.` : "");
+  $("dead").replaceChildren(
+    ...dead.messages.map((m) => {
+      const tr = document.createElement("tr");
+      const body = document.createElement("td");
+      const code = document.createElement("code");
+      code.textContent = m.body;
+      code.title = m.body;
+      body.append(code);
+      const attempts = document.createElement("td");
+      attempts.textContent = String(m.attempts);
+      const since = document.createElement("td");
+      since.className = "age";
+      since.dataset.since = String(Date.parse(m.deadAt));
+      since.textContent = fmtDuration((now - Number(since.dataset.since)) / 1000);
+      since.title = m.deadAt;
+      tr.append(body, attempts, since);
+      return tr;
+    }),
+  );
+  const total = state.rows.get(name)?.data?.dead ?? dead.messages.length;
+  setText("dead-note", dead.messages.length === 0 ? "None." : total > dead.messages.length ? `… and ${fmtCount(total - dead.messages.length)} more.` : "");
+}
+
+// ---------- actions ----------
+
+function toast(text, bad = false) {
+  const el = $("toast");
+  el.textContent = text;
+  el.classList.toggle("bad", bad);
+  el.setAttribute("role", bad ? "alert" : "status");
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (el.hidden = true), bad ? 7000 : 3500);
+}
+
+async function act(fn, done, question) {
+  if (question && !window.confirm(question)) return;
+  try {
+    const result = await fn();
+    if (done) toast(typeof done === "function" ? done(result) : done);
+    state.items.loadedAt = 0;
+    state.items.signature = "";
+  } catch (e) {
+    if (e.status !== 401) toast(e.message, true);
+  }
+}
+
+function selectedRow() {
+  return state.rows.get(state.selected)?.data;
+}
+
+function wireActions() {
+  $("a-pause").addEventListener("click", () => {
+    const d = selectedRow();
+    if (!d) return;
+    const verb = d.paused ? "resume" : "pause";
+    act(() => api(`${q(d.name)}/${verb}`, { method: "POST" }), `${d.paused ? "Resumed" : "Paused"} ${d.name}.`);
+  });
+  $("a-drain").addEventListener("click", () => {
+    const d = selectedRow();
+    if (!d) return;
+    const n = d.depth + d.delayed;
+    act(
+      () => api(`${q(d.name)}/drain`, { method: "POST" }),
+      `Drained ${d.name}.`,
+      `Drain ${d.name}? This drops its ${n.toLocaleString()} ready and delayed items. Items in flight and dead letters stay.`,
+    );
+  });
+  $("a-requeue").addEventListener("click", () => {
+    const d = selectedRow();
+    if (!d) return;
+    act(() => api(`${q(d.name)}/dead/requeue`, { method: "POST" }), (r) => `Requeued ${fmtCount(r?.count ?? 0)} dead letters of ${d.name}.`);
+  });
+  $("a-purge").addEventListener("click", () => {
+    const d = selectedRow();
+    if (!d) return;
+    act(
+      () => api(`${q(d.name)}/dead`, { method: "DELETE" }),
+      (r) => `Purged ${fmtCount(r?.count ?? 0)} dead letters of ${d.name}.`,
+      `Purge the ${d.dead.toLocaleString()} dead letters of ${d.name}? They are gone for good.`,
+    );
+  });
+  $("a-delete").addEventListener("click", () => {
+    const d = selectedRow();
+    if (!d) return;
+    act(
+      async () => {
+        await api(q(d.name), { method: "DELETE" });
+        select(null);
+      },
+      `Deleted ${d.name}.`,
+      `Delete queue ${d.name} with its ${(d.depth + d.delayed + d.inflight + d.dead).toLocaleString()} items? Leases on it stop working.`,
+    );
+  });
+  $("enqueue-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = state.selected;
+    const text = $("enqueue-text").value;
+    if (!name || !text.trim()) return;
+    act(
+      async () => {
+        const r = await api(`${q(name)}/enqueue?batch=lines`, { method: "POST", body: text, type: "text/plain; charset=utf-8" });
+        $("enqueue-text").value = "";
+        return r;
+      },
+      (r) => `Added ${fmtCount(r.count)} item${r.count === 1 ? "" : "s"} to ${name}${r.duplicates ? ` (${r.duplicates} duplicates skipped)` : ""}.`,
+    );
+  });
+  $("enqueue-text").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      $("enqueue-form").requestSubmit();
+    }
+  });
+  $("create-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = $("create-name").value.trim();
+    if (!name) return;
+    act(
+      async () => {
+        await api(q(name), { method: "PUT" });
+        $("create-name").value = "";
+        select(name);
+      },
+      `Created ${name}.`,
+    );
+  });
+  $("detail-close").addEventListener("click", () => select(null));
+}
+
+// ---------- token ----------
+
+let asking = null;
+
+function applyAuthView() {
+  document.body.classList.toggle("readonly", !canWrite());
+  for (const el of document.querySelectorAll(".write")) el.hidden = !canWrite();
+  $("sign-in").hidden = AUTH === "open" || Boolean(state.token);
+}
+
+async function tokenWorks(token) {
+  // Needs the token even with --public-reads, and changes nothing.
+  const resp = await fetch("/dashboard/session", { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+  await resp.text().catch(() => "");
+  return resp.ok;
+}
+
+/** Shows the token dialog; resolves true once a token the server takes is stored. */
+function askToken(why) {
+  if (asking) return asking;
+  const dialog = $("token-dialog");
+  $("token-error").textContent = why || "";
+  $("token-input").value = "";
+  asking = new Promise((resolve) => {
+    const finish = (ok) => {
+      $("token-form").onsubmit = null;
+      $("token-cancel").onclick = null;
+      dialog.oncancel = null;
+      if (dialog.open) dialog.close();
+      asking = null;
+      resolve(ok);
+    };
+    $("token-form").onsubmit = async (e) => {
+      e.preventDefault();
+      const token = $("token-input").value.trim();
+      if (!token) return;
+      let ok = false;
+      try {
+        ok = await tokenWorks(token);
+      } catch {
+        $("token-error").textContent = "The server cannot be reached right now.";
+        return;
+      }
+      if (!ok) {
+        $("token-error").textContent = "The server refused that token.";
+        $("token-input").select();
+        return;
+      }
+      state.token = token;
+      sessionStorage.setItem(TOKEN_KEY, token);
+      finish(true);
+    };
+    $("token-cancel").onclick = () => finish(false);
+    dialog.oncancel = (e) => {
+      e.preventDefault();
+      finish(false);
+    };
+  });
+  dialog.showModal();
+  $("token-input").focus();
+  return asking;
+}
+
+async function signIn(why) {
+  const ok = await askToken(why);
+  applyAuthView();
+  if (ok) {
+    connect();
+    probeJobs();
+    if (state.selected) {
+      state.items.loadedAt = 0;
+      loadHistory(state.selected);
+    }
+  }
+}
+
+/** The server refused our token (it changed, or we had none): forget it and ask again. */
+function tokenRefused() {
+  const had = Boolean(state.token);
+  state.token = "";
+  sessionStorage.removeItem(TOKEN_KEY);
+  applyAuthView();
+  signIn(had ? "The server refused the stored token; it may have changed." : "");
+}
+
+// ---------- Kubernetes Jobs (shown only when the server has a launcher) ----------
+
+let jobsPath = null;
+let jobsTimer = 0;
+
+async function probeJobs() {
+  // Jobs are not a public read: without a token (and with one required) there is nothing to probe.
+  if (jobsPath || (AUTH !== "open" && !state.token)) return;
+  for (const path of JOB_PATHS) {
+    let resp;
+    try {
+      resp = await fetch(path, { headers: authHeaders(), cache: "no-store" });
+    } catch {
+      return;
+    }
+    const data = (resp.headers.get("content-type") || "").includes("json") ? await resp.json().catch(() => null) : null;
+    if (resp.status === 404) continue;
+    if (!resp.ok) return; // 503 kubernetes_unavailable (outside a cluster), 401: no panel
+    jobsPath = path;
+    $("jobs").hidden = false;
+    renderJobs(data);
+    jobsTimer = setInterval(refreshJobs, 5000);
+    return;
+  }
+}
+
+async function refreshJobs() {
+  try {
+    const resp = await fetch(jobsPath, { headers: authHeaders(), cache: "no-store" });
+    if (!resp.ok) {
+      if (resp.status === 404 || resp.status === 503) {
+        $("jobs").hidden = true;
+        clearInterval(jobsTimer);
+        jobsPath = null;
+      }
+      return;
+    }
+    renderJobs(await resp.json());
+  } catch {
+    // offline: the connection pill says so already
+  }
+}
+
+function jobList(data) {
+  if (Array.isArray(data)) return data;
+  return data?.jobs || data?.items || [];
+}
+
+function renderJobs(data) {
+  const now = Date.now();
+  const rows = jobList(data).map((j) => {
+    const name = j.name ?? j.metadata?.name ?? "?";
+    const status = j.status || {};
+    const started = Date.parse(j.startTime ?? status.startTime ?? "");
+    const finished = Date.parse(j.completionTime ?? status.completionTime ?? "");
+    const tr = document.createElement("tr");
+    const cells = [
+      name,
+      j.queue ?? "",
+      String(j.parallelism ?? j.spec?.parallelism ?? ""),
+      String(j.active ?? status.active ?? 0),
+      String(j.succeeded ?? status.succeeded ?? 0),
+      String(j.failed ?? status.failed ?? 0),
+      Number.isFinite(started) ? fmtDuration(((Number.isFinite(finished) ? finished : now) - started) / 1000) + (Number.isFinite(finished) ? " (done)" : "") : "–",
+    ];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      if (i < 2) td.className = "name";
+      td.textContent = text;
+      td.title = text;
+      tr.append(td);
+    });
+    const actions = document.createElement("td");
+    if (canWrite()) {
+      const del = document.createElement("button");
+      del.type = "button";
+      del.className = "btn danger";
+      del.textContent = "Delete";
+      del.addEventListener("click", () =>
+        act(
+          async () => {
+            const resp = await fetch(`${jobsPath}/${encodeURIComponent(name)}`, { method: "DELETE", headers: authHeaders() });
+            if (!resp.ok) throw new ApiError(resp.status, "", `Deleting ${name} failed: ${resp.status}`);
+            refreshJobs();
+          },
+          `Deleted Job ${name}.`,
+          `Delete Job ${name} and its pods?`,
+        ),
+      );
+      actions.append(del);
+    }
+    tr.append(actions);
+    return tr;
+  });
+  $("jobs-rows").replaceChildren(...rows);
+  $("jobs-empty").hidden = rows.length > 0;
+}
+
+function wireJobs() {
+  $("job-queue").addEventListener("focus", () => {
+    const list = $("queue-names");
+    list.replaceChildren(
+      ...[...state.rows.keys()].slice(0, 500).map((n) => {
+        const o = document.createElement("option");
+        o.value = n;
+        return o;
+      }),
+    );
+  });
+  $("job-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const queue = $("job-queue").value.trim();
+    const parallelism = Number($("job-parallelism").value);
+    if (!queue || !jobsPath) return;
+    act(
+      async () => {
+        const resp = await fetch(jobsPath, {
+          method: "POST",
+          headers: authHeaders({ "Content-Type": "application/json" }),
+          body: JSON.stringify({ queue, parallelism }),
+        });
+        const data = await resp.json().catch(() => null);
+        if (!resp.ok) throw new ApiError(resp.status, data?.code, data?.message || `Launching failed: ${resp.status}`);
+        refreshJobs();
+      },
+      `Launched a Job for ${queue} with parallelism ${parallelism}.`,
+    );
+  });
+}
+
+// ---------- start ----------
+
+function wireTable() {
+  $("rows").addEventListener("click", (e) => {
+    const tr = e.target.closest("tr[data-queue]");
+    if (tr) select(tr.dataset.queue);
+  });
+  for (const btn of document.querySelectorAll("#queue-table thead button[data-sort]")) {
+    btn.addEventListener("click", () => setSort(btn.dataset.sort));
+  }
+  $("filter").addEventListener("input", (e) => {
+    state.filter = e.target.value.trim().toLowerCase();
+    arrange();
+  });
+  document.addEventListener("keydown", (e) => {
+    if ($("token-dialog").open) return;
+    const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName);
+    if (e.key === "/" && !typing) {
+      e.preventDefault();
+      $("filter").focus();
+    } else if (e.key === "Escape" && state.selected && !typing) {
+      const name = state.selected;
+      select(null);
+      state.rows.get(name)?.tr.querySelector(".qname")?.focus();
+    }
+  });
+  let resizeTimer = 0;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(drawCharts, 100);
+  });
+}
+
+function start() {
+  wireTable();
+  wireActions();
+  wireJobs();
+  $("sign-in").addEventListener("click", () => signIn());
+  applyAuthView();
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("queue");
+  if (wanted) select(wanted);
+  if (needsToken()) {
+    setConn("connecting", "signed out");
+    signIn();
+    return;
+  }
+  connect();
+  probeJobs();
+}
+
+start();

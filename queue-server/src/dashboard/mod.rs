@@ -1,0 +1,34 @@
+//! The browser dashboard: the page at `/` with its script and style (embedded in the binary,
+//! no third-party files), the live stats stream (server-sent events) and the recent history
+//! behind the page's charts and rates.
+//!
+//! It only reads figures, through the [`Sampler`]; it never changes a queue. The page steers
+//! queues through the queue API like any other client, with the same token.
+
+mod history;
+mod page;
+mod sampler;
+mod stream;
+
+use axum::Router;
+use axum::routing::get;
+
+pub use history::{History, QueueSeries, RATE_WINDOW, Rates, Window, taken_total};
+pub use page::is_asset;
+pub use sampler::{Dashboard, SAMPLE_EVERY, SAMPLES_KEPT, Sampler};
+
+use crate::http::AppState;
+
+/// The dashboard's routes: the page, its assets, the token check, the stats stream and the
+/// history.
+pub fn routes() -> Router<AppState> {
+    let mut router = Router::new()
+        .route("/", get(page::index))
+        .route("/dashboard/session", get(page::session))
+        .route("/memq/server/stats/stream", get(stream::stats_stream))
+        .route("/memq/server/stats/history", get(stream::stats_history));
+    for asset in page::ASSETS {
+        router = router.route(asset.path, get(move || page::serve_asset(asset)));
+    }
+    router
+}

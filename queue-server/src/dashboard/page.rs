@@ -1,0 +1,102 @@
+//! The page and its assets, compiled into the binary so the dashboard works offline.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::http::AppState;
+
+/// One embedded file.
+#[derive(Clone, Copy)]
+pub struct Asset {
+    /// Where it is served.
+    pub path: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+/// The page's script, style and icon. They hold no data, so they are served without the token
+/// (a browser cannot add an `Authorization` header to `<script src>`).
+pub const ASSETS: [Asset; 3] = [
+    Asset {
+        path: "/dashboard/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("assets/app.js"),
+    },
+    Asset {
+        path: "/dashboard/app.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("assets/app.css"),
+    },
+    Asset {
+        path: "/dashboard/icon.svg",
+        content_type: "image/svg+xml",
+        body: include_str!("assets/icon.svg"),
+    },
+];
+
+const INDEX: &str = include_str!("assets/index.html");
+
+/// Only our own files, no inline script or style: whatever a queue item contains, the page
+/// shows it as text and never runs it.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Whether `path` is one of the dashboard's static files.
+pub fn is_asset(path: &str) -> bool {
+    ASSETS.iter().any(|a| a.path == path)
+}
+
+fn headers(content_type: &'static str) -> [(header::HeaderName, HeaderValue); 4] {
+    [
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        // Small files; a server upgrade must show at once.
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+    ]
+}
+
+fn auth_mode(state: &AppState) -> &'static str {
+    match (&state.config.token, state.config.public_reads) {
+        (None, _) => "open",
+        (Some(_), false) => "token",
+        (Some(_), true) => "public-reads",
+    }
+}
+
+/// `GET /`: the page, told how the server guards its API (`open`, `token`, `public-reads`) so
+/// it knows whether to ask for the token and whether it may offer changes.
+pub async fn index(State(state): State<AppState>) -> Response {
+    let html = INDEX.replace("{{auth}}", auth_mode(&state));
+    (
+        headers("text/html; charset=utf-8"),
+        [(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        )],
+        html,
+    )
+        .into_response()
+}
+
+/// `GET /dashboard/session`: changes nothing and needs the token whenever one is set (also with
+/// `--public-reads`), so the page checks a token with it before keeping it.
+pub async fn session(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "kind": "session",
+        "auth": auth_mode(&state),
+    }))
+}
+
+/// One embedded file.
+pub async fn serve_asset(asset: Asset) -> Response {
+    (headers(asset.content_type), asset.body).into_response()
+}

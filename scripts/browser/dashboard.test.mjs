@@ -1,0 +1,555 @@
+// Browser test of the queue-server dashboard: Debian's chromium, driven by playwright-core,
+// against the real queue-server binary on loopback ports. Run through scripts/browser-test.sh,
+// which builds the binary and installs chromium and playwright-core when they are missing.
+//
+// Every wait is bounded; any console error in the page fails the test it happens in, except
+// the network errors a test expects (listed where it expects them).
+
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+const BIN = process.env.MEMQ_SERVER_BIN;
+const SHOTS = process.env.SCREENSHOT_DIR || "target/screenshots";
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const TOKEN = "browser-test-token";
+const TEST_TIMEOUT = 45_000;
+const SUITE_TIMEOUT = 170_000;
+
+if (!BIN || !fs.existsSync(BIN)) {
+  console.error(`MEMQ_SERVER_BIN must name the built queue-server binary (got ${BIN})`);
+  process.exit(2);
+}
+
+const suiteTimer = setTimeout(() => {
+  console.error(`browser: the suite took longer than ${SUITE_TIMEOUT / 1000} s; giving up`);
+  process.exit(1);
+}, SUITE_TIMEOUT);
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------- servers ----------
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+class Server {
+  constructor(name, args = [], port = 0) {
+    this.name = name;
+    this.args = args;
+    this.port = port;
+    this.log = [];
+    this.proc = null;
+  }
+
+  get url() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start() {
+    if (!this.port) this.port = await freePort();
+    const proc = spawn(BIN, ["--listen", `127.0.0.1:${this.port}`, ...this.args], {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, RUST_LOG: "warn" },
+    });
+    this.proc = proc;
+    proc.stderr.on("data", (d) => {
+      this.log.push(d.toString());
+      if (this.log.length > 50) this.log.shift();
+    });
+    proc.exited = new Promise((resolve) => proc.once("exit", (code, signal) => resolve({ code, signal })));
+    const until = Date.now() + 10_000;
+    while (Date.now() < until) {
+      if (proc.exitCode !== null) break;
+      try {
+        const resp = await fetch(`${this.url}/healthz`);
+        if (resp.ok) return this;
+      } catch {
+        // not listening yet
+      }
+      await sleep(50);
+    }
+    throw new Error(`${this.name} did not come up on ${this.url}:\n${this.log.join("")}`);
+  }
+
+  /** SIGTERM, as Kubernetes stops a pod; SIGKILL if it takes more than 5 s. */
+  async stop() {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill("SIGTERM");
+    const done = await Promise.race([proc.exited, sleep(5000).then(() => null)]);
+    if (!done) {
+      proc.kill("SIGKILL");
+      await proc.exited;
+      throw new Error(`${this.name} did not stop within 5 s of SIGTERM`);
+    }
+    if (done.code !== 0) throw new Error(`${this.name} exited with ${JSON.stringify(done)}`);
+  }
+
+  async api(method, p, { body, token, type } = {}) {
+    const headers = {};
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (type) headers["Content-Type"] = type;
+    const resp = await fetch(`${this.url}/memq/server${p}`, { method, body, headers });
+    const text = await resp.text();
+    let json = null;
+    try {
+      json = text ? JSON.parse(text) : null;
+    } catch {
+      // not JSON
+    }
+    if (!resp.ok && resp.status !== 404) throw new Error(`${method} ${p}: ${resp.status} ${text}`);
+    return { status: resp.status, json };
+  }
+
+  createQueue(name, config, token) {
+    return this.api("PUT", `/queues/${name}`, { body: config ? JSON.stringify(config) : undefined, token });
+  }
+
+  enqueueLines(name, items, token) {
+    return this.api("POST", `/queues/${name}/enqueue?batch=lines`, { body: items.join("\n"), token, type: "text/plain" });
+  }
+}
+
+// ---------- browser ----------
+
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), "memq-chromium-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: CHROMIUM,
+  headless: true,
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+  ],
+  viewport: { width: 1440, height: 900 },
+  colorScheme: "light",
+});
+context.setDefaultTimeout(10_000);
+
+// The Jobs panel probes its routes; without a launcher they answer 404 (or 503).
+const JOBS_PROBE = /status of (404|503) .*@ http:\/\/127\.0\.0\.1:\d+(\/memq\/server)?\/jobs$/;
+
+async function openPage(url, allow = []) {
+  const page = await context.newPage();
+  page.allowed = [JOBS_PROBE, ...allow];
+  page.problems = [];
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    const line = `${m.text()} @ ${m.location()?.url || ""}`;
+    if (!page.allowed.some((re) => re.test(line))) page.problems.push(line);
+  });
+  page.on("pageerror", (e) => page.problems.push(`uncaught: ${e.message}`));
+  await page.goto(url);
+  return page;
+}
+
+function assertClean(page) {
+  if (page.problems.length) throw new Error(`console errors:\n    ${page.problems.join("\n    ")}`);
+}
+
+const row = (name) => `#rows tr[data-queue="${name}"]`;
+const cell = (name, col) => `${row(name)} td[data-col="${col}"]`;
+
+/** Waits until `selector`'s text is `expected`; on timeout says what it was instead. */
+async function waitText(page, selector, expected, timeout = 8000) {
+  try {
+    await page.waitForFunction(
+      ([sel, want]) => {
+        const el = document.querySelector(sel);
+        return el !== null && (want instanceof RegExp ? want.test(el.textContent) : el.textContent.trim() === want);
+      },
+      [selector, expected],
+      { timeout },
+    );
+  } catch {
+    const actual = await page.$eval(selector, (el) => el.textContent.trim()).catch(() => "(missing)");
+    throw new Error(`${selector}: wanted ${expected}, saw ${JSON.stringify(actual)} after ${timeout} ms`);
+  }
+}
+
+async function waitFor(page, fn, arg, what, timeout = 8000) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout });
+  } catch {
+    throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+  }
+}
+
+// ---------- harness ----------
+
+let passed = 0;
+let failed = 0;
+
+async function test(name, fn) {
+  const started = Date.now();
+  let timer;
+  try {
+    await Promise.race([
+      fn(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`took longer than ${TEST_TIMEOUT / 1000} s`)), TEST_TIMEOUT);
+      }),
+    ]);
+    passed++;
+    console.log(`  ok    ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    failed++;
+    console.log(`  FAIL  ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)\n        ${String(e.message).replaceAll("\n", "\n        ")}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ---------- a server with work going on ----------
+
+const main = await new Server("server").start();
+await main.createQueue("keygen");
+await main.createQueue("emails");
+await main.enqueueLines("emails", Array.from({ length: 1240 }, (_, i) => `mail-${i}`));
+await main.api("POST", "/queues/emails/pause");
+await main.createQueue("search-index");
+await main.enqueueLines("search-index", Array.from({ length: 48210 }, (_, i) => `doc-${i}`));
+await main.createQueue("thumbnails", { maxAttempts: 1, leaseSeconds: 60 });
+await main.enqueueLines("thumbnails", ["img-1.png", "img-2.png", "img-3.png", "img-4.png", "img-5.png"]);
+{
+  // Three items fail once and, at maxAttempts 1, go to the dead letters.
+  const { json } = await main.api("POST", "/queues/thumbnails/dequeue?lease=30&max=3");
+  for (const m of json.messages) await main.api("POST", `/queues/thumbnails/leases/${m.lease.id}/nack`);
+}
+await main.createQueue("reports");
+await main.enqueueLines("reports", Array.from({ length: 25 }, (_, i) => `report-${i}`));
+
+// keygen: a producer at 30 items/s for 12 s and consumers leasing 12/s throughout, each item
+// acked 2 s after it was leased, so its charts show a rise and a fall and items in flight.
+const loadStarted = Date.now();
+let loadStopped = false;
+let produced = 0;
+const producer = (async () => {
+  while (!loadStopped && Date.now() - loadStarted < 12_000) {
+    await main.enqueueLines("keygen", Array.from({ length: 6 }, () => `key-${produced++}`)).catch(() => {});
+    await sleep(200);
+  }
+})();
+const consumer = (async () => {
+  const held = [];
+  while (!loadStopped) {
+    await sleep(250);
+    const r = await main.api("POST", "/queues/keygen/dequeue?lease=30&max=3").catch(() => null);
+    for (const m of r?.json?.messages ?? []) held.push({ lease: m.lease.id, at: Date.now() });
+    const due = [];
+    while (held.length && Date.now() - held[0].at > 2000) due.push(held.shift().lease);
+    if (due.length) await main.api("POST", "/queues/keygen/ack", { body: JSON.stringify(due), type: "application/json" }).catch(() => {});
+  }
+})();
+
+console.log(`browser: chromium ${context.browser()?.version() ?? ""}, queue-server at ${main.url}`);
+const page = await openPage(`${main.url}/`);
+
+await test("the page follows the stats stream and shows every queue", async () => {
+  await waitText(page, "#conn-text", "live");
+  for (const name of ["keygen", "emails", "search-index", "thumbnails", "reports"]) {
+    await page.waitForSelector(row(name), { timeout: 5000 });
+  }
+  await waitText(page, cell("emails", "depth"), "1.2k");
+  await waitText(page, cell("search-index", "depth"), "48.2k");
+  await waitText(page, cell("thumbnails", "dead"), "3");
+  if (!(await page.isVisible(`${row("emails")} .badge.paused`))) throw new Error("emails is not marked paused");
+  if (await page.isVisible(`${row("reports")} .badge.paused`)) throw new Error("reports is marked paused");
+  await waitText(page, cell("emails", "eta"), "paused");
+  await waitText(page, "#t-queues", "5");
+  assertClean(page);
+});
+
+await test("an enqueue through the API shows in the row without a reload", async () => {
+  await page.evaluate(() => {
+    window.__sameDocument = true;
+  });
+  await waitText(page, cell("reports", "depth"), "25");
+  await main.enqueueLines("reports", ["late-1", "late-2", "late-3", "late-4", "late-5", "late-6", "late-7"]);
+  await waitText(page, cell("reports", "depth"), "32", 5000);
+  await waitText(page, cell("reports", "enqueued"), "32");
+  if (!(await page.evaluate(() => window.__sameDocument === true))) throw new Error("the page reloaded");
+  // Numbers change under load (keygen), the geometry does not.
+  const geometry = () =>
+    page.evaluate(() =>
+      [...document.querySelectorAll('#rows tr[data-queue="keygen"] td, #queue-table thead th, .totals dd')]
+        .map((el) => {
+          const r = el.getBoundingClientRect();
+          return `${r.x},${r.y},${r.width},${r.height}`;
+        })
+        .join(" "),
+    );
+  const before = await geometry();
+  const enqueuedBefore = await page.textContent(cell("keygen", "enqueued"));
+  await waitFor(page, (was) => document.querySelector('#rows tr[data-queue="keygen"] td[data-col="enqueued"]').textContent !== was, enqueuedBefore, "keygen to change");
+  await sleep(1100);
+  if ((await geometry()) !== before) throw new Error("the table or the totals moved when the numbers changed");
+  assertClean(page);
+});
+
+await test("drain through the UI asks to confirm and empties the queue", async () => {
+  await page.click(`${row("reports")} .qname`);
+  await waitText(page, "#detail-title", "reports");
+  await waitText(page, "#d-depth", "32");
+  let question = "";
+  page.once("dialog", (d) => {
+    question = d.message();
+    d.accept();
+  });
+  await page.click("#a-drain");
+  await waitText(page, cell("reports", "depth"), "0", 5000);
+  await waitText(page, "#d-depth", "0");
+  if (!/^Drain reports\?/.test(question)) throw new Error(`confirm said ${JSON.stringify(question)}`);
+  const { json } = await main.api("GET", "/queues/reports");
+  if (json.depth !== 0 || json.drained !== 32) throw new Error(`server says depth ${json.depth}, drained ${json.drained}`);
+  // Dismissing the confirm changes nothing.
+  await main.enqueueLines("reports", ["keep-me"]);
+  await waitText(page, "#d-depth", "1");
+  page.once("dialog", (d) => d.dismiss());
+  await page.click("#a-drain");
+  await sleep(1200);
+  await waitText(page, "#d-depth", "1");
+  assertClean(page);
+});
+
+await test("enqueue through the UI, one item per line, and peek at them", async () => {
+  await page.fill("#enqueue-text", "first item\nsecond item\nthird item\n");
+  await page.click("#enqueue-form button[type=submit]");
+  await waitText(page, cell("reports", "depth"), "4", 5000);
+  await waitText(page, "#peek li:nth-child(1) code", "keep-me");
+  await waitText(page, "#peek li:nth-child(2) code", "first item");
+  await waitText(page, "#peek li:nth-child(4) code", "third item");
+  if ((await page.inputValue("#enqueue-text")) !== "") throw new Error("the text box was not cleared");
+  assertClean(page);
+});
+
+await test("the detail shows config, dead letters with attempts, and charts with axes", async () => {
+  await page.click(`${row("thumbnails")} .qname`);
+  await waitText(page, "#detail-title", "thumbnails");
+  await waitText(page, "#d-attempts", "1");
+  await waitText(page, "#d-lease", "1m");
+  await waitFor(page, () => document.querySelectorAll("#dead tr").length === 3, null, "three dead letters");
+  const attempts = await page.$$eval("#dead tr td:nth-child(2)", (tds) => tds.map((td) => td.textContent));
+  if (attempts.join() !== "1,1,1") throw new Error(`attempts shown: ${attempts}`);
+  await waitFor(page, () => document.querySelectorAll("#chart-depth path.line").length >= 1, null, "a depth line");
+  const labels = await page.$$eval("#chart-depth text", (ts) => ts.map((t) => t.textContent));
+  for (const want of ["items", "now"]) if (!labels.includes(want)) throw new Error(`depth chart lacks "${want}": ${labels}`);
+  if (!labels.some((l) => /^−\d+ (s|min)$/.test(l))) throw new Error(`depth chart has no time axis: ${labels}`);
+  const rateLabels = await page.$$eval("#chart-rate text", (ts) => ts.map((t) => t.textContent));
+  if (!rateLabels.includes("items/s")) throw new Error(`rate chart lacks its unit: ${rateLabels}`);
+  // Requeue is not destructive (no confirm); purge is.
+  await page.click("#a-requeue");
+  await waitText(page, cell("thumbnails", "dead"), "0", 5000);
+  await waitText(page, cell("thumbnails", "depth"), "5");
+  assertClean(page);
+});
+
+await test("sorting, filtering and opening a queue work from the keyboard", async () => {
+  await page.click('thead button[data-sort="depth"]');
+  await waitFor(page, () => document.querySelector("#rows tr")?.dataset.queue === "search-index", null, "search-index first by depth");
+  const sort = await page.getAttribute('thead th:has(button[data-sort="depth"])', "aria-sort");
+  if (sort !== "descending") throw new Error(`aria-sort is ${sort}`);
+  await page.evaluate(() => document.activeElement?.blur());
+  await page.keyboard.press("/");
+  if ((await page.evaluate(() => document.activeElement?.id)) !== "filter") throw new Error("/ does not focus the filter");
+  await page.keyboard.type("mail");
+  await waitFor(page, () => document.querySelectorAll("#rows tr").length === 1, null, "one row for 'mail'");
+  await page.fill("#filter", "");
+  await waitFor(page, () => document.querySelectorAll("#rows tr").length === 5, null, "all rows back");
+  await page.focus(`${row("emails")} .qname`);
+  await page.keyboard.press("Enter");
+  await waitText(page, "#detail-title", "emails");
+  await waitText(page, "#a-pause", "Resume");
+  await page.keyboard.press("Escape");
+  await waitFor(page, () => document.querySelector("#detail-body").hidden, null, "the detail to close on Escape");
+  await page.click('thead button[data-sort="name"]');
+  assertClean(page);
+});
+
+await test("screenshots, light and dark", async () => {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  // Two thumbnails fail for good again, so the table shows dead letters.
+  const { json } = await main.api("POST", "/queues/thumbnails/dequeue?lease=30&max=2");
+  for (const m of json.messages) await main.api("POST", `/queues/thumbnails/leases/${m.lease.id}/nack`);
+  await page.click(`${row("keygen")} .qname`);
+  await waitText(page, "#detail-title", "keygen");
+  // Let the load's rise and fall reach the charts.
+  const waitMore = 16_000 - (Date.now() - loadStarted);
+  if (waitMore > 0) await sleep(waitMore);
+  await waitFor(page, () => document.querySelectorAll("#chart-rate path.line").length === 2, null, "both rate lines");
+  await page.mouse.move(0, 0);
+  const light = path.join(SHOTS, "dashboard-light.png");
+  await page.screenshot({ path: light });
+  const lightBg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  await page.emulateMedia({ colorScheme: "dark" });
+  await sleep(300);
+  const darkBg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  await page.screenshot({ path: path.join(SHOTS, "dashboard-dark.png") });
+  await page.emulateMedia({ colorScheme: "light" });
+  if (lightBg === darkBg) throw new Error(`dark mode did not change the background (${lightBg})`);
+  assertClean(page);
+});
+
+loadStopped = true;
+await Promise.all([producer, consumer]);
+await page.close();
+await main.stop();
+
+await test("with --token the page asks for the token once and keeps it for the tab", async () => {
+  const server = await new Server("token server", ["--token", TOKEN]).start();
+  try {
+    await server.createQueue("secret-work", null, TOKEN);
+    // The page itself comes with a 401; the wrong token below is refused with a 401 too.
+    const p = await openPage(`${server.url}/`, [/status of 401 .*@ http:\/\/127\.0\.0\.1:\d+\/(dashboard\/session)?$/]);
+    await waitFor(p, () => document.querySelector("#token-dialog").open, null, "the token dialog");
+    if ((await p.evaluate(() => document.activeElement?.id)) !== "token-input") throw new Error("the token field has no focus");
+    await p.screenshot({ path: path.join(SHOTS, "dashboard-token.png") });
+    await p.fill("#token-input", "not-the-token");
+    await p.click("#token-form button[type=submit]");
+    await waitText(p, "#token-error", /refused/);
+    await p.fill("#token-input", TOKEN);
+    await p.click("#token-form button[type=submit]");
+    await waitFor(p, () => !document.querySelector("#token-dialog").open, null, "the dialog to close");
+    await p.waitForSelector(row("secret-work"), { timeout: 5000 });
+    await waitText(p, "#conn-text", "live");
+    if (!(await p.isVisible("#create-form"))) throw new Error("signed in, but the page is read-only");
+    if ((await p.evaluate(() => sessionStorage.getItem("memq-token"))) !== TOKEN) throw new Error("token not kept in sessionStorage");
+    // Asks once: a reload in the same tab goes straight to the queues.
+    await p.reload();
+    await p.waitForSelector(row("secret-work"), { timeout: 5000 });
+    if (await p.evaluate(() => document.querySelector("#token-dialog").open)) throw new Error("asked again after a reload");
+    // Steering works with the token.
+    await p.click(`${row("secret-work")} .qname`);
+    await p.fill("#enqueue-text", "a\nb");
+    await p.click("#enqueue-form button[type=submit]");
+    await waitText(p, cell("secret-work", "depth"), "2", 5000);
+    assertClean(p);
+    await p.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+await test("with --public-reads the page shows read-only views without a token", async () => {
+  const server = await new Server("public-reads server", ["--token", TOKEN, "--public-reads"]).start();
+  try {
+    await server.createQueue("visible", null, TOKEN);
+    await server.enqueueLines("visible", ["one", "two"], TOKEN);
+    const p = await openPage(`${server.url}/`);
+    await waitText(p, cell("visible", "depth"), "2");
+    if (await p.evaluate(() => document.querySelector("#token-dialog").open)) throw new Error("asked for a token");
+    if (await p.isVisible("#create-form")) throw new Error("create form shown read-only");
+    if (!(await p.isVisible("#sign-in"))) throw new Error("no sign-in button");
+    await p.click(`${row("visible")} .qname`);
+    await waitText(p, "#detail-title", "visible");
+    if (await p.isVisible(".actions")) throw new Error("actions shown read-only");
+    await waitText(p, "#peek-note", /Sign in/);
+    // Signing in turns the actions on.
+    await p.click("#sign-in");
+    await p.fill("#token-input", TOKEN);
+    await p.click("#token-form button[type=submit]");
+    await waitFor(p, () => !document.querySelector(".actions").hidden, null, "the actions after signing in");
+    await waitText(p, "#peek li:nth-child(1) code", "one");
+    assertClean(p);
+    await p.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+await test("the page shows offline while the server restarts, then goes live again by itself", async () => {
+  const first = await new Server("restarting server").start();
+  await first.createQueue("before-restart");
+  // While the server is down the stream's reconnect attempts fail; that is expected here.
+  const p = await openPage(`${first.url}/`, [
+    /ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET|ERR_INCOMPLETE_CHUNKED_ENCODING/,
+  ]);
+  await p.waitForSelector(row("before-restart"), { timeout: 5000 });
+  await waitText(p, "#conn-text", "live");
+  await p.evaluate(() => {
+    window.__sameDocument = true;
+  });
+  await first.stop();
+  await waitText(p, "#conn-text", /offline/, 8000);
+  if ((await p.getAttribute("#conn", "data-state")) !== "offline") throw new Error("the pill is not in its offline state");
+  await sleep(1500); // a few failed reconnects
+  const again = await new Server("restarted server", [], first.port).start();
+  try {
+    await again.createQueue("after-restart");
+    await waitText(p, "#conn-text", "live", 15_000);
+    await p.waitForSelector(row("after-restart"), { timeout: 5000 });
+    // The restarted server has no memory of the old queue.
+    await waitFor(p, () => !document.querySelector('#rows tr[data-queue="before-restart"]'), null, "the old queue to go");
+    if (!(await p.evaluate(() => window.__sameDocument === true))) throw new Error("the page reloaded");
+    assertClean(p);
+    await p.close();
+  } finally {
+    await again.stop();
+  }
+});
+
+await test("1,000 queues render within a few seconds and the page stays responsive", async () => {
+  const server = await new Server("busy server").start();
+  try {
+    const names = Array.from({ length: 1000 }, (_, i) => `q-${String(i).padStart(4, "0")}`);
+    for (let i = 0; i < names.length; i += 50) {
+      await Promise.all(names.slice(i, i + 50).map((n) => server.createQueue(n)));
+    }
+    await server.enqueueLines("q-0500", Array.from({ length: 3400 }, (_, i) => `x${i}`));
+    const opened = Date.now();
+    const p = await openPage(`${server.url}/`);
+    await waitFor(p, () => document.querySelectorAll("#rows tr").length === 1000, null, "1,000 rows", 5000);
+    const shown = Date.now() - opened;
+    // Frames keep coming while snapshots of 1,000 queues arrive every second.
+    const worstFrameGap = await p.evaluate(
+      () =>
+        new Promise((resolve) => {
+          let last = performance.now();
+          let worst = 0;
+          const end = last + 3000;
+          const frame = (now) => {
+            worst = Math.max(worst, now - last);
+            last = now;
+            if (now < end) requestAnimationFrame(frame);
+            else resolve(worst);
+          };
+          requestAnimationFrame(frame);
+        }),
+    );
+    if (worstFrameGap > 1000) throw new Error(`the page froze for ${Math.round(worstFrameGap)} ms`);
+    await p.click('thead button[data-sort="depth"]');
+    await waitFor(p, () => document.querySelector("#rows tr")?.dataset.queue === "q-0500", null, "q-0500 first by depth", 3000);
+    await waitText(p, cell("q-0500", "depth"), "3.4k");
+    await waitText(p, "#t-queues", "1k");
+    console.log(`        1,000 rows in ${shown} ms; worst frame gap ${Math.round(worstFrameGap)} ms`);
+    fs.mkdirSync(SHOTS, { recursive: true });
+    await p.screenshot({ path: path.join(SHOTS, "dashboard-1000-queues.png") });
+    assertClean(p);
+    await p.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+await context.close();
+fs.rmSync(profile, { recursive: true, force: true });
+clearTimeout(suiteTimer);
+console.log(`browser: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
