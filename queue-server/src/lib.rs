@@ -6,6 +6,8 @@
 //! - [`store`]: where queues live and how waiters are woken; the memory backend for now.
 //! - [`broker`]: the rules of one queue (FIFO, leases to the front on expiry, attempts, dead
 //!   letters, dedup keys, delays), plain data structures with time passed in.
+//! - [`kube`]: consumer Jobs through the Kubernetes API (`/jobs`) and the autoscaler that
+//!   launches them by queue depth; it only reads the store's stats.
 //! - [`metrics`]: Prometheus exposition; [`config`]: flags; [`error`]: the JSON errors.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
@@ -15,6 +17,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod kube;
 pub mod metrics;
 pub mod store;
 pub mod telemetry;
@@ -40,10 +43,25 @@ pub async fn serve(
     let cancel = CancellationToken::new();
     let store = store::Store::new(config.default_lease.as_millis() as u64, cancel.clone());
     let metrics = Arc::new(metrics::Metrics::new(store.clone()));
+    let jobs = kube::Jobs::start(&config).await?;
+    let autoscaler = match (&jobs, config.autoscale) {
+        (kube::Jobs::Ready(launcher), true) => {
+            let autoscaler = kube::Autoscaler::new(launcher.clone(), store.clone());
+            Some(tokio::spawn(
+                autoscaler.run(config.autoscale_interval, cancel.clone()),
+            ))
+        }
+        (kube::Jobs::Unavailable(why), true) => {
+            tracing::warn!(reason = %why, "--autoscale given but consumer Jobs are unavailable: autoscaler off");
+            None
+        }
+        _ => None,
+    };
     let state = http::AppState {
         store: store.clone(),
         config: Arc::new(config),
         metrics,
+        jobs,
     };
     let router = http::app(state);
 
@@ -64,6 +82,9 @@ pub async fn serve(
         .await;
     cancel.cancel();
     sweeper.await?;
+    if let Some(autoscaler) = autoscaler {
+        autoscaler.await?;
+    }
     tracing::info!("queue server stopped");
     Ok(result?)
 }

@@ -11,12 +11,16 @@ mod queue;
 
 pub use ids::{Id, IdGen};
 pub use queue::{
-    Counters, DeadItem, Handed, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig, QueueFull,
-    Taken,
+    Autoscale, Counters, DeadItem, Handed, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig,
+    QueueFull, Taken,
 };
 
 /// How long a dedup key stays taken after its item left the queue.
 pub const KEY_RETENTION_MS: u64 = 10 * 60 * 1000;
+
+/// Most consumer pods one queue may ask for: autoscale's `maxParallelism` and the
+/// parallelism of `POST /jobs`.
+pub const MAX_PARALLELISM: u32 = 1000;
 
 /// How many expired lease ids a queue remembers, to answer 410 instead of 404.
 pub const EXPIRED_LEASES_REMEMBERED: usize = 100_000;

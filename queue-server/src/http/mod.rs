@@ -4,6 +4,7 @@
 
 mod auth;
 mod extract;
+mod jobs;
 mod memq;
 mod ops;
 
@@ -14,10 +15,11 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::kube::Jobs;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::store::Store;
 
@@ -30,6 +32,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Consumer Jobs through the Kubernetes API, or why not.
+    pub jobs: Jobs,
 }
 
 /// The whole router: queue API under `/memq/server`, operations at the root.
@@ -60,6 +64,8 @@ pub fn app(state: AppState) -> Router {
         .route(&format!("{q}/messages"), get(memq::peek));
     Router::new()
         .merge(queue_routes)
+        .route("/jobs", get(jobs::list_jobs).post(jobs::create_job))
+        .route("/jobs/{name}", delete(jobs::delete_job))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -15,7 +15,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec};
-use crate::broker::{DeadItem, Id, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig, Taken};
+use crate::broker::{
+    Autoscale, DeadItem, Id, LeaseError, LeaseInfo, MAX_PARALLELISM, NewItem, Queue, QueueConfig,
+    Taken,
+};
 use crate::error::{Error, Result};
 
 struct QueueState {
@@ -70,7 +73,27 @@ fn apply_patch(mut config: QueueConfig, patch: &QueueConfigPatch) -> Result<Queu
     if let Some(max) = patch.max_depth {
         config.max_depth = max;
     }
+    if let Some(autoscale) = patch.autoscale {
+        config.autoscale = autoscale.map(autoscale_config).transpose()?;
+    }
     Ok(config)
+}
+
+fn autoscale_config(a: memq::Autoscale) -> Result<Autoscale> {
+    if a.max_parallelism == 0 || a.max_parallelism > MAX_PARALLELISM {
+        return Err(Error::InvalidJson(format!(
+            "autoscale.maxParallelism must be between 1 and {MAX_PARALLELISM}"
+        )));
+    }
+    if a.items_per_pod == 0 {
+        return Err(Error::InvalidJson(
+            "autoscale.itemsPerPod must be at least 1".into(),
+        ));
+    }
+    Ok(Autoscale {
+        max_parallelism: a.max_parallelism,
+        items_per_pod: a.items_per_pod,
+    })
 }
 
 fn stats_of(name: &str, q: &Queue, now: u64) -> QueueStats {
@@ -94,6 +117,10 @@ fn stats_of(name: &str, q: &Queue, now: u64) -> QueueStats {
         lease_seconds: config.lease_ms / 1000,
         max_attempts: config.max_attempts,
         max_depth: config.max_depth,
+        autoscale: config.autoscale.map(|a| memq::Autoscale {
+            max_parallelism: a.max_parallelism,
+            items_per_pod: a.items_per_pod,
+        }),
     }
 }
 
