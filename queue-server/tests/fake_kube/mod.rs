@@ -87,7 +87,8 @@ struct Inner {
     jobs: BTreeMap<(String, String), Job>,
     pods: Vec<Pod>,
     requests: Vec<Recorded>,
-    failures: VecDeque<(u16, String, String)>,
+    /// Scripted failures: (method it applies to, or any; code; reason; message).
+    failures: VecDeque<(Option<String>, u16, String, String)>,
     created: u32,
 }
 
@@ -185,7 +186,17 @@ impl FakeKube {
         self.inner
             .lock()
             .failures
-            .push_back((code, reason.into(), message.into()));
+            .push_back((None, code, reason.into(), message.into()));
+    }
+
+    /// Answers the next request with `method` (`POST`, ...) that way.
+    pub fn fail_next_on(&self, method: &str, code: u16, reason: &str, message: &str) {
+        self.inner.lock().failures.push_back((
+            Some(method.into()),
+            code,
+            reason.into(),
+            message.into(),
+        ));
     }
 
     /// The Jobs stored now, by name.
@@ -355,9 +366,14 @@ async fn record(State(inner): State<Shared>, req: Request, next: Next) -> Respon
             query,
             body: serde_json::from_slice(&bytes).ok(),
         });
-        inner.failures.pop_front()
+        let method = parts.method.as_str();
+        let at = inner
+            .failures
+            .iter()
+            .position(|(m, ..)| m.as_deref().is_none_or(|m| m == method));
+        at.and_then(|i| inner.failures.remove(i))
     };
-    if let Some((code, reason, message)) = failure {
+    if let Some((_, code, reason, message)) = failure {
         return status_response(code, &reason, &message);
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
