@@ -46,7 +46,7 @@ pub async fn serve(
     let jobs = kube::Jobs::start(&config).await?;
     let autoscaler = match (&jobs, config.autoscale) {
         (kube::Jobs::Ready(launcher), true) => {
-            let autoscaler = kube::Autoscaler::new(launcher.clone(), store.clone());
+            let autoscaler = kube::Autoscaler::new(kube::Launcher::clone(launcher), store.clone());
             Some(tokio::spawn(
                 autoscaler.run(config.autoscale_interval, cancel.clone()),
             ))

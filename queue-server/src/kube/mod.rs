@@ -13,6 +13,7 @@ pub mod autoscale;
 pub mod launcher;
 pub mod template;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use autoscale::Autoscaler;
@@ -47,7 +48,7 @@ pub enum Jobs {
     /// Off (`--jobs` not given) or no cluster configuration found.
     Unavailable(String),
     /// Talking to an API server.
-    Ready(Launcher),
+    Ready(Arc<Launcher>),
 }
 
 impl Jobs {
@@ -114,7 +115,7 @@ impl Jobs {
                 "consumer Jobs on, but the Kubernetes API did not answer within 5s; /jobs fails until it does"
             ),
         }
-        Ok(Self::Ready(launcher))
+        Ok(Self::Ready(Arc::new(launcher)))
     }
 
     /// The launcher, or the 503 that says why there is none.

@@ -397,7 +397,7 @@ fn status_response(code: u16, reason: &str, message: &str) -> Response {
 fn matches(selector: Option<&String>, labels: Option<&BTreeMap<String, String>>) -> bool {
     let empty = BTreeMap::new();
     let labels = labels.unwrap_or(&empty);
-    selector.map_or(true, |s| {
+    selector.is_none_or(|s| {
         s.split(',').filter(|t| !t.is_empty()).all(|term| {
             if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 labels.get(k).is_some_and(|have| have == v)
@@ -508,17 +508,15 @@ async fn delete_job(
     let Some(job) = inner.jobs.get(&key).cloned() else {
         return status_response(404, "NotFound", &format!("jobs.batch \"{name}\" not found"));
     };
-    if let Some(uid) = options
+    let uid = options
         .pointer("/preconditions/uid")
-        .and_then(Value::as_str)
-    {
-        if job.metadata.uid.as_deref() != Some(uid) {
-            return status_response(
-                409,
-                "Conflict",
-                "Precondition failed: UID in precondition does not match",
-            );
-        }
+        .and_then(Value::as_str);
+    if uid.is_some_and(|uid| job.metadata.uid.as_deref() != Some(uid)) {
+        return status_response(
+            409,
+            "Conflict",
+            "Precondition failed: UID in precondition does not match",
+        );
     }
     inner.jobs.remove(&key);
     // Background propagation: the garbage collector deletes the pods afterwards.
