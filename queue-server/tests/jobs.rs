@@ -573,3 +573,32 @@ async fn autoscale_is_stored_shown_and_checked_per_queue() {
     assert_eq!(client.queue("keygen").await.unwrap().autoscale, None);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_broken_job_template_stops_the_server_at_start() {
+    let dir = std::env::temp_dir().join(format!("memq-jobs-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let always = dir.join("always.yaml");
+    std::fs::write(
+        &always,
+        "apiVersion: batch/v1\nkind: Job\nspec:\n  template:\n    spec:\n      restartPolicy: Always\n      containers: [{name: w, image: x}]\n",
+    )
+    .unwrap();
+    let missing = dir.join("missing.yaml");
+    let fake = FakeKube::start().await;
+    for (path, words) in [(&always, "restartPolicy"), (&missing, "cannot read")] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = Config {
+            job_template: Some(path.clone()),
+            ..jobs_config(&fake)
+        };
+        let err = queue_server::serve(listener, config, std::future::pending())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(words), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(fake.requests().is_empty());
+}

@@ -267,3 +267,18 @@ pub fn has_condition(job: &Job, type_: &str) -> bool {
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn builds_a_tls_client_with_the_one_crypto_provider() {
+        // rustls panics here if no provider, or more than one (ring and aws-lc-rs), is built in.
+        let config = ::kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+        let template = template::default_template("memq-rs:0.1.0").unwrap();
+        let launcher = Launcher::new(config, "ns".into(), template, "http://q").unwrap();
+        let err = launcher.list().await.unwrap_err();
+        assert!(matches!(err, Error::KubernetesUnavailable(_)), "{err}");
+    }
+}

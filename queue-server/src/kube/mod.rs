@@ -106,9 +106,13 @@ impl Jobs {
                 template = %config.job_template.as_ref().map_or("built-in".into(), |p| p.display().to_string()),
                 "consumer Jobs on: Kubernetes API answers"
             ),
+            Ok(Err(e @ crate::error::Error::KubernetesUnavailable(_))) => tracing::warn!(
+                api = %api_url, namespace = %namespace, error = %e,
+                "consumer Jobs on, but the Kubernetes API server cannot be reached now; /jobs answers 503 until it can"
+            ),
             Ok(Err(e)) => tracing::warn!(
                 api = %api_url, namespace = %namespace, error = %e,
-                "consumer Jobs on, but the Kubernetes API refused to list Jobs; /jobs fails until it answers"
+                "consumer Jobs on, but the Kubernetes API server refused to list Jobs; check the Role queue-server-jobs"
             ),
             Err(_) => tracing::warn!(
                 api = %api_url, namespace = %namespace,
