@@ -40,6 +40,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
     let store = store::Store::new(config.default_lease.as_millis() as u64, cancel.clone());
     let metrics = Arc::new(metrics::Metrics::new(store.clone()));
@@ -66,7 +67,6 @@ pub async fn serve(
     let router = http::app(state);
 
     let sweeper = tokio::spawn(store.clone().run_sweeper());
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, "queue server listening");
     let listener = listener.tap_io(|tcp| {
         // Small request/response pairs: don't let Nagle hold them back.

@@ -102,15 +102,20 @@ async fn autoscaler_follows_a_scripted_cluster() {
         .iter()
         .map(|r| (r.path.clone(), r.query.get("labelSelector").cloned()))
         .collect();
-    assert_eq!(selectors.len(), 2);
-    assert!(selectors.contains(&(
-        format!("/apis/batch/v1/namespaces/{NS}/jobs"),
-        Some("memq.queue".into())
-    )));
-    assert!(selectors.contains(&(
-        format!("/api/v1/namespaces/{NS}/pods"),
-        Some("memq.queue".into())
-    )));
+    // Jobs before pods (see Autoscaler::reconcile), both by the queue label.
+    assert_eq!(
+        selectors,
+        [
+            (
+                format!("/apis/batch/v1/namespaces/{NS}/jobs"),
+                Some("memq.queue".into())
+            ),
+            (
+                format!("/api/v1/namespaces/{NS}/pods"),
+                Some("memq.queue".into())
+            ),
+        ]
+    );
     let body = fake.requests_with("POST")[0].body.clone().unwrap();
     assert_eq!(body["metadata"]["labels"]["memq.queue"], "keygen");
     assert_eq!(
@@ -127,8 +132,8 @@ async fn autoscaler_follows_a_scripted_cluster() {
     assert_eq!(posted(&fake), [3]);
 
     // Started, pods pending; depth rises to 900: 6 more.
-    fake.set_job_status(&a, status(3, 0, 0, &[]));
     fake.add_pods(&a, "Pending", 3);
+    fake.set_job_status(&a, status(3, 0, 0, &[]));
     fill(&store, "keygen", 650);
     assert_eq!(
         autoscaler.reconcile().await.unwrap(),
@@ -138,8 +143,8 @@ async fn autoscaler_follows_a_scripted_cluster() {
     let b = job_names(&fake)[1].clone();
 
     // Pods pending, then running: nothing more.
-    fake.set_job_status(&b, status(6, 0, 0, &[]));
     fake.add_pods(&b, "Pending", 6);
+    fake.set_job_status(&b, status(6, 0, 0, &[]));
     assert_eq!(
         autoscaler.reconcile().await.unwrap(),
         [decision("keygen", 9, 9, 0)]
@@ -230,8 +235,9 @@ async fn serve_runs_the_autoscaler_every_interval_through_an_api_outage_and_stop
     // Not started yet, then pending: still one Job, interval after interval.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let name = job_names(&fake)[0].clone();
-    fake.set_job_status(&name, status(3, 0, 0, &[]));
+    // As the Job controller does it: pods first, then the Job's status.
     fake.add_pods(&name, "Pending", 3);
+    fake.set_job_status(&name, status(3, 0, 0, &[]));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(posted(&fake), [3]);
     // serve() cancels and awaits the loop.

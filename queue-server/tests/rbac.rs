@@ -83,8 +83,8 @@ async fn role_grants_exactly_the_verbs_the_launcher_uses() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let name = fake.jobs()[0].metadata.name.clone().unwrap();
-    fake.set_job_status(&name, status(1, 0, 0, &[]));
     fake.add_pods(&name, "Running", 1);
+    fake.set_job_status(&name, status(1, 0, 0, &[]));
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.shutdown().await;
 

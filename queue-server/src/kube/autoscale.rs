@@ -238,9 +238,24 @@ impl Autoscaler {
         if queues.is_empty() {
             return Ok(Vec::new());
         }
-        let (jobs, pods) = tokio::join!(self.launcher.queue_jobs(), self.launcher.queue_pods());
-        let jobs: Vec<JobView> = jobs?.iter().filter_map(job_view).collect();
-        let pods: Vec<PodView> = pods?.iter().filter_map(pod_view).collect();
+        // Jobs first, pods after, never at once: the Job controller creates a Job's pods before
+        // it marks the Job started, so a pod list read after the Job list has the pods of every
+        // Job that list shows as started. The other order could see a started Job without its
+        // pods, count nothing for it, and launch a duplicate.
+        let jobs: Vec<JobView> = self
+            .launcher
+            .queue_jobs()
+            .await?
+            .iter()
+            .filter_map(job_view)
+            .collect();
+        let pods: Vec<PodView> = self
+            .launcher
+            .queue_pods()
+            .await?
+            .iter()
+            .filter_map(pod_view)
+            .collect();
         let decisions = decide(&queues, &jobs, &pods);
         for d in decisions.iter().filter(|d| d.launch > 0) {
             let job = self
