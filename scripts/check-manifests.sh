@@ -96,8 +96,8 @@ import sys
 import yaml
 
 EXPECTED_RULES = {
-    ("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")
-} | {("", "pods", verb) for verb in ("get", "list", "watch")}
+    ("batch", "jobs", verb) for verb in ("create", "get", "list", "delete")
+} | {("", "pods", "list")}
 WORKLOADS = {"Pod", "ReplicaSet", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 
 
@@ -295,7 +295,7 @@ if [[ ${#embedded_files[@]} -eq 0 ]]; then
 fi
 
 # ---- 3. RBAC -------------------------------------------------------------------------------
-step "RBAC: Role $ROLE_NAME grants exactly batch/jobs create,get,list,watch,delete and pods get,list,watch"
+step "RBAC: Role $ROLE_NAME grants exactly batch/jobs create,get,list,delete and pods list"
 for entry in "${rendered[@]}"; do
     dir=${entry%%=*} out=${entry#*=}
     if result=$("$PY" "$TMP/checks.py" rbac "$out" "$ROLE_NAME" 2>&1); then

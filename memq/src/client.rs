@@ -162,11 +162,14 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
+        self.authorized(self.http.request(method, format!("{}{}", self.base, path)))
+    }
+
+    fn authorized(&self, req: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
         }
-        req
     }
 
     fn queue_path(queue: &str, rest: &str) -> String {
@@ -413,6 +416,40 @@ impl Client {
         Ok(r.count)
     }
 
+    /// The server's root (`http://host:8080`): `/jobs` lives outside the queue base path.
+    fn root_url(&self) -> &str {
+        self.base
+            .strip_suffix(crate::BASE_PATH)
+            .unwrap_or(&self.base)
+    }
+
+    fn root_request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.authorized(
+            self.http
+                .request(method, format!("{}{}", self.root_url(), path)),
+        )
+    }
+
+    /// `GET /jobs`: the consumer Jobs the server launched in its namespace.
+    pub async fn jobs(&self) -> Result<JobList, Error> {
+        Self::json(self.root_request(Method::GET, "/jobs")).await
+    }
+
+    /// `POST /jobs`: launches a consumer Job for `request.queue` from the server's template.
+    pub async fn create_job(&self, request: &CreateJobRequest) -> Result<JobSummary, Error> {
+        let obj: JobObject =
+            Self::json(self.root_request(Method::POST, "/jobs").json(request)).await?;
+        Ok(obj.job)
+    }
+
+    /// `DELETE /jobs/{name}`: deletes a consumer Job and its pods; answers its last summary.
+    pub async fn delete_job(&self, name: &str) -> Result<JobSummary, Error> {
+        let mut path = String::from("/jobs/");
+        path.extend(form_escape(name));
+        let obj: JobObject = Self::json(self.root_request(Method::DELETE, &path)).await?;
+        Ok(obj.job)
+    }
+
     /// `GET /queues/{q}/messages?limit=N`: a peek at ready items.
     pub async fn peek(&self, queue: &str, limit: Option<u32>) -> Result<Vec<Message>, Error> {
         let mut req = self.request(Method::GET, &Self::queue_path(queue, "/messages"));
@@ -486,6 +523,14 @@ mod tests {
         assert_eq!(form_escape("keygen").collect::<String>(), "keygen");
         assert_eq!(form_escape("../x").collect::<String>(), "..%2Fx");
         assert_eq!(form_escape("a b").collect::<String>(), "a%20b");
+    }
+
+    #[test]
+    fn job_routes_live_at_the_server_root() {
+        let c = Client::new("http://queue:8080/memq/server/").unwrap();
+        assert_eq!(c.root_url(), "http://queue:8080");
+        let c = Client::new("http://proxy/x").unwrap();
+        assert_eq!(c.root_url(), "http://proxy/x");
     }
 
     #[test]

@@ -60,6 +60,35 @@ pub struct QueueConfigPatch {
     /// Most ready + delayed items the queue holds; 0 means unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_depth: Option<u64>,
+    /// Consumer Jobs launched by queue depth (`--autoscale`): `Some(Some(..))` turns it on or
+    /// changes it, `Some(None)` (JSON `null`) turns it off, `None` (absent) leaves it as it is.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub autoscale: Option<Option<Autoscale>>,
+}
+
+/// Tells a field that is present (even as `null`) from one that is absent: serde only calls
+/// this for present fields, and `#[serde(default)]` gives `None` for absent ones.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A queue's autoscaling: the server keeps `ceil(depth / itemsPerPod)` consumer pods, at most
+/// `maxParallelism`, running or pending for it, launching consumer Jobs for the difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Autoscale {
+    /// Most consumer pods for this queue (1 to 1000).
+    pub max_parallelism: u32,
+    /// Ready items one pod is expected to handle (at least 1).
+    pub items_per_pod: u64,
 }
 
 /// A queue's counters and config: one row of `/stats`, and the body of the queue routes.
@@ -96,6 +125,9 @@ pub struct QueueStats {
     pub max_attempts: u32,
     /// Most ready + delayed items; 0 is unlimited.
     pub max_depth: u64,
+    /// Autoscaling settings, when the queue opted in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
 }
 
 /// `GET/PUT/DELETE /queues/{q}` answer: a stats row with `"kind":"queue"`.
@@ -203,6 +235,107 @@ pub struct CountResult {
     pub count: u64,
 }
 
+/// Body of `POST /jobs`: launch a consumer Job for a queue from the server's Job template.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateJobRequest {
+    /// The queue the consumers work on; it must exist.
+    pub queue: String,
+    /// Consumer pods running at once (1 to 1000).
+    pub parallelism: u32,
+    /// Container image instead of the template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Consumer arguments instead of the template's (`--server` and `--queue` are always set
+    /// by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Pod failures before the Job fails, instead of the template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_limit: Option<i32>,
+    /// Seconds a finished Job is kept before Kubernetes deletes it, instead of the template's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// One condition of a Job (`Complete`, `Failed`, `Suspended`, ...), as Kubernetes reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCondition {
+    /// Condition type, e.g. `Complete` or `Failed`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Machine-readable reason, e.g. `BackoffLimitExceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the condition last changed, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// A consumer Job as `GET /jobs` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSummary {
+    /// The Job's name (`consumer-<queue>-xxxxx`).
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The queue its consumers work on (label `memq.queue`).
+    pub queue: String,
+    /// `Pending` (no pod yet), `Running`, `Complete`, `Failed` or `Suspended`.
+    pub state: String,
+    /// Pods it runs at once.
+    pub parallelism: i32,
+    /// Pods pending or running now.
+    pub active: i32,
+    /// Pods that finished with exit 0.
+    pub succeeded: i32,
+    /// Pods that failed.
+    pub failed: i32,
+    /// Container image of the consumers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// When the Job was created, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
+    /// When the Job controller started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// When it completed (not set for failed Jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    /// Its conditions, as Kubernetes reports them.
+    #[serde(default)]
+    pub conditions: Vec<JobCondition>,
+}
+
+/// Answer to `POST /jobs` and `DELETE /jobs/{name}`: a Job summary with `"kind":"job"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobObject {
+    /// Always `"job"`.
+    pub kind: String,
+    /// The Job.
+    #[serde(flatten)]
+    pub job: JobSummary,
+}
+
+/// `GET /jobs`: the consumer Jobs this server launched, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobList {
+    /// Always `"jobList"`.
+    pub kind: String,
+    /// The namespace they run in.
+    pub namespace: String,
+    /// The Jobs.
+    pub jobs: Vec<JobSummary>,
+}
+
 /// Every error answer: `{"kind":"error","code":"...","message":"..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
@@ -224,4 +357,41 @@ pub mod headers {
     pub const DELAYED: &str = "x-memq-delayed";
     /// `true` on a 204 from a paused queue.
     pub const PAUSED: &str = "x-memq-paused";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autoscale_patch_tells_absent_from_null() {
+        let absent: QueueConfigPatch = serde_json::from_str(r#"{"maxDepth":3}"#).unwrap();
+        assert_eq!(absent.autoscale, None);
+        let off: QueueConfigPatch = serde_json::from_str(r#"{"autoscale":null}"#).unwrap();
+        assert_eq!(off.autoscale, Some(None));
+        let on: QueueConfigPatch =
+            serde_json::from_str(r#"{"autoscale":{"maxParallelism":10,"itemsPerPod":100}}"#)
+                .unwrap();
+        let want = Autoscale {
+            max_parallelism: 10,
+            items_per_pod: 100,
+        };
+        assert_eq!(on.autoscale, Some(Some(want)));
+        assert_eq!(
+            serde_json::to_string(&off).unwrap(),
+            r#"{"autoscale":null}"#
+        );
+        assert!(serde_json::from_str::<QueueConfigPatch>(r#"{"autoscale":{"max":1}}"#).is_err());
+    }
+
+    #[test]
+    fn create_job_request_refuses_unknown_fields() {
+        let ok: CreateJobRequest =
+            serde_json::from_str(r#"{"queue":"keygen","parallelism":5,"backoffLimit":2}"#).unwrap();
+        assert_eq!(ok.backoff_limit, Some(2));
+        assert!(
+            serde_json::from_str::<CreateJobRequest>(r#"{"queue":"q","parallelism":1,"imag":"x"}"#)
+                .is_err()
+        );
+    }
 }

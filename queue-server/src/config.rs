@@ -64,6 +64,54 @@ pub struct Config {
     /// With --data-dir: journal bytes after which a snapshot replaces the older journal.
     #[arg(long, env = "MEMQ_COMPACT_BYTES", default_value_t = 64 << 20)]
     pub compact_bytes: u64,
+    /// Launch, list and delete consumer Jobs through the Kubernetes API (GET/POST/DELETE /jobs);
+    /// in-cluster config in a pod, kubeconfig otherwise.
+    #[arg(long, env = "MEMQ_JOBS")]
+    pub jobs: bool,
+
+    /// Template of the consumer Jobs: YAML of one batch/v1 Job (default: a built-in one
+    /// running --consumer-image).
+    #[arg(long, env = "MEMQ_JOB_TEMPLATE", value_name = "FILE")]
+    pub job_template: Option<PathBuf>,
+
+    /// Image of the built-in consumer Job template (when no --job-template is given).
+    #[arg(long, env = "MEMQ_CONSUMER_IMAGE", default_value = DEFAULT_CONSUMER_IMAGE)]
+    pub consumer_image: String,
+
+    /// Namespace of the consumer Jobs (default: the kube config's; in a pod, its own).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// This server's URL as launched consumers reach it (given to them as --server).
+    #[arg(long, env = "MEMQ_SERVER_URL", default_value = DEFAULT_SERVER_URL)]
+    pub server_url: String,
+
+    /// Launch consumer Jobs by queue depth for queues that opt in with
+    /// {"autoscale":{"maxParallelism":N,"itemsPerPod":M}} (needs --jobs).
+    #[arg(long, env = "MEMQ_AUTOSCALE", requires = "jobs")]
+    pub autoscale: bool,
+
+    /// How often the autoscaler looks at the queues (e.g. 10s, 1m).
+    #[arg(long, env = "MEMQ_AUTOSCALE_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub autoscale_interval: Duration,
+
+    /// The Kubernetes API to use instead of inferring one (tests, embedders); no flag.
+    #[arg(skip)]
+    pub kube_config: Option<::kube::Config>,
+}
+
+/// Image of the built-in consumer Job template.
+pub const DEFAULT_CONSUMER_IMAGE: &str = "memq-rs:0.1.0";
+
+/// The queue server's URL inside the cluster: the Service `queue` of manifests/base.
+pub const DEFAULT_SERVER_URL: &str = "http://queue:8080/memq/server";
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = memq::duration::parse_duration(text)?;
+    if d < Duration::from_millis(10) {
+        return Err("the autoscale interval must be at least 10ms".into());
+    }
+    Ok(d)
 }
 
 fn parse_lease(text: &str) -> Result<Duration, String> {
@@ -87,6 +135,14 @@ impl Default for Config {
             data_dir: None,
             fsync: FsyncMode::Always,
             compact_bytes: 64 << 20,
+            jobs: false,
+            job_template: None,
+            consumer_image: DEFAULT_CONSUMER_IMAGE.into(),
+            namespace: None,
+            server_url: DEFAULT_SERVER_URL.into(),
+            autoscale: false,
+            autoscale_interval: Duration::from_secs(10),
+            kube_config: None,
         }
     }
 }

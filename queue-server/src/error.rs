@@ -66,6 +66,16 @@ pub enum Error {
     /// The server is shutting down.
     #[error("server is shutting down; retry against another replica or after restart")]
     ShuttingDown,
+    /// No Kubernetes API to launch Jobs with: `--jobs` off, no cluster config, or the API
+    /// server cannot be reached.
+    #[error("Kubernetes Jobs unavailable: {0}")]
+    KubernetesUnavailable(String),
+    /// The Kubernetes API server refused or failed a call (403, 500, ...); its words.
+    #[error("{0}")]
+    Kubernetes(String),
+    /// No consumer Job of this server has that name.
+    #[error("no consumer Job {0:?} launched by this server")]
+    JobNotFound(String),
 }
 
 impl Error {
@@ -80,9 +90,10 @@ impl Error {
     /// HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::QueueNotFound(_) | Error::LeaseNotFound(_) | Error::RouteNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Error::QueueNotFound(_)
+            | Error::LeaseNotFound(_)
+            | Error::RouteNotFound(_)
+            | Error::JobNotFound(_) => StatusCode::NOT_FOUND,
             Error::InvalidQueueName(_)
             | Error::InvalidParameter { .. }
             | Error::InvalidBody(_)
@@ -94,7 +105,10 @@ impl Error {
             Error::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BackendUnavailable(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BackendUnavailable(_)
+            | Error::ShuttingDown
+            | Error::KubernetesUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Kubernetes(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -116,6 +130,9 @@ impl Error {
             Error::MethodNotAllowed => "method_not_allowed",
             Error::BackendUnavailable(_) => "backend_unavailable",
             Error::ShuttingDown => "shutting_down",
+            Error::KubernetesUnavailable(_) => "kubernetes_unavailable",
+            Error::Kubernetes(_) => "kubernetes_error",
+            Error::JobNotFound(_) => "job_not_found",
         }
     }
 }

@@ -8,6 +8,8 @@
 //!   letters, dedup keys, delays), plain data structures with time passed in.
 //! - [`dashboard`]: the browser page at `/`, its live stats stream and the history behind its
 //!   charts, kept by a sampler task.
+//! - [`kube`]: consumer Jobs through the Kubernetes API (`/jobs`) and the autoscaler that
+//!   launches them by queue depth; it only reads the store's stats.
 //! - [`metrics`]: Prometheus exposition; [`config`]: flags; [`error`]: the JSON errors.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
@@ -18,6 +20,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod http;
+pub mod kube;
 pub mod metrics;
 pub mod store;
 pub mod telemetry;
@@ -40,6 +43,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
     let options = store::StoreOptions {
         default_lease_ms: config.default_lease.as_millis() as u64,
@@ -52,19 +56,34 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || store::Store::open(options, cancel)).await??
     };
     let metrics = Arc::new(metrics::Metrics::new());
+    let jobs = kube::Jobs::start(&config).await?;
     let (dashboard, sampler) = dashboard::Dashboard::new(store.clone(), cancel.clone()).await;
+    let (autoscale, autoscale_interval) = (config.autoscale, config.autoscale_interval);
     let state = http::AppState {
         store: store.clone(),
         config: Arc::new(config),
         metrics,
         dashboard,
+        jobs: jobs.clone(),
     };
     let router = http::app(state);
 
-    // Before spawning, so that an early return leaves no task behind.
-    let addr = listener.local_addr()?;
+    // After the last fallible step, so that an early return leaves no task behind.
     let background = tokio::spawn(store.clone().run_background());
     let sampler = tokio::spawn(sampler.run());
+    let autoscaler = match (&jobs, autoscale) {
+        (kube::Jobs::Ready(launcher), true) => {
+            let autoscaler = kube::Autoscaler::new(kube::Launcher::clone(launcher), store.clone());
+            Some(tokio::spawn(
+                autoscaler.run(autoscale_interval, cancel.clone()),
+            ))
+        }
+        (kube::Jobs::Unavailable(why), true) => {
+            tracing::warn!(reason = %why, "--autoscale given but consumer Jobs are unavailable: autoscaler off");
+            None
+        }
+        _ => None,
+    };
     tracing::info!(%addr, "queue server listening");
     let listener = listener.tap_io(|tcp| {
         // Small request/response pairs: don't let Nagle hold them back.
@@ -79,11 +98,16 @@ pub async fn serve(
         })
         .await;
     cancel.cancel();
-    // Both awaited before either's failure is reported: no task outlives serve().
+    // All awaited before any failure is reported: no task outlives serve().
     let (background, sampled) = (background.await, sampler.await);
+    let scaled = match autoscaler {
+        Some(task) => task.await,
+        None => Ok(()),
+    };
     store.close().await;
     background?;
     sampled?;
+    scaled?;
     tracing::info!("queue server stopped");
     Ok(result?)
 }

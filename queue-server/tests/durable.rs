@@ -41,6 +41,7 @@ async fn restart_keeps_items_order_delays_dead_letters_config_and_counters() {
         lease_seconds: Some(9),
         max_attempts: Some(1),
         max_depth: Some(1000),
+        ..Default::default()
     };
     c.create_queue("q", Some(&cfg)).await.unwrap();
     c.create_queue("gone", None).await.unwrap();

@@ -22,9 +22,7 @@ pub struct ItemImage<'a> {
 /// Everything a queue holds, except the memory of expired lease ids.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct QueueImage<'a> {
-    lease_ms: u64,
-    max_attempts: u32,
-    max_depth: u64,
+    config: QueueConfig,
     paused: bool,
     ids: (u64, u128),
     seq: u64,
@@ -62,9 +60,7 @@ impl Queue {
     pub fn image(&self) -> QueueImage<'_> {
         let c = self.counters;
         QueueImage {
-            lease_ms: self.config.lease_ms,
-            max_attempts: self.config.max_attempts,
-            max_depth: self.config.max_depth,
+            config: self.config,
             paused: self.paused,
             ids: self.ids.state(),
             seq: self.seq,
@@ -105,12 +101,7 @@ impl Queue {
     /// A queue in exactly the state of `image`.
     pub fn from_image(image: QueueImage<'_>) -> Queue {
         let [enqueued, dequeued, drained, acked, requeued, died, purged] = image.counters;
-        let config = QueueConfig {
-            lease_ms: image.lease_ms,
-            max_attempts: image.max_attempts,
-            max_depth: image.max_depth,
-        };
-        let mut q = Queue::new(config);
+        let mut q = Queue::new(image.config);
         q.paused = image.paused;
         q.ids = IdGen::from_state(image.ids);
         q.seq = image.seq;
@@ -186,10 +177,15 @@ mod tests {
 
     #[test]
     fn a_queue_survives_the_round_trip_through_its_image() {
+        let autoscale = Some(crate::broker::Autoscale {
+            max_parallelism: 3,
+            items_per_pod: 10,
+        });
         let config = QueueConfig {
             lease_ms: 5_000,
             max_attempts: 2,
             max_depth: 100,
+            autoscale,
         };
         let mut q = Queue::new(config);
         for (b, k) in [

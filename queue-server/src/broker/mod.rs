@@ -15,12 +15,16 @@ pub use ids::{Id, IdGen};
 pub use image::{ItemImage, QueueImage};
 pub use op::{Applied, Op, Outcome};
 pub use queue::{
-    Counters, DeadItem, Handed, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig, QueueFull,
-    Taken, Tick,
+    Autoscale, Counters, DeadItem, Handed, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig,
+    QueueFull, Taken, Tick,
 };
 
 /// How long a dedup key stays taken after its item left the queue.
 pub const KEY_RETENTION_MS: u64 = 10 * 60 * 1000;
+
+/// Most consumer pods one queue may ask for: autoscale's `maxParallelism` and the
+/// parallelism of `POST /jobs`.
+pub const MAX_PARALLELISM: u32 = 1000;
 
 /// How many expired lease ids a queue remembers, to answer 410 instead of 404.
 pub const EXPIRED_LEASES_REMEMBERED: usize = 100_000;

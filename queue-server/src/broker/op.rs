@@ -54,14 +54,7 @@ pub enum Op {
     /// Remove the dead letters.
     PurgeDead,
     /// New settings.
-    Configure {
-        /// Lease length in ms.
-        lease_ms: u64,
-        /// Attempts before the dead letters (0: unlimited).
-        max_attempts: u32,
-        /// Most ready + delayed items (0: unlimited).
-        max_depth: u64,
-    },
+    Configure(QueueConfig),
 }
 
 /// What applying an [`Op`] gave.
@@ -152,16 +145,7 @@ impl Queue {
                 let n = self.purge_dead(now);
                 (Outcome::Count(n), n > 0)
             }
-            Op::Configure {
-                lease_ms,
-                max_attempts,
-                max_depth,
-            } => {
-                let config = QueueConfig {
-                    lease_ms,
-                    max_attempts,
-                    max_depth,
-                };
+            Op::Configure(config) => {
                 let changed = self.config() != config;
                 self.set_config(config);
                 (Outcome::Done, changed)

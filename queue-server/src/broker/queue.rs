@@ -8,8 +8,8 @@ use foldhash::fast::RandomState;
 use super::keys::{Keys, RecentIds};
 use super::{EXPIRED_LEASES_REMEMBERED, Id, IdGen};
 
-/// Per-queue settings (API.md: `leaseSeconds`, `maxAttempts`, `maxDepth`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Per-queue settings (API.md: `leaseSeconds`, `maxAttempts`, `maxDepth`, `autoscale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueConfig {
     /// Default lease length in milliseconds.
     pub lease_ms: u64,
@@ -17,6 +17,17 @@ pub struct QueueConfig {
     pub max_attempts: u32,
     /// Most ready + delayed items; 0 is unlimited.
     pub max_depth: u64,
+    /// Consumer Jobs by queue depth; kept here, acted on by the autoscaler (`kube/`).
+    pub autoscale: Option<Autoscale>,
+}
+
+/// A queue's autoscaling opt-in (API.md: `{"autoscale":{"maxParallelism":..,"itemsPerPod":..}}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Autoscale {
+    /// Most consumer pods for the queue.
+    pub max_parallelism: u32,
+    /// Ready items per consumer pod.
+    pub items_per_pod: u64,
 }
 
 impl Default for QueueConfig {
@@ -25,6 +36,7 @@ impl Default for QueueConfig {
             lease_ms: 30_000,
             max_attempts: 5,
             max_depth: 0,
+            autoscale: None,
         }
     }
 }

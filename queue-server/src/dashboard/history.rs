@@ -267,6 +267,7 @@ mod tests {
             lease_seconds: 30,
             max_attempts: 5,
             max_depth: 0,
+            autoscale: None,
         }
     }
 

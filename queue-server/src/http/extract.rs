@@ -49,6 +49,36 @@ impl<S: Send + Sync> FromRequestParts<S> for LeasePath {
     }
 }
 
+/// The `{name}` of a Job: a DNS label (what a Job name can be), else 400.
+pub struct JobName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobName {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::param("name", format!("bad path: {e}")))?;
+        let name = params.get("name").cloned().unwrap_or_default();
+        let dns_label = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if !dns_label {
+            return Err(Error::param(
+                "name",
+                format!(
+                    "{name:?} is not a Job name (lowercase letters, digits and '-', at most 63)"
+                ),
+            ));
+        }
+        Ok(JobName(name))
+    }
+}
+
 /// Query-string parameters, read by name with range checks.
 pub struct Params(Vec<(String, String)>);
 

@@ -81,6 +81,12 @@ pub async fn create_queue(
                 .map_err(|e| Error::InvalidJson(e.to_string()))?,
         )
     };
+    if patch
+        .as_ref()
+        .is_some_and(|p| matches!(p.autoscale, Some(Some(_))))
+    {
+        crate::kube::template::check_queue_label(&name).map_err(Error::InvalidJson)?;
+    }
     let (queue, created) = state.store.create_queue(&name, patch.as_ref()).await?;
     if created {
         tracing::info!(queue = %name, "queue created");

@@ -4,6 +4,7 @@
 
 mod auth;
 pub(crate) mod extract;
+mod jobs;
 mod memq;
 mod ops;
 
@@ -14,11 +15,12 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::config::Config;
 use crate::dashboard::{self, Dashboard};
 use crate::error::Error;
+use crate::kube::Jobs;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::store::Store;
 
@@ -33,6 +35,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The dashboard's history and live stats.
     pub dashboard: Dashboard,
+    /// Consumer Jobs through the Kubernetes API, or why not.
+    pub jobs: Jobs,
 }
 
 /// The whole router: queue API under `/memq/server`, operations and the dashboard at the root.
@@ -64,6 +68,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(queue_routes)
         .merge(dashboard::routes())
+        .route("/jobs", get(jobs::list_jobs).post(jobs::create_job))
+        .route("/jobs/{name}", delete(jobs::delete_job))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

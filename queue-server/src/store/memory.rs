@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::journal::{self, DataDir, FsyncMode, Lsn, RecordRef};
 use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec};
 use crate::broker::{
-    DeadItem, Id, LeaseError, LeaseInfo, NewItem, Op, Outcome, Queue, QueueConfig, Taken,
+    Autoscale, DeadItem, Id, LeaseError, LeaseInfo, MAX_PARALLELISM, NewItem, Op, Outcome, Queue,
+    QueueConfig, Taken,
 };
 use crate::error::{Error, Result};
 
@@ -116,15 +117,27 @@ fn apply_patch(mut config: QueueConfig, patch: &QueueConfigPatch) -> Result<Queu
     if let Some(max) = patch.max_depth {
         config.max_depth = max;
     }
+    if let Some(autoscale) = patch.autoscale {
+        config.autoscale = autoscale.map(autoscale_config).transpose()?;
+    }
     Ok(config)
 }
 
-fn configure(config: QueueConfig) -> Op {
-    Op::Configure {
-        lease_ms: config.lease_ms,
-        max_attempts: config.max_attempts,
-        max_depth: config.max_depth,
+fn autoscale_config(a: memq::Autoscale) -> Result<Autoscale> {
+    if a.max_parallelism == 0 || a.max_parallelism > MAX_PARALLELISM {
+        return Err(Error::InvalidJson(format!(
+            "autoscale.maxParallelism must be between 1 and {MAX_PARALLELISM}"
+        )));
     }
+    if a.items_per_pod == 0 {
+        return Err(Error::InvalidJson(
+            "autoscale.itemsPerPod must be at least 1".into(),
+        ));
+    }
+    Ok(Autoscale {
+        max_parallelism: a.max_parallelism,
+        items_per_pod: a.items_per_pod,
+    })
 }
 
 fn stats_of(name: &str, q: &Queue, now: u64) -> QueueStats {
@@ -148,6 +161,10 @@ fn stats_of(name: &str, q: &Queue, now: u64) -> QueueStats {
         lease_seconds: config.lease_ms / 1000,
         max_attempts: config.max_attempts,
         max_depth: config.max_depth,
+        autoscale: config.autoscale.map(|a| memq::Autoscale {
+            max_parallelism: a.max_parallelism,
+            items_per_pod: a.items_per_pod,
+        }),
     }
 }
 
@@ -352,7 +369,7 @@ impl MemoryStore {
         if let Some(shared) = existing {
             if let Some(patch) = patch {
                 let config = apply_patch(shared.state.lock().queue.config(), patch)?;
-                let (_, lsn) = self.apply(name, &shared, configure(config))?;
+                let (_, lsn) = self.apply(name, &shared, Op::Configure(config))?;
                 self.settle(lsn).await?;
             }
             return Ok((self.queue(name)?, false));
@@ -375,9 +392,7 @@ impl MemoryStore {
                 let lsn = self.inner.data.as_ref().map(|d| {
                     let record = RecordRef::Create {
                         queue: name,
-                        lease_ms: config.lease_ms,
-                        max_attempts: config.max_attempts,
-                        max_depth: config.max_depth,
+                        config: &config,
                         ids: queue.id_state(),
                     };
                     d.writer.append(|buf| journal::frame(&record, buf))

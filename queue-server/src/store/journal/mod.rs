@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use record::{Record, RecordRef, frame};
 pub use writer::{Lsn, Writer};
 
-use crate::broker::{IdGen, Queue, QueueConfig};
+use crate::broker::{IdGen, Queue};
 
 /// When a change counts as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,18 +214,7 @@ fn recover(dir: &Path) -> anyhow::Result<Recovery> {
 /// a record for an unknown queue means the log was damaged before it: it is skipped.
 fn apply(queues: &mut std::collections::BTreeMap<String, Queue>, record: Record) {
     match record {
-        Record::Create {
-            queue,
-            lease_ms,
-            max_attempts,
-            max_depth,
-            ids,
-        } => {
-            let config = QueueConfig {
-                lease_ms,
-                max_attempts,
-                max_depth,
-            };
+        Record::Create { queue, config, ids } => {
             queues.insert(queue, Queue::with_ids(config, IdGen::from_state(ids)));
         }
         Record::Delete { queue } => {

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::broker::Op;
+use crate::broker::{Op, QueueConfig};
 
 /// Largest payload a frame may claim; anything bigger is damage, not data.
 pub const MAX_FRAME: usize = 1 << 30;
@@ -20,12 +20,8 @@ pub enum RecordRef<'a> {
     Create {
         /// Name.
         queue: &'a str,
-        /// Lease length (ms).
-        lease_ms: u64,
-        /// Attempts before dead letters.
-        max_attempts: u32,
-        /// Most ready + delayed.
-        max_depth: u64,
+        /// Settings.
+        config: &'a QueueConfig,
         /// Id generator start.
         ids: (u64, u128),
     },
@@ -52,12 +48,8 @@ pub enum Record {
     Create {
         /// Name.
         queue: String,
-        /// Lease length (ms).
-        lease_ms: u64,
-        /// Attempts before dead letters.
-        max_attempts: u32,
-        /// Most ready + delayed.
-        max_depth: u64,
+        /// Settings.
+        config: QueueConfig,
         /// Id generator start.
         ids: (u64, u128),
     },
