@@ -84,6 +84,16 @@ pub struct Args {
     #[arg(long, env = "MEMQ_DELAY", value_parser = parse_delay)]
     pub delay: Option<Duration>,
 
+    /// After loading, ask the queue server to launch a consumer Job for the queue
+    /// (POST /jobs; needs a server running with --jobs in a cluster).
+    #[arg(long, env = "MEMQ_LAUNCH_JOB")]
+    pub launch_job: bool,
+
+    /// Consumer pods of the launched Job (1 to 1000).
+    #[arg(long, env = "MEMQ_PARALLELISM", default_value_t = 5, requires = "launch_job",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub parallelism: u32,
+
     /// After loading, follow the queue until it is finished (nothing ready, in flight or
     /// delayed), then exit 0.
     #[arg(long)]

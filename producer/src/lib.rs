@@ -153,10 +153,38 @@ pub async fn run(args: Args) -> Result<Summary, Error> {
         );
         summary
     };
+    if args.launch_job {
+        launch_job(&client, &args).await?;
+    }
     if args.wait {
         follow(&client, &args).await?;
     }
     Ok(summary)
+}
+
+/// Asks the server for a consumer Job on the queue. Tried once: a lost answer retried could
+/// launch two Jobs, and "no cluster" does not get better by waiting.
+async fn launch_job(client: &memq::Client, args: &Args) -> Result<(), Error> {
+    let request = memq::CreateJobRequest {
+        queue: args.queue.clone(),
+        parallelism: args.parallelism,
+        image: None,
+        args: None,
+        backoff_limit: None,
+        ttl_seconds_after_finished: None,
+    };
+    let job = client.create_job(&request).await.map_err(|source| {
+        Error::Server(RetryError::Refused {
+            what: "launch consumer Job".into(),
+            source,
+        })
+    })?;
+    println!(
+        "launched Job {} (parallelism {})",
+        job.name, job.parallelism
+    );
+    info!(queue = %args.queue, job = %job.name, parallelism = job.parallelism, "consumer Job launched");
+    Ok(())
 }
 
 /// Streams the sources into the queue; returns when every batch was accepted.
