@@ -16,6 +16,9 @@ use tokio::sync::watch;
 
 use super::{FsyncMode, segment_path, sync_dir};
 
+/// Longest a sync waits for the rest of a wave of writers (a sync itself takes milliseconds).
+const GATHER: Duration = Duration::from_micros(500);
+
 /// Position of a record in the journal (1 for the first record of this run).
 pub type Lsn = u64;
 
@@ -74,6 +77,7 @@ impl Writer {
             unsynced: Vec::new(),
             unsynced_lsn: 0,
             last_sync: Instant::now(),
+            last_batch: 0,
             safe: tx,
         };
         let handle = std::thread::Builder::new()
@@ -195,6 +199,8 @@ struct WriterThread {
     unsynced: Vec<u8>,
     unsynced_lsn: Lsn,
     last_sync: Instant,
+    /// Records in the previous batch: how many writers a sync may expect to serve.
+    last_batch: u64,
     safe: watch::Sender<Lsn>,
 }
 
@@ -232,6 +238,19 @@ impl WriterThread {
         let mut p = self.shared.pending.lock();
         loop {
             if !p.chunks.is_empty() {
+                if self.mode == FsyncMode::Always && self.last_batch > 1 {
+                    // Writers come in waves: the last sync woke them all, and they append one by
+                    // one. Give the wave a moment to arrive so one sync serves all of it,
+                    // instead of syncing the first record alone.
+                    let until = Instant::now() + GATHER;
+                    while p.last_lsn - self.unsynced_lsn < self.last_batch && !p.closing {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() || self.shared.wake.wait_for(&mut p, left).timed_out() {
+                            break;
+                        }
+                    }
+                }
+                self.last_batch = p.last_lsn - self.unsynced_lsn;
                 return Some(p.chunks.drain(..).collect());
             }
             if p.closing {
