@@ -24,7 +24,7 @@
 
 pub mod cli;
 pub mod logging;
-pub mod retry;
+pub use memq::retry;
 pub mod work;
 pub mod worker;
 

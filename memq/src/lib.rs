@@ -13,10 +13,12 @@
 //! - [`duration`]: the duration syntax shared by the query strings and the command lines
 //!   (`30`, `1.5`, `500ms`, `30s`, `2m`, `1m30s`).
 //! - [`name`]: the queue-name rule.
+//! - [`retry`]: retrying a request with backoff until a deadline, for the command-line tools.
 
 pub mod client;
 pub mod duration;
 pub mod name;
+pub mod retry;
 pub mod types;
 
 pub use client::{Client, DequeueOptions, Dequeued, EnqueueOptions, Error};

@@ -21,7 +21,7 @@ pub mod cli;
 pub mod expand;
 pub mod logging;
 pub mod progress;
-pub mod retry;
+pub use memq::retry;
 pub mod source;
 
 use std::io::IsTerminal;

@@ -1,7 +1,6 @@
 //! Retrying requests to a server that is briefly away: exponential backoff with jitter, and a
-//! deadline after which we give up so that the Job's `backoffLimit` (not an endless loop in one
-//! pod) decides what happens next. (The producer has the same small module; two binaries, no
-//! shared crate of their own, and the `memq` library stays free of policy.)
+//! deadline after which the caller gives up (in a pod, so that the Job's `backoffLimit`, not an
+//! endless loop, decides what happens next). Used by the producer and the consumer.
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -61,7 +60,7 @@ pub enum RetryError {
         /// How long we kept trying.
         after: Duration,
         /// The last error.
-        last: memq::Error,
+        last: crate::Error,
     },
     /// The server refused in a way that retrying cannot fix (400, 401, 404, 413...).
     #[error("{what}: {source}")]
@@ -69,7 +68,7 @@ pub enum RetryError {
         /// The operation, for the message.
         what: String,
         /// The server's answer.
-        source: memq::Error,
+        source: crate::Error,
     },
 }
 
@@ -78,13 +77,13 @@ pub enum RetryError {
 pub async fn retry<T, F, Fut>(what: &str, give_up_after: Duration, op: F) -> Result<T, RetryError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, memq::Error>>,
+    Fut: Future<Output = Result<T, crate::Error>>,
 {
     retry_with(
         what,
         give_up_after,
         Backoff::default(),
-        memq::Error::is_retryable,
+        crate::Error::is_retryable,
         op,
     )
     .await
@@ -95,12 +94,12 @@ pub async fn retry_with<T, F, Fut>(
     what: &str,
     give_up_after: Duration,
     mut backoff: Backoff,
-    transient: impl Fn(&memq::Error) -> bool,
+    transient: impl Fn(&crate::Error) -> bool,
     mut op: F,
 ) -> Result<T, RetryError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, memq::Error>>,
+    Fut: Future<Output = Result<T, crate::Error>>,
 {
     let mut first_failure = None;
     loop {
@@ -124,7 +123,7 @@ where
             });
         }
         let mut delay = backoff.next_delay();
-        if let memq::Error::Api {
+        if let crate::Error::Api {
             retry_after: Some(after),
             ..
         } = &err
@@ -194,8 +193,8 @@ mod tests {
         }
     }
 
-    fn unreachable() -> memq::Error {
-        memq::Error::Api {
+    fn unreachable() -> crate::Error {
+        crate::Error::Api {
             status: 503,
             code: "unavailable".into(),
             message: "down".into(),
@@ -214,7 +213,7 @@ mod tests {
             "test",
             Duration::from_secs(60),
             fast(),
-            memq::Error::is_retryable,
+            crate::Error::is_retryable,
             || {
                 calls += 1;
                 let ok = calls >= 3;
@@ -234,7 +233,7 @@ mod tests {
             "load",
             deadline,
             fast(),
-            memq::Error::is_retryable,
+            crate::Error::is_retryable,
             || async { Err::<(), _>(unreachable()) },
         )
         .await
@@ -256,11 +255,11 @@ mod tests {
             "load",
             Duration::from_secs(5),
             fast(),
-            memq::Error::is_retryable,
+            crate::Error::is_retryable,
             || {
                 calls += 1;
                 async {
-                    Err::<(), _>(memq::Error::Api {
+                    Err::<(), _>(crate::Error::Api {
                         status: 400,
                         code: "bad_request".into(),
                         message: "no".into(),
