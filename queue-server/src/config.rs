@@ -64,6 +64,20 @@ pub struct Config {
     /// With --data-dir: journal bytes after which a snapshot replaces the older journal.
     #[arg(long, env = "MEMQ_COMPACT_BYTES", default_value_t = 64 << 20)]
     pub compact_bytes: u64,
+
+    /// Keep the queues in Redis (or Valkey), shared by every replica that names the same
+    /// Redis: redis://[:password@]host:6379/0, or rediss:// for TLS.
+    #[arg(
+        long,
+        env = "MEMQ_REDIS",
+        hide_env_values = true,
+        conflicts_with = "data_dir"
+    )]
+    pub redis: Option<String>,
+
+    /// With --redis: prefix of every key and channel (several deployments can share one Redis).
+    #[arg(long, env = "MEMQ_REDIS_PREFIX", default_value = "memq")]
+    pub redis_prefix: String,
 }
 
 fn parse_lease(text: &str) -> Result<Duration, String> {
@@ -87,6 +101,8 @@ impl Default for Config {
             data_dir: None,
             fsync: FsyncMode::Always,
             compact_bytes: 64 << 20,
+            redis: None,
+            redis_prefix: "memq".into(),
         }
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::journal::{self, DataDir, FsyncMode, Lsn, RecordRef};
-use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec};
+use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, apply_patch};
 use crate::broker::{
     DeadItem, Id, LeaseError, LeaseInfo, NewItem, Op, Outcome, Queue, QueueConfig, Taken,
 };
@@ -40,6 +40,8 @@ pub struct StoreOptions {
     pub fsync: FsyncMode,
     /// Journal bytes after which a snapshot replaces the old segments.
     pub compact_bytes: u64,
+    /// `Some`: the queues live in Redis instead (the other fields but the lease don't apply).
+    pub redis: Option<super::RedisOptions>,
 }
 
 impl Default for StoreOptions {
@@ -49,6 +51,7 @@ impl Default for StoreOptions {
             data_dir: None,
             fsync: FsyncMode::Always,
             compact_bytes: 64 << 20,
+            redis: None,
         }
     }
 }
@@ -99,24 +102,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
-}
-
-fn apply_patch(mut config: QueueConfig, patch: &QueueConfigPatch) -> Result<QueueConfig> {
-    if let Some(secs) = patch.lease_seconds {
-        if secs == 0 || secs > 12 * 3600 {
-            return Err(Error::InvalidJson(
-                "leaseSeconds must be between 1 and 43200".into(),
-            ));
-        }
-        config.lease_ms = secs * 1000;
-    }
-    if let Some(max) = patch.max_attempts {
-        config.max_attempts = max;
-    }
-    if let Some(max) = patch.max_depth {
-        config.max_depth = max;
-    }
-    Ok(config)
 }
 
 fn configure(config: QueueConfig) -> Op {
