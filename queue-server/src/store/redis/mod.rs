@@ -475,6 +475,7 @@ impl RedisStore {
         }
         let waiter = self.inner.waiters.register(name);
         let until = Instant::now() + req.wait;
+        let mut woken = false;
         loop {
             let notified = waiter.notify().notified();
             tokio::pin!(notified);
@@ -483,15 +484,28 @@ impl RedisStore {
             let left = until.saturating_duration_since(Instant::now());
             let wait_ms = (left.as_millis() as u64).max(1);
             let outcome = self.try_dequeue(name, req, wait_ms).await?;
+            // Woken and finished: the work this poll waited for was done elsewhere (a poll that
+            // starts on a finished queue still waits, for a producer that has not begun yet).
+            let done = woken
+                && matches!(
+                    outcome,
+                    DequeueOutcome::Empty {
+                        depth: 0,
+                        inflight: 0,
+                        delayed: 0,
+                        ..
+                    }
+                );
             if matches!(
                 outcome,
                 DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. }
-            ) || Instant::now() >= until
+            ) || done
+                || Instant::now() >= until
             {
                 return Ok(outcome);
             }
             tokio::select! {
-                _ = &mut notified => {}
+                _ = &mut notified => woken = true,
                 _ = tokio::time::sleep_until(until) => {}
                 _ = self.inner.shutdown.cancelled() => return Ok(outcome),
             }
@@ -552,6 +566,7 @@ impl RedisStore {
             status @ ("empty" | "paused") => Ok(DequeueOutcome::Empty {
                 depth: uint(reply.at(0)?)?,
                 inflight: uint(reply.at(1)?)?,
+                delayed: uint(reply.at(2)?)?,
                 paused: status == "paused",
             }),
             _ => Err(malformed("dequeue status")),

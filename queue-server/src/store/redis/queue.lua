@@ -42,10 +42,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local readied = 0
 local wake_all = false
 local more = 0
+-- Whether this call changed the queue (then, if it left it finished, waiters look again).
+local changed = false
 
 local function incr(field, n)
     if n ~= 0 then
         redis.call('HINCRBY', K_META, field, n)
+        changed = true
     end
 end
 
@@ -204,6 +207,12 @@ end
 
 -- Every reply: {status, now, next deadline (0: none), readied (-1: wake all), more, ...}.
 local function reply(status, ...)
+    -- Nothing ready, leased or delayed after a change (the last ack, a drain): long polls
+    -- waiting for other consumers' last items can end.
+    if changed and not wake_all and redis.call('LLEN', K_READY) == 0
+        and redis.call('HLEN', K_LEASES) == 0 and redis.call('ZCARD', K_DELAYED) == 0 then
+        wake_all = true
+    end
     if readied > 0 or wake_all then
         publish(tonumber(redis.call('HGET', K_META, 'wait_until')) or 0)
     end
@@ -261,8 +270,8 @@ function ops.create()
         sweep(max_attempts)
         local fields = { 'lease_ms', 'max_attempts', 'max_depth' }
         for i = 1, 3 do
-            if patch[i] ~= '' then
-                redis.call('HSET', K_META, fields[i], patch[i])
+            if patch[i] ~= '' and redis.call('HSET', K_META, fields[i], patch[i]) == 0 then
+                changed = true
             end
         end
     end
@@ -392,12 +401,13 @@ end
 -- dequeue: ARGV[5] max, ARGV[6] lease ms ('' kuard-style: removed for good; 'default' the
 -- queue's), ARGV[7] ms this poll will wait if nothing is ready, ARGV[8..] one fresh lease id per
 -- item that may be handed out. Reply: ..., 'ok', deadline, {id, body, lease, attempt, ...};
--- or 'empty'/'paused', depth, inflight.
+-- or 'empty'/'paused', depth, inflight, delayed.
 function ops.dequeue()
     local lease_default, max_attempts, _, paused = config()
     sweep(max_attempts)
     if paused then
-        return reply('paused', redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES))
+        return reply('paused', redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES),
+            redis.call('ZCARD', K_DELAYED))
     end
     local ids = redis.call('LPOP', K_READY, tonumber(ARGV[5]))
     if not ids then
@@ -408,7 +418,8 @@ function ops.dequeue()
                 redis.call('HSET', K_META, 'wait_until', until_ms)
             end
         end
-        return reply('empty', redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES))
+        return reply('empty', redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES),
+            redis.call('ZCARD', K_DELAYED))
     end
     incr('dequeued', #ids)
     local out = {}
