@@ -17,10 +17,13 @@ use super::RedisStore;
 /// Longest wait between two attempts to subscribe.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// A queue's `Notify` and how many long polls hold it.
+type Entry = (Arc<Notify>, usize);
+
 /// The queues that have waiters on this replica.
 #[derive(Default)]
 pub(super) struct Waiters {
-    queues: Mutex<HashMap<Box<str>, (Arc<Notify>, usize), RandomState>>,
+    queues: Mutex<HashMap<Box<str>, Entry, RandomState>>,
 }
 
 /// One long poll's registration; unregisters on drop.
