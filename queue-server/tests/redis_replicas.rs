@@ -119,7 +119,7 @@ async fn five_consumers_on_three_replicas_take_20000_items_exactly_once() {
         .await
         .expect("the consumers finished in time");
 
-    let acked = acked.lock();
+    let acked = std::mem::take(&mut *acked.lock());
     assert_eq!(acked.len(), ITEMS, "every item acked");
     assert!(
         acked.values().all(|&n| n == 1),
@@ -368,7 +368,7 @@ async fn killing_a_replica_mid_run_loses_nothing() {
             .expect("the survivors finished the work")
             .unwrap();
     }
-    let acked = acked.lock();
+    let acked = std::mem::take(&mut *acked.lock());
     assert_eq!(acked.len(), ITEMS, "every item was acked");
     for (body, n) in acked.iter() {
         assert_eq!(*n, 1, "{body} acked {n} times");
