@@ -209,7 +209,7 @@ end
 local function reply(status, ...)
     -- Nothing ready, leased or delayed after a change (the last ack, a drain): long polls
     -- waiting for other consumers' last items can end.
-    if changed and not wake_all and redis.call('LLEN', K_READY) == 0
+    if changed and not wake_all and readied == 0 and redis.call('LLEN', K_READY) == 0
         and redis.call('HLEN', K_LEASES) == 0 and redis.call('ZCARD', K_DELAYED) == 0 then
         wake_all = true
     end
