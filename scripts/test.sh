@@ -40,6 +40,7 @@ step "format (cargo fmt --check)" cargo fmt --all --check
 step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "manifests and Dockerfile" scripts/check-manifests.sh
 step "dashboard in a real browser" scripts/browser-test.sh
+step "tests on the Redis store" scripts/test-redis.sh
 # Last, so that its summary closes the output.
 step "tests (cargo nextest)" cargo nextest run --workspace --locked --profile "$profile" --no-tests=fail
 printf '\nall checks passed\n'

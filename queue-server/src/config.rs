@@ -95,6 +95,20 @@ pub struct Config {
     #[arg(long, env = "MEMQ_AUTOSCALE_INTERVAL", default_value = "10s", value_parser = parse_interval)]
     pub autoscale_interval: Duration,
 
+    /// Keep the queues in Redis (or Valkey), shared by every replica that names the same
+    /// Redis: redis://[:password@]host:6379/0, or rediss:// for TLS.
+    #[arg(
+        long,
+        env = "MEMQ_REDIS",
+        hide_env_values = true,
+        conflicts_with = "data_dir"
+    )]
+    pub redis: Option<String>,
+
+    /// With --redis: prefix of every key and channel (several deployments can share one Redis).
+    #[arg(long, env = "MEMQ_REDIS_PREFIX", default_value = "memq")]
+    pub redis_prefix: String,
+
     /// The Kubernetes API to use instead of inferring one (tests, embedders); no flag.
     #[arg(skip)]
     pub kube_config: Option<::kube::Config>,
@@ -143,6 +157,8 @@ impl Default for Config {
             autoscale: false,
             autoscale_interval: Duration::from_secs(10),
             kube_config: None,
+            redis: None,
+            redis_prefix: "memq".into(),
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! A tour, from the wire down:
 //! - [`http`]: axum routes of API.md; parse, call the store, shape the answer.
-//! - [`store`]: where queues live and how waiters are woken; the memory backend for now.
+//! - [`store`]: where queues live and how waiters are woken: in this process (memory, with an
+//!   optional journal) or in Redis, shared by several replicas.
 //! - [`broker`]: the rules of one queue (FIFO, leases to the front on expiry, attempts, dead
 //!   letters, dedup keys, delays), plain data structures with time passed in.
 //! - [`dashboard`]: the browser page at `/`, its live stats stream and the history behind its
@@ -50,6 +51,10 @@ pub async fn serve(
         data_dir: config.data_dir.clone(),
         fsync: config.fsync,
         compact_bytes: config.compact_bytes,
+        redis: config.redis.clone().map(|url| store::RedisOptions {
+            url,
+            prefix: config.redis_prefix.clone(),
+        }),
     };
     let store = {
         let cancel = cancel.clone();

@@ -17,7 +17,19 @@ pub struct TestServer {
 
 impl TestServer {
     /// Binds 127.0.0.1:0 and serves `config` there (its `listen` is ignored).
-    pub async fn start(config: Config) -> Self {
+    ///
+    /// With `MEMQ_TEST_REDIS=redis://...` set, a config that names no store (neither
+    /// `data_dir` nor `redis`) gets the Redis store with a key prefix of its own, so the whole
+    /// black-box suite runs against Redis, tests in parallel on one Redis without colliding.
+    pub async fn start(mut config: Config) -> Self {
+        if config.data_dir.is_none()
+            && config.redis.is_none()
+            && let Some(url) = test_redis()
+        {
+            config.redis = Some(url);
+            config.redis_prefix = unique_prefix();
+        }
+        let on_redis = config.redis.is_some();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("bind an ephemeral loopback port");
@@ -26,10 +38,33 @@ impl TestServer {
         let task = tokio::spawn(crate::serve(listener, config, async move {
             let _ = stopped.await;
         }));
-        Self {
+        let server = Self {
             addr,
             stop: Some(stop),
             task: Some(task),
+        };
+        if on_redis {
+            // Ready once it reaches Redis and hears the wake channel, a few ms after start.
+            server.wait_ready(std::time::Duration::from_secs(10)).await;
+        }
+        server
+    }
+
+    /// Waits until `/readyz` answers 200, at most `limit`; false if it never did.
+    pub async fn wait_ready(&self, limit: std::time::Duration) -> bool {
+        let url = format!("{}/readyz", self.url());
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 
@@ -64,6 +99,18 @@ impl TestServer {
                 .expect("server ran cleanly");
         }
     }
+}
+
+/// The Redis that `MEMQ_TEST_REDIS` names, if any.
+pub fn test_redis() -> Option<String> {
+    std::env::var("MEMQ_TEST_REDIS")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// A key prefix no other test server uses: `memq-test-<ulid>`.
+pub fn unique_prefix() -> String {
+    format!("memq-test-{}", ulid::Ulid::new())
 }
 
 impl Drop for TestServer {

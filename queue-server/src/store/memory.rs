@@ -20,10 +20,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::journal::{self, DataDir, FsyncMode, Lsn, RecordRef};
-use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec};
+use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, apply_patch};
 use crate::broker::{
-    Autoscale, DeadItem, Id, LeaseError, LeaseInfo, MAX_PARALLELISM, NewItem, Op, Outcome, Queue,
-    QueueConfig, Taken,
+    DeadItem, Id, LeaseError, LeaseInfo, NewItem, Op, Outcome, Queue, QueueConfig, Taken,
 };
 use crate::error::{Error, Result};
 
@@ -41,6 +40,8 @@ pub struct StoreOptions {
     pub fsync: FsyncMode,
     /// Journal bytes after which a snapshot replaces the old segments.
     pub compact_bytes: u64,
+    /// `Some`: the queues live in Redis instead (the other fields but the lease don't apply).
+    pub redis: Option<super::RedisOptions>,
 }
 
 impl Default for StoreOptions {
@@ -50,6 +51,7 @@ impl Default for StoreOptions {
             data_dir: None,
             fsync: FsyncMode::Always,
             compact_bytes: 64 << 20,
+            redis: None,
         }
     }
 }
@@ -100,44 +102,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
-}
-
-fn apply_patch(mut config: QueueConfig, patch: &QueueConfigPatch) -> Result<QueueConfig> {
-    if let Some(secs) = patch.lease_seconds {
-        if secs == 0 || secs > 12 * 3600 {
-            return Err(Error::InvalidJson(
-                "leaseSeconds must be between 1 and 43200".into(),
-            ));
-        }
-        config.lease_ms = secs * 1000;
-    }
-    if let Some(max) = patch.max_attempts {
-        config.max_attempts = max;
-    }
-    if let Some(max) = patch.max_depth {
-        config.max_depth = max;
-    }
-    if let Some(autoscale) = patch.autoscale {
-        config.autoscale = autoscale.map(autoscale_config).transpose()?;
-    }
-    Ok(config)
-}
-
-fn autoscale_config(a: memq::Autoscale) -> Result<Autoscale> {
-    if a.max_parallelism == 0 || a.max_parallelism > MAX_PARALLELISM {
-        return Err(Error::InvalidJson(format!(
-            "autoscale.maxParallelism must be between 1 and {MAX_PARALLELISM}"
-        )));
-    }
-    if a.items_per_pod == 0 {
-        return Err(Error::InvalidJson(
-            "autoscale.itemsPerPod must be at least 1".into(),
-        ));
-    }
-    Ok(Autoscale {
-        max_parallelism: a.max_parallelism,
-        items_per_pod: a.items_per_pod,
-    })
 }
 
 fn stats_of(name: &str, q: &Queue, now: u64) -> QueueStats {

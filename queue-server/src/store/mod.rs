@@ -1,21 +1,24 @@
 //! Where queues live. One interface for the HTTP layer, one variant per backend:
-//! memory (the default) keeps every queue in this process. Durable and Redis backends join
-//! here as variants of [`Store`], so handlers never know which one serves them.
+//! memory (the default) keeps every queue in this process (durable with `--data-dir`); redis
+//! (`--redis`) keeps them in Redis, shared by every replica. Handlers never know which one
+//! serves them.
 
 mod clock;
 pub mod journal;
 mod memory;
+mod redis;
 
 use std::time::Duration;
 
+pub use self::redis::{RedisOptions, RedisStore};
 pub use clock::{Clock, rfc3339_ms};
 pub use memory::{MemoryStore, StoreOptions};
 
 use memq::{QueueConfigPatch, QueueStats};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{DeadItem, Id, LeaseInfo, NewItem};
-use crate::error::Result;
+use crate::broker::{Autoscale, DeadItem, Id, LeaseInfo, MAX_PARALLELISM, NewItem, QueueConfig};
+use crate::error::{Error, Result};
 
 /// How a dequeue takes items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,50 @@ pub enum DequeueOutcome {
 pub enum Store {
     /// Queues in this process (durable with `--data-dir`).
     Memory(MemoryStore),
+    /// Queues in Redis, shared by every replica (`--redis`).
+    Redis(RedisStore),
+}
+
+/// Applies a `PUT` body to a queue's config, checking it.
+pub(crate) fn apply_patch(
+    mut config: QueueConfig,
+    patch: &QueueConfigPatch,
+) -> Result<QueueConfig> {
+    if let Some(secs) = patch.lease_seconds {
+        if secs == 0 || secs > 12 * 3600 {
+            return Err(Error::InvalidJson(
+                "leaseSeconds must be between 1 and 43200".into(),
+            ));
+        }
+        config.lease_ms = secs * 1000;
+    }
+    if let Some(max) = patch.max_attempts {
+        config.max_attempts = max;
+    }
+    if let Some(max) = patch.max_depth {
+        config.max_depth = max;
+    }
+    if let Some(autoscale) = patch.autoscale {
+        config.autoscale = autoscale.map(autoscale_config).transpose()?;
+    }
+    Ok(config)
+}
+
+fn autoscale_config(a: memq::Autoscale) -> Result<Autoscale> {
+    if a.max_parallelism == 0 || a.max_parallelism > MAX_PARALLELISM {
+        return Err(Error::InvalidJson(format!(
+            "autoscale.maxParallelism must be between 1 and {MAX_PARALLELISM}"
+        )));
+    }
+    if a.items_per_pod == 0 {
+        return Err(Error::InvalidJson(
+            "autoscale.itemsPerPod must be at least 1".into(),
+        ));
+    }
+    Ok(Autoscale {
+        max_parallelism: a.max_parallelism,
+        items_per_pod: a.items_per_pod,
+    })
 }
 
 /// Runs `$body` with `$s` bound to the backend of `$store`.
@@ -80,6 +127,7 @@ macro_rules! each {
     ($store:expr, $s:ident => $body:expr) => {
         match $store {
             Store::Memory($s) => $body,
+            Store::Redis($s) => $body,
         }
     };
 }
@@ -87,6 +135,13 @@ macro_rules! each {
 impl Store {
     /// Opens the backend the options name.
     pub fn open(options: StoreOptions, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        if let Some(redis) = &options.redis {
+            return Ok(Store::Redis(RedisStore::open(
+                redis,
+                options.default_lease_ms,
+                shutdown,
+            )?));
+        }
         Ok(Store::Memory(MemoryStore::open(options, shutdown)?))
     }
 
@@ -101,7 +156,10 @@ impl Store {
 
     /// `GET /queues/{q}`.
     pub async fn queue(&self, name: &str) -> Result<QueueStats> {
-        each!(self, s => s.queue(name))
+        match self {
+            Store::Memory(s) => s.queue(name),
+            Store::Redis(s) => s.queue(name).await,
+        }
     }
 
     /// `DELETE /queues/{q}`.
@@ -121,7 +179,10 @@ impl Store {
 
     /// `GET /stats`, sorted by name.
     pub async fn stats(&self) -> Result<Vec<QueueStats>> {
-        each!(self, s => Ok(s.stats()))
+        match self {
+            Store::Memory(s) => Ok(s.stats()),
+            Store::Redis(s) => s.stats().await,
+        }
     }
 
     /// Adds items, all or none: `(id, duplicate)` per item.
@@ -166,7 +227,10 @@ impl Store {
 
     /// Up to `limit` dead letters.
     pub async fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadItem>> {
-        each!(self, s => s.dead_letters(name, limit))
+        match self {
+            Store::Memory(s) => s.dead_letters(name, limit),
+            Store::Redis(s) => s.dead_letters(name, limit).await,
+        }
     }
 
     /// Dead letters back to ready.
@@ -181,24 +245,35 @@ impl Store {
 
     /// Up to `limit` ready items, not leased.
     pub async fn peek(&self, name: &str, limit: usize) -> Result<Vec<(Id, Box<str>)>> {
-        each!(self, s => s.peek(name, limit))
+        match self {
+            Store::Memory(s) => s.peek(name, limit),
+            Store::Redis(s) => s.peek(name, limit).await,
+        }
     }
 
     /// Whether the store can serve (`/readyz`).
     pub async fn is_ready(&self) -> bool {
-        each!(self, s => s.is_ready())
+        match self {
+            Store::Memory(s) => s.is_ready(),
+            Store::Redis(s) => s.is_ready().await,
+        }
     }
 
     /// Background work of the backend (sweeping deadlines, compacting), until shutdown.
     pub async fn run_background(self) {
-        each!(self, s => {
-            tokio::join!(s.clone().run_sweeper(), s.run_compactor());
-        })
+        match self {
+            Store::Memory(s) => {
+                tokio::join!(s.clone().run_sweeper(), s.run_compactor());
+            }
+            Store::Redis(s) => s.run_background().await,
+        }
     }
 
     /// Flushes and closes the backend after the server stopped serving.
     pub async fn close(&self) {
-        let store = self.clone();
-        let _ = tokio::task::spawn_blocking(move || each!(&store, s => s.close())).await;
+        if let Store::Memory(memory) = self {
+            let memory = memory.clone();
+            let _ = tokio::task::spawn_blocking(move || memory.close()).await;
+        }
     }
 }

@@ -1,0 +1,782 @@
+//! The Redis store (`--redis redis://host:6379/0`): queues live in Redis, so any number of
+//! queue-server replicas serve the same queues, and this process holds nothing that a crash
+//! could lose.
+//!
+//! Every change to a queue is one call of one Lua script (`queue.lua`, run with EVALSHA), so it
+//! is atomic across replicas; the rules are those of `broker/` written again for Redis types.
+//! Owns what Redis cannot do: ids (ULIDs made here, see [`RedisStore::fresh_ids`]), waking this
+//! replica's long polls (a tokio `Notify` per queue, fed by the scripts' replies and by a Redis
+//! pub/sub channel on which the scripts announce items for other replicas), and a sweeper
+//! that runs the script's sweep when a known deadline falls due. Layout and reasoning:
+//! docs/redis.md.
+
+mod reply;
+mod wake;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use foldhash::fast::RandomState;
+use memq::{QueueConfigPatch, QueueStats};
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, apply_patch};
+use crate::broker::{
+    DeadItem, EXPIRED_LEASES_REMEMBERED, Id, IdGen, KEY_RETENTION_MS, LeaseInfo, NewItem,
+    QueueConfig, QueueFull,
+};
+use crate::error::{Error, Result};
+use reply::{Reply, groups, id, int, malformed, text, uint};
+use wake::Waiters;
+
+/// The per-queue keys, in the order `queue.lua` takes them as KEYS.
+const KEY_SUFFIXES: [&str; 13] = [
+    "meta",
+    "items",
+    "attempts",
+    "ready",
+    "delayed",
+    "leases",
+    "deadlines",
+    "dead",
+    "died",
+    "keys",
+    "keyof",
+    "released",
+    "expired",
+];
+
+/// How often each replica sweeps every queue, not only those whose deadlines it knows: this
+/// finds the leases of a replica that died, at most this late.
+const FULL_SWEEP: Duration = Duration::from_secs(2);
+/// Queues per pipelined round trip in a full sweep or `GET /stats`.
+const PIPELINE_CHUNK: usize = 100;
+/// Longest wait for an answer from Redis; a 100,000-item batch takes well under a second.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a connection to Redis.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for `/readyz`'s PING.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the Redis store keeps its data.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port/db` or `rediss://` for TLS.
+    pub url: String,
+    /// Prefix of every key (`{prefix}:{queue}:ready`) and of the wake channel.
+    pub prefix: String,
+}
+
+struct Inner {
+    client: redis::Client,
+    conn: ConnectionManager,
+    script_code: String,
+    script_sha: String,
+    prefix: String,
+    /// Set of queue names (one key, outside the queues' slots).
+    registry: String,
+    /// Pub/sub channel on which scripts announce `origin:count:queue`.
+    channel: String,
+    /// This replica's tag in wake messages, so it skips its own.
+    origin: String,
+    ids: Mutex<IdGen>,
+    clock: Clock,
+    default_lease_ms: u64,
+    waiters: Waiters,
+    /// Queue -> when its next known deadline falls due (this replica's clock).
+    schedule: Mutex<HashMap<Box<str>, Instant, RandomState>>,
+    sweeper: Notify,
+    subscribed: AtomicBool,
+    shutdown: CancellationToken,
+}
+
+/// The Redis-backed queues. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+fn backend(e: redis::RedisError) -> Error {
+    Error::BackendUnavailable(format!("redis: {e}"))
+}
+
+fn lease_status(status: i64, lease: &str) -> Result<()> {
+    match status {
+        200 => Ok(()),
+        410 => Err(Error::LeaseExpired(lease.to_string())),
+        404 => Err(Error::LeaseNotFound(lease.to_string())),
+        _ => Err(malformed("lease status")),
+    }
+}
+
+fn stats_of(name: &str, v: &Value, now_ms: u64) -> Result<QueueStats> {
+    let Value::Array(f) = v else {
+        return Err(malformed("stats"));
+    };
+    if f.len() != 16 {
+        return Err(malformed("stats length"));
+    }
+    let autoscale = text(f[15].clone())?;
+    let autoscale = autoscale.split_once(':').and_then(|(max, per)| {
+        Some(memq::Autoscale {
+            max_parallelism: max.parse().ok()?,
+            items_per_pod: per.parse().ok()?,
+        })
+    });
+    let n = |i: usize| uint(&f[i]);
+    let oldest = [&f[13], &f[14]]
+        .into_iter()
+        .filter_map(|v| text(v.clone()).ok().and_then(|t| Id::parse(&t)))
+        .map(|id| id.timestamp_ms())
+        .min();
+    Ok(QueueStats {
+        name: name.to_string(),
+        enqueued: n(0)?,
+        dequeued: n(1)?,
+        drained: n(2)?,
+        acked: n(3)?,
+        requeued: n(4)?,
+        paused: n(5)? == 1,
+        lease_seconds: n(6)? / 1000,
+        max_attempts: n(7)? as u32,
+        max_depth: n(8)?,
+        depth: n(9)?,
+        inflight: n(10)?,
+        delayed: n(11)?,
+        dead: n(12)?,
+        oldest_age_seconds: oldest.map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1000.0),
+        autoscale,
+    })
+}
+
+impl RedisStore {
+    /// Prepares the store; connects lazily, so a server starts (not ready) while Redis is down.
+    pub fn open(
+        options: &RedisOptions,
+        default_lease_ms: u64,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let prefix = options.prefix.clone();
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            anyhow::bail!("--redis-prefix must be non-empty and without braces: {prefix:?}");
+        }
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // Fail a request fast while Redis is away (503); the next request reconnects.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_pipeline_buffer_size(1024);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
+        let script_code = include_str!("queue.lua")
+            .replace("{{KEY_RETENTION_MS}}", &KEY_RETENTION_MS.to_string())
+            .replace(
+                "{{EXPIRED_LEASES_REMEMBERED}}",
+                &EXPIRED_LEASES_REMEMBERED.to_string(),
+            );
+        let script_sha = redis::Script::new(&script_code).get_hash().to_string();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                script_code,
+                script_sha,
+                registry: format!("{prefix}:queues"),
+                channel: format!("{prefix}:wake"),
+                prefix,
+                origin: ulid::Ulid::new().to_string(),
+                ids: Mutex::new(IdGen::new()),
+                clock: Clock::new(),
+                default_lease_ms,
+                waiters: Waiters::default(),
+                schedule: Mutex::new(HashMap::default()),
+                sweeper: Notify::new(),
+                subscribed: AtomicBool::new(false),
+                shutdown,
+            }),
+        })
+    }
+
+    fn key(&self, name: &str, suffix: &str) -> String {
+        format!("{}:{{{name}}}:{suffix}", self.inner.prefix)
+    }
+
+    /// `n` new ids. Made here rather than in Lua: the ULID generator needs randomness that
+    /// scripts don't have, and one generator per replica (a random 80-bit start, +1 per id)
+    /// keeps ids unique across replicas and time-ordered within each.
+    fn fresh_ids(&self, n: usize) -> Vec<Id> {
+        let now = self.inner.clock.now_ms();
+        let mut ids = self.inner.ids.lock();
+        (0..n).map(|_| ids.next(now)).collect()
+    }
+
+    /// The script call for `op` on queue `name`; the op's arguments are added by the caller.
+    fn script(&self, name: &str, op: &str) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.inner.script_sha).arg(KEY_SUFFIXES.len());
+        for suffix in KEY_SUFFIXES {
+            cmd.arg(self.key(name, suffix));
+        }
+        cmd.arg(op)
+            .arg(&self.inner.channel)
+            .arg(&self.inner.origin)
+            .arg(name);
+        cmd
+    }
+
+    async fn load_script(&self) -> Result<()> {
+        let mut conn = self.inner.conn.clone();
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(&self.inner.script_code)
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    fn no_script(e: &redis::RedisError) -> bool {
+        e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+    }
+
+    /// Sends one command; loads the script once if Redis lost it (restart, SCRIPT FLUSH).
+    async fn query(&self, cmd: &Cmd) -> Result<Value> {
+        let mut conn = self.inner.conn.clone();
+        match cmd.query_async::<Value>(&mut conn).await {
+            Err(e) if Self::no_script(&e) => {
+                self.load_script().await?;
+                cmd.query_async::<Value>(&mut conn).await.map_err(backend)
+            }
+            other => other.map_err(backend),
+        }
+    }
+
+    /// Sends many commands in one round trip; loads the script once if Redis lost it.
+    async fn query_many(&self, cmds: &[Cmd]) -> Result<Vec<Value>> {
+        let mut pipe = redis::pipe();
+        for cmd in cmds {
+            pipe.add_command(cmd.clone());
+        }
+        let mut conn = self.inner.conn.clone();
+        match pipe.query_async::<Vec<Value>>(&mut conn).await {
+            Err(e) if Self::no_script(&e) => {
+                self.load_script().await?;
+                pipe.query_async(&mut conn).await.map_err(backend)
+            }
+            other => other.map_err(backend),
+        }
+    }
+
+    /// Runs `op` on queue `name`: wakes local waiters, schedules the next deadline, and turns a
+    /// missing queue into 404.
+    async fn call(&self, name: &str, op: &str, args: impl FnOnce(&mut Cmd)) -> Result<Reply> {
+        let mut cmd = self.script(name, op);
+        args(&mut cmd);
+        let reply = Reply::parse(self.query(&cmd).await?)?;
+        self.checked(name, reply)
+    }
+
+    /// Acts on what a script reported: wakes this replica's waiters, remembers the deadline.
+    fn observe(&self, name: &str, reply: &Reply) {
+        self.inner.waiters.wake(name, reply.readied);
+        if reply.more {
+            self.schedule(name, Instant::now());
+        } else if reply.next > 0 {
+            let due = Instant::now() + Duration::from_millis(reply.next.saturating_sub(reply.now));
+            self.schedule(name, due);
+        }
+    }
+
+    /// Makes sure the sweeper looks at `name` by `due`.
+    fn schedule(&self, name: &str, due: Instant) {
+        let mut schedule = self.inner.schedule.lock();
+        match schedule.get_mut(name) {
+            // Already due earlier (or within a few ms of it: replies jitter).
+            Some(known) if *known <= due + Duration::from_millis(5) => return,
+            Some(known) => *known = due,
+            None => {
+                schedule.insert(name.into(), due);
+            }
+        }
+        drop(schedule);
+        self.inner.sweeper.notify_one();
+    }
+
+    fn checked(&self, name: &str, reply: Reply) -> Result<Reply> {
+        self.observe(name, &reply);
+        if reply.status == "no_queue" {
+            return Err(Error::QueueNotFound(name.to_string()));
+        }
+        Ok(reply)
+    }
+
+    /// `PUT /queues/{q}`: creates the queue, or updates its config. True when created.
+    pub async fn create_queue(
+        &self,
+        name: &str,
+        patch: Option<&QueueConfigPatch>,
+    ) -> Result<(QueueStats, bool)> {
+        let defaults = QueueConfig {
+            lease_ms: self.inner.default_lease_ms,
+            ..QueueConfig::default()
+        };
+        // Checked here, applied in the script (only the fields given, to whatever is stored).
+        if let Some(patch) = patch {
+            apply_patch(defaults, patch)?;
+        }
+        let field = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+        let reply = self
+            .call(name, "create", |cmd| {
+                cmd.arg(defaults.lease_ms)
+                    .arg(defaults.max_attempts)
+                    .arg(defaults.max_depth)
+                    .arg(field(patch.and_then(|p| p.lease_seconds).map(|s| s * 1000)))
+                    .arg(field(patch.and_then(|p| p.max_attempts).map(u64::from)))
+                    .arg(field(patch.and_then(|p| p.max_depth)))
+                    .arg(match patch.and_then(|p| p.autoscale) {
+                        None => String::new(),
+                        Some(None) => "off".into(),
+                        Some(Some(a)) => format!("{}:{}", a.max_parallelism, a.items_per_pod),
+                    });
+            })
+            .await?;
+        let created = int(reply.at(0)?)? == 1;
+        let stats = stats_of(name, reply.at(1)?, self.inner.clock.now_ms())?;
+        // Also when it existed: heals a registry that lost the name.
+        self.registry_cmd("SADD", name).await?;
+        Ok((stats, created))
+    }
+
+    async fn registry_cmd(&self, command: &str, name: &str) -> Result<Value> {
+        let mut cmd = redis::cmd(command);
+        cmd.arg(&self.inner.registry).arg(name);
+        self.query(&cmd).await
+    }
+
+    /// `GET /queues/{q}`.
+    pub async fn queue(&self, name: &str) -> Result<QueueStats> {
+        let reply = self.call(name, "queue", |_| {}).await?;
+        stats_of(name, reply.at(0)?, self.inner.clock.now_ms())
+    }
+
+    /// `DELETE /queues/{q}`: its keys go, its leases answer 404, its long polls 404.
+    pub async fn delete_queue(&self, name: &str) -> Result<QueueStats> {
+        let reply = self.call(name, "delete", |_| {}).await?;
+        let stats = stats_of(name, reply.at(0)?, self.inner.clock.now_ms())?;
+        self.inner.schedule.lock().remove(name);
+        // Two keys in two slots can't change in one script; a create racing this delete has
+        // made the queue again by now if its SADD could be undone by our SREM: look and mend.
+        self.registry_cmd("SREM", name).await?;
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(self.key(name, KEY_SUFFIXES[0]));
+        if int(&self.query(&exists).await?)? == 1 {
+            self.registry_cmd("SADD", name).await?;
+        }
+        Ok(stats)
+    }
+
+    /// `POST /queues/{q}/drain`.
+    pub async fn drain(&self, name: &str) -> Result<QueueStats> {
+        let reply = self.call(name, "drain", |_| {}).await?;
+        stats_of(name, reply.at(1)?, self.inner.clock.now_ms())
+    }
+
+    /// `POST /queues/{q}/pause` and `/resume`.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<QueueStats> {
+        let flag = if paused { "1" } else { "0" };
+        let reply = self.call(name, "pause", |cmd| {
+            cmd.arg(flag);
+        });
+        let reply = reply.await?;
+        stats_of(name, reply.at(0)?, self.inner.clock.now_ms())
+    }
+
+    async fn queue_names(&self) -> Result<Vec<String>> {
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(&self.inner.registry);
+        let mut names: Vec<String> = reply::array(self.query(&cmd).await?)?
+            .into_iter()
+            .map(text)
+            .collect::<Result<_>>()?;
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Runs `op` (no arguments) on many queues, pipelined; `None` for queues that are gone.
+    async fn each_queue(&self, names: &[String], op: &str) -> Result<Vec<Option<Reply>>> {
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(PIPELINE_CHUNK) {
+            let cmds: Vec<Cmd> = chunk.iter().map(|n| self.script(n, op)).collect();
+            let values = self.query_many(&cmds).await?;
+            for (name, value) in chunk.iter().zip(values) {
+                let reply = Reply::parse(value)?;
+                out.push(self.checked(name, reply).ok());
+            }
+        }
+        Ok(out)
+    }
+
+    /// `GET /stats`: every queue, sorted by name.
+    pub async fn stats(&self) -> Result<Vec<QueueStats>> {
+        let names = self.queue_names().await?;
+        let replies = self.each_queue(&names, "queue").await?;
+        let now = self.inner.clock.now_ms();
+        names
+            .iter()
+            .zip(replies)
+            .filter_map(|(name, reply)| reply.map(|r| (name, r)))
+            .map(|(name, reply)| stats_of(name, reply.at(0)?, now))
+            .collect()
+    }
+
+    /// Adds items, all or none. One `(id, duplicate)` per item.
+    pub async fn enqueue(
+        &self,
+        name: &str,
+        items: Vec<NewItem>,
+        delay_ms: u64,
+    ) -> Result<Vec<(Id, bool)>> {
+        let ids = self.fresh_ids(items.len());
+        let reply = self
+            .call(name, "enqueue", |cmd| {
+                cmd.arg(delay_ms).arg(items.len());
+                for (item, id) in items.iter().zip(&ids) {
+                    cmd.arg(id.to_string())
+                        .arg(item.key.as_deref().unwrap_or(""))
+                        .arg(&*item.body);
+                }
+            })
+            .await?;
+        match reply.status.as_str() {
+            "ok" => {
+                let mut out: Vec<(Id, bool)> = ids.into_iter().map(|id| (id, false)).collect();
+                for dup in groups(reply.at(0)?.clone(), 2)? {
+                    let mut dup = dup.into_iter();
+                    let index = uint(&dup.next().expect("pair"))? as usize;
+                    let holder = id(dup.next().expect("pair"))?;
+                    let slot = out
+                        .get_mut(index.wrapping_sub(1))
+                        .ok_or_else(|| malformed("duplicate index"))?;
+                    *slot = (holder, true);
+                }
+                Ok(out)
+            }
+            "full" => Err(Error::QueueFull(QueueFull {
+                max_depth: uint(reply.at(0)?)?,
+                held: uint(reply.at(1)?)?,
+                adding: uint(reply.at(2)?)?,
+            })),
+            _ => Err(malformed("enqueue status")),
+        }
+    }
+
+    /// Hands out items, long-polling up to `req.wait` when none is ready.
+    pub async fn dequeue(&self, name: &str, req: DequeueRequest) -> Result<DequeueOutcome> {
+        if req.wait.is_zero() {
+            return self.try_dequeue(name, req, 0).await;
+        }
+        let waiter = self.inner.waiters.register(name);
+        let until = Instant::now() + req.wait;
+        let mut woken = false;
+        loop {
+            let notified = waiter.notify().notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a wake between the look and the wait still counts.
+            notified.as_mut().enable();
+            let left = until.saturating_duration_since(Instant::now());
+            let wait_ms = (left.as_millis() as u64).max(1);
+            let outcome = self.try_dequeue(name, req, wait_ms).await?;
+            // Woken and finished: the work this poll waited for was done elsewhere (a poll that
+            // starts on a finished queue still waits, for a producer that has not begun yet).
+            let done = woken
+                && matches!(
+                    outcome,
+                    DequeueOutcome::Empty {
+                        depth: 0,
+                        inflight: 0,
+                        delayed: 0,
+                        ..
+                    }
+                );
+            if matches!(
+                outcome,
+                DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. }
+            ) || done
+                || Instant::now() >= until
+            {
+                return Ok(outcome);
+            }
+            tokio::select! {
+                _ = &mut notified => woken = true,
+                _ = tokio::time::sleep_until(until) => {}
+                _ = self.inner.shutdown.cancelled() => return Ok(outcome),
+            }
+        }
+    }
+
+    /// One look: `wait_ms` > 0 tells the script that this poll will wait, so items enqueued
+    /// through other replicas are announced.
+    async fn try_dequeue(
+        &self,
+        name: &str,
+        req: DequeueRequest,
+        wait_ms: u64,
+    ) -> Result<DequeueOutcome> {
+        let (lease_arg, leases) = match req.lease {
+            LeaseSpec::None => (String::new(), Vec::new()),
+            LeaseSpec::QueueDefault => ("default".to_string(), self.fresh_ids(req.max)),
+            LeaseSpec::Millis(ms) => (ms.to_string(), self.fresh_ids(req.max)),
+        };
+        let reply = self
+            .call(name, "dequeue", |cmd| {
+                cmd.arg(req.max).arg(lease_arg).arg(wait_ms);
+                for lease in &leases {
+                    cmd.arg(lease.to_string());
+                }
+            })
+            .await?;
+        match reply.status.as_str() {
+            "ok" => {
+                let deadline = uint(reply.at(0)?)?;
+                let items = groups(reply.at(1)?.clone(), 4)?
+                    .into_iter()
+                    .map(|g| {
+                        let mut g = g.into_iter();
+                        let mut next = || g.next().expect("four values");
+                        let item = id(next())?;
+                        let body = text(next())?;
+                        let lease = text(next())?;
+                        let attempt = uint(&next())? as u32;
+                        let lease = if lease.is_empty() {
+                            None
+                        } else {
+                            Some(LeaseInfo {
+                                id: Id::parse(&lease).ok_or_else(|| malformed("lease id"))?,
+                                deadline,
+                                attempt,
+                            })
+                        };
+                        Ok(Delivery {
+                            id: item,
+                            body: body.into_boxed_str(),
+                            lease,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(DequeueOutcome::Items(items))
+            }
+            status @ ("empty" | "paused") => Ok(DequeueOutcome::Empty {
+                depth: uint(reply.at(0)?)?,
+                inflight: uint(reply.at(1)?)?,
+                delayed: uint(reply.at(2)?)?,
+                paused: status == "paused",
+            }),
+            _ => Err(malformed("dequeue status")),
+        }
+    }
+
+    /// `POST /leases/{lease}/ack`.
+    pub async fn ack(&self, name: &str, lease: &str) -> Result<()> {
+        let mut results = self.ack_many(name, &[lease.to_string()]).await?;
+        results.pop().expect("one result")
+    }
+
+    /// `POST /ack`: many acks in one script call; one result per lease id.
+    pub async fn ack_many(&self, name: &str, leases: &[String]) -> Result<Vec<Result<()>>> {
+        let valid: Vec<&String> = leases.iter().filter(|l| Id::parse(l).is_some()).collect();
+        let reply = self
+            .call(name, "ack", |cmd| {
+                for lease in &valid {
+                    cmd.arg(lease.as_str());
+                }
+            })
+            .await?;
+        let statuses = reply::array(reply.at(0)?.clone())?;
+        if statuses.len() != valid.len() {
+            return Err(malformed("one ack status per lease"));
+        }
+        let mut statuses = statuses.iter();
+        leases
+            .iter()
+            .map(|lease| {
+                if Id::parse(lease).is_none() {
+                    return Ok(Err(Error::LeaseNotFound(lease.clone())));
+                }
+                let status = int(statuses.next().expect("counted"))?;
+                Ok(lease_status(status, lease))
+            })
+            .collect()
+    }
+
+    /// `POST /leases/{lease}/nack`.
+    pub async fn nack(&self, name: &str, lease: &str, delay_ms: u64) -> Result<()> {
+        if Id::parse(lease).is_none() {
+            return Err(Error::LeaseNotFound(lease.to_string()));
+        }
+        let reply = self
+            .call(name, "nack", |cmd| {
+                cmd.arg(lease).arg(delay_ms);
+            })
+            .await?;
+        lease_status(int(reply.at(0)?)?, lease)
+    }
+
+    /// `POST /leases/{lease}/extend`: `None` uses the queue's lease length.
+    pub async fn extend(
+        &self,
+        name: &str,
+        lease: &str,
+        lease_ms: Option<u64>,
+    ) -> Result<(LeaseInfo, Id, Box<str>)> {
+        let Some(lease_id) = Id::parse(lease) else {
+            return Err(Error::LeaseNotFound(lease.to_string()));
+        };
+        let length = lease_ms.map_or("default".to_string(), |ms| ms.to_string());
+        let reply = self
+            .call(name, "extend", |cmd| {
+                cmd.arg(lease).arg(length);
+            })
+            .await?;
+        lease_status(int(reply.at(0)?)?, lease)?;
+        let info = LeaseInfo {
+            id: lease_id,
+            deadline: uint(reply.at(1)?)?,
+            attempt: uint(reply.at(4)?)? as u32,
+        };
+        let item = id(reply.at(2)?.clone())?;
+        let body = text(reply.at(3)?.clone())?;
+        Ok((info, item, body.into_boxed_str()))
+    }
+
+    /// `GET /dead`: up to `limit` dead letters, oldest first.
+    pub async fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadItem>> {
+        let reply = self
+            .call(name, "dead", |cmd| {
+                cmd.arg(limit);
+            })
+            .await?;
+        groups(reply.at(0)?.clone(), 4)?
+            .into_iter()
+            .map(|g| {
+                let mut g = g.into_iter();
+                let mut next = || g.next().expect("four values");
+                Ok(DeadItem {
+                    id: id(next())?,
+                    body: text(next())?.into_boxed_str(),
+                    attempts: uint(&next())? as u32,
+                    died_at: uint(&next())?,
+                })
+            })
+            .collect()
+    }
+
+    /// `POST /dead/requeue`.
+    pub async fn requeue_dead(&self, name: &str) -> Result<u64> {
+        let reply = self.call(name, "requeue_dead", |_| {}).await?;
+        uint(reply.at(0)?)
+    }
+
+    /// `DELETE /dead`.
+    pub async fn purge_dead(&self, name: &str) -> Result<u64> {
+        let reply = self.call(name, "purge_dead", |_| {}).await?;
+        uint(reply.at(0)?)
+    }
+
+    /// `GET /messages`: up to `limit` ready items in hand-out order.
+    pub async fn peek(&self, name: &str, limit: usize) -> Result<Vec<(Id, Box<str>)>> {
+        let reply = self
+            .call(name, "peek", |cmd| {
+                cmd.arg(limit);
+            })
+            .await?;
+        groups(reply.at(0)?.clone(), 2)?
+            .into_iter()
+            .map(|g| {
+                let mut g = g.into_iter();
+                let item = id(g.next().expect("pair"))?;
+                let body = text(g.next().expect("pair"))?;
+                Ok((item, body.into_boxed_str()))
+            })
+            .collect()
+    }
+
+    /// Ready while Redis answers and this replica hears the wake channel.
+    pub async fn is_ready(&self) -> bool {
+        if self.inner.shutdown.is_cancelled() || !self.inner.subscribed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut conn = self.inner.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<Value>(&mut conn);
+        matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)))
+    }
+
+    /// Background work until shutdown: the sweeper and the wake-channel subscriber.
+    pub async fn run_background(self) {
+        tokio::join!(self.clone().run_sweeper(), self.run_subscriber());
+    }
+
+    /// Sweeps queues whose known deadline fell due, and every queue each [`FULL_SWEEP`].
+    async fn run_sweeper(self) {
+        let inner = &self.inner;
+        let mut next_full = Instant::now();
+        let mut failing = false;
+        loop {
+            let earliest = inner.schedule.lock().values().min().copied();
+            let wake = earliest.map_or(next_full, |e| e.min(next_full));
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = inner.sweeper.notified() => continue,
+                _ = inner.shutdown.cancelled() => return,
+            }
+            let now = Instant::now();
+            let names: Vec<String> = {
+                let mut schedule = inner.schedule.lock();
+                let due: Vec<String> = schedule
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(name, _)| name.to_string())
+                    .collect();
+                // Replies put back what is still pending, at its true time.
+                for name in &due {
+                    schedule.remove(name.as_str());
+                }
+                due
+            };
+            let result = if now >= next_full {
+                // Spread the replicas' full sweeps apart.
+                let jitter = Duration::from_millis((ulid::Ulid::new().random() % 500) as u64);
+                next_full = now + FULL_SWEEP + jitter;
+                match self.queue_names().await {
+                    Ok(all) => self.each_queue(&all, "sweep").await.map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.each_queue(&names, "sweep").await.map(|_| ())
+            };
+            match result {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("sweeper reaches Redis again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "sweeper cannot reach Redis; retrying every {FULL_SWEEP:?}");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,592 @@
+-- memq: every change to one queue, as one atomic script (EVALSHA). See docs/redis.md.
+--
+-- The rules are those of src/broker/queue.rs (the memory store), translated to Redis types:
+-- item bodies in a hash by id, the ready list holds ids, leases in a hash lease -> item with a
+-- sorted set of deadlines, so every hand-out, ack, nack and extend is O(1) or O(log n).
+--
+-- KEYS, always all of them and in this order; they share the hash tag {queue}, so the queue
+-- lives in one Redis Cluster slot:
+local K_META, K_ITEMS, K_ATTEMPTS, K_READY, K_DELAYED, K_LEASES, K_DEADLINES, K_DEAD, K_DIED,
+    K_KEYS, K_KEYOF, K_RELEASED, K_EXPIRED = unpack(KEYS)
+-- K_META      hash: config (lease_ms, max_attempts, max_depth, paused), running totals,
+--             wait_until (ms until which some replica has a long poll waiting)
+-- K_ITEMS     hash: item id -> body (ready, delayed, leased and dead items)
+-- K_ATTEMPTS  hash: item id -> deliveries so far (absent: 0)
+-- K_READY     list: ready item ids in hand-out order
+-- K_DELAYED   zset: item id scored by the ms at which it becomes ready
+-- K_LEASES    hash: lease id -> item id
+-- K_DEADLINES zset: lease id scored by its deadline
+-- K_DEAD      list: dead item ids, oldest first;  K_DIED hash: item id -> ms it died
+-- K_KEYS      hash: producer key -> item id;  K_KEYOF hash: item id -> key (while in the queue)
+-- K_RELEASED  zset: key scored by the ms its item left the queue (freed after the retention)
+-- K_EXPIRED   zset: recently expired lease ids (to answer 410 rather than 404)
+--
+-- ARGV[1] op, ARGV[2] wake channel, ARGV[3] the calling replica's tag, ARGV[4] queue name,
+-- ARGV[5..] the op's own arguments.
+local OP, CHANNEL, ORIGIN, QUEUE = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+
+local RETENTION = tonumber('{{KEY_RETENTION_MS}}')
+local EXPIRED_CAP = tonumber('{{EXPIRED_LEASES_REMEMBERED}}')
+-- Most expiries or delays one call applies; the rest waits for the next call, so no call
+-- blocks Redis for long (the sweeper calls again at once when there is more).
+local SWEEP_LIMIT = 5000
+-- unpack() of more than ~8000 values overflows Lua's C stack: multi-value commands go in chunks.
+local CHUNK = 1000
+
+-- One clock for every replica: Redis's. Replicas with skewed clocks still agree on deadlines.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- Items that became ready during this call (waiters to wake), and whether every waiter must
+-- look again (pause, resume, delete).
+local readied = 0
+local wake_all = false
+local more = 0
+-- Whether this call changed the queue (then, if it left it finished, waiters look again).
+local changed = false
+
+local function incr(field, n)
+    if n ~= 0 then
+        redis.call('HINCRBY', K_META, field, n)
+        changed = true
+    end
+end
+
+local function chunked(cmd, key, values, step)
+    step = step or 1
+    local per = CHUNK * step
+    for i = 1, #values, per do
+        local last = math.min(i + per - 1, #values)
+        redis.call(cmd, key, unpack(values, i, last))
+    end
+end
+
+-- The queue's config, read once per call before the op runs (lease_ms is always set, so its
+-- absence means the queue does not exist).
+local META = redis.call('HMGET', K_META, 'lease_ms', 'max_attempts', 'max_depth', 'paused')
+
+local function config()
+    return tonumber(META[1]) or 30000, tonumber(META[2]) or 0, tonumber(META[3]) or 0,
+        META[4] == '1'
+end
+
+-- The item left the queue: its key stays taken for RETENTION from now.
+local function release(item)
+    local key = redis.call('HGET', K_KEYOF, item)
+    if key then
+        redis.call('HDEL', K_KEYOF, item)
+        redis.call('ZADD', K_RELEASED, now, key)
+    end
+end
+
+local function forget(items)
+    if #items > 0 then
+        chunked('HDEL', K_ITEMS, items)
+        chunked('HDEL', K_ATTEMPTS, items)
+    end
+end
+
+local function remember_expired(lease)
+    redis.call('ZADD', K_EXPIRED, now, lease)
+    -- Trimmed in steps of 1000, not on every expiry.
+    if redis.call('ZCARD', K_EXPIRED) > EXPIRED_CAP + 1000 then
+        redis.call('ZREMRANGEBYRANK', K_EXPIRED, 0, -(EXPIRED_CAP + 1))
+    end
+end
+
+-- The earliest deadline this call knows of (0: none). It may be earlier than the true one
+-- (an ack removed that lease), never later: a replica that sweeps at this time finds the rest.
+local next_due = 0
+
+local function note_due(t)
+    if t and (next_due == 0 or t < next_due) then
+        next_due = t
+    end
+end
+
+local function earliest(key)
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #first > 0 then
+        return tonumber(first[2])
+    end
+    return nil
+end
+
+-- A leased item comes back: to the front (or after delay), or to the dead letters when it
+-- used up its attempts.
+local function give_back(item, delay, max_attempts)
+    local attempts = tonumber(redis.call('HGET', K_ATTEMPTS, item)) or 0
+    if max_attempts > 0 and attempts >= max_attempts then
+        redis.call('RPUSH', K_DEAD, item)
+        redis.call('HSET', K_DIED, item, now)
+        incr('died', 1)
+    else
+        incr('requeued', 1)
+        if delay == 0 then
+            redis.call('LPUSH', K_READY, item)
+            readied = readied + 1
+        else
+            redis.call('ZADD', K_DELAYED, now + delay, item)
+            note_due(now + delay)
+        end
+    end
+end
+
+-- Lets time act: expired leases back to the front in deadline order (or to the dead letters),
+-- due delayed items to the back, keys past their retention freed. Looks at the earliest entry
+-- of each set first, so a call with nothing due costs three lookups.
+local function sweep(max_attempts)
+    local lease_due = earliest(K_DEADLINES)
+    if lease_due and lease_due <= now then
+        local due = redis.call('ZRANGEBYSCORE', K_DEADLINES, '-inf', now, 'LIMIT', 0, SWEEP_LIMIT)
+        chunked('ZREM', K_DEADLINES, due)
+        -- Latest deadline first: each goes to the front, so the earliest ends up first.
+        for i = #due, 1, -1 do
+            local lease = due[i]
+            local item = redis.call('HGET', K_LEASES, lease)
+            redis.call('HDEL', K_LEASES, lease)
+            remember_expired(lease)
+            if item then
+                give_back(item, 0, max_attempts)
+            end
+        end
+        if #due == SWEEP_LIMIT then
+            more = 1
+        end
+        lease_due = earliest(K_DEADLINES)
+    end
+    local delay_due = earliest(K_DELAYED)
+    if delay_due and delay_due <= now then
+        local ready = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, SWEEP_LIMIT)
+        chunked('ZREM', K_DELAYED, ready)
+        chunked('RPUSH', K_READY, ready)
+        readied = readied + #ready
+        if #ready == SWEEP_LIMIT then
+            more = 1
+        end
+        delay_due = earliest(K_DELAYED)
+    end
+    note_due(lease_due)
+    note_due(delay_due)
+    local key_due = earliest(K_RELEASED)
+    if key_due and key_due <= now - RETENTION then
+        local freed = redis.call('ZRANGEBYSCORE', K_RELEASED, '-inf', now - RETENTION, 'LIMIT', 0,
+            CHUNK)
+        chunked('HDEL', K_KEYS, freed)
+        chunked('ZREM', K_RELEASED, freed)
+        if #freed == CHUNK then
+            more = 1
+        end
+    end
+end
+
+local function stats()
+    local m = redis.call('HMGET', K_META, 'enqueued', 'dequeued', 'drained', 'acked', 'requeued',
+        'paused', 'lease_ms', 'max_attempts', 'max_depth', 'autoscale')
+    return {
+        tonumber(m[1]) or 0, tonumber(m[2]) or 0, tonumber(m[3]) or 0, tonumber(m[4]) or 0,
+        tonumber(m[5]) or 0, m[6] == '1' and 1 or 0, tonumber(m[7]) or 0, tonumber(m[8]) or 0,
+        tonumber(m[9]) or 0,
+        redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES), redis.call('ZCARD', K_DELAYED),
+        redis.call('LLEN', K_DEAD),
+        redis.call('LINDEX', K_READY, 0) or '', redis.call('LINDEX', K_READY, -1) or '',
+        m[10] or '',
+    }
+end
+
+-- Tells the replicas with long polls on this queue that items became ready. Only when one
+-- registered a wait that is still running: a queue nobody waits on costs no messages.
+local function publish(wait_until)
+    if (readied > 0 or wake_all) and wait_until > now then
+        local count = readied
+        if wake_all then
+            count = -1
+        end
+        redis.call('PUBLISH', CHANNEL, ORIGIN .. ':' .. count .. ':' .. QUEUE)
+    end
+end
+
+-- Every reply: {status, now, next deadline (0: none), readied (-1: wake all), more, ...}.
+local function reply(status, ...)
+    -- Nothing ready, leased or delayed after a change (the last ack, a drain): long polls
+    -- waiting for other consumers' last items can end.
+    if changed and not wake_all and readied == 0 and redis.call('LLEN', K_READY) == 0
+        and redis.call('HLEN', K_LEASES) == 0 and redis.call('ZCARD', K_DELAYED) == 0 then
+        wake_all = true
+    end
+    if readied > 0 or wake_all then
+        publish(tonumber(redis.call('HGET', K_META, 'wait_until')) or 0)
+    end
+    local r = readied
+    if wake_all then
+        r = -1
+    end
+    return { status, now, next_due, r, more, ... }
+end
+
+local function missing()
+    return { 'no_queue', now, 0, 0, 0 }
+end
+
+-- A lease that is still running: its item, or nil and 404 / 410.
+local function live(lease)
+    local item = redis.call('HGET', K_LEASES, lease)
+    if item then
+        if (tonumber(redis.call('ZSCORE', K_DEADLINES, lease)) or 0) > now then
+            return item
+        end
+        -- Past its deadline but beyond this call's sweep limit: expired all the same.
+        return nil, 410
+    end
+    if redis.call('ZSCORE', K_EXPIRED, lease) then
+        return nil, 410
+    end
+    return nil, 404
+end
+
+local function drop_lease(lease)
+    redis.call('HDEL', K_LEASES, lease)
+    redis.call('ZREM', K_DEADLINES, lease)
+end
+
+local ops = {}
+
+-- create: ARGV[5..7] defaults (lease_ms, max_attempts, max_depth), ARGV[8..10] the patch
+-- ('' = field not given), ARGV[11] autoscale ('' = not given, 'off', or
+-- 'maxParallelism:itemsPerPod'). Reply: ..., created (0/1), stats.
+function ops.create()
+    local patch = { ARGV[8], ARGV[9], ARGV[10] }
+    local autoscale = ARGV[11]
+    if autoscale == 'off' then
+        redis.call('HDEL', K_META, 'autoscale')
+    elseif autoscale ~= '' then
+        redis.call('HSET', K_META, 'autoscale', autoscale)
+    end
+    local created = 0
+    if not META[1] then
+        local v = { ARGV[5], ARGV[6], ARGV[7] }
+        for i = 1, 3 do
+            if patch[i] ~= '' then
+                v[i] = patch[i]
+            end
+        end
+        redis.call('HSET', K_META, 'lease_ms', v[1], 'max_attempts', v[2], 'max_depth', v[3],
+            'paused', '0')
+        created = 1
+    else
+        local _, max_attempts = config()
+        sweep(max_attempts)
+        local fields = { 'lease_ms', 'max_attempts', 'max_depth' }
+        for i = 1, 3 do
+            if patch[i] ~= '' and redis.call('HSET', K_META, fields[i], patch[i]) == 0 then
+                changed = true
+            end
+        end
+    end
+    return reply('ok', created, stats())
+end
+
+-- queue: the queue's figures.
+function ops.queue()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    return reply('ok', stats())
+end
+
+-- sweep: let time act (the sweeper's call).
+function ops.sweep()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    return reply('ok')
+end
+
+-- delete: the figures as they were; every key of the queue goes; waiters look again (404).
+function ops.delete()
+    local s = stats()
+    local wait_until = tonumber(redis.call('HGET', K_META, 'wait_until')) or 0
+    for _, key in ipairs(KEYS) do
+        redis.call('UNLINK', key)
+    end
+    wake_all = true
+    publish(wait_until)
+    return { 'ok', now, 0, -1, 0, s }
+end
+
+-- drain: ready and delayed items go (counted in drained); leased and dead ones stay.
+function ops.drain()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    local ids = redis.call('LRANGE', K_READY, 0, -1)
+    local delayed = redis.call('ZRANGE', K_DELAYED, 0, -1)
+    for _, id in ipairs(delayed) do
+        ids[#ids + 1] = id
+    end
+    if redis.call('HLEN', K_KEYOF) > 0 then
+        for _, id in ipairs(ids) do
+            release(id)
+        end
+    end
+    forget(ids)
+    redis.call('UNLINK', K_READY, K_DELAYED)
+    incr('drained', #ids)
+    return reply('ok', #ids, stats())
+end
+
+-- pause: ARGV[5] '1' pause, '0' resume. Waiters look again either way.
+function ops.pause()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    redis.call('HSET', K_META, 'paused', ARGV[5])
+    wake_all = true
+    return reply('ok', stats())
+end
+
+-- enqueue: ARGV[5] delay ms, ARGV[6] n, then n triples (id, key or '', body). All or nothing.
+-- Reply: ..., 'ok', {index, holder id, ...} for duplicates; or 'full', max_depth, held, adding.
+function ops.enqueue()
+    local _, max_attempts, max_depth = config()
+    sweep(max_attempts)
+    local delay = tonumber(ARGV[5])
+    local n = tonumber(ARGV[6])
+    local holders = {}
+    local batch_keys = {}
+    local adding = 0
+    for i = 1, n do
+        local base = 4 + 3 * i
+        local key = ARGV[base + 1]
+        if key == '' then
+            adding = adding + 1
+        else
+            local holder = redis.call('HGET', K_KEYS, key) or batch_keys[key]
+            if holder then
+                holders[i] = holder
+            else
+                batch_keys[key] = ARGV[base]
+                adding = adding + 1
+            end
+        end
+    end
+    -- A lone duplicate adds nothing, so it is answered even when the queue is full.
+    if max_depth > 0 and not (n == 1 and adding == 0) then
+        local held = redis.call('LLEN', K_READY) + redis.call('ZCARD', K_DELAYED)
+        if held + adding > max_depth then
+            return reply('full', max_depth, held, adding)
+        end
+    end
+    local bodies, ready, delayed, dups = {}, {}, {}, {}
+    for i = 1, n do
+        local base = 4 + 3 * i
+        local id, key = ARGV[base], ARGV[base + 1]
+        if holders[i] then
+            dups[#dups + 1] = i
+            dups[#dups + 1] = holders[i]
+        else
+            bodies[#bodies + 1] = id
+            bodies[#bodies + 1] = ARGV[base + 2]
+            if key ~= '' then
+                redis.call('HSET', K_KEYS, key, id)
+                redis.call('HSET', K_KEYOF, id, key)
+            end
+            if delay == 0 then
+                ready[#ready + 1] = id
+            else
+                delayed[#delayed + 1] = now + delay
+                delayed[#delayed + 1] = id
+            end
+        end
+    end
+    chunked('HSET', K_ITEMS, bodies, 2)
+    chunked('RPUSH', K_READY, ready)
+    chunked('ZADD', K_DELAYED, delayed, 2)
+    if #delayed > 0 then
+        note_due(now + delay)
+    end
+    incr('enqueued', adding)
+    readied = readied + #ready
+    return reply('ok', dups)
+end
+
+-- dequeue: ARGV[5] max, ARGV[6] lease ms ('' kuard-style: removed for good; 'default' the
+-- queue's), ARGV[7] ms this poll will wait if nothing is ready, ARGV[8..] one fresh lease id per
+-- item that may be handed out. Reply: ..., 'ok', deadline, {id, body, lease, attempt, ...};
+-- or 'empty'/'paused', depth, inflight, delayed.
+function ops.dequeue()
+    local lease_default, max_attempts, _, paused = config()
+    sweep(max_attempts)
+    if paused then
+        return reply('paused', redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES),
+            redis.call('ZCARD', K_DELAYED))
+    end
+    local ids = redis.call('LPOP', K_READY, tonumber(ARGV[5]))
+    if not ids then
+        local wait = tonumber(ARGV[7])
+        if wait > 0 then
+            local until_ms = now + wait
+            if (tonumber(redis.call('HGET', K_META, 'wait_until')) or 0) < until_ms then
+                redis.call('HSET', K_META, 'wait_until', until_ms)
+            end
+        end
+        return reply('empty', redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES),
+            redis.call('ZCARD', K_DELAYED))
+    end
+    incr('dequeued', #ids)
+    local out = {}
+    if ARGV[6] == '' then
+        local keyed = redis.call('HLEN', K_KEYOF) > 0
+        for i, id in ipairs(ids) do
+            out[#out + 1] = id
+            out[#out + 1] = redis.call('HGET', K_ITEMS, id) or ''
+            out[#out + 1] = ''
+            out[#out + 1] = 0
+            if keyed then
+                release(id)
+            end
+        end
+        forget(ids)
+        return reply('ok', 0, out)
+    end
+    local lease_ms = lease_default
+    if ARGV[6] ~= 'default' then
+        lease_ms = tonumber(ARGV[6])
+    end
+    local deadline = now + lease_ms
+    local leases, deadlines = {}, {}
+    for i, id in ipairs(ids) do
+        local lease = ARGV[7 + i]
+        local attempt = redis.call('HINCRBY', K_ATTEMPTS, id, 1)
+        leases[#leases + 1] = lease
+        leases[#leases + 1] = id
+        deadlines[#deadlines + 1] = deadline
+        deadlines[#deadlines + 1] = lease
+        out[#out + 1] = id
+        out[#out + 1] = redis.call('HGET', K_ITEMS, id) or ''
+        out[#out + 1] = lease
+        out[#out + 1] = attempt
+    end
+    chunked('HSET', K_LEASES, leases, 2)
+    chunked('ZADD', K_DEADLINES, deadlines, 2)
+    note_due(deadline)
+    return reply('ok', deadline, out)
+end
+
+-- ack: ARGV[5..] lease ids. Reply: ..., {status per lease: 200, 404 or 410}.
+function ops.ack()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    local results, done = {}, {}
+    for i = 5, #ARGV do
+        local lease = ARGV[i]
+        local item, status = live(lease)
+        if item then
+            drop_lease(lease)
+            release(item)
+            done[#done + 1] = item
+            status = 200
+        end
+        results[#results + 1] = status
+    end
+    forget(done)
+    incr('acked', #done)
+    return reply('ok', results)
+end
+
+-- nack: ARGV[5] lease, ARGV[6] delay ms. Reply: ..., 200, 404 or 410.
+function ops.nack()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    local lease = ARGV[5]
+    local item, status = live(lease)
+    if item then
+        drop_lease(lease)
+        give_back(item, tonumber(ARGV[6]), max_attempts)
+        status = 200
+    end
+    return reply('ok', status)
+end
+
+-- extend: ARGV[5] lease, ARGV[6] lease ms or 'default'.
+-- Reply: ..., 200, deadline, item id, body, attempt; or 404 / 410.
+function ops.extend()
+    local lease_default, max_attempts = config()
+    sweep(max_attempts)
+    local lease = ARGV[5]
+    local item, status = live(lease)
+    if not item then
+        return reply('ok', status)
+    end
+    local lease_ms = lease_default
+    if ARGV[6] ~= 'default' then
+        lease_ms = tonumber(ARGV[6])
+    end
+    local deadline = now + lease_ms
+    redis.call('ZADD', K_DEADLINES, deadline, lease)
+    return reply('ok', 200, deadline, item, redis.call('HGET', K_ITEMS, item) or '',
+        tonumber(redis.call('HGET', K_ATTEMPTS, item)) or 0)
+end
+
+-- dead: ARGV[5] limit. Reply: ..., {id, body, attempts, died at, ...} oldest first.
+function ops.dead()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    local out = {}
+    for _, id in ipairs(redis.call('LRANGE', K_DEAD, 0, tonumber(ARGV[5]) - 1)) do
+        out[#out + 1] = id
+        out[#out + 1] = redis.call('HGET', K_ITEMS, id) or ''
+        out[#out + 1] = tonumber(redis.call('HGET', K_ATTEMPTS, id)) or 0
+        out[#out + 1] = tonumber(redis.call('HGET', K_DIED, id)) or 0
+    end
+    return reply('ok', out)
+end
+
+-- requeue_dead: every dead letter to the back of the ready items at attempt 0. Reply: count.
+function ops.requeue_dead()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    local ids = redis.call('LRANGE', K_DEAD, 0, -1)
+    if #ids > 0 then
+        chunked('HDEL', K_ATTEMPTS, ids)
+        chunked('HDEL', K_DIED, ids)
+        chunked('RPUSH', K_READY, ids)
+        redis.call('UNLINK', K_DEAD)
+        readied = readied + #ids
+    end
+    return reply('ok', #ids)
+end
+
+-- purge_dead: the dead letters go (their keys start their retention). Reply: count.
+function ops.purge_dead()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    local ids = redis.call('LRANGE', K_DEAD, 0, -1)
+    if #ids > 0 then
+        for _, id in ipairs(ids) do
+            release(id)
+        end
+        forget(ids)
+        chunked('HDEL', K_DIED, ids)
+        redis.call('UNLINK', K_DEAD)
+        incr('purged', #ids)
+    end
+    return reply('ok', #ids)
+end
+
+-- peek: ARGV[5] limit. Reply: ..., {id, body, ...} in hand-out order, not leased.
+function ops.peek()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    local out = {}
+    for _, id in ipairs(redis.call('LRANGE', K_READY, 0, tonumber(ARGV[5]) - 1)) do
+        out[#out + 1] = id
+        out[#out + 1] = redis.call('HGET', K_ITEMS, id) or ''
+    end
+    return reply('ok', out)
+end
+
+local op = ops[OP]
+if not op then
+    return redis.error_reply('memq: unknown op ' .. tostring(OP))
+end
+if OP ~= 'create' and not META[1] then
+    return missing()
+end
+return op()

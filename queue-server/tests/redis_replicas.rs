@@ -1,0 +1,507 @@
+//! Several queue-server replicas on one Redis (`--redis`): they share queues, leases, counters
+//! and long polls; a replica can die and Redis can restart without losing acknowledged work.
+//!
+//! Needs `MEMQ_TEST_REDIS=redis://127.0.0.1:PORT` (scripts/test-redis.sh starts a Redis and sets
+//! it); without it every test here says so and passes without running. The Redis-restart test
+//! starts a redis-server of its own (from PATH) on another free port.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memq::{DequeueOptions, Dequeued, EnqueueOptions, QueueStats};
+use parking_lot::Mutex;
+use queue_server::Config;
+use queue_server::testing::{ServerProcess, TestServer, test_redis, unique_prefix};
+
+const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
+
+fn redis_or_skip(test: &str) -> Option<String> {
+    let url = test_redis();
+    if url.is_none() {
+        eprintln!(
+            "{test}: skipped, MEMQ_TEST_REDIS is not set (scripts/test-redis.sh starts a Redis and sets it)"
+        );
+    }
+    url
+}
+
+/// `n` in-process replicas on one Redis, sharing one key prefix.
+async fn replicas(url: &str, n: usize) -> Vec<TestServer> {
+    let prefix = unique_prefix();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let config = Config {
+            redis: Some(url.to_string()),
+            redis_prefix: prefix.clone(),
+            ..Config::default()
+        };
+        out.push(TestServer::start(config).await);
+    }
+    out
+}
+
+/// The figures that must agree between replicas (not the age, which moves with time).
+fn figures(q: &QueueStats) -> [u64; 9] {
+    [
+        q.depth, q.enqueued, q.dequeued, q.drained, q.inflight, q.acked, q.requeued, q.dead,
+        q.delayed,
+    ]
+}
+
+fn leased(max: u32, lease: Duration, wait: Duration) -> DequeueOptions {
+    DequeueOptions {
+        lease: Some(lease),
+        wait: (!wait.is_zero()).then_some(wait),
+        max: Some(max),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_consumers_on_three_replicas_take_20000_items_exactly_once() {
+    let Some(url) = redis_or_skip("five_consumers_on_three_replicas_take_20000_items_exactly_once")
+    else {
+        return;
+    };
+    const ITEMS: usize = 20_000;
+    let servers = replicas(&url, 3).await;
+    let clients: Vec<memq::Client> = servers.iter().map(|s| s.client()).collect();
+    clients[0].create_queue("work", None).await.unwrap();
+
+    // Consumers first, so that they long-poll on empty replicas and must be woken by
+    // enqueues made through the others.
+    let acked = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let mut consumers = Vec::new();
+    for c in 0..5 {
+        let take = clients[c % 3].clone();
+        // Every lease is acked through another replica than the one that handed it out.
+        let ack = clients[(c + 1) % 3].clone();
+        let acked = acked.clone();
+        consumers.push(tokio::spawn(async move {
+            let opts = leased(10, Duration::from_secs(60), Duration::from_secs(1));
+            loop {
+                match take.dequeue("work", &opts).await.unwrap() {
+                    Dequeued::Messages(msgs) => {
+                        for m in msgs {
+                            ack.ack("work", &m.lease.unwrap().id).await.unwrap();
+                            *acked.lock().entry(m.body).or_default() += 1;
+                        }
+                    }
+                    Dequeued::Empty { .. } if acked.lock().len() == ITEMS => return,
+                    Dequeued::Empty { .. } => {}
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut producers = Vec::new();
+    for p in 0..4 {
+        let client = clients[p % 3].clone();
+        producers.push(tokio::spawn(async move {
+            for batch in 0..10 {
+                let lines: String = (0..ITEMS / 40)
+                    .map(|i| format!("item-{p}-{batch}-{i}\n"))
+                    .collect();
+                client.enqueue_lines("work", lines, None).await.unwrap();
+            }
+        }));
+    }
+    let all = async {
+        for p in producers {
+            p.await.unwrap();
+        }
+        for c in consumers {
+            c.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(240), all)
+        .await
+        .expect("the consumers finished in time");
+
+    let acked = std::mem::take(&mut *acked.lock());
+    assert_eq!(acked.len(), ITEMS, "every item acked");
+    assert!(
+        acked.values().all(|&n| n == 1),
+        "an item was handed out and acked twice"
+    );
+    let stats: Vec<QueueStats> = futures_util::future::join_all(
+        clients
+            .iter()
+            .map(|c| async { c.queue("work").await.unwrap() }),
+    )
+    .await;
+    for s in &stats {
+        assert_eq!(figures(s), figures(&stats[0]), "replicas disagree");
+    }
+    let q = &stats[0];
+    assert_eq!(
+        (
+            q.enqueued, q.dequeued, q.acked, q.depth, q.inflight, q.requeued
+        ),
+        (ITEMS as u64, ITEMS as u64, ITEMS as u64, 0, 0, 0)
+    );
+    // The /stats lists agree too.
+    for c in &clients {
+        let rows = c.stats().await.unwrap().queues;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(figures(&rows[0]), figures(q));
+    }
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_lease_taken_on_one_replica_is_acked_nacked_and_extended_through_others() {
+    let Some(url) = redis_or_skip("a_lease_taken_on_one_replica_is_acked_through_another") else {
+        return;
+    };
+    let servers = replicas(&url, 3).await;
+    let [a, b, c] = [0, 1, 2].map(|i| servers[i].client());
+    a.create_queue("q", None).await.unwrap();
+    b.enqueue_lines("q", "one\ntwo\n", None).await.unwrap();
+    let opts = leased(1, Duration::from_secs(30), Duration::ZERO);
+    let Dequeued::Messages(m) = c.dequeue("q", &opts).await.unwrap() else {
+        panic!("expected an item")
+    };
+    let lease = m[0].lease.clone().unwrap();
+    let extended = a
+        .extend("q", &lease.id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(extended.body, "one");
+    b.nack("q", &lease.id, None).await.unwrap();
+    // The nacked item is at the front again, on every replica.
+    let Dequeued::Messages(m) = a.dequeue("q", &opts).await.unwrap() else {
+        panic!("expected an item")
+    };
+    assert_eq!(
+        (m[0].body.as_str(), m[0].lease.as_ref().unwrap().attempt),
+        ("one", 2)
+    );
+    c.ack("q", &m[0].lease.as_ref().unwrap().id).await.unwrap();
+    // The old lease id is dead everywhere.
+    for client in [&a, &b, &c] {
+        let err = client.ack("q", &lease.id).await.unwrap_err();
+        assert_eq!(err.status(), Some(404));
+    }
+    let q = b.queue("q").await.unwrap();
+    assert_eq!((q.acked, q.requeued, q.depth, q.inflight), (1, 1, 1, 0));
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_long_poll_on_one_replica_wakes_for_work_arriving_through_another() {
+    let Some(url) =
+        redis_or_skip("a_long_poll_on_one_replica_wakes_for_work_arriving_through_another")
+    else {
+        return;
+    };
+    let servers = replicas(&url, 2).await;
+    let (a, b) = (servers[0].client(), servers[1].client());
+    a.create_queue("q", None).await.unwrap();
+    let wait = DequeueOptions {
+        wait: Some(Duration::from_secs(20)),
+        ..Default::default()
+    };
+
+    // An enqueue through B wakes a poll held by A.
+    let mut worst = Duration::ZERO;
+    for round in 0..5 {
+        let poller = a.clone();
+        let wait = wait.clone();
+        let poll = tokio::spawn(async move { poller.dequeue("q", &wait).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            !poll.is_finished(),
+            "round {round}: answered before any item"
+        );
+        let sent = Instant::now();
+        b.enqueue("q", format!("item-{round}"), &EnqueueOptions::default())
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .unwrap()
+            .unwrap();
+        worst = worst.max(sent.elapsed());
+        assert!(matches!(got, Dequeued::Messages(_)), "{got:?}");
+    }
+    assert!(
+        worst < Duration::from_millis(200),
+        "slowest cross-replica wake-up took {worst:?}"
+    );
+
+    // A lease taken through B that runs out wakes a poll held by A (B's sweeper announces it).
+    b.enqueue("q", "slow", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    let short = leased(1, Duration::from_millis(300), Duration::ZERO);
+    assert!(matches!(
+        b.dequeue("q", &short).await.unwrap(),
+        Dequeued::Messages(_)
+    ));
+    let started = Instant::now();
+    let got = a.dequeue("q", &wait).await.unwrap();
+    let Dequeued::Messages(m) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(m[0].body, "slow");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+/// A replica as a child process, so that it can be killed.
+async fn replica_process(url: &str, prefix: &str) -> ServerProcess {
+    let server = ServerProcess::start(BIN, &["--redis", url, "--redis-prefix", prefix]).await;
+    wait_ready(&server.url(), true, Duration::from_secs(15)).await;
+    server
+}
+
+async fn wait_ready(url: &str, ready: bool, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let ok = reqwest::get(format!("{url}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok == ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not become {} in {limit:?}",
+            if ready { "ready" } else { "not ready" }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_a_replica_mid_run_loses_nothing() {
+    let Some(url) = redis_or_skip("killing_a_replica_mid_run_loses_nothing") else {
+        return;
+    };
+    const ITEMS: usize = 6_000;
+    let prefix = unique_prefix();
+    let mut procs = Vec::new();
+    for _ in 0..3 {
+        procs.push(replica_process(&url, &prefix).await);
+    }
+    let urls: Vec<String> = procs.iter().map(|p| p.base_url()).collect();
+    let clients: Vec<memq::Client> = urls
+        .iter()
+        .map(|u| memq::Client::new(u.clone()).unwrap())
+        .collect();
+    clients[0].create_queue("work", None).await.unwrap();
+    let lines: String = (0..ITEMS).map(|i| format!("item-{i}\n")).collect();
+    clients[1].enqueue_lines("work", lines, None).await.unwrap();
+
+    // Consumers move on to the next replica when theirs stops answering. Short leases, so that
+    // items whose hand-out died with the replica come back soon.
+    let acked = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let mut consumers = Vec::new();
+    for c in 0..5 {
+        let clients = clients.clone();
+        let acked = acked.clone();
+        consumers.push(tokio::spawn(async move {
+            let opts = leased(5, Duration::from_secs(2), Duration::from_millis(500));
+            let mut at = c % 3;
+            loop {
+                let got = match clients[at].dequeue("work", &opts).await {
+                    Ok(got) => got,
+                    Err(e) if e.status().is_none() => {
+                        at = (at + 1) % 3;
+                        continue;
+                    }
+                    Err(e) => panic!("dequeue: {e}"),
+                };
+                match got {
+                    Dequeued::Messages(msgs) => {
+                        for m in msgs {
+                            let lease = m.lease.unwrap().id;
+                            // An ack whose answer was lost may have been applied: a retry
+                            // then finds the lease gone (404), which counts as acked.
+                            let mut lost_answer = false;
+                            let done = loop {
+                                match clients[at].ack("work", &lease).await {
+                                    Ok(()) => break true,
+                                    Err(e) if e.status().is_none() => {
+                                        lost_answer = true;
+                                        at = (at + 1) % 3;
+                                    }
+                                    Err(e) if e.status() == Some(404) && lost_answer => break true,
+                                    // Expired while we were cut off: it comes back to someone.
+                                    Err(e) if e.status() == Some(410) => break false,
+                                    Err(e) => panic!("ack: {e}"),
+                                }
+                            };
+                            if done {
+                                *acked.lock().entry(m.body).or_default() += 1;
+                            }
+                        }
+                    }
+                    d if d.is_finished() => return,
+                    Dequeued::Empty { .. } => {}
+                }
+            }
+        }));
+    }
+    // Kill replica 2 (SIGKILL: no goodbye) once part of the work is done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().len() < ITEMS / 3 {
+        assert!(Instant::now() < deadline, "no progress before the kill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    procs[2].kill();
+    for c in consumers {
+        tokio::time::timeout(Duration::from_secs(120), c)
+            .await
+            .expect("the survivors finished the work")
+            .unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock());
+    assert_eq!(acked.len(), ITEMS, "every item was acked");
+    for (body, n) in acked.iter() {
+        assert_eq!(*n, 1, "{body} acked {n} times");
+    }
+    let a = clients[0].queue("work").await.unwrap();
+    let b = clients[1].queue("work").await.unwrap();
+    assert_eq!(figures(&a), figures(&b));
+    assert_eq!(
+        (a.enqueued, a.acked, a.depth, a.inflight, a.dead),
+        (ITEMS as u64, ITEMS as u64, 0, 0, 0)
+    );
+}
+
+/// A redis-server of the test's own, without persistence, on a fixed port it can restart on.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = OwnRedis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (scripts/test-redis.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn replicas_are_unready_while_redis_is_down_and_recover_after_its_restart() {
+    if redis_or_skip("replicas_are_unready_while_redis_is_down_and_recover_after_its_restart")
+        .is_none()
+    {
+        return;
+    }
+    let mut redis = OwnRedis::start();
+    let servers = replicas(&redis.url(), 2).await;
+    let (a, b) = (servers[0].client(), servers[1].client());
+    a.create_queue("q", None).await.unwrap();
+    b.enqueue("q", "before", &EnqueueOptions::default())
+        .await
+        .unwrap();
+
+    redis.kill();
+    for s in &servers {
+        wait_ready(&s.url(), false, Duration::from_secs(10)).await;
+    }
+    let err = a.queue("q").await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(503), Some("backend_unavailable"))
+    );
+
+    // No persistence: Redis comes back empty, and the replicas find it by themselves.
+    redis.spawn();
+    for s in &servers {
+        wait_ready(&s.url(), true, Duration::from_secs(20)).await;
+    }
+    let err = a.queue("q").await.unwrap_err();
+    assert_eq!(err.status(), Some(404), "the queue went with Redis's data");
+    a.create_queue("q", None).await.unwrap();
+
+    // Wake-ups cross replicas again (B subscribed anew), leases cross too.
+    let poller = b.clone();
+    let poll = tokio::spawn(async move {
+        let opts = leased(1, Duration::from_secs(30), Duration::from_secs(20));
+        poller.dequeue("q", &opts).await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let sent = Instant::now();
+    a.enqueue("q", "after", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    let Dequeued::Messages(m) = got else {
+        panic!("{got:?}")
+    };
+    a.ack("q", &m[0].lease.as_ref().unwrap().id).await.unwrap();
+    assert_eq!(
+        figures(&a.queue("q").await.unwrap()),
+        figures(&b.queue("q").await.unwrap())
+    );
+    for s in servers {
+        s.shutdown().await;
+    }
+}
