@@ -59,13 +59,13 @@ pub async fn serve(
     let jobs = kube::Jobs::start(&config).await?;
     let (dashboard, sampler) = dashboard::Dashboard::new(store.clone(), cancel.clone()).await;
     let (autoscale, autoscale_interval) = (config.autoscale, config.autoscale_interval);
-    let state = http::AppState {
+    let state = http::AppState::new(http::Shared {
         store: store.clone(),
         config: Arc::new(config),
         metrics,
         dashboard,
         jobs: jobs.clone(),
-    };
+    });
     let router = http::app(state);
 
     // After the last fallible step, so that an early return leaves no task behind.
