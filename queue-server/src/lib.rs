@@ -64,13 +64,13 @@ pub async fn serve(
     let jobs = kube::Jobs::start(&config).await?;
     let (dashboard, sampler) = dashboard::Dashboard::new(store.clone(), cancel.clone()).await;
     let (autoscale, autoscale_interval) = (config.autoscale, config.autoscale_interval);
-    let state = http::AppState {
+    let state = http::AppState::new(http::Shared {
         store: store.clone(),
         config: Arc::new(config),
         metrics,
         dashboard,
         jobs: jobs.clone(),
-    };
+    });
     let router = http::app(state);
 
     // After the last fallible step, so that an early return leaves no task behind.
@@ -95,7 +95,9 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let stopping = cancel.clone();
-    let result = axum::serve(listener, router)
+    // Served as one shared service: handing axum the Router itself would rebuild it (every
+    // route and layer cloned) for each connection, some 40 kB and many allocations apiece.
+    let result = axum::serve(listener, router.into_make_service())
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing requests in flight");

@@ -24,9 +24,13 @@ use crate::kube::Jobs;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::store::Store;
 
-/// What every handler can reach.
+/// What every handler can reach: [`Shared`] behind one reference count. axum clones the state
+/// for every request and every layer it passes, so a clone must cost no more than that.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+pub struct Shared {
     /// The queues.
     pub store: Store,
     /// The server's settings.
@@ -37,6 +41,21 @@ pub struct AppState {
     pub dashboard: Dashboard,
     /// Consumer Jobs through the Kubernetes API, or why not.
     pub jobs: Jobs,
+}
+
+impl AppState {
+    /// The state of one server.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The whole router: queue API under `/memq/server`, operations and the dashboard at the root.

@@ -1,0 +1,407 @@
+#!/usr/bin/env bash
+# The HTTP benchmark suite: queue-server against a bare axum server answering 204 (the limit of
+# the HTTP stack on this machine, queue-server/examples/baseline.rs), driven by the same load
+# generator (wrk, one thread) at the same concurrency, back to back in the same run. Every figure
+# is printed with its ratio to that baseline, because on a shared machine only ratios from one
+# run mean something. Loopback only; about three minutes; every process it starts is stopped on
+# exit. The table goes to stdout and to $CARGO_TARGET_DIR/bench/latest.txt (default
+# target/bench/latest.txt); wrk's raw output to .../bench/raw/.
+#
+#   scripts/bench.sh                    # build --release, run everything
+#   scripts/bench.sh enqueue lease_ack  # only these sections (names: see SECTIONS below)
+#   BENCH_SECONDS=2 scripts/bench.sh    # shorter wrk runs (default 4 s each)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=$TARGET/bench
+RAW=$OUT/raw
+SECS=${BENCH_SECONDS:-4}
+SECTIONS=(enqueue dequeue lease_ack stats batch latency producer consumers deep longpoll durable)
+ONLY=("$@")
+for name in "${ONLY[@]}"; do
+    [[ " ${SECTIONS[*]} " == *" $name "* ]] || { echo "bench: no section $name (${SECTIONS[*]})" >&2; exit 2; }
+done
+want() { [ ${#ONLY[@]} = 0 ] || [[ " ${ONLY[*]} " == *" $1 "* ]]; }
+CONNS=32
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/memq-bench.XXXXXX")
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+mkdir -p "$OUT" "$RAW"
+
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '  .. %s\n' "$*" >&2; }
+die() {
+    printf 'bench: %s\n' "$*" >&2
+    exit 1
+}
+
+# 10,000 idle long polls need 10,000 sockets on each side.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" -ge 10100 ] || die "need at least 10100 open files (ulimit -n), have $(ulimit -n)"
+
+if ! command -v wrk >/dev/null 2>&1; then
+    log "installing wrk (Debian package)"
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+    else
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    fi
+fi
+command -v curl >/dev/null || die "curl is needed"
+
+log "building (release)"
+cargo build --release --quiet -p queue-server -p producer -p consumer --bins
+cargo build --release --quiet -p queue-server --example baseline
+BIN=$TARGET/release
+BASELINE_BIN=$BIN/examples/baseline
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+# start_server NAME [queue-server flags...]: starts a queue-server on a free loopback port; sets
+# URL (http://127.0.0.1:PORT) and PID.
+start_server() {
+    local name=$1
+    shift
+    local logf=$WORK/$name.log
+    RUST_LOG=warn,queue_server=info "$BIN/queue-server" --listen 127.0.0.1:0 "$@" 2>"$logf" &
+    PID=$!
+    PIDS+=("$PID")
+    local addr="" i
+    for i in $(seq 1 200); do
+        addr=$(grep -o 'addr=127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 | cut -d= -f2) || true
+        [ -n "$addr" ] && break
+        kill -0 "$PID" 2>/dev/null || die "queue-server $name did not start: $(cat "$logf")"
+        sleep 0.05
+    done
+    [ -n "$addr" ] || die "queue-server $name did not say where it listens"
+    URL=http://$addr
+}
+
+# start_baseline NAME: the bare 204 server; sets URL and PID.
+start_baseline() {
+    local out=$WORK/$1.out
+    "$BASELINE_BIN" 127.0.0.1:0 >"$out" 2>&1 &
+    PID=$!
+    PIDS+=("$PID")
+    local addr="" i
+    for i in $(seq 1 200); do
+        addr=$(sed -n 's/^listening on //p' "$out")
+        [ -n "$addr" ] && break
+        sleep 0.05
+    done
+    [ -n "$addr" ] || die "baseline server did not start: $(cat "$out")"
+    URL=http://$addr
+}
+
+stop() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+Q=/memq/server/queues
+
+# wrk_run NAME CONNS URL SCRIPT [wrk args...]: prints requests/s; raw output in $RAW/NAME.txt.
+# SCRIPT "-": plain GETs.
+wrk_run() {
+    local name=$1 conns=$2 url=$3 script=$4 args=()
+    shift 4
+    [ "$script" = - ] || args=(-s "scripts/bench/$script")
+    wrk -t1 -c"$conns" -d"${SECS}s" --timeout 10s "${args[@]}" "$@" "$url" >"$RAW/$name.txt" 2>&1 ||
+        die "wrk $name failed: $(cat "$RAW/$name.txt")"
+    if grep -q 'Non-2xx' "$RAW/$name.txt"; then
+        die "wrk $name got error answers: $(grep 'Non-2xx' "$RAW/$name.txt")"
+    fi
+    awk '/^Requests\/sec:/ {printf "%.0f\n", $2}' "$RAW/$name.txt"
+}
+
+# p99 of a wrk --latency run, in ms.
+p99_ms() {
+    awk '$1 == "99%" {
+        v = $2; unit = v; gsub(/[0-9.]/, "", unit); sub(/[a-z]+$/, "", v);
+        if (unit == "us") v /= 1000; else if (unit == "s") v *= 1000;
+        printf "%.2f\n", v }' "$RAW/$1.txt"
+}
+
+create() { curl -sS --fail -o /dev/null -X PUT "$1$Q/$2"; }
+delete() { curl -sS --fail -o /dev/null -X DELETE "$1$Q/$2"; }
+depth() { curl -sS --fail "$1$Q/$2" | jq .depth; }
+
+# fill URL QUEUE N: N 16-byte items in 10,000-line batches over one connection.
+LINES=$WORK/lines.txt
+for i in $(seq 0 9999); do printf 'work-item-%06d\n' "$i"; done >"$LINES"
+fill() {
+    local url=$1 queue=$2 n=$3 args=() i
+    for ((i = 0; i < n / 10000; i++)); do args+=("$url$Q/$queue/enqueue?batch=lines"); done
+    curl -sS --fail --data-binary @"$LINES" "${args[@]}" >/dev/null
+    [ "$(depth "$url" "$queue")" -ge "$n" ] || die "filling $queue: depth $(depth "$url" "$queue") < $n"
+}
+
+now() { date +%s.%N; }
+
+# The baseline's rate for single POSTs, for the rows whose load is not wrk (producer, consumers).
+BASE_POST=
+base_post() {
+    [ -n "$BASE_POST" ] || BASE_POST=$(wrk_run base-post $CONNS "$BASE/x" post.lua)
+}
+
+# ---------------------------------------------------------------------------------------------
+# Results: one row per figure, printed in a fixed order and format so runs diff cleanly.
+
+ROWS=()
+# row KEY WHAT VALUE UNIT BASELINE RATIO TARGET VERDICT
+row() { ROWS+=("$(printf '%-16s %-46s %12s %-8s %12s %7s  %-22s %s' "$@")"); }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+# meets VALUE OP LIMIT -> ok / BELOW
+meets() { awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
+    ok = (op == ">=") ? (v >= l) : (v <= l); print (ok ? "ok" : "MISSED") }'; }
+
+# ---------------------------------------------------------------------------------------------
+log "starting the baseline and a queue server"
+start_baseline base
+BASE=$URL
+BASE_PID=$PID
+start_server mem
+MEM=$URL
+MEM_PID=$PID
+
+section_enqueue() {
+    # Single enqueue at an empty queue, against the baseline with the same request.
+    log "single enqueue (empty queue), ${SECS}s each"
+    create "$MEM" e
+    b=$(wrk_run base-post $CONNS "$BASE/x" post.lua)
+    v=$(wrk_run enqueue-empty $CONNS "$MEM$Q/e/enqueue" post.lua)
+    BASE_POST=$b
+    r=$(ratio "$v" "$b")
+    row enqueue_empty "single enqueue, from an empty queue" "$v" req/s "$b" "$r" ">= 0.80 x baseline" "$(meets "$r" ">=" 0.80)"
+    delete "$MEM" e
+}
+
+section_dequeue() {
+    # kuard dequeue from 1,000,000 queued.
+    log "kuard dequeue (1,000,000 queued)"
+    create "$MEM" d1m
+    fill "$MEM" d1m 1000000
+    b=$(wrk_run base-post-empty $CONNS "$BASE/x" post-empty.lua)
+    v=$(wrk_run dequeue-1m $CONNS "$MEM$Q/d1m/dequeue" post-empty.lua)
+    [ "$(depth "$MEM" d1m)" -gt 0 ] || die "dequeue-1m ran the queue dry; its rate would count 204s"
+    r=$(ratio "$v" "$b")
+    row dequeue_1m "kuard dequeue, from 1,000,000 queued" "$v" req/s "$b" "$r" ">= 0.80 x baseline" "$(meets "$r" ">=" 0.80)"
+    delete "$MEM" d1m
+}
+
+section_lease_ack() {
+    # Lease+ack pairs: the baseline runs the same script (every request a lease: no ids come back).
+    log "lease+ack pairs"
+    create "$MEM" lease
+    fill "$MEM" lease 500000
+    export BENCH_QUEUE_PATH=$Q/lease
+    b=$(wrk_run base-lease-ack $CONNS "$BASE" lease-ack.lua)
+    wrk_run lease-ack $CONNS "$MEM" lease-ack.lua >/dev/null
+    read -r acks errs us < <(awk '/^lease-ack:/ {print $3, $5, $7}' "$RAW/lease-ack.txt")
+    [ "$errs" = 0 ] || die "lease-ack: $errs unexpected answers"
+    v=$(awk -v a="$acks" -v us="$us" 'BEGIN { printf "%.0f", a / (us / 1e6) }')
+    r=$(ratio "$v" "$b")
+    row lease_ack "lease+ack pairs (2 requests each)" "$v" pairs/s "$b" "$r" ">= 0.40 x baseline" "$(meets "$r" ">=" 0.40)"
+    delete "$MEM" lease
+}
+
+section_stats() {
+    log "stats GET (4 queues)"
+    for q in s1 s2 s3 s4; do
+        create "$MEM" "$q"
+        fill "$MEM" "$q" 10000
+    done
+    b=$(wrk_run base-get $CONNS "$BASE/x" -)
+    v=$(wrk_run stats $CONNS "$MEM/memq/server/stats" -)
+    row stats_get "GET /stats (4 queues)" "$v" req/s "$b" "$(ratio "$v" "$b")" "-" "-"
+    for q in s1 s2 s3 s4; do delete "$MEM" "$q"; done
+}
+
+section_batch() {
+    log "batch enqueue, 10,000 lines per request"
+    create "$MEM" b
+    b=$(wrk_run base-batch $CONNS "$BASE/x" batch.lua)
+    v=$(wrk_run batch $CONNS "$MEM$Q/b/enqueue?batch=lines" batch.lua)
+    MEM_BATCH=$((v * 10000))
+    row batch_enqueue "batch enqueue (10,000-line bodies)" "$MEM_BATCH" items/s "$((b * 10000))" "$(ratio "$v" "$b")" ">= 2,000,000 items/s" "$(meets "$MEM_BATCH" ">=" 2000000)"
+    delete "$MEM" b
+}
+
+section_latency() {
+    log "enqueue p99 at 64 clients"
+    create "$MEM" p
+    b=$(wrk_run base-post-64 64 "$BASE/x" post.lua --latency)
+    bp99=$(p99_ms base-post-64)
+    v=$(wrk_run enqueue-64 64 "$MEM$Q/p/enqueue" post.lua --latency)
+    MEM_64=$v
+    p99=$(p99_ms enqueue-64)
+    row enqueue_p99_64 "enqueue p99 latency, 64 clients" "$p99" ms "$bp99" "$(ratio "$p99" "$bp99")" "< 5 ms" "$(meets "$p99" "<=" 5)"
+    row enqueue_64 "single enqueue, 64 clients" "$v" req/s "$b" "$(ratio "$v" "$b")" "-" "-"
+    delete "$MEM" p
+}
+
+section_producer() {
+    log "producer: 1,000,000 items"
+    base_post
+    t0=$(now)
+    "$BIN/producer" --server "$MEM/memq/server" --queue prod --create --no-progress 'work-item-{000000..999999}' \
+        >"$RAW/producer.txt" 2>&1 || die "producer failed: $(cat "$RAW/producer.txt")"
+    t1=$(now)
+    [ "$(depth "$MEM" prod)" = 1000000 ] || die "producer: depth $(depth "$MEM" prod), not 1000000"
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+    v=$(awk -v s="$secs" 'BEGIN { printf "%.0f", 1000000 / s }')
+    row producer_1m "producer, 1,000,000 items end to end (${secs} s)" "$v" items/s "$BASE_POST" "$(ratio "$v" "$BASE_POST")" "< 2 s" "$(meets "$secs" "<=" 2)"
+    delete "$MEM" prod
+}
+
+section_consumers() {
+    log "5 consumers drain 100,000 items"
+    base_post
+    create "$MEM" drain
+    fill "$MEM" drain 100000
+    t0=$(now)
+    cpids=()
+    for i in 1 2 3 4 5; do
+        "$BIN/consumer" --server "$MEM/memq/server" --queue drain --work noop >"$RAW/consumer-$i.txt" 2>&1 &
+        cpids+=("$!")
+        PIDS+=("$!")
+    done
+    for pid in "${cpids[@]}"; do wait "$pid" || die "a consumer failed: $(cat "$RAW"/consumer-*.txt)"; done
+    t1=$(now)
+    acked=$(curl -sS "$MEM$Q/drain" | jq .acked)
+    [ "$acked" = 100000 ] || die "consumers acked $acked, not 100000"
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+    v=$(awk -v s="$secs" 'BEGIN { printf "%.0f", 100000 / s }')
+    row consumers_100k "5 consumers drain 100,000 no-op items (${secs} s)" "$v" items/s "$BASE_POST" "$(ratio "$v" "$BASE_POST")" "< 10 s" "$(meets "$secs" "<=" 10)"
+    delete "$MEM" drain
+}
+
+section_deep() {
+    # Deep queue: a fresh server, so that its RSS growth is the items' alone.
+    log "3,000,000 queued items: memory, enqueue, dequeue"
+    start_server deep
+    DEEP=$URL
+    DEEP_PID=$PID
+    create "$DEEP" deep
+    rss0=$(rss_kb "$DEEP_PID")
+    fill "$DEEP" deep 3000000
+    rss1=$(rss_kb "$DEEP_PID")
+    per=$(awk -v a="$rss0" -v b="$rss1" 'BEGIN { printf "%.1f", (b - a) * 1024 / 3000000 }')
+    beyond=$(awk -v p="$per" 'BEGIN { printf "%.1f", p - 16 }')
+    row rss_per_item "RSS per queued 16-byte item (3,000,000)" "$per" B/item 16 "$(ratio "$per" 16)" "-" "-"
+    row rss_beyond_body "  of which beyond the body" "$beyond" B/item "-" "-" "<= 64 B/item" "$(meets "$beyond" "<=" 64)"
+    b=$(wrk_run base-post-deep $CONNS "$BASE/x" post.lua)
+    v=$(wrk_run enqueue-3m $CONNS "$DEEP$Q/deep/enqueue" post.lua)
+    r=$(ratio "$v" "$b")
+    row enqueue_3m "single enqueue, at 3,000,000 queued" "$v" req/s "$b" "$r" ">= 0.80 x baseline" "$(meets "$r" ">=" 0.80)"
+    b=$(wrk_run base-post-empty-deep $CONNS "$BASE/x" post-empty.lua)
+    v=$(wrk_run dequeue-3m $CONNS "$DEEP$Q/deep/dequeue" post-empty.lua)
+    r=$(ratio "$v" "$b")
+    row dequeue_3m "kuard dequeue, from 3,000,000 queued" "$v" req/s "$b" "$r" ">= 0.80 x baseline" "$(meets "$r" ">=" 0.80)"
+    stop "$DEEP_PID"
+}
+
+# hold_polls NAME URL PID: sets HELD_RSS_KB and HELD (connections the server side holds).
+hold_polls() {
+    local name=$1 url=$2 pid=$3 port
+    port=$(echo "$url" | sed -E 's#^http://[^:]+:([0-9]+).*#\1#')
+    # wrk ends before the polls' 30 s run out, so each connection sends exactly one request.
+    wrk -t1 -c10000 -d28s --timeout 60s -s scripts/bench/post-empty.lua "$url" >"$RAW/$name.txt" 2>&1 &
+    local wpid=$!
+    PIDS+=("$wpid")
+    # A burst of 10,000 connects overflows the listen backlog; the dropped ones retry after 1, 3,
+    # 7 s... so a slow accept loop shows here as a long wait.
+    local i
+    for i in $(seq 1 40); do
+        sleep 0.5
+        HELD=$(ss -Htn state established "( sport = :$port )" | wc -l)
+        [ -n "${BENCH_DEBUG:-}" ] && log "held $HELD (port $port)"
+        [ "$HELD" -ge 10000 ] && break
+    done
+    HELD_SECS=$(awk -v i="$i" 'BEGIN { printf "%.1f", i / 2 }')
+    sleep 1
+    HELD=$(ss -Htn state established "( sport = :$port )" | wc -l)
+    HELD_RSS_KB=$(rss_kb "$pid")
+    kill "$wpid" 2>/dev/null || true
+    wait "$wpid" 2>/dev/null || true
+}
+
+section_longpoll() {
+    # 10,000 idle long polls, each side on a fresh process; RSS read while they are held.
+    log "10,000 idle long polls"
+    start_baseline base-idle
+    hold_polls base-longpoll "$URL/x?wait=30" "$PID"
+    brss=$HELD_RSS_KB bconns=$HELD bsecs=$HELD_SECS
+    stop "$PID"
+    start_server idle
+    create "$URL" idle
+    hold_polls longpoll "$URL$Q/idle/dequeue?wait=30" "$PID"
+    rss=$HELD_RSS_KB conns=$HELD secs=$HELD_SECS
+    stop "$PID"
+    mb=$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')
+    bmb=$(awk -v k="$brss" 'BEGIN { printf "%.1f", k / 1024 }')
+    row longpoll_10k "RSS holding $conns idle long polls (base: $bconns)" "$mb" MB "$bmb" "$(ratio "$mb" "$bmb")" "10,000 held, < 200 MB" "$([ "$conns" -ge 10000 ] && meets "$mb" "<=" 200 || echo MISSED)"
+    row longpoll_connect "  time until all were connected" "$secs" s "$bsecs" "$(ratio "$secs" "$bsecs")" "-" "-"
+}
+
+section_durable() {
+    # Durable: journal with fsync always (group commit), against the in-memory server just before.
+    log "durable (--data-dir, --fsync always)"
+    mkdir -p "$OUT/data"
+    DATA=$(mktemp -d "$OUT/data/run.XXXXXX")
+    start_server durable --data-dir "$DATA" --fsync always
+    DUR=$URL
+    DUR_PID=$PID
+    for q in dp db; do
+        create "$DUR" "$q"
+        create "$MEM" "$q"
+    done
+    m=$(wrk_run enqueue-64-again 64 "$MEM$Q/dp/enqueue" post.lua)
+    v=$(wrk_run durable-enqueue-64 64 "$DUR$Q/dp/enqueue" post.lua)
+    row durable_enqueue "durable single enqueue, 64 clients" "$v" req/s "$m" "$(ratio "$v" "$m")" "(x in-memory)" "-"
+    m=$(wrk_run batch-again $CONNS "$MEM$Q/db/enqueue?batch=lines" batch.lua)
+    v=$(wrk_run durable-batch $CONNS "$DUR$Q/db/enqueue?batch=lines" batch.lua)
+    row durable_batch "durable batch enqueue (10,000-line bodies)" "$((v * 10000))" items/s "$((m * 10000))" "$(ratio "$v" "$m")" ">= 500,000 items/s" "$(meets "$((v * 10000))" ">=" 500000)"
+    stop "$DUR_PID"
+    delete "$MEM" dp
+    delete "$MEM" db
+    rm -rf "$DATA"
+}
+
+for name in "${SECTIONS[@]}"; do
+    if want "$name"; then "section_$name"; fi
+done
+# A partial run does not replace the full table.
+RESULT=latest.txt
+[ ${#ONLY[@]} = 0 ] || RESULT=partial.txt
+
+# ---------------------------------------------------------------------------------------------
+cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+mem=$(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+{
+    printf '# memq-rs scripts/bench.sh %s (commit %s)\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    printf '# machine: %s cores, %s, %s; load average before the run: %s\n' "$(nproc)" "$cpu" "$mem" "$LOAD"
+    printf '# wrk -t1 -c%s -d%ss on loopback unless noted; baseline = bare axum 204 server, same request, same run\n' "$CONNS" "$SECS"
+    printf '%-16s %-46s %12s %-8s %12s %7s  %-22s %s\n' key what value unit baseline ratio target verdict
+    printf '%s\n' "${ROWS[@]}"
+} | tee "$OUT/$RESULT"
