@@ -1,6 +1,6 @@
 //! Bearer-token check (`--token`), compared in constant time.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,8 +30,9 @@ fn public_read(method: &Method, path: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
 }
 
-/// Refuses requests without the right `Authorization: Bearer` when a token is set.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Refuses requests without the right `Authorization: Bearer` when a token is set; passes the
+/// others on to `next`.
+pub async fn require_token(state: &AppState, req: Request, next: Next) -> Response {
     let Some(token) = state.config.token.as_deref() else {
         return next.run(req).await;
     };
