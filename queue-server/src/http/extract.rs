@@ -18,10 +18,10 @@ impl<S: Send + Sync> FromRequestParts<S> for QueueName {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        // Routes with a QueueName have `{queue}` as their only segment.
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| Error::InvalidQueueName(format!("bad path: {e}")))?;
-        let name = params.get("queue").cloned().unwrap_or_default();
         memq::name::validate_queue_name(&name).map_err(Error::InvalidQueueName)?;
         Ok(QueueName(name))
     }
@@ -39,12 +39,11 @@ impl<S: Send + Sync> FromRequestParts<S> for LeasePath {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        // `.../queues/{queue}/leases/{lease}/...`: the segments in that order.
+        let Path((queue, lease)) = Path::<(String, String)>::from_request_parts(parts, state)
             .await
             .map_err(|e| Error::InvalidQueueName(format!("bad path: {e}")))?;
-        let queue = params.get("queue").cloned().unwrap_or_default();
         memq::name::validate_queue_name(&queue).map_err(Error::InvalidQueueName)?;
-        let lease = params.get("lease").cloned().unwrap_or_default();
         Ok(LeasePath { queue, lease })
     }
 }

@@ -7,6 +7,7 @@ pub(crate) mod extract;
 mod jobs;
 mod memq;
 mod ops;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Instant;
