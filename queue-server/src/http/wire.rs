@@ -15,7 +15,9 @@ pub struct IdText(pub Id);
 
 impl Serialize for IdText {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
+        // Not collect_str: going through fmt::Display costs more than the encoding itself.
+        let mut buf = [0u8; 26];
+        s.serialize_str(self.0.encode(&mut buf))
     }
 }
 
