@@ -115,7 +115,14 @@ async fn front_door(State(state): State<AppState>, req: Request, next: Next) -> 
     let method = req.method().clone();
     // The route pattern lives in an Arc<str>; holding it costs no copy.
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let resp = auth::require_token(&state, req, next).await;
+    // The token check is a plain function, not a future around the inner one: this future
+    // lives as long as a long poll does, so it should hold little.
+    let verdict = auth::check(&state, &req);
+    let resp = match verdict {
+        auth::Verdict::Refuse => auth::refused(verdict, None),
+        auth::Verdict::Pass => next.run(req).await,
+        auth::Verdict::AskForToken => auth::refused(verdict, Some(next.run(req).await)),
+    };
     state.metrics.observe(
         &method,
         route.as_ref().map_or("unmatched", MatchedPath::as_str),

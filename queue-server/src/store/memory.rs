@@ -321,9 +321,9 @@ impl MemoryStore {
     /// Waits until the change at `lsn` is stored as `--fsync` promises.
     async fn settle(&self, lsn: Option<Lsn>) -> Result<()> {
         match (lsn, &self.inner.data) {
-            (Some(lsn), Some(d)) => d
-                .writer
-                .wait(lsn, JOURNAL_WAIT)
+            // Boxed: every store future (a long poll's too) would otherwise carry the room
+            // for this wait and its timer, used only with --data-dir.
+            (Some(lsn), Some(d)) => Box::pin(d.writer.wait(lsn, JOURNAL_WAIT))
                 .await
                 .map_err(Error::BackendUnavailable),
             _ => Ok(()),
