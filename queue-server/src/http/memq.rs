@@ -269,6 +269,8 @@ pub async fn dequeue(
         lease,
         wait,
     };
+    // Not held through a long poll's wait.
+    drop(params);
     match state.store.dequeue(&name, req).await? {
         DequeueOutcome::Empty {
             depth,
