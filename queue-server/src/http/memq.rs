@@ -189,7 +189,9 @@ pub async fn enqueue(
             key: key.map(String::into_boxed_str),
         };
         let (id, duplicate) = state.store.enqueue(&name, vec![item], delay).await?[0];
-        return Ok(Json(MessageOut::new(id, text, None).duplicate(duplicate)).into_response());
+        return Ok(MessageOut::new(id, text, None)
+            .duplicate(duplicate)
+            .into_response());
     };
     let items: Vec<NewItem> = match batch.as_str() {
         "lines" => split_lines(text, keep_empty)
@@ -230,7 +232,7 @@ pub async fn enqueue(
     } else {
         state.store.enqueue(&name, items, delay).await?
     };
-    Ok(Json(EnqueueResultOut::new(&results)).into_response())
+    Ok(EnqueueResultOut::new(&results).into_response())
 }
 
 fn empty_response(depth: u64, inflight: u64, delayed: u64, paused: bool) -> Response {
@@ -279,11 +281,11 @@ pub async fn dequeue(
             paused,
         } => Ok(empty_response(depth, inflight, delayed, paused)),
         DequeueOutcome::Items(items) if max.is_some() => {
-            Ok(Json(MessageListOut::new(items.iter().map(delivered).collect())).into_response())
+            Ok(MessageListOut::new(items.iter().map(delivered).collect()).into_response())
         }
         DequeueOutcome::Items(items) => {
             let first = items.first().expect("at least one item");
-            Ok(Json(delivered(first)).into_response())
+            Ok(delivered(first).into_response())
         }
     }
 }
@@ -313,7 +315,7 @@ pub async fn extend(
 ) -> Result<Response> {
     let lease = params.duration("lease", MAX_LEASE, false)?.map(millis);
     let (info, id, body) = state.store.extend(&path.queue, &path.lease, lease).await?;
-    Ok(Json(MessageOut::new(id, &body, Some(info))).into_response())
+    Ok(MessageOut::new(id, &body, Some(info)).into_response())
 }
 
 /// `POST /queues/{q}/ack`: a JSON array of lease ids; one outcome each.
@@ -411,7 +413,7 @@ pub async fn peek(
         .iter()
         .map(|(id, body)| MessageOut::new(*id, body, None))
         .collect();
-    Ok(Json(MessageListOut::new(messages)).into_response())
+    Ok(MessageListOut::new(messages).into_response())
 }
 
 #[cfg(test)]
