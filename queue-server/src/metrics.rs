@@ -1,59 +1,38 @@
 //! Prometheus metrics: per-queue gauges and counters taken from the store's stats at scrape time
 //! (the hot path pays nothing for them), and a request-latency histogram per route.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::http::Method;
+use foldhash::fast::RandomState;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use std::sync::Arc;
-
-use parking_lot::Mutex;
-
-/// Labels of the request histogram.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// HTTP method.
-    pub method: String,
-    /// Route pattern (`/memq/server/queues/{queue}/enqueue`), never the raw path.
-    pub route: String,
-    /// Status code.
-    pub status: u16,
-}
 
 /// The server's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Histogram>,
+    requests: Arc<Requests>,
     /// The stats of the scrape being encoded (a scrape fetches them first, asynchronously).
     queues: Arc<Mutex<Vec<memq::QueueStats>>>,
     /// One scrape encodes at a time, so each sees its own stats.
     scrape: Mutex<()>,
 }
 
-fn latency_histogram() -> Histogram {
-    // 100 µs .. ~3.3 s, doubling.
-    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
-}
-
 impl Metrics {
     /// An empty set of metrics.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
-        registry.register(
-            "memq_http_request_duration_seconds",
-            "Time to answer an HTTP request (long polls include their wait)",
-            requests.clone(),
-        );
+        let requests = Arc::new(Requests::default());
+        registry.register_collector(Box::new(RequestCollector(requests.clone())));
         let queues = Arc::new(Mutex::new(Vec::new()));
         registry.register_collector(Box::new(QueueCollector {
             queues: queues.clone(),
@@ -66,11 +45,11 @@ impl Metrics {
         }
     }
 
-    /// Records one answered request.
-    pub fn observe(&self, labels: RequestLabels, elapsed: Duration) {
-        self.requests
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+    /// Records one answered request: its method, route pattern (`/memq/server/queues/{queue}`,
+    /// never the raw path), status and time taken.
+    pub fn observe(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.requests.record(method, route, status, ns);
     }
 
     /// The exposition text, with per-queue figures from `stats`.
@@ -81,6 +60,110 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         self.queues.lock().clear();
         Ok(out)
+    }
+}
+
+/// Buckets of the latency histogram: upper bounds of 100 µs, doubling up to ~3.3 s, then `+Inf`.
+const BUCKETS: usize = 16;
+const FIRST_BOUND_NS: u64 = 100_000;
+
+/// `memq_http_request_duration_seconds`, by method, route and status. It is recorded on every
+/// request, so it takes no lock beyond a shared read of the series table, and counts in relaxed
+/// atomics (prometheus-client's `Family<_, Histogram>` wants owned label strings to look a
+/// series up, and locks a mutex per observation).
+#[derive(Debug, Default)]
+struct Requests {
+    /// Route pattern -> one series per method and status seen on it.
+    routes: RwLock<HashMap<Box<str>, Vec<Series>, RandomState>>,
+}
+
+impl Requests {
+    fn record(&self, method: &Method, route: &str, status: u16, ns: u64) {
+        let find = |list: &[Series]| {
+            list.iter()
+                .position(|s| s.status == status && s.method == *method)
+        };
+        {
+            let routes = self.routes.read();
+            if let Some(list) = routes.get(route)
+                && let Some(i) = find(list)
+            {
+                list[i].record(ns);
+                return;
+            }
+        }
+        // First request of its kind: add its series.
+        let mut routes = self.routes.write();
+        let list = routes.entry(route.into()).or_default();
+        let i = find(list).unwrap_or_else(|| {
+            list.push(Series {
+                method: method.clone(),
+                status,
+                counts: Default::default(),
+                sum_ns: AtomicU64::new(0),
+            });
+            list.len() - 1
+        });
+        list[i].record(ns);
+    }
+}
+
+#[derive(Debug)]
+struct Series {
+    method: Method,
+    status: u16,
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    counts: [AtomicU64; BUCKETS + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Series {
+    fn record(&self, ns: u64) {
+        let bucket = (0..BUCKETS)
+            .find(|&i| ns <= FIRST_BOUND_NS << i)
+            .unwrap_or(BUCKETS);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct RequestCollector(Arc<Requests>);
+
+impl Collector for RequestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "memq_http_request_duration_seconds",
+            "Time to answer an HTTP request (long polls include their wait).",
+            None,
+            MetricType::Histogram,
+        )?;
+        let routes = self.0.routes.read();
+        for (route, list) in routes.iter() {
+            for s in list {
+                let status = s.status.to_string();
+                let labels = [
+                    ("method", s.method.as_str()),
+                    ("route", &**route),
+                    ("status", status.as_str()),
+                ];
+                let mut buckets = Vec::with_capacity(BUCKETS + 1);
+                for (i, count) in s.counts.iter().enumerate() {
+                    let bound = if i < BUCKETS {
+                        (FIRST_BOUND_NS << i) as f64 / 1e9
+                    } else {
+                        f64::INFINITY
+                    };
+                    buckets.push((bound, count.load(Ordering::Relaxed)));
+                }
+                let count = buckets.iter().map(|(_, n)| n).sum();
+                let sum = s.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -166,5 +249,39 @@ impl Collector for QueueCollector {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_latency_is_a_cumulative_histogram_per_method_route_and_status() {
+        let metrics = Metrics::new();
+        let route = "/memq/server/queues/{queue}/enqueue";
+        metrics.observe(&Method::POST, route, 200, Duration::from_micros(100));
+        metrics.observe(&Method::POST, route, 200, Duration::from_micros(101));
+        metrics.observe(&Method::POST, route, 200, Duration::from_secs(10));
+        metrics.observe(&Method::POST, route, 404, Duration::from_micros(50));
+        let text = metrics.render(Vec::new()).unwrap();
+        let labels = format!("method=\"POST\",route=\"{route}\",status=\"200\"");
+        for line in [
+            "# TYPE memq_http_request_duration_seconds histogram".to_string(),
+            format!("memq_http_request_duration_seconds_count{{{labels}}} 3"),
+            format!("memq_http_request_duration_seconds_sum{{{labels}}} 10.000201"),
+            format!("memq_http_request_duration_seconds_bucket{{le=\"0.0001\",{labels}}} 1"),
+            format!("memq_http_request_duration_seconds_bucket{{le=\"0.0002\",{labels}}} 2"),
+            format!("memq_http_request_duration_seconds_bucket{{le=\"3.2768\",{labels}}} 2"),
+            format!("memq_http_request_duration_seconds_bucket{{le=\"+Inf\",{labels}}} 3"),
+            format!(
+                "memq_http_request_duration_seconds_count{{method=\"POST\",route=\"{route}\",status=\"404\"}} 1"
+            ),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
     }
 }

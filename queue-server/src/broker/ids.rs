@@ -34,10 +34,18 @@ impl Id {
     }
 }
 
+impl Id {
+    /// The 26-character text form, written into `buf` (no formatter machinery: answers write
+    /// one or two ids per request, and a batch answer thousands).
+    pub fn encode(self, buf: &mut [u8; ulid::ULID_LEN]) -> &str {
+        ulid::Ulid(self.to_u128()).array_to_str(buf)
+    }
+}
+
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; ulid::ULID_LEN];
-        f.write_str(ulid::Ulid(self.to_u128()).array_to_str(&mut buf))
+        f.write_str(self.encode(&mut buf))
     }
 }
 

@@ -1,8 +1,7 @@
 //! Bearer-token check (`--token`), compared in constant time.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
@@ -30,14 +29,26 @@ fn public_read(method: &Method, path: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
 }
 
-/// Refuses requests without the right `Authorization: Bearer` when a token is set.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// What the token check says about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No token set, an open path, or the right token: serve it.
+    Pass,
+    /// The dashboard page without the token: serve it, as a 401 that asks for the token.
+    AskForToken,
+    /// 401.
+    Refuse,
+}
+
+/// Checks `Authorization: Bearer` when a token is set. A plain function rather than a
+/// middleware of its own: a long poll holds its middleware futures for its whole wait.
+pub fn check(state: &AppState, req: &Request) -> Verdict {
     let Some(token) = state.config.token.as_deref() else {
-        return next.run(req).await;
+        return Verdict::Pass;
     };
     let path = req.uri().path();
     if always_open(path) || (state.config.public_reads && public_read(req.method(), path)) {
-        return next.run(req).await;
+        return Verdict::Pass;
     }
     let given = req
         .headers()
@@ -45,17 +56,26 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or_default();
     if bool::from(given.ct_eq(token.as_bytes())) {
-        next.run(req).await
+        Verdict::Pass
     } else if req.method() == Method::GET && path == "/" {
         // A browser cannot send the token with a page load, so the dashboard page (code without
         // data) comes with the 401 and asks for the token; what it shows is fetched with it.
-        let mut resp = next.run(req).await;
-        *resp.status_mut() = StatusCode::UNAUTHORIZED;
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        resp
+        Verdict::AskForToken
     } else {
-        Error::Unauthorized.into_response()
+        Verdict::Refuse
+    }
+}
+
+/// The answer to a request the check refused, or the page served with [`Verdict::AskForToken`].
+pub fn refused(verdict: Verdict, page: Option<Response>) -> Response {
+    match (verdict, page) {
+        (Verdict::AskForToken, Some(mut resp)) => {
+            *resp.status_mut() = StatusCode::UNAUTHORIZED;
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp
+        }
+        _ => Error::Unauthorized.into_response(),
     }
 }
 

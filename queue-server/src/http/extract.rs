@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
 use crate::error::Error;
@@ -18,10 +18,10 @@ impl<S: Send + Sync> FromRequestParts<S> for QueueName {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        // Routes with a QueueName have `{queue}` as their only segment.
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| Error::InvalidQueueName(format!("bad path: {e}")))?;
-        let name = params.get("queue").cloned().unwrap_or_default();
         memq::name::validate_queue_name(&name).map_err(Error::InvalidQueueName)?;
         Ok(QueueName(name))
     }
@@ -39,12 +39,11 @@ impl<S: Send + Sync> FromRequestParts<S> for LeasePath {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        // `.../queues/{queue}/leases/{lease}/...`: the segments in that order.
+        let Path((queue, lease)) = Path::<(String, String)>::from_request_parts(parts, state)
             .await
             .map_err(|e| Error::InvalidQueueName(format!("bad path: {e}")))?;
-        let queue = params.get("queue").cloned().unwrap_or_default();
         memq::name::validate_queue_name(&queue).map_err(Error::InvalidQueueName)?;
-        let lease = params.get("lease").cloned().unwrap_or_default();
         Ok(LeasePath { queue, lease })
     }
 }
@@ -160,15 +159,33 @@ impl Params {
 }
 
 /// Reads a whole body, refusing more than `max` bytes without buffering past the limit.
-pub async fn read_body(body: Body, max: usize) -> Result<Bytes, Error> {
-    let limited = http_body_util::Limited::new(body, max);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge { max }),
-        Err(e) => Err(Error::InvalidBody(format!(
-            "could not read the request body: {e}"
-        ))),
+pub async fn read_body(mut body: Body, max: usize) -> Result<Bytes, Error> {
+    // Most bodies arrive in one frame, which is kept as it is; only a second one makes a copy.
+    // (http_body_util's Limited + collect would queue every frame in a list first.)
+    let mut first = Bytes::new();
+    let mut more: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| Error::InvalidBody(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let held = more.as_ref().map_or(first.len(), BytesMut::len);
+        if held + data.len() > max {
+            return Err(Error::BodyTooLarge { max });
+        }
+        match &mut more {
+            Some(buf) => buf.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut buf = BytesMut::with_capacity(first.len() + data.len());
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&data);
+                more = Some(buf);
+            }
+        }
     }
+    Ok(more.map_or(first, BytesMut::freeze))
 }
 
 /// Checks that a body is UTF-8 text.

@@ -9,13 +9,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use memq::types::headers;
 use memq::{
-    AckOutcome, AckResult, BatchItem, CountResult, DeadLetter, DeadLetterList, EnqueueResult,
-    Lease, Message, MessageList, QueueConfigPatch, QueueObject, QueueStats, Stats,
+    AckOutcome, AckResult, BatchItem, CountResult, DeadLetter, DeadLetterList, QueueConfigPatch,
+    QueueObject, QueueStats, Stats,
 };
 
 use super::AppState;
 use super::extract::{LeasePath, Params, QueueName, read_body, utf8};
-use crate::broker::{Id, LeaseInfo, NewItem};
+use super::wire::{EnqueueResultOut, MessageListOut, MessageOut};
+use crate::broker::NewItem;
 use crate::error::{Error, Result};
 use crate::store::{Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, rfc3339_ms};
 
@@ -39,23 +40,8 @@ fn millis(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
-fn message(id: Id, body: String, lease: Option<LeaseInfo>) -> Message {
-    Message {
-        kind: "message".into(),
-        id: id.to_string(),
-        body,
-        creation_timestamp: rfc3339_ms(id.timestamp_ms()),
-        lease: lease.map(|l| Lease {
-            id: l.id.to_string(),
-            expires_at: rfc3339_ms(l.deadline),
-            attempt: l.attempt,
-        }),
-        duplicate: false,
-    }
-}
-
-fn delivered(d: Delivery) -> Message {
-    message(d.id, d.body.into(), d.lease)
+fn delivered(d: &Delivery) -> MessageOut<'_> {
+    MessageOut::new(d.id, &d.body, d.lease)
 }
 
 /// `GET /stats`.
@@ -203,9 +189,9 @@ pub async fn enqueue(
             key: key.map(String::into_boxed_str),
         };
         let (id, duplicate) = state.store.enqueue(&name, vec![item], delay).await?[0];
-        let mut msg = message(id, text.to_owned(), None);
-        msg.duplicate = duplicate;
-        return Ok(Json(msg).into_response());
+        return Ok(MessageOut::new(id, text, None)
+            .duplicate(duplicate)
+            .into_response());
     };
     let items: Vec<NewItem> = match batch.as_str() {
         "lines" => split_lines(text, keep_empty)
@@ -246,14 +232,7 @@ pub async fn enqueue(
     } else {
         state.store.enqueue(&name, items, delay).await?
     };
-    let duplicates = results.iter().filter(|(_, dup)| *dup).count() as u64;
-    Ok(Json(EnqueueResult {
-        kind: "enqueueResult".into(),
-        count: results.len() as u64 - duplicates,
-        duplicates,
-        ids: results.iter().map(|(id, _)| id.to_string()).collect(),
-    })
-    .into_response())
+    Ok(EnqueueResultOut::new(&results).into_response())
 }
 
 fn empty_response(depth: u64, inflight: u64, delayed: u64, paused: bool) -> Response {
@@ -292,6 +271,8 @@ pub async fn dequeue(
         lease,
         wait,
     };
+    // Not held through a long poll's wait.
+    drop(params);
     match state.store.dequeue(&name, req).await? {
         DequeueOutcome::Empty {
             depth,
@@ -299,14 +280,12 @@ pub async fn dequeue(
             delayed,
             paused,
         } => Ok(empty_response(depth, inflight, delayed, paused)),
-        DequeueOutcome::Items(items) if max.is_some() => Ok(Json(MessageList {
-            kind: "messageList".into(),
-            messages: items.into_iter().map(delivered).collect(),
-        })
-        .into_response()),
+        DequeueOutcome::Items(items) if max.is_some() => {
+            Ok(MessageListOut::new(items.iter().map(delivered).collect()).into_response())
+        }
         DequeueOutcome::Items(items) => {
-            let first = items.into_iter().next().expect("at least one item");
-            Ok(Json(delivered(first)).into_response())
+            let first = items.first().expect("at least one item");
+            Ok(delivered(first).into_response())
         }
     }
 }
@@ -333,10 +312,10 @@ pub async fn extend(
     State(state): State<AppState>,
     path: LeasePath,
     params: Params,
-) -> Result<Json<Message>> {
+) -> Result<Response> {
     let lease = params.duration("lease", MAX_LEASE, false)?.map(millis);
     let (info, id, body) = state.store.extend(&path.queue, &path.lease, lease).await?;
-    Ok(Json(message(id, body.into(), Some(info))))
+    Ok(MessageOut::new(id, &body, Some(info)).into_response())
 }
 
 /// `POST /queues/{q}/ack`: a JSON array of lease ids; one outcome each.
@@ -427,19 +406,14 @@ pub async fn peek(
     State(state): State<AppState>,
     QueueName(name): QueueName,
     params: Params,
-) -> Result<Json<MessageList>> {
+) -> Result<Response> {
     let limit = params.int("limit", 1, 1000)?.unwrap_or(10) as usize;
-    let messages = state
-        .store
-        .peek(&name, limit)
-        .await?
-        .into_iter()
-        .map(|(id, body)| message(id, body.into(), None))
+    let items = state.store.peek(&name, limit).await?;
+    let messages = items
+        .iter()
+        .map(|(id, body)| MessageOut::new(*id, body, None))
         .collect();
-    Ok(Json(MessageList {
-        kind: "messageList".into(),
-        messages,
-    }))
+    Ok(MessageListOut::new(messages).into_response())
 }
 
 #[cfg(test)]

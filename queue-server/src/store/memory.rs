@@ -285,9 +285,9 @@ impl MemoryStore {
     /// Waits until the change at `lsn` is stored as `--fsync` promises.
     async fn settle(&self, lsn: Option<Lsn>) -> Result<()> {
         match (lsn, &self.inner.data) {
-            (Some(lsn), Some(d)) => d
-                .writer
-                .wait(lsn, JOURNAL_WAIT)
+            // Boxed: every store future (a long poll's too) would otherwise carry the room
+            // for this wait and its timer, used only with --data-dir.
+            (Some(lsn), Some(d)) => Box::pin(d.writer.wait(lsn, JOURNAL_WAIT))
                 .await
                 .map_err(Error::BackendUnavailable),
             _ => Ok(()),
@@ -532,10 +532,21 @@ impl MemoryStore {
         }
     }
 
-    /// `POST /leases/{lease}/ack`.
+    /// `POST /leases/{lease}/ack`: [`MemoryStore::ack_many`] of one, without its lists.
     pub async fn ack(&self, name: &str, lease: &str) -> Result<()> {
-        let mut results = self.ack_many(name, &[lease.to_string()]).await?;
-        results.pop().expect("one result")
+        let Some(id) = Id::parse(lease) else {
+            // As a batch ack would answer: the queue's own errors first.
+            self.check_writable()?;
+            self.get(name)?;
+            return Err(Error::LeaseNotFound(lease.to_string()));
+        };
+        match self.change(name, Op::Ack { leases: vec![id] }).await? {
+            Outcome::Acked(mut results) => results
+                .pop()
+                .expect("one result")
+                .map_err(|e| lease_error(e, lease)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// `POST /ack`: many acks in one change; one result per lease id.
