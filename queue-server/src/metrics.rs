@@ -7,7 +7,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -31,8 +31,9 @@ pub struct RequestLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Histogram>,
+    connections: Gauge,
     /// The stats of the scrape being encoded (a scrape fetches them first, asynchronously).
-    queues: Arc<Mutex<Vec<memq::QueueStats>>>,
+    queues: Arc<Mutex<Scrape>>,
     /// One scrape encodes at a time, so each sees its own stats.
     scrape: Mutex<()>,
 }
@@ -54,13 +55,20 @@ impl Metrics {
             "Time to answer an HTTP request (long polls include their wait)",
             requests.clone(),
         );
-        let queues = Arc::new(Mutex::new(Vec::new()));
+        let connections = Gauge::default();
+        registry.register(
+            "memq_http_open_connections",
+            "Client connections open now (at most --max-connections)",
+            connections.clone(),
+        );
+        let queues = Arc::new(Mutex::new(Scrape::default()));
         registry.register_collector(Box::new(QueueCollector {
             queues: queues.clone(),
         }));
         Self {
             registry,
             requests,
+            connections,
             queues,
             scrape: Mutex::new(()),
         }
@@ -73,19 +81,47 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// The exposition text, with per-queue figures from `stats`.
-    pub fn render(&self, stats: Vec<memq::QueueStats>) -> Result<String, std::fmt::Error> {
+    /// Counts an open connection until the returned guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections.inc();
+        OpenConnection(self.connections.clone())
+    }
+
+    /// The exposition text, with per-queue figures from `stats` and the items' memory
+    /// (`(held, limit)` bytes, `u64::MAX` for no limit).
+    pub fn render(
+        &self,
+        stats: Vec<memq::QueueStats>,
+        memory: (u64, u64),
+    ) -> Result<String, std::fmt::Error> {
         let _one_at_a_time = self.scrape.lock();
-        *self.queues.lock() = stats;
+        *self.queues.lock() = Scrape { stats, memory };
         let mut out = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        self.queues.lock().clear();
+        *self.queues.lock() = Scrape::default();
         Ok(out)
     }
 }
 
+/// One open connection in `memq_http_open_connections`, until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What one scrape reads from the store.
+#[derive(Debug, Default)]
+struct Scrape {
+    stats: Vec<memq::QueueStats>,
+    memory: (u64, u64),
+}
+
 struct QueueCollector {
-    queues: Arc<Mutex<Vec<memq::QueueStats>>>,
+    queues: Arc<Mutex<Scrape>>,
 }
 
 impl std::fmt::Debug for QueueCollector {
@@ -96,7 +132,31 @@ impl std::fmt::Debug for QueueCollector {
 
 impl Collector for QueueCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.queues.lock();
+        let scrape = self.queues.lock();
+        let stats = &scrape.stats;
+        let (held, limit) = scrape.memory;
+        let memory = [
+            (
+                "memq_item_memory_bytes",
+                "What the items of all queues count for --max-memory (bodies plus bookkeeping)",
+                Some(held),
+            ),
+            (
+                "memq_item_memory_limit_bytes",
+                "--max-memory in bytes (absent when there is no limit)",
+                (limit != u64::MAX).then_some(limit),
+            ),
+        ];
+        for (name, help, value) in memory {
+            let Some(value) = value else { continue };
+            let family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            ConstGauge::new(value as i64).encode(family)?;
+        }
         type Get = fn(&memq::QueueStats) -> u64;
         let gauges: [(&str, &str, Get); 4] = [
             ("memq_queue_depth", "Ready items", |s| s.depth),

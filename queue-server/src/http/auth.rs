@@ -1,18 +1,23 @@
-//! Bearer-token check (`--token`), compared in constant time.
+//! Bearer-token check (`--token`, `--token-file`), compared in constant time.
+//!
+//! Both tokens are hashed (SHA-256) before the comparison, so that neither the time taken nor
+//! an early exit on a length mismatch tells anything about the token's length or prefix.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ring::digest::{SHA256, digest};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::error::Error;
 
-/// Paths that never need the token: probes, the metrics scrape, and the dashboard's script,
-/// style and icon (code without data, which a browser loads without an `Authorization` header).
+/// Paths that never need the token: probes, the metrics scrape, the API description (the
+/// contract, no data) and the dashboard's script, style and icon (code without data, which a browser loads without an `Authorization` header).
 fn always_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics") || crate::dashboard::is_asset(path)
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
+        || crate::dashboard::is_asset(path)
 }
 
 /// Reads that `--public-reads` opens: the dashboard, stats and queue objects (not item bodies).
@@ -32,7 +37,7 @@ fn public_read(method: &Method, path: &str) -> bool {
 
 /// Refuses requests without the right `Authorization: Bearer` when a token is set.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = state.config.token.as_deref() else {
+    let Some(token) = state.config.token.as_ref() else {
         return next.run(req).await;
     };
     let path = req.uri().path();
@@ -44,7 +49,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or_default();
-    if bool::from(given.ct_eq(token.as_bytes())) {
+    if same_token(given, token.expose().as_bytes()) {
         next.run(req).await
     } else if req.method() == Method::GET && path == "/" {
         // A browser cannot send the token with a page load, so the dashboard page (code without
@@ -59,9 +64,24 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     }
 }
 
+/// Constant-time equality of two tokens of any lengths.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    let (a, b) = (digest(&SHA256, given), digest(&SHA256, expected));
+    bool::from(a.as_ref().ct_eq(b.as_ref()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_compare_by_content_whatever_their_length() {
+        assert!(same_token(b"s3cret", b"s3cret"));
+        assert!(!same_token(b"s3cre", b"s3cret"));
+        assert!(!same_token(b"s3cretX", b"s3cret"));
+        assert!(!same_token(b"", b"s3cret"));
+        assert!(!same_token(b"S3cret", b"s3cret"));
+    }
 
     #[test]
     fn public_reads_cover_stats_and_queue_objects_only() {

@@ -184,6 +184,11 @@ impl Store {
         each!(self, s => s.peek(name, limit))
     }
 
+    /// Bytes the items of all queues count for `--max-memory`, and the limit (`u64::MAX`: none).
+    pub async fn memory(&self) -> (u64, u64) {
+        each!(self, s => s.memory())
+    }
+
     /// Whether the store can serve (`/readyz`).
     pub async fn is_ready(&self) -> bool {
         each!(self, s => s.is_ready())
