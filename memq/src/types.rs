@@ -176,8 +176,11 @@ pub struct Stats {
 }
 
 /// One item of a JSON batch: a plain string, or a body with the producer's dedup key.
+///
+/// Read only from a JSON string or object: serde's derived reading would also take an array
+/// (`["key","body"]`) for the keyed form, which the contract does not allow.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum BatchItem {
     /// Just the body.
@@ -189,6 +192,46 @@ pub enum BatchItem {
         /// The item's text.
         body: String,
     },
+}
+
+impl<'de> Deserialize<'de> for BatchItem {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Item;
+
+        impl<'de> serde::de::Visitor<'de> for Item {
+            type Value = BatchItem;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a string or an object {"id":KEY,"body":TEXT}"#)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<BatchItem, E> {
+                Ok(BatchItem::Body(text.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<BatchItem, E> {
+                Ok(BatchItem::Body(text))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<BatchItem, A::Error> {
+                #[derive(Deserialize)]
+                struct Keyed {
+                    id: String,
+                    body: String,
+                }
+                let keyed = Keyed::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(BatchItem::Keyed {
+                    id: keyed.id,
+                    body: keyed.body,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(Item)
+    }
 }
 
 /// Answer to a batch enqueue.
@@ -441,6 +484,28 @@ mod tests {
             r#"{"autoscale":null}"#
         );
         assert!(serde_json::from_str::<QueueConfigPatch>(r#"{"autoscale":{"max":1}}"#).is_err());
+    }
+
+    #[test]
+    fn batch_items_are_strings_or_objects_never_arrays() {
+        let items: Vec<BatchItem> =
+            serde_json::from_str(r#"["a",{"id":"k","body":"b","extra":1}]"#).unwrap();
+        assert_eq!(items[0], BatchItem::Body("a".into()));
+        assert_eq!(
+            items[1],
+            BatchItem::Keyed {
+                id: "k".into(),
+                body: "b".into()
+            }
+        );
+        for bad in [r#"[["k","b"]]"#, "[1]", "[null]", r#"[{"id":"k"}]"#] {
+            assert!(
+                serde_json::from_str::<Vec<BatchItem>>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let wire = serde_json::to_string(&items).unwrap();
+        assert_eq!(wire, r#"["a",{"id":"k","body":"b"}]"#);
     }
 
     #[test]

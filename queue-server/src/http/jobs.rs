@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use memq::{ApiError, CreateJobRequest, JobList, JobObject, JobSummary};
 
 use super::AppState;
-use super::extract::{JobName, read_body};
+use super::extract::{JobName, json_object, read_body};
 use crate::error::{Error, Result};
 use crate::kube::launcher::summary;
 use crate::kube::template::JobRequest;
@@ -53,8 +53,7 @@ pub async fn create_job(
 ) -> Result<(StatusCode, Json<JobObject>)> {
     let launcher = state.jobs.launcher()?;
     let bytes = read_body(body, 64 * 1024).await?;
-    let wire: CreateJobRequest =
-        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    let wire: CreateJobRequest = json_object(&bytes)?;
     let req = JobRequest::from_wire(wire)?;
     if state.store.queue(&req.queue).await.is_err() {
         return Err(Error::param(

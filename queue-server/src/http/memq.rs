@@ -15,7 +15,7 @@ use memq::{
 
 use super::AppState;
 use super::batch::{BatchKind, check_item, check_key, parse_batch};
-use super::extract::{LeasePath, Params, QueueName, read_body, utf8};
+use super::extract::{LeasePath, Params, QueueName, json_object, read_body, utf8};
 use super::openapi::{BatchMode, DequeueAnswer, EnqueueAnswer};
 use crate::broker::{Id, LeaseInfo, NewItem};
 use crate::error::{Error, Result};
@@ -89,10 +89,7 @@ pub async fn create_queue(
     let patch = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        Some(
-            serde_json::from_slice::<QueueConfigPatch>(&bytes)
-                .map_err(|e| Error::InvalidJson(e.to_string()))?,
-        )
+        Some(json_object::<QueueConfigPatch>(&bytes)?)
     };
     if patch
         .as_ref()
@@ -169,7 +166,7 @@ pub async fn resume(
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/enqueue", tag = "items",
     params(
         ("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
-        ("batch" = Option<BatchMode>, Query, description = "Many items: one per line, or a JSON array"),
+        ("batch" = inline(Option<BatchMode>), Query, description = "Many items: one per line, or a JSON array"),
         ("keepEmpty" = Option<bool>, Query, description = "With batch=lines: empty lines are items too"),
         ("delay" = Option<String>, Query, description = "Ready only after this long: seconds (30, 1.5) or 500ms, 30s, 2m; at most 900 s"),
         ("id" = Option<String>, Query, min_length = 1, max_length = 1024, description = "The producer's dedup key (not with batch)"),
