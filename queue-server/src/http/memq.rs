@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use memq::types::headers;
 use memq::{
-    AckOutcome, AckResult, ApiError, BatchItem, CountResult, DeadLetter, DeadLetterList,
-    EnqueueResult, Lease, Message, MessageList, QueueConfigPatch, QueueObject, QueueStats, Stats,
+    AckOutcome, AckResult, ApiError, CountResult, DeadLetter, DeadLetterList, EnqueueResult, Lease,
+    Message, MessageList, QueueConfigPatch, QueueObject, QueueStats, Stats,
 };
 
 use super::AppState;
@@ -171,10 +171,10 @@ pub async fn resume(
         ("delay" = Option<String>, Query, description = "Ready only after this long: seconds (30, 1.5) or 500ms, 30s, 2m; at most 900 s"),
         ("id" = Option<String>, Query, min_length = 1, max_length = 1024, description = "The producer's dedup key (not with batch)"),
     ),
-    request_body(description = "The item (any UTF-8 text), or the batch", content(
-        (String = "text/plain"),
-        (Vec<BatchItem> = "application/json"),
-    )),
+    request_body(content = String, content_type = "text/plain",
+        description = "The item: any UTF-8 text, whatever the Content-Type. With batch=lines, one \
+                       item per line; with batch=json, a JSON array of `BatchItem` (a string, or \
+                       an object {\"id\":KEY,\"body\":TEXT})"),
     responses(
         (status = 200, description = "The item (a message), or with batch= the batch's result", body = EnqueueAnswer),
         (status = 413, description = "An item over --max-item-bytes (`item_too_large`) or a body over --max-body-bytes (`body_too_large`)", body = ApiError),

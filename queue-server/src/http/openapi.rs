@@ -118,7 +118,7 @@ pub fn json() -> &'static str {
         super::ops::metrics,
         openapi_json,
     ),
-    components(schemas(ApiError)),
+    components(schemas(ApiError, memq::BatchItem)),
     modifiers(&SharedErrors, &DashboardAssets),
     tags(
         (name = "queues", description = "Create, read, delete, drain, pause queues (kuard's routes and more)"),
