@@ -8,17 +8,25 @@
 //!   431 beyond it) and a time limit for sending it (`--header-read-timeout`), which also ends
 //!   idle kept-alive connections: a client that opens connections and stalls (slowloris) holds
 //!   each slot only that long.
-//! - On shutdown: stop accepting, let each connection finish the request it is serving, wait for
-//!   all of them.
+//! - On shutdown: stop accepting, let each connection finish the request it is serving (its
+//!   response body included), and close the others at once, idle or stalled in a request head,
+//!   rather than waiting up to `--header-read-timeout` for them.
 //!
 //! It knows nothing of the routes: it serves whatever [`axum::Router`] it is given.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -80,7 +88,28 @@ pub async fn serve_connections(
         };
         // Small request/response pairs: don't let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
-        let conn = http.serve_connection(TokioIo::new(tcp), service.clone());
+        let in_flight = InFlight::default();
+        let counted = {
+            let (service, in_flight) = (service.clone(), in_flight.clone());
+            hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let guard = in_flight.enter();
+                let answer = service.call(req);
+                async move {
+                    let resp = match answer.await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    };
+                    // Counted until the body is sent (or dropped), not just the head.
+                    Ok::<_, Infallible>(resp.map(|body| {
+                        Body::new(Counted {
+                            body,
+                            _guard: guard,
+                        })
+                    }))
+                }
+            })
+        };
+        let conn = http.serve_connection(TokioIo::new(tcp), counted);
         let stop = stop.clone();
         let metrics = metrics.clone();
         connections.spawn(async move {
@@ -91,7 +120,12 @@ pub async fn serve_connections(
                 result = conn.as_mut() => result,
                 _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    if in_flight.is_idle() {
+                        // Idle, or stalled in a request head: nothing to finish.
+                        Ok(())
+                    } else {
+                        conn.await
+                    }
                 }
             };
             if let Err(e) = result {
@@ -104,4 +138,54 @@ pub async fn serve_connections(
     stop.cancel();
     connections.close();
     connections.wait().await;
+}
+
+/// Requests of one connection not yet fully answered.
+#[derive(Clone, Default)]
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.0.clone())
+    }
+
+    fn is_idle(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 0
+    }
+}
+
+/// One request in [`InFlight`], until dropped.
+struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is sent or dropped.
+struct Counted {
+    body: Body,
+    _guard: InFlightGuard,
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

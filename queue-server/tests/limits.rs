@@ -319,3 +319,42 @@ async fn enqueues_past_max_memory_are_507_whole_and_room_comes_back_as_items_lea
     client.enqueue_batch("a", &ten, None).await.unwrap();
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_closes_stalled_connections_at_once_and_finishes_requests_in_flight() {
+    let server = TestServer::start(Config {
+        header_read_timeout: Duration::from_secs(30),
+        ..Config::default()
+    })
+    .await;
+    server.client().create_queue("q", None).await.unwrap();
+    let stalled = half_open(&server).await;
+    // A request whose body is still coming when the shutdown starts.
+    let mut uploading = TcpStream::connect(server.addr()).await.unwrap();
+    uploading
+        .write_all(
+            b"POST /memq/server/queues/q/enqueue HTTP/1.1\r\nHost: memq\r\n\
+              Content-Length: 10\r\n\r\nfirst",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let stopping = tokio::spawn(server.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    uploading.write_all(b"-half").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), uploading.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("first-half"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the stalled connection does not hold the shutdown")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(closed_by_server(stalled, Duration::from_secs(1)).await);
+}
