@@ -57,7 +57,7 @@ common=(
     --header "Authorization: Bearer $token"
     --max-examples "$examples"
     --seed "$seed"
-    --phases examples,coverage,fuzzing
+    --phases examples,coverage,fuzzing,stateful
     # A long poll may wait up to 60 s.
     --request-timeout 75
     --warnings off

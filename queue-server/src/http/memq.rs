@@ -74,7 +74,8 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>> {
     request_body(content = Option<QueueConfigPatch>, content_type = "application/json",
         description = "Optional config; fields left out keep their value; empty is no change"),
     responses(
-        (status = 201, description = "Created", body = QueueObject),
+        (status = 201, description = "Created", body = QueueObject,
+            links(("enqueue" = (operation_id = "enqueue", parameters(("queue" = "$request.path.queue")))), ("dequeue" = (operation_id = "dequeue", parameters(("queue" = "$request.path.queue")))), ("get_queue" = (operation_id = "get_queue", parameters(("queue" = "$request.path.queue")))), ("peek" = (operation_id = "peek", parameters(("queue" = "$request.path.queue")))), ("dead_letters" = (operation_id = "dead_letters", parameters(("queue" = "$request.path.queue")))), ("pause" = (operation_id = "pause", parameters(("queue" = "$request.path.queue")))), ("resume" = (operation_id = "resume", parameters(("queue" = "$request.path.queue")))), ("drain" = (operation_id = "drain", parameters(("queue" = "$request.path.queue")))), ("delete_queue" = (operation_id = "delete_queue", parameters(("queue" = "$request.path.queue")))))),
         (status = 200, description = "Existed (config updated when a body was given)", body = QueueObject),
         (status = 400, description = "Bad queue name or config (`invalid_queue_name`, `invalid_json`)", body = ApiError),
         (status = 409, description = "`--max-queues` reached (`too_many_queues`)", body = ApiError),
@@ -176,7 +177,8 @@ pub async fn resume(
                        item per line; with batch=json, a JSON array of `BatchItem` (a string, or \
                        an object {\"id\":KEY,\"body\":TEXT})"),
     responses(
-        (status = 200, description = "The item (a message), or with batch= the batch's result", body = EnqueueAnswer),
+        (status = 200, description = "The item (a message), or with batch= the batch's result", body = EnqueueAnswer,
+            links(("dequeue" = (operation_id = "dequeue", parameters(("queue" = "$request.path.queue")))), ("peek" = (operation_id = "peek", parameters(("queue" = "$request.path.queue")))))),
         (status = 413, description = "An item over --max-item-bytes (`item_too_large`) or a body over --max-body-bytes (`body_too_large`)", body = ApiError),
         (status = 429, description = "The queue's maxDepth would be passed (`queue_full`)", body = ApiError,
             headers(("retry-after" = u32, description = "Seconds to wait"))),
@@ -255,7 +257,8 @@ fn empty_response(depth: u64, inflight: u64, delayed: u64, paused: bool) -> Resp
         ("max" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Up to N items, as a messageList"),
     ),
     responses(
-        (status = 200, description = "An item (a message), or with max= a messageList", body = DequeueAnswer),
+        (status = 200, description = "An item (a message), or with max= a messageList", body = DequeueAnswer,
+            links(("ack" = (operation_id = "ack", parameters(("queue" = "$request.path.queue"), ("lease" = "$response.body#/lease/id")))), ("nack" = (operation_id = "nack", parameters(("queue" = "$request.path.queue"), ("lease" = "$response.body#/lease/id")))), ("extend" = (operation_id = "extend", parameters(("queue" = "$request.path.queue"), ("lease" = "$response.body#/lease/id")))))),
         (status = 204, description = "Nothing ready (or paused)", headers(
             ("x-memq-depth" = u64, description = "Ready items"),
             ("x-memq-inflight" = u64, description = "Leased items: a lease may still expire and bring an item back"),
