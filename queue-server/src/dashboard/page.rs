@@ -116,23 +116,21 @@ pub struct Session {
     auth: String,
 }
 
+// The assets in the API description; served from [`ASSETS`] (a test holds the two together).
 #[utoipa::path(get, path = "/dashboard/app.js", tag = "dashboard", security(),
     responses((status = 200, description = "The page's script", body = String, content_type = "text/javascript; charset=utf-8")))]
 #[allow(dead_code)]
-fn app_js() {}
+pub(crate) fn app_js() {}
 
 #[utoipa::path(get, path = "/dashboard/app.css", tag = "dashboard", security(),
     responses((status = 200, description = "The page's style", body = String, content_type = "text/css; charset=utf-8")))]
 #[allow(dead_code)]
-fn app_css() {}
+pub(crate) fn app_css() {}
 
 #[utoipa::path(get, path = "/dashboard/icon.svg", tag = "dashboard", security(),
     responses((status = 200, description = "The page's icon", body = String, content_type = "image/svg+xml")))]
 #[allow(dead_code)]
-fn icon_svg() {}
-
-/// The assets' entries in the API description, one per [`ASSETS`] entry.
-pub type AssetPaths = (__path_app_js, __path_app_css, __path_icon_svg);
+pub(crate) fn icon_svg() {}
 
 /// One embedded file.
 pub async fn serve_asset(asset: Asset) -> Response {

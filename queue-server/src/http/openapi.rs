@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use memq::{ApiError, Message, MessageList};
-use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response as ApiResponse, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -110,6 +110,9 @@ pub fn json() -> &'static str {
         crate::dashboard::stream::stats_history,
         crate::dashboard::page::index,
         crate::dashboard::page::session,
+        crate::dashboard::page::app_js,
+        crate::dashboard::page::app_css,
+        crate::dashboard::page::icon_svg,
         super::jobs::list_jobs,
         super::jobs::create_job,
         super::jobs::delete_job,
@@ -119,7 +122,7 @@ pub fn json() -> &'static str {
         openapi_json,
     ),
     components(schemas(ApiError, memq::BatchItem)),
-    modifiers(&SharedErrors, &DashboardAssets),
+    modifiers(&SharedErrors),
     tags(
         (name = "queues", description = "Create, read, delete, drain, pause queues (kuard's routes and more)"),
         (name = "items", description = "Enqueue, dequeue (leases, long polls, batches), peek"),
@@ -131,45 +134,6 @@ pub fn json() -> &'static str {
     )
 )]
 pub struct ApiDoc;
-
-/// Adds the dashboard's static files, served from one table ([`crate::dashboard::page::ASSETS`]).
-struct DashboardAssets;
-
-impl Modify for DashboardAssets {
-    fn modify(&self, doc: &mut Document) {
-        use utoipa::Path;
-        type Assets = crate::dashboard::page::AssetPaths;
-        for (path, item) in [
-            path_item::<<Assets as AssetTuple>::A>(),
-            path_item::<<Assets as AssetTuple>::B>(),
-            path_item::<<Assets as AssetTuple>::C>(),
-        ] {
-            doc.paths.paths.insert(path, item);
-        }
-
-        fn path_item<P: Path>() -> (String, PathItem) {
-            let methods = P::methods();
-            let mut item = PathItem::default();
-            for method in methods {
-                item.merge_operations(PathItem::new(method, P::operation()));
-            }
-            (P::path(), item)
-        }
-    }
-}
-
-/// Names the three asset path types of [`crate::dashboard::page::AssetPaths`].
-trait AssetTuple {
-    type A: utoipa::Path;
-    type B: utoipa::Path;
-    type C: utoipa::Path;
-}
-
-impl<A: utoipa::Path, B: utoipa::Path, C: utoipa::Path> AssetTuple for (A, B, C) {
-    type A = A;
-    type B = B;
-    type C = C;
-}
 
 /// Paths that never need the token (see `auth.rs`).
 fn is_open(path: &str) -> bool {
