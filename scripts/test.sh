@@ -41,6 +41,9 @@ step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --
 step "manifests and Dockerfile" scripts/check-manifests.sh
 step "dashboard in a real browser" scripts/browser-test.sh
 step "tests on the Redis store" scripts/test-redis.sh
+step "supply chain (cargo deny: licenses, bans, sources)" scripts/supply-chain.sh
+step "metrics lint (promtool)" scripts/check-metrics.sh
+step "API fuzzing (schemathesis from /openapi.json)" scripts/fuzz-api.sh
 # Last, so that its summary closes the output.
 step "tests (cargo nextest)" cargo nextest run --workspace --locked --profile "$profile" --no-tests=fail
 printf '\nall checks passed\n'

@@ -135,7 +135,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(50))
+            // Below the server's --header-read-timeout (30 s by default), which closes idle
+            // connections: the client lets them go first, so it never reuses one being closed.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()?;
         Ok(Self::with_http(http, base))
     }

@@ -3,16 +3,20 @@
 use serde::{Deserialize, Serialize};
 
 /// One work item as the server hands it out (kuard's `message`), with its lease when leased.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     /// Always `"message"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^message$"))]
     pub kind: String,
     /// Server-assigned, time-ordered id (ULID).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9A-HJKMNP-TV-Z]{26}$"))]
     pub id: String,
     /// The item's text.
     pub body: String,
     /// When the item was first enqueued, RFC 3339 UTC.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub creation_timestamp: String,
     /// Present when the item was leased rather than removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,32 +31,40 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// A lease on one item: the handle to ack, nack or extend it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Lease {
     /// The lease id, used in `/leases/{lease}/...`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9A-HJKMNP-TV-Z]{26}$"))]
     pub id: String,
     /// When the lease runs out, RFC 3339 UTC.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub expires_at: String,
     /// How many times this item has been leased, this lease included (1 on first delivery).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub attempt: u32,
 }
 
 /// Several items from one `dequeue?max=N`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageList {
     /// Always `"messageList"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^messageList$"))]
     pub kind: String,
     /// The items, oldest first.
     pub messages: Vec<Message>,
 }
 
 /// Per-queue settings, flat in the queue object and accepted as the body of `PUT /queues/{q}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QueueConfigPatch {
-    /// Default lease length in whole seconds (at least 1).
+    /// Default lease length in whole seconds (1 to 43200).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 43200))]
     pub lease_seconds: Option<u64>,
     /// Deliveries before an item goes to the dead letters; 0 means unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +79,7 @@ pub struct QueueConfigPatch {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Autoscale>, nullable))]
     pub autoscale: Option<Option<Autoscale>>,
 }
 
@@ -82,20 +95,28 @@ where
 
 /// A queue's autoscaling: the server keeps `ceil(depth / itemsPerPod)` consumer pods, at most
 /// `maxParallelism`, running or pending for it, launching consumer Jobs for the difference.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Autoscale {
     /// Most consumer pods for this queue (1 to 1000).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_parallelism: u32,
     /// Ready items one pod is expected to handle (at least 1).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub items_per_pod: u64,
 }
 
 /// A queue's counters and config: one row of `/stats`, and the body of the queue routes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStats {
     /// Queue name.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    )]
     pub name: String,
     /// Ready items (not delayed, not in flight, not dead).
     pub depth: u64,
@@ -118,6 +139,7 @@ pub struct QueueStats {
     /// Whether dequeues are paused.
     pub paused: bool,
     /// Age of the oldest ready item in seconds, 0 when none is ready.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub oldest_age_seconds: f64,
     /// Default lease length in seconds.
     pub lease_seconds: u64,
@@ -131,9 +153,11 @@ pub struct QueueStats {
 }
 
 /// `GET/PUT/DELETE /queues/{q}` answer: a stats row with `"kind":"queue"`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueObject {
     /// Always `"queue"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^queue$"))]
     pub kind: String,
     /// The queue's counters and config.
     #[serde(flatten)]
@@ -141,16 +165,22 @@ pub struct QueueObject {
 }
 
 /// `GET /stats`: every queue, sorted by name (kuard's `stats`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     /// Always `"stats"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^stats$"))]
     pub kind: String,
     /// One row per queue.
     pub queues: Vec<QueueStats>,
 }
 
 /// One item of a JSON batch: a plain string, or a body with the producer's dedup key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Read only from a JSON string or object: serde's derived reading would also take an array
+/// (`["key","body"]`) for the keyed form, which the contract does not allow.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum BatchItem {
     /// Just the body.
@@ -164,10 +194,52 @@ pub enum BatchItem {
     },
 }
 
+impl<'de> Deserialize<'de> for BatchItem {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Item;
+
+        impl<'de> serde::de::Visitor<'de> for Item {
+            type Value = BatchItem;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a string or an object {"id":KEY,"body":TEXT}"#)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<BatchItem, E> {
+                Ok(BatchItem::Body(text.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<BatchItem, E> {
+                Ok(BatchItem::Body(text))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<BatchItem, A::Error> {
+                #[derive(Deserialize)]
+                struct Keyed {
+                    id: String,
+                    body: String,
+                }
+                let keyed = Keyed::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(BatchItem::Keyed {
+                    id: keyed.id,
+                    body: keyed.body,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(Item)
+    }
+}
+
 /// Answer to a batch enqueue.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnqueueResult {
     /// Always `"enqueueResult"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^enqueueResult$"))]
     pub kind: String,
     /// Items added.
     pub count: u64,
@@ -175,15 +247,18 @@ pub struct EnqueueResult {
     #[serde(default)]
     pub duplicates: u64,
     /// One id per input item (the original item's id for a duplicate).
+    #[cfg_attr(feature = "openapi", schema(inline, value_type = Vec<ItemId>))]
     pub ids: Vec<String>,
 }
 
 /// Outcome for one lease id of a batch ack.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckOutcome {
     /// The lease id as given.
     pub lease: String,
     /// 200 acked, 404 unknown, 410 expired.
+    #[cfg_attr(feature = "openapi", schema(minimum = 200, maximum = 599))]
     pub status: u16,
     /// Error code when not acked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,9 +266,11 @@ pub struct AckOutcome {
 }
 
 /// Answer to `POST /queues/{q}/ack`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckResult {
     /// Always `"ackResult"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^ackResult$"))]
     pub kind: String,
     /// How many lease ids were acked.
     pub acked: u64,
@@ -202,6 +279,7 @@ pub struct AckResult {
 }
 
 /// A dead letter: an item that ran out of attempts.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
@@ -210,38 +288,46 @@ pub struct DeadLetter {
     /// The item's text.
     pub body: String,
     /// When the item was first enqueued.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub creation_timestamp: String,
     /// Deliveries it had.
     pub attempts: u32,
     /// When it was moved to the dead letters.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub dead_at: String,
 }
 
 /// `GET /queues/{q}/dead`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetterList {
     /// Always `"deadLetterList"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^deadLetterList$"))]
     pub kind: String,
     /// Dead letters, oldest first.
     pub messages: Vec<DeadLetter>,
 }
 
 /// Answer to `POST /dead/requeue` and `DELETE /dead`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountResult {
     /// `"requeueResult"` or `"purgeResult"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(requeueResult|purgeResult)$"))]
     pub kind: String,
     /// Items moved or removed.
     pub count: u64,
 }
 
 /// Body of `POST /jobs`: launch a consumer Job for a queue from the server's Job template.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateJobRequest {
     /// The queue the consumers work on; it must exist.
     pub queue: String,
     /// Consumer pods running at once (1 to 1000).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub parallelism: u32,
     /// Container image instead of the template's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,13 +338,16 @@ pub struct CreateJobRequest {
     pub args: Option<Vec<String>>,
     /// Pod failures before the Job fails, instead of the template's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub backoff_limit: Option<i32>,
     /// Seconds a finished Job is kept before Kubernetes deletes it, instead of the template's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
 }
 
 /// One condition of a Job (`Complete`, `Failed`, `Suspended`, ...), as Kubernetes reports it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobCondition {
@@ -279,6 +368,7 @@ pub struct JobCondition {
 }
 
 /// A consumer Job as `GET /jobs` lists it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobSummary {
@@ -316,9 +406,11 @@ pub struct JobSummary {
 }
 
 /// Answer to `POST /jobs` and `DELETE /jobs/{name}`: a Job summary with `"kind":"job"`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobObject {
     /// Always `"job"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^job$"))]
     pub kind: String,
     /// The Job.
     #[serde(flatten)]
@@ -326,9 +418,11 @@ pub struct JobObject {
 }
 
 /// `GET /jobs`: the consumer Jobs this server launched, oldest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobList {
     /// Always `"jobList"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^jobList$"))]
     pub kind: String,
     /// The namespace they run in.
     pub namespace: String,
@@ -337,15 +431,23 @@ pub struct JobList {
 }
 
 /// Every error answer: `{"kind":"error","code":"...","message":"..."}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// Always `"error"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^error$"))]
     pub kind: String,
     /// Stable machine-readable code, e.g. `queue_not_found`.
     pub code: String,
     /// What went wrong, for people.
     pub message: String,
 }
+
+/// An item id (ULID): 26 characters of Crockford's base 32, time-ordered.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^[0-9A-HJKMNP-TV-Z]{26}$")]
+pub struct ItemId(pub String);
 
 /// Response headers of the queue routes.
 pub mod headers {
@@ -382,6 +484,28 @@ mod tests {
             r#"{"autoscale":null}"#
         );
         assert!(serde_json::from_str::<QueueConfigPatch>(r#"{"autoscale":{"max":1}}"#).is_err());
+    }
+
+    #[test]
+    fn batch_items_are_strings_or_objects_never_arrays() {
+        let items: Vec<BatchItem> =
+            serde_json::from_str(r#"["a",{"id":"k","body":"b","extra":1}]"#).unwrap();
+        assert_eq!(items[0], BatchItem::Body("a".into()));
+        assert_eq!(
+            items[1],
+            BatchItem::Keyed {
+                id: "k".into(),
+                body: "b".into()
+            }
+        );
+        for bad in [r#"[["k","b"]]"#, "[1]", "[null]", r#"[{"id":"k"}]"#] {
+            assert!(
+                serde_json::from_str::<Vec<BatchItem>>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let wire = serde_json::to_string(&items).unwrap();
+        assert_eq!(wire, r#"["a",{"id":"k","body":"b"}]"#);
     }
 
     #[test]

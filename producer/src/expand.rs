@@ -226,6 +226,66 @@ impl Iterator for Expand<'_> {
     }
 }
 
+/// What every argument must satisfy, whatever it is; panics otherwise. Shared by the property
+/// test below and the fuzz target (`fuzz/fuzz_targets/brace_expand.rs`).
+#[doc(hidden)]
+pub fn check_invariants(arg: &str) {
+    let Ok(pattern) = Pattern::parse(arg) else {
+        // Only range syntax can be wrong.
+        assert!(arg.contains("{") && arg.contains(".."), "{arg:?} refused");
+        return;
+    };
+    assert!(!pattern.is_empty(), "{arg:?} expands to nothing");
+    if !arg.contains('{') {
+        assert_eq!(pattern.iter().collect::<Vec<_>>(), [arg]);
+        return;
+    }
+    // Counted exactly, without materializing huge ones: walk a bounded prefix.
+    const WALK: u64 = 10_000;
+    let walked = pattern.iter().take(WALK as usize).count() as u64;
+    assert_eq!(
+        walked,
+        pattern.len().min(WALK),
+        "{arg:?}: count and iteration disagree"
+    );
+    // Literal text outside ranges is kept: every item is at least as long as the literals.
+    let first = pattern.iter().next().expect("one item");
+    let literal: usize = pattern
+        .parts
+        .iter()
+        .map(|p| match p {
+            Part::Literal(t) => t.len(),
+            Part::Range(_) => 0,
+        })
+        .sum();
+    assert!(first.len() > literal || pattern.parts.iter().all(|p| matches!(p, Part::Literal(_))));
+    if pattern.len() <= WALK {
+        // The last item is the one the counting says.
+        let last = pattern.iter().last().expect("one item");
+        let ranges: Vec<&Range> = pattern
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Range(r) => Some(r),
+                Part::Literal(_) => None,
+            })
+            .collect();
+        let mut want = String::new();
+        let mut i = 0;
+        for part in &pattern.parts {
+            match part {
+                Part::Literal(t) => want.push_str(t),
+                Part::Range(r) => {
+                    let v = r.value(r.count - 1);
+                    want.push_str(&format!("{v:0width$}", width = ranges[i].width));
+                    i += 1;
+                }
+            }
+        }
+        assert_eq!(last, want, "{arg:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +382,54 @@ mod tests {
             expand(&format!("{{{}..{min}}}", min + 1)),
             [(min + 1).to_string(), min.to_string()]
         );
+    }
+
+    /// A small deterministic generator (xorshift), so that a failure names its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn any_argument_expands_or_fails_cleanly_a_few_thousand_cases() {
+        const PIECES: &[&str] = &[
+            "{",
+            "}",
+            "..",
+            ".",
+            "-",
+            "0",
+            "1",
+            "7",
+            "00",
+            "09",
+            "10",
+            "99",
+            "x",
+            "item-",
+            "é",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "18446744073709551616",
+            "{{",
+            "}}",
+        ];
+        for seed in 1..=5000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let n = rng.below(12);
+            let arg: String = (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect();
+            let result = std::panic::catch_unwind(|| check_invariants(&arg));
+            assert!(result.is_ok(), "seed {seed}: {arg:?}");
+        }
     }
 }

@@ -26,9 +26,20 @@ pub struct Config {
     #[arg(long, env = "MEMQ_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Bearer token every request must carry (except /healthz, /readyz, /metrics).
-    #[arg(long, env = "MEMQ_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    /// Bearer token every request must carry (except /healthz, /readyz, /metrics,
+    /// /openapi.json).
+    #[arg(
+        long,
+        env = "MEMQ_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<Token>,
+
+    /// Read the bearer token from this file (e.g. a mounted Secret); surrounding whitespace is
+    /// trimmed. Instead of --token.
+    #[arg(long, env = "MEMQ_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 
     /// With --token: let stats, queue objects and the dashboard be read without the token.
     #[arg(long, env = "MEMQ_PUBLIC_READS")]
@@ -41,6 +52,34 @@ pub struct Config {
     /// Largest request body (a whole batch), in bytes.
     #[arg(long, env = "MEMQ_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
+
+    /// Most open client connections; further ones wait in the listen backlog until one closes.
+    #[arg(long, env = "MEMQ_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Longest time to answer a request, reading its body included (e.g. 60s); a long poll
+    /// gets its `wait` on top. 408 beyond it.
+    #[arg(long, env = "MEMQ_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    pub request_timeout: Duration,
+
+    /// Longest time a client may take to send a request's headers, and to stay idle between
+    /// requests on a kept-alive connection; the connection is closed after it (slowloris).
+    #[arg(long, env = "MEMQ_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+    pub header_read_timeout: Duration,
+
+    /// Largest request head (request line and headers), in bytes; 431 beyond it.
+    #[arg(long, env = "MEMQ_MAX_HEADER_BYTES", default_value_t = 32 << 10, value_parser = parse_header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// Most queues the server holds (0: no limit); creating one more is 409 too_many_queues.
+    #[arg(long, env = "MEMQ_MAX_QUEUES", default_value_t = 10_000)]
+    pub max_queues: usize,
+
+    /// Most memory for the items held in all queues (e.g. 512MiB, 2GiB; 0: no limit; `auto`:
+    /// half the container's memory limit, or of the machine's memory). Each item counts its
+    /// body plus 64 bytes of bookkeeping; an enqueue beyond it is 507 memory_full.
+    #[arg(long, env = "MEMQ_MAX_MEMORY", default_value = "auto")]
+    pub max_memory: MemoryLimit,
 
     /// Lease length of new queues that do not set leaseSeconds (e.g. 30s, 2m).
     #[arg(long, env = "MEMQ_DEFAULT_LEASE", default_value = "30s", value_parser = parse_lease)]
@@ -128,6 +167,29 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let d = memq::duration::parse_duration(text)?;
+    if d < Duration::from_millis(10) {
+        return Err("a timeout must be at least 10ms".into());
+    }
+    Ok(d)
+}
+
+fn parse_header_bytes(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of bytes"))?;
+    if n < MIN_HEADER_BYTES {
+        return Err(format!(
+            "the header limit must be at least {MIN_HEADER_BYTES} bytes"
+        ));
+    }
+    Ok(n)
+}
+
+/// Smallest `--max-header-bytes`: hyper reads at least this much at once.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
 fn parse_lease(text: &str) -> Result<Duration, String> {
     let d = memq::duration::parse_duration(text)?;
     if d.as_secs() < 1 || d.subsec_nanos() != 0 {
@@ -141,9 +203,16 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: None,
+            token_file: None,
             public_reads: false,
             max_item_bytes: 1 << 20,
             max_body_bytes: 64 << 20,
+            max_connections: 4096,
+            request_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 32 << 10,
+            max_queues: 10_000,
+            max_memory: MemoryLimit::Unlimited,
             default_lease: Duration::from_secs(30),
             log_format: LogFormat::Text,
             data_dir: None,
@@ -160,5 +229,222 @@ impl Default for Config {
             redis: None,
             redis_prefix: "memq".into(),
         }
+    }
+}
+
+/// A bearer token. It is compared, never shown: its `Debug` prints no part of it and it has no
+/// `Display`, so logging the [`Config`] cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// The token's text, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl From<&str> for Token {
+    fn from(text: &str) -> Self {
+        Token(text.to_string())
+    }
+}
+
+impl From<String> for Token {
+    fn from(text: String) -> Self {
+        Token(text)
+    }
+}
+
+impl std::str::FromStr for Token {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("the token must not be empty".into());
+        }
+        Ok(Token(text.to_string()))
+    }
+}
+
+/// Reads `--token-file`: its content with surrounding whitespace (a Secret's trailing newline)
+/// trimmed; an empty file is an error, never "no auth".
+pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<Token> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read --token-file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        anyhow::bail!("--token-file {} is empty", path.display());
+    }
+    Ok(Token(token.to_string()))
+}
+
+impl Config {
+    /// Replaces `token_file` by the token it holds; called once by [`crate::serve`].
+    pub fn load_token_file(&mut self) -> anyhow::Result<()> {
+        if let Some(path) = self.token_file.take() {
+            if self.token.is_some() {
+                anyhow::bail!("give --token or --token-file, not both");
+            }
+            self.token = Some(read_token_file(&path)?);
+        }
+        Ok(())
+    }
+}
+
+/// `--max-memory`: a byte count, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// No limit.
+    Unlimited,
+    /// At most this many bytes.
+    Bytes(u64),
+    /// Half the container's (cgroup) memory limit, else half the machine's memory.
+    Auto,
+}
+
+impl MemoryLimit {
+    /// The limit in bytes (`u64::MAX`: none), `Auto` resolved against this machine.
+    pub fn resolve(self) -> u64 {
+        match self {
+            MemoryLimit::Unlimited => u64::MAX,
+            MemoryLimit::Bytes(n) => n,
+            MemoryLimit::Auto => available_memory().map_or(u64::MAX, |m| m / 2),
+        }
+    }
+}
+
+impl std::str::FromStr for MemoryLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "auto" {
+            return Ok(MemoryLimit::Auto);
+        }
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| {
+            format!("{text:?}: use bytes (e.g. 536870912), 512MiB, 2GiB, 0 or auto")
+        })?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "K" | "KB" => 1_000,
+            "KiB" => 1 << 10,
+            "M" | "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "G" | "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            "T" | "TB" => 1_000_000_000_000,
+            "TiB" => 1 << 40,
+            other => {
+                return Err(format!(
+                    "{text:?}: unknown unit {other:?}; use KiB, MiB, GiB"
+                ));
+            }
+        };
+        match n.checked_mul(scale) {
+            Some(0) => Ok(MemoryLimit::Unlimited),
+            Some(bytes) => Ok(MemoryLimit::Bytes(bytes)),
+            None => Err(format!("{text:?} is too large")),
+        }
+    }
+}
+
+/// The memory this process may use: the cgroup's limit (v2, then v1) when one is set, else the
+/// machine's total memory.
+fn available_memory() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        // cgroup v1 says "no limit" with a huge number rather than "max".
+        .filter(|&n| n < (1 << 60));
+    cgroup.or_else(|| {
+        let meminfo = read("/proc/meminfo")?;
+        let kib = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(kib * 1024)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limits_parse_units_and_auto() {
+        let p = |t: &str| t.parse::<MemoryLimit>();
+        assert_eq!(p("0"), Ok(MemoryLimit::Unlimited));
+        assert_eq!(p("1000"), Ok(MemoryLimit::Bytes(1000)));
+        assert_eq!(p("512MiB"), Ok(MemoryLimit::Bytes(512 << 20)));
+        assert_eq!(p("2GiB"), Ok(MemoryLimit::Bytes(2 << 30)));
+        assert_eq!(p("3G"), Ok(MemoryLimit::Bytes(3_000_000_000)));
+        assert_eq!(p("auto"), Ok(MemoryLimit::Auto));
+        for bad in ["", "MiB", "-1", "1.5GiB", "12parsecs", "99999999999999TiB"] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        let auto = MemoryLimit::Auto.resolve();
+        assert!(auto > 0, "auto resolves to a limit on this machine");
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let config = Config {
+            token: Some("s3cret-token".into()),
+            ..Config::default()
+        };
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("Token(<redacted>)"));
+    }
+
+    #[test]
+    fn a_token_file_is_trimmed_and_must_not_be_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  s3cret\n").unwrap();
+        let mut config = Config {
+            token_file: Some(path.clone()),
+            ..Config::default()
+        };
+        config.load_token_file().unwrap();
+        assert_eq!(config.token.as_ref().map(Token::expose), Some("s3cret"));
+        assert_eq!(config.token_file, None);
+        std::fs::write(&path, "\n \n").unwrap();
+        let err = read_token_file(&path).unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+        assert!(read_token_file(&dir.path().join("missing")).is_err());
+        let mut both = Config {
+            token: Some("a".into()),
+            token_file: Some(path),
+            ..Config::default()
+        };
+        assert!(both.load_token_file().is_err());
+    }
+
+    #[test]
+    fn token_and_token_file_are_mutually_exclusive_flags() {
+        let parsed = Config::try_parse_from(["queue-server", "--token", "a", "--token-file", "f"]);
+        assert!(parsed.is_err());
+        let parsed = Config::try_parse_from(["queue-server", "--token-file", "f"]).unwrap();
+        assert_eq!(
+            parsed.token_file.as_deref(),
+            Some(std::path::Path::new("f"))
+        );
     }
 }

@@ -51,6 +51,34 @@ pub enum Error {
     /// The batch would pass the queue's `maxDepth`.
     #[error("{0}; retry later or raise maxDepth")]
     QueueFull(#[from] crate::broker::QueueFull),
+    /// Enqueuing would pass `--max-memory`.
+    #[error(
+        "the server's items hold {held} bytes; {adding} more would pass its limit of {max} bytes \
+         (--max-memory); consume or drain items, or retry later"
+    )]
+    MemoryFull {
+        /// Bytes held now.
+        held: u64,
+        /// Bytes the request would add.
+        adding: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The Redis store is at its `maxmemory` and refuses writes.
+    #[error("{0}; consume or drain items, raise Redis' maxmemory, or retry later")]
+    BackendFull(String),
+    /// Creating a queue would pass `--max-queues`.
+    #[error("the server holds its maximum of {max} queues (--max-queues); delete one first")]
+    TooManyQueues {
+        /// The limit.
+        max: usize,
+    },
+    /// The request took longer than `--request-timeout`.
+    #[error("the request took longer than {}s (--request-timeout)", .after.as_secs_f64())]
+    RequestTimeout {
+        /// The time it had.
+        after: std::time::Duration,
+    },
     /// Missing or wrong bearer token.
     #[error("missing or wrong bearer token; send Authorization: Bearer <token>")]
     Unauthorized,
@@ -79,6 +107,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every code [`Error::code`] can give (the `code` enum of `/openapi.json`).
+    pub const CODES: &[&str] = &[
+        "queue_not_found",
+        "invalid_queue_name",
+        "invalid_parameter",
+        "invalid_body",
+        "invalid_json",
+        "lease_not_found",
+        "lease_expired",
+        "item_too_large",
+        "body_too_large",
+        "queue_full",
+        "memory_full",
+        "too_many_queues",
+        "request_timeout",
+        "unauthorized",
+        "not_found",
+        "method_not_allowed",
+        "backend_unavailable",
+        "shutting_down",
+        "kubernetes_unavailable",
+        "kubernetes_error",
+        "job_not_found",
+    ];
+
     /// Shorthand for [`Error::InvalidParameter`].
     pub fn param(name: &'static str, message: impl Into<String>) -> Self {
         Error::InvalidParameter {
@@ -103,6 +156,9 @@ impl Error {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Error::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::MemoryFull { .. } | Error::BackendFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::TooManyQueues { .. } => StatusCode::CONFLICT,
+            Error::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::BackendUnavailable(_)
@@ -125,6 +181,9 @@ impl Error {
             Error::ItemTooLarge { .. } => "item_too_large",
             Error::BodyTooLarge { .. } => "body_too_large",
             Error::QueueFull(_) => "queue_full",
+            Error::MemoryFull { .. } | Error::BackendFull(_) => "memory_full",
+            Error::TooManyQueues { .. } => "too_many_queues",
+            Error::RequestTimeout { .. } => "request_timeout",
             Error::Unauthorized => "unauthorized",
             Error::RouteNotFound(_) => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
@@ -140,7 +199,10 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if matches!(self, Error::MemoryFull { .. } | Error::BackendFull(_)) {
+            // The server protecting itself, not failing: one line, but no alarm.
+            tracing::warn!(code = self.code(), error = %self, "enqueue refused");
+        } else if status.is_server_error() {
             tracing::error!(code = self.code(), error = %self, "request failed");
         }
         let body = memq::ApiError {
@@ -150,9 +212,14 @@ impl IntoResponse for Error {
         };
         let mut resp = (status, axum::Json(body)).into_response();
         match self {
-            Error::QueueFull(_) => {
+            Error::QueueFull(_) | Error::MemoryFull { .. } | Error::BackendFull(_) => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::RequestTimeout { .. } => {
+                // The request may be cut mid-body: the connection cannot carry another one.
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Error::Unauthorized => {
                 resp.headers_mut()
@@ -166,3 +233,51 @@ impl IntoResponse for Error {
 
 /// Result with the server's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_once() {
+        let every = [
+            Error::QueueNotFound("q".into()),
+            Error::InvalidQueueName("q".into()),
+            Error::param("p", "m"),
+            Error::InvalidBody("b".into()),
+            Error::InvalidJson("j".into()),
+            Error::LeaseNotFound("l".into()),
+            Error::LeaseExpired("l".into()),
+            Error::ItemTooLarge {
+                index: 0,
+                size: 2,
+                max: 1,
+            },
+            Error::BodyTooLarge { max: 1 },
+            Error::QueueFull(crate::broker::QueueFull {
+                max_depth: 1,
+                held: 1,
+                adding: 1,
+            }),
+            Error::MemoryFull {
+                held: 1,
+                adding: 1,
+                max: 1,
+            },
+            Error::TooManyQueues { max: 1 },
+            Error::RequestTimeout {
+                after: std::time::Duration::from_secs(1),
+            },
+            Error::Unauthorized,
+            Error::RouteNotFound("r".into()),
+            Error::MethodNotAllowed,
+            Error::BackendUnavailable("b".into()),
+            Error::ShuttingDown,
+            Error::KubernetesUnavailable("k".into()),
+            Error::Kubernetes("k".into()),
+            Error::JobNotFound("j".into()),
+        ];
+        let codes: Vec<&str> = every.iter().map(Error::code).collect();
+        assert_eq!(codes, Error::CODES);
+    }
+}

@@ -11,13 +11,16 @@
 //!   charts, kept by a sampler task.
 //! - [`kube`]: consumer Jobs through the Kubernetes API (`/jobs`) and the autoscaler that
 //!   launches them by queue depth; it only reads the store's stats.
-//! - [`metrics`]: Prometheus exposition; [`config`]: flags; [`error`]: the JSON errors.
+//! - [`connections`]: the accept loop and the limits that protect the server (connections,
+//!   header size and time); [`metrics`]: Prometheus exposition; [`config`]: flags; [`error`]:
+//!   the JSON errors.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
 //! `127.0.0.1:0`; [`testing::TestServer`] does exactly that.
 
 pub mod broker;
 pub mod config;
+pub mod connections;
 pub mod dashboard;
 pub mod error;
 pub mod http;
@@ -30,7 +33,6 @@ pub mod testing;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,10 +43,15 @@ pub use error::Error;
 /// requests in flight finish (long polls answer at once) and returns.
 pub async fn serve(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    config.load_token_file()?;
+    if config.token.is_none() {
+        tracing::warn!("no --token set: anyone who can reach this port can change the queues");
+    }
+    let max_memory = config.max_memory.resolve();
     let cancel = CancellationToken::new();
     let options = store::StoreOptions {
         default_lease_ms: config.default_lease.as_millis() as u64,
@@ -55,6 +62,8 @@ pub async fn serve(
             url,
             prefix: config.redis_prefix.clone(),
         }),
+        max_memory,
+        max_queues: config.max_queues,
     };
     let store = {
         let cancel = cancel.clone();
@@ -64,10 +73,15 @@ pub async fn serve(
     let jobs = kube::Jobs::start(&config).await?;
     let (dashboard, sampler) = dashboard::Dashboard::new(store.clone(), cancel.clone()).await;
     let (autoscale, autoscale_interval) = (config.autoscale, config.autoscale_interval);
+    let limits = connections::Limits {
+        max_connections: config.max_connections as usize,
+        header_read_timeout: config.header_read_timeout,
+        max_header_bytes: config.max_header_bytes,
+    };
     let state = http::AppState::new(http::Shared {
         store: store.clone(),
         config: Arc::new(config),
-        metrics,
+        metrics: metrics.clone(),
         dashboard,
         jobs: jobs.clone(),
     });
@@ -89,21 +103,19 @@ pub async fn serve(
         }
         _ => None,
     };
-    tracing::info!(%addr, "queue server listening");
-    let listener = listener.tap_io(|tcp| {
-        // Small request/response pairs: don't let Nagle hold them back.
-        let _ = tcp.set_nodelay(true);
-    });
+    tracing::info!(
+        %addr,
+        max_connections = limits.max_connections,
+        max_memory = (max_memory != u64::MAX).then_some(max_memory),
+        "queue server listening"
+    );
     let stopping = cancel.clone();
-    // Served as one shared service: handing axum the Router itself would rebuild it (every
-    // route and layer cloned) for each connection, some 40 kB and many allocations apiece.
-    let result = axum::serve(listener, router.into_make_service())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections, finishing requests in flight");
-            stopping.cancel();
-        })
-        .await;
+    connections::serve_connections(listener, router, limits, metrics, async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        stopping.cancel();
+    })
+    .await;
     cancel.cancel();
     // All awaited before any failure is reported: no task outlives serve().
     let (background, sampled) = (background.await, sampler.await);
@@ -116,5 +128,5 @@ pub async fn serve(
     sampled?;
     scaled?;
     tracing::info!("queue server stopped");
-    Ok(result?)
+    Ok(())
 }

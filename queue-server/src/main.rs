@@ -16,9 +16,6 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if config.token.is_none() {
-        tracing::warn!("no --token set: anyone who can reach this port can change the queues");
-    }
     match serve(listener, config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,7 +13,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 /// The server's metrics.
@@ -21,8 +21,9 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     registry: Registry,
     requests: Arc<Requests>,
+    connections: Gauge,
     /// The stats of the scrape being encoded (a scrape fetches them first, asynchronously).
-    queues: Arc<Mutex<Vec<memq::QueueStats>>>,
+    queues: Arc<Mutex<Scrape>>,
     /// One scrape encodes at a time, so each sees its own stats.
     scrape: Mutex<()>,
 }
@@ -33,13 +34,20 @@ impl Metrics {
         let mut registry = Registry::default();
         let requests = Arc::new(Requests::default());
         registry.register_collector(Box::new(RequestCollector(requests.clone())));
-        let queues = Arc::new(Mutex::new(Vec::new()));
+        let connections = Gauge::default();
+        registry.register(
+            "memq_http_open_connections",
+            "Client connections open now (at most --max-connections)",
+            connections.clone(),
+        );
+        let queues = Arc::new(Mutex::new(Scrape::default()));
         registry.register_collector(Box::new(QueueCollector {
             queues: queues.clone(),
         }));
         Self {
             registry,
             requests,
+            connections,
             queues,
             scrape: Mutex::new(()),
         }
@@ -52,13 +60,24 @@ impl Metrics {
         self.requests.record(method, route, status, ns);
     }
 
-    /// The exposition text, with per-queue figures from `stats`.
-    pub fn render(&self, stats: Vec<memq::QueueStats>) -> Result<String, std::fmt::Error> {
+    /// Counts an open connection until the returned guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections.inc();
+        OpenConnection(self.connections.clone())
+    }
+
+    /// The exposition text, with per-queue figures from `stats` and the items' memory
+    /// (`(held, limit)` bytes, `u64::MAX` for no limit; `None` when the store does not count it).
+    pub fn render(
+        &self,
+        stats: Vec<memq::QueueStats>,
+        memory: Option<(u64, u64)>,
+    ) -> Result<String, std::fmt::Error> {
         let _one_at_a_time = self.scrape.lock();
-        *self.queues.lock() = stats;
+        *self.queues.lock() = Scrape { stats, memory };
         let mut out = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        self.queues.lock().clear();
+        *self.queues.lock() = Scrape::default();
         Ok(out)
     }
 }
@@ -167,8 +186,25 @@ impl Collector for RequestCollector {
     }
 }
 
+/// One open connection in `memq_http_open_connections`, until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What one scrape reads from the store.
+#[derive(Debug, Default)]
+struct Scrape {
+    stats: Vec<memq::QueueStats>,
+    memory: Option<(u64, u64)>,
+}
+
 struct QueueCollector {
-    queues: Arc<Mutex<Vec<memq::QueueStats>>>,
+    queues: Arc<Mutex<Scrape>>,
 }
 
 impl std::fmt::Debug for QueueCollector {
@@ -179,7 +215,33 @@ impl std::fmt::Debug for QueueCollector {
 
 impl Collector for QueueCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.queues.lock();
+        let scrape = self.queues.lock();
+        let stats = &scrape.stats;
+        let (held, limit) = scrape.memory.map_or((None, None), |(held, limit)| {
+            (Some(held), (limit != u64::MAX).then_some(limit))
+        });
+        let memory = [
+            (
+                "memq_item_memory_bytes",
+                "What the items of all queues count for --max-memory (bodies plus bookkeeping)",
+                held,
+            ),
+            (
+                "memq_item_memory_limit_bytes",
+                "--max-memory in bytes (absent when there is no limit)",
+                limit,
+            ),
+        ];
+        for (name, help, value) in memory {
+            let Some(value) = value else { continue };
+            let family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            ConstGauge::new(value as i64).encode(family)?;
+        }
         type Get = fn(&memq::QueueStats) -> u64;
         let gauges: [(&str, &str, Get); 4] = [
             ("memq_queue_depth", "Ready items", |s| s.depth),
@@ -264,7 +326,7 @@ mod tests {
         metrics.observe(&Method::POST, route, 200, Duration::from_micros(101));
         metrics.observe(&Method::POST, route, 200, Duration::from_secs(10));
         metrics.observe(&Method::POST, route, 404, Duration::from_micros(50));
-        let text = metrics.render(Vec::new()).unwrap();
+        let text = metrics.render(Vec::new(), None).unwrap();
         let labels = format!("method=\"POST\",route=\"{route}\",status=\"200\"");
         for line in [
             "# TYPE memq_http_request_duration_seconds histogram".to_string(),

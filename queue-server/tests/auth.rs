@@ -91,10 +91,12 @@ async fn the_right_token_opens_every_route() {
     let http = reqwest::Client::new();
     for (method, path) in routes() {
         let url = format!("{}{path}", server.url());
+        // `[]` for the batch ack; a queue's config must be an object (or nothing).
+        let body = if method == Method::PUT { "" } else { "[]" };
         let resp = http
             .request(method.clone(), &url)
             .bearer_auth(TOKEN)
-            .body("[]")
+            .body(body)
             .send()
             .await
             .unwrap();
@@ -147,4 +149,126 @@ async fn health_and_metrics_stay_open_and_public_reads_open_stats_only() {
         Some(401)
     );
     server.shutdown().await;
+}
+
+/// Runs the real binary with a token and `RUST_LOG=debug`, makes requests (failed auth
+/// included), stops it, and returns everything it logged.
+async fn logs_of_a_run(args: &[&str], env: &[(&str, &str)], token: &str) -> String {
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_queue-server"))
+        .args(args)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "debug")
+        .env_remove("MEMQ_TOKEN")
+        .env_remove("MEMQ_TOKEN_FILE")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while http.get(format!("{url}/healthz")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let q = format!("{url}/memq/server/queues/q");
+    for bearer in [None, Some("wrong-guess-1234"), Some(token)] {
+        let with = |req: reqwest::RequestBuilder| match bearer {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        with(http.put(&q)).send().await.unwrap();
+        with(http.post(format!("{q}/enqueue")).body("item"))
+            .send()
+            .await
+            .unwrap();
+        with(http.post(format!("{q}/dequeue?lease=5s")))
+            .send()
+            .await
+            .unwrap();
+        with(http.get(format!("{url}/memq/server/stats")))
+            .send()
+            .await
+            .unwrap();
+        with(http.get(format!("{url}/nowhere")))
+            .send()
+            .await
+            .unwrap();
+    }
+    http.get(format!("{url}/metrics")).send().await.unwrap();
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the server stops on SIGTERM")
+        .unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let mut logs = String::from_utf8_lossy(&out.stderr).into_owned();
+    logs.push_str(&String::from_utf8_lossy(&out.stdout));
+    assert!(logs.contains("queue server listening"), "{logs}");
+    logs
+}
+
+#[tokio::test]
+async fn no_log_line_contains_the_token_or_a_guessed_one() {
+    let token = "tok-8d1f0c9e2b7a4f65";
+    let logs = logs_of_a_run(&[], &[("MEMQ_TOKEN", token)], token).await;
+    assert!(!logs.contains(token), "the token is in the logs:\n{logs}");
+    assert!(!logs.contains("wrong-guess-1234"), "{logs}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let token = "tok-from-file-5e0a77c3";
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let path = file.to_str().unwrap();
+    let logs = logs_of_a_run(&["--token-file", path, "--log-format", "json"], &[], token).await;
+    assert!(!logs.contains(token), "the token is in the logs:\n{logs}");
+    assert!(!logs.contains("wrong-guess-1234"), "{logs}");
+}
+
+#[tokio::test]
+async fn a_token_file_guards_the_api_like_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "  from-a-secret \n").unwrap();
+    let server = TestServer::start(Config {
+        token_file: Some(file),
+        ..Config::default()
+    })
+    .await;
+    let anon = server.client();
+    assert_eq!(anon.stats().await.unwrap_err().status(), Some(401));
+    let authed = memq::Client::new(server.base_url())
+        .unwrap()
+        .with_token(Some("from-a-secret".into()));
+    authed.create_queue("q", None).await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_empty_token_file_stops_the_server_instead_of_opening_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "\n").unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_queue-server"))
+        .args(["--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&file)
+        .env_remove("MEMQ_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is empty"), "{stderr}");
 }

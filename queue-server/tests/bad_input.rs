@@ -111,6 +111,22 @@ async fn bad_input_table() {
             400,
             "invalid_json",
         ),
+        // Found by schemathesis: serde's derived structs also read a JSON array by position.
+        case(
+            Method::PUT,
+            &format!("{q}/q"),
+            "[null, null]",
+            400,
+            "invalid_json",
+        ),
+        case(Method::PUT, &format!("{q}/q"), "[30]", 400, "invalid_json"),
+        case(
+            Method::POST,
+            &format!("{q}/q/enqueue?batch=json"),
+            r#"[["key","body"]]"#,
+            400,
+            "invalid_json",
+        ),
         case(
             Method::POST,
             &format!("{q}/q/enqueue"),

@@ -548,3 +548,47 @@ async fn a_full_disk_answers_503_stores_nothing_it_denies_and_recovers() {
     assert!(items.len() <= stored.len() + 2, "{} items", items.len());
     server.shutdown().await;
 }
+
+/// `memq_item_memory_bytes` of a running server.
+async fn item_memory(url: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("memq_item_memory_bytes "))
+        .expect("memq_item_memory_bytes")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn recovered_items_count_for_max_memory_as_before_the_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    let args = ["--data-dir", dir_arg.as_str(), "--max-memory", "4KiB"];
+    let mut server = ServerProcess::start(BIN, &args).await;
+    let c = memq::Client::new(server.base_url()).unwrap();
+    c.create_queue("q", None).await.unwrap();
+    c.enqueue_lines("q", "one\ntwo\nthree\n", None)
+        .await
+        .unwrap();
+    let leased = DequeueOptions {
+        lease: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    c.dequeue("q", &leased).await.unwrap();
+    let before = item_memory(&server.url()).await;
+    assert_eq!(before, 3 * 64 + 3 + 3 + 5);
+    // A crash, then recovery from the journal (and a snapshot of it): the same count.
+    server.restart().await;
+    assert_eq!(item_memory(&server.url()).await, before);
+    // Filling up to the limit still refuses past it after recovery.
+    let err = c
+        .enqueue_lines("q", "x".repeat(4096), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(507));
+}

@@ -71,3 +71,224 @@ async fn metrics_show_per_queue_figures_and_request_latency() {
     assert!(text.trim_end().ends_with("# EOF"));
     server.shutdown().await;
 }
+
+/// One metric family of an exposition: its type, whether it has help, its samples.
+#[derive(Debug, Default)]
+struct Family {
+    kind: String,
+    help: bool,
+    samples: Vec<(String, Vec<String>)>,
+}
+
+/// Parses OpenMetrics (or Prometheus 0.0.4) text into families, checking the line syntax.
+fn families(text: &str) -> std::collections::BTreeMap<String, Family> {
+    let mut out = std::collections::BTreeMap::<String, Family>::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(!help.trim().is_empty(), "{name} has an empty help");
+            out.entry(name.into()).or_default().help = true;
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name type");
+            out.entry(name.into()).or_default().kind = kind.into();
+        } else if line == "# EOF" || line.is_empty() {
+        } else {
+            assert!(!line.starts_with('#'), "unknown comment line {line:?}");
+            let (series, value) = line.rsplit_once(' ').expect("sample and value");
+            value.parse::<f64>().expect("a number");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => {
+                    let labels = labels.strip_suffix('}').expect("closed labels");
+                    let names = labels
+                        .split("\",")
+                        .filter(|l| !l.is_empty())
+                        .map(|l| l.split_once('=').expect("label=value").0.to_string())
+                        .collect();
+                    (name, names)
+                }
+                None => (series, Vec::new()),
+            };
+            let family = out
+                .keys()
+                .filter(|f| name == f.as_str() || name.starts_with(&format!("{f}_")))
+                .max_by_key(|f| f.len())
+                .unwrap_or_else(|| panic!("sample {name} has no TYPE line before it"))
+                .clone();
+            out.get_mut(&family)
+                .unwrap()
+                .samples
+                .push((name.to_string(), labels));
+        }
+    }
+    out
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The Prometheus naming rules (prometheus.io/docs/practices/naming) that a linter can check.
+fn check_naming(text: &str, openmetrics: bool) {
+    let families = families(text);
+    assert!(families.len() >= 10, "{families:?}");
+    for (name, family) in &families {
+        assert!(
+            name.starts_with("memq_"),
+            "{name}: one prefix for the application"
+        );
+        assert!(valid_name(name), "{name}: lowercase snake_case");
+        assert!(family.help, "{name} has no HELP");
+        for unit in [
+            "_ms",
+            "_milliseconds",
+            "_minutes",
+            "_kb",
+            "_mb",
+            "_kilobytes",
+            "_megabytes",
+        ] {
+            assert!(
+                !name.contains(unit),
+                "{name}: base units only (seconds, bytes)"
+            );
+        }
+        for suffix in ["_count", "_sum", "_bucket"] {
+            assert!(!name.ends_with(suffix), "{name}: reserved suffix");
+        }
+        for (sample, labels) in &family.samples {
+            for label in labels {
+                assert!(
+                    valid_name(label) && !label.starts_with("__"),
+                    "{sample}: label {label}"
+                );
+            }
+            match family.kind.as_str() {
+                "counter" if openmetrics => assert_eq!(sample, &format!("{name}_total")),
+                "counter" => {
+                    assert!(name.ends_with("_total"), "{name}: counters end in _total");
+                    assert_eq!(sample, name);
+                }
+                "gauge" => {
+                    assert!(!name.ends_with("_total"), "{name}: _total is for counters");
+                    assert_eq!(sample, name);
+                }
+                "histogram" => {
+                    assert!(
+                        name.ends_with("_seconds") || name.ends_with("_bytes"),
+                        "{name}: unit"
+                    );
+                    let part = sample.strip_prefix(name.as_str()).unwrap();
+                    assert!(["_bucket", "_sum", "_count"].contains(&part), "{sample}");
+                    assert_eq!(
+                        part == "_bucket",
+                        labels.iter().any(|l| l == "le"),
+                        "{sample}"
+                    );
+                }
+                other => panic!("{name}: unexpected type {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn metric_names_follow_the_prometheus_naming_rules_in_both_formats() {
+    let server = TestServer::start(Config {
+        max_memory: queue_server::config::MemoryLimit::Bytes(1 << 20),
+        ..Config::default()
+    })
+    .await;
+    let client = server.client();
+    client.create_queue("keygen", None).await.unwrap();
+    client
+        .enqueue("keygen", "work-item-0", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    client
+        .dequeue("keygen", &DequeueOptions::default())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/metrics", server.url());
+    let open = http
+        .get(&url)
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        open.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let open = open.text().await.unwrap();
+    assert!(open.ends_with("# EOF\n"));
+    check_naming(&open, true);
+    let plain = http
+        .get(&url)
+        .header("accept", "text/plain;version=0.0.4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        plain.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let plain = plain.text().await.unwrap();
+    assert!(!plain.contains("# EOF"));
+    check_naming(&plain, false);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_metrics_the_server_exposes() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/grafana/memq-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let server = TestServer::start(Config {
+        max_memory: queue_server::config::MemoryLimit::Bytes(1 << 20),
+        ..Config::default()
+    })
+    .await;
+    server.client().create_queue("q", None).await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exposed: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("memq_") {
+                    queried += 1;
+                    assert!(
+                        exposed.iter().any(|e| e == word),
+                        "panel {:?} queries {word}, which /metrics does not expose",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+    }
+    assert!(queried >= 10);
+    server.shutdown().await;
+}

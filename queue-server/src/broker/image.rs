@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{Keys, RecentIds};
 use super::queue::{Delayed, Item, Leased};
-use super::{Counters, DeadItem, EXPIRED_LEASES_REMEMBERED, Id, IdGen, Queue, QueueConfig};
+use super::{
+    Counters, DeadItem, EXPIRED_LEASES_REMEMBERED, Id, IdGen, Queue, QueueConfig, item_cost,
+};
 
 /// One item.
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,6 +159,16 @@ impl Queue {
                 .collect(),
         );
         q.expired = RecentIds::new(EXPIRED_LEASES_REMEMBERED);
+        q.held_bytes = q.ready.iter().map(|i| item_cost(&i.body)).sum::<u64>()
+            + q.delayed
+                .iter()
+                .map(|Reverse(d)| item_cost(&d.item.body))
+                .sum::<u64>()
+            + q.leases
+                .values()
+                .map(|l| item_cost(&l.item.body))
+                .sum::<u64>()
+            + q.dead.iter().map(|d| item_cost(&d.body)).sum::<u64>();
         q
     }
 }
@@ -221,6 +233,7 @@ mod tests {
         let mut back = Queue::from_image(image);
 
         assert_eq!(back.config(), config);
+        assert_eq!(back.held_bytes(), q.held_bytes());
         assert_eq!(back.counters(), q.counters());
         assert!(back.paused());
         assert_eq!(

@@ -26,5 +26,14 @@ pub const KEY_RETENTION_MS: u64 = 10 * 60 * 1000;
 /// parallelism of `POST /jobs`.
 pub const MAX_PARALLELISM: u32 = 1000;
 
+/// Bytes an item counts for `--max-memory` beyond its body: its id, attempts and its slot in
+/// the queue's collections (about what `cargo bench --bench memory` measures per item).
+pub const ITEM_OVERHEAD_BYTES: u64 = 64;
+
+/// What one item with this body counts for `--max-memory`.
+pub fn item_cost(body: &str) -> u64 {
+    body.len() as u64 + ITEM_OVERHEAD_BYTES
+}
+
 /// How many expired lease ids a queue remembers, to answer 410 instead of 404.
 pub const EXPIRED_LEASES_REMEMBERED: usize = 100_000;

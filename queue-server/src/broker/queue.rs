@@ -6,7 +6,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use foldhash::fast::RandomState;
 
 use super::keys::{Keys, RecentIds};
-use super::{EXPIRED_LEASES_REMEMBERED, Id, IdGen};
+use super::{EXPIRED_LEASES_REMEMBERED, Id, IdGen, item_cost};
 
 /// Per-queue settings (API.md: `leaseSeconds`, `maxAttempts`, `maxDepth`, `autoscale`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -204,6 +204,8 @@ pub struct Queue {
     pub(super) ids: IdGen,
     pub(super) seq: u64,
     pub(super) counters: Counters,
+    /// What the items held (ready, delayed, leased, dead) count for `--max-memory`.
+    pub(super) held_bytes: u64,
 }
 
 impl Queue {
@@ -227,6 +229,7 @@ impl Queue {
             ids,
             seq: 0,
             counters: Counters::default(),
+            held_bytes: 0,
         }
     }
 
@@ -268,6 +271,17 @@ impl Queue {
     /// Dead letters.
     pub fn dead(&self) -> u64 {
         self.dead.len() as u64
+    }
+
+    /// What the items this queue holds (ready, delayed, leased and dead) count for
+    /// `--max-memory`: their bodies plus [`super::ITEM_OVERHEAD_BYTES`] each.
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes
+    }
+
+    /// Forgets an item that leaves the queue for good.
+    fn release(&mut self, body: &str) {
+        self.held_bytes = self.held_bytes.saturating_sub(item_cost(body));
     }
 
     /// Whether dequeues are paused.
@@ -385,6 +399,7 @@ impl Queue {
             body: new.body,
             attempts: 0,
         };
+        self.held_bytes += item_cost(&item.body);
         self.counters.enqueued += 1;
         if delay_ms == 0 {
             self.ready.push_back(item);
@@ -423,6 +438,7 @@ impl Queue {
             match lease_ms {
                 None => {
                     self.keys.release(item.id, now);
+                    self.release(&item.body);
                     out.push(Handed {
                         id: item.id,
                         body: item.body,
@@ -473,6 +489,7 @@ impl Queue {
         let leased = self.live_lease(lease, now)?;
         self.counters.acked += 1;
         self.keys.release(leased.item.id, now);
+        self.release(&leased.item.body);
         Ok(())
     }
 
@@ -600,12 +617,14 @@ impl Queue {
     /// Drops every ready and delayed item; returns how many.
     pub fn drain(&mut self, now: u64) -> u64 {
         let mut n = 0;
-        for item in self.ready.drain(..) {
+        for item in std::mem::take(&mut self.ready) {
             self.keys.release(item.id, now);
+            self.release(&item.body);
             n += 1;
         }
-        for Reverse(d) in self.delayed.drain() {
+        for Reverse(d) in std::mem::take(&mut self.delayed) {
             self.keys.release(d.item.id, now);
+            self.release(&d.item.body);
             n += 1;
         }
         self.counters.drained += n;
@@ -635,6 +654,7 @@ impl Queue {
         let n = self.dead.len() as u64;
         for dead in std::mem::take(&mut self.dead) {
             self.keys.release(dead.id, now);
+            self.release(&dead.body);
         }
         self.counters.purged += n;
         n
@@ -1023,5 +1043,41 @@ mod tests {
             "{}",
             std::mem::size_of::<Item>()
         );
+    }
+    #[test]
+    fn held_bytes_count_items_until_they_leave_for_good() {
+        use crate::broker::item_cost;
+        let mut q = Queue::new(QueueConfig {
+            max_attempts: 1,
+            ..QueueConfig::default()
+        });
+        let cost = |b: &str| item_cost(b);
+        for b in ["aaaa", "bb", "c", "dddddd"] {
+            q.enqueue(item(b), 0, T0).unwrap();
+        }
+        q.enqueue(item("later"), 10_000, T0).unwrap();
+        let all = cost("aaaa") + cost("bb") + cost("c") + cost("dddddd") + cost("later");
+        assert_eq!(q.held_bytes(), all);
+        // A duplicate key adds nothing.
+        q.enqueue(keyed("k", "x"), 0, T0).unwrap();
+        q.enqueue(keyed("k", "x"), 0, T0).unwrap();
+        assert_eq!(q.held_bytes(), all + cost("x"));
+        // kuard's dequeue removes for good.
+        assert_eq!(bodies(q.dequeue(1, None, T0)), ["aaaa"]);
+        assert_eq!(q.held_bytes(), all + cost("x") - cost("aaaa"));
+        // A lease holds the item; an ack lets it go; an expiry into the dead letters keeps it.
+        let (_, acked) = lease_one(&mut q, 1_000, T0);
+        let (_, dies) = lease_one(&mut q, 1_000, T0);
+        let held = q.held_bytes();
+        q.ack(acked.id, T0).unwrap();
+        assert_eq!(q.held_bytes(), held - cost("bb"));
+        q.tick(T0 + 1_000);
+        assert_eq!(q.dead(), 1);
+        assert_eq!(q.nack(dies.id, 0, T0 + 1_000), Err(LeaseError::Expired));
+        assert_eq!(q.held_bytes(), held - cost("bb"));
+        // Purge and drain release the rest.
+        q.purge_dead(T0 + 1_000);
+        q.drain(T0 + 1_000);
+        assert_eq!(q.held_bytes(), 0);
     }
 }

@@ -58,7 +58,7 @@ pub struct Rates {
 }
 
 /// One queue's series over the requested span; `None` where the queue did not exist yet.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSeries {
     /// Queue name.

@@ -6,29 +6,28 @@
 //! queues through the queue API like any other client, with the same token.
 
 mod history;
-mod page;
+pub(crate) mod page;
 mod sampler;
-mod stream;
+pub(crate) mod stream;
 
-use axum::Router;
 use axum::routing::get;
 
 pub use history::{History, QueueSeries, RATE_WINDOW, Rates, Window, taken_total};
 pub use page::is_asset;
 pub use sampler::{Dashboard, SAMPLE_EVERY, SAMPLES_KEPT, Sampler};
 
-use crate::http::AppState;
+use crate::http::Routes;
 
-/// The dashboard's routes: the page, its assets, the token check, the stats stream and the
+/// Adds the dashboard's routes: the page, its assets, the token check, the stats stream and the
 /// history.
-pub fn routes() -> Router<AppState> {
-    let mut router = Router::new()
+pub fn routes(mut routes: Routes) -> Routes {
+    routes = routes
         .route("/", get(page::index))
         .route("/dashboard/session", get(page::session))
         .route("/memq/server/stats/stream", get(stream::stats_stream))
         .route("/memq/server/stats/history", get(stream::stats_history));
     for asset in page::ASSETS {
-        router = router.route(asset.path, get(move || page::serve_asset(asset)));
+        routes = routes.route(asset.path, get(move || page::serve_asset(asset)));
     }
-    router
+    routes
 }

@@ -74,6 +74,12 @@ fn auth_mode(state: &AppState) -> &'static str {
 
 /// `GET /`: the page, told how the server guards its API (`open`, `token`, `public-reads`) so
 /// it knows whether to ask for the token and whether it may offer changes.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    responses(
+        (status = 200, description = "The dashboard page", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 401, description = "The same page, which then asks for the token (with --token)", body = String,
+            content_type = "text/html; charset=utf-8", headers(("www-authenticate" = String))),
+    ))]
 pub async fn index(State(state): State<AppState>) -> Response {
     let html = INDEX.replace("{{auth}}", auth_mode(&state));
     (
@@ -89,12 +95,42 @@ pub async fn index(State(state): State<AppState>) -> Response {
 
 /// `GET /dashboard/session`: changes nothing and needs the token whenever one is set (also with
 /// `--public-reads`), so the page checks a token with it before keeping it.
+#[utoipa::path(get, path = "/dashboard/session", tag = "dashboard",
+    responses((status = 200, description = "How the server guards its API; checks a token", body = Session)))]
 pub async fn session(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "kind": "session",
         "auth": auth_mode(&state),
     }))
 }
+
+/// Answer of `GET /dashboard/session` (for the API description).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Session {
+    /// Always `"session"`.
+    #[schema(pattern = "^session$")]
+    kind: String,
+    /// `open` (no token), `token`, or `public-reads`.
+    #[schema(pattern = "^(open|token|public-reads)$")]
+    auth: String,
+}
+
+// The assets in the API description; served from [`ASSETS`] (a test holds the two together).
+#[utoipa::path(get, path = "/dashboard/app.js", tag = "dashboard", security(),
+    responses((status = 200, description = "The page's script", body = String, content_type = "text/javascript; charset=utf-8")))]
+#[allow(dead_code)]
+pub(crate) fn app_js() {}
+
+#[utoipa::path(get, path = "/dashboard/app.css", tag = "dashboard", security(),
+    responses((status = 200, description = "The page's style", body = String, content_type = "text/css; charset=utf-8")))]
+#[allow(dead_code)]
+pub(crate) fn app_css() {}
+
+#[utoipa::path(get, path = "/dashboard/icon.svg", tag = "dashboard", security(),
+    responses((status = 200, description = "The page's icon", body = String, content_type = "image/svg+xml")))]
+#[allow(dead_code)]
+pub(crate) fn icon_svg() {}
 
 /// One embedded file.
 pub async fn serve_asset(asset: Asset) -> Response {

@@ -27,6 +27,9 @@ const RECONNECT_HINT: Duration = Duration::from_secs(2);
 
 /// `GET /memq/server/stats/stream`: the latest snapshot at once, then each new one, until the
 /// client leaves or the server shuts down.
+#[utoipa::path(get, path = "/memq/server/stats/stream", tag = "dashboard",
+    responses((status = 200, description = "Server-sent events: one `data:` line per stats snapshot (a stats object with rateIn and rateOut per queue), the first at once, then one a second",
+        body = String, content_type = "text/event-stream")))]
 pub async fn stats_stream(State(state): State<AppState>) -> Response {
     let events = snapshots(
         state.dashboard.subscribe(),
@@ -73,21 +76,37 @@ fn snapshots(
 }
 
 /// Answer of `GET /memq/server/stats/history`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct HistoryBody {
+pub struct HistoryBody {
+    /// Always `"statsHistory"`.
+    #[schema(value_type = String, pattern = "^statsHistory$")]
     kind: &'static str,
+    /// Seconds between samples.
     interval_seconds: u64,
+    /// When each sample was taken, RFC 3339 UTC.
+    #[schema(value_type = Vec<String>)]
     times: Vec<String>,
+    /// One entry per queue; every array as long as `times`, `null` where the queue did not
+    /// exist yet.
     queues: Vec<QueueSeries>,
 }
 
 /// `GET /memq/server/stats/history?queue=NAME&seconds=N`: the last N seconds (default and most
 /// 900) of samples, of one queue or of all.
+#[utoipa::path(get, path = "/memq/server/stats/history", tag = "dashboard",
+    params(
+        ("queue" = Option<String>, Query, description = "One queue (default: every queue)", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("seconds" = Option<u32>, Query, minimum = 1, maximum = 900, description = "How far back (default 900)"),
+    ),
+    responses(
+        (status = 200, description = "Samples of the last seconds", body = HistoryBody),
+        (status = 400, description = "Bad queue name or seconds (`invalid_queue_name`, `invalid_parameter`)", body = memq::ApiError),
+    ))]
 pub async fn stats_history(
     State(state): State<AppState>,
     params: Params,
-) -> Result<Json<impl Serialize>> {
+) -> Result<Json<HistoryBody>> {
     let queue = params.get("queue");
     if let Some(name) = queue {
         memq::name::validate_queue_name(name).map_err(crate::Error::InvalidQueueName)?;

@@ -1,17 +1,22 @@
-//! Bearer-token check (`--token`), compared in constant time.
+//! Bearer-token check (`--token`, `--token-file`), compared in constant time.
+//!
+//! Both tokens are hashed (SHA-256) before the comparison, so that neither the time taken nor
+//! an early exit on a length mismatch tells anything about the token's length or prefix.
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ring::digest::{SHA256, digest};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::error::Error;
 
-/// Paths that never need the token: probes, the metrics scrape, and the dashboard's script,
-/// style and icon (code without data, which a browser loads without an `Authorization` header).
+/// Paths that never need the token: probes, the metrics scrape, the API description (the
+/// contract, no data) and the dashboard's script, style and icon (code without data, which a browser loads without an `Authorization` header).
 fn always_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics") || crate::dashboard::is_asset(path)
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
+        || crate::dashboard::is_asset(path)
 }
 
 /// Reads that `--public-reads` opens: the dashboard, stats and queue objects (not item bodies).
@@ -43,7 +48,7 @@ pub enum Verdict {
 /// Checks `Authorization: Bearer` when a token is set. A plain function rather than a
 /// middleware of its own: a long poll holds its middleware futures for its whole wait.
 pub fn check(state: &AppState, req: &Request) -> Verdict {
-    let Some(token) = state.config.token.as_deref() else {
+    let Some(token) = state.config.token.as_ref() else {
         return Verdict::Pass;
     };
     let path = req.uri().path();
@@ -55,7 +60,7 @@ pub fn check(state: &AppState, req: &Request) -> Verdict {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or_default();
-    if bool::from(given.ct_eq(token.as_bytes())) {
+    if same_token(given, token.expose().as_bytes()) {
         Verdict::Pass
     } else if req.method() == Method::GET && path == "/" {
         // A browser cannot send the token with a page load, so the dashboard page (code without
@@ -79,9 +84,24 @@ pub fn refused(verdict: Verdict, page: Option<Response>) -> Response {
     }
 }
 
+/// Constant-time equality of two tokens of any lengths.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    let (a, b) = (digest(&SHA256, given), digest(&SHA256, expected));
+    bool::from(a.as_ref().ct_eq(b.as_ref()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_compare_by_content_whatever_their_length() {
+        assert!(same_token(b"s3cret", b"s3cret"));
+        assert!(!same_token(b"s3cre", b"s3cret"));
+        assert!(!same_token(b"s3cretX", b"s3cret"));
+        assert!(!same_token(b"", b"s3cret"));
+        assert!(!same_token(b"S3cret", b"s3cret"));
+    }
 
     #[test]
     fn public_reads_cover_stats_and_queue_objects_only() {

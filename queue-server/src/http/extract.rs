@@ -188,6 +188,19 @@ pub async fn read_body(mut body: Body, max: usize) -> Result<Bytes, Error> {
     Ok(more.map_or(first, BytesMut::freeze))
 }
 
+/// Reads a JSON object body into `T`. Only an object: serde's derived structs would also take
+/// a JSON array, filling the fields by position (`[null, null]` as a queue config).
+pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(Error::InvalidJson(
+            "the body must be a JSON object ({...})".into(),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| Error::InvalidJson(e.to_string()))
+}
+
 /// Checks that a body is UTF-8 text.
 pub fn utf8(bytes: &[u8]) -> Result<&str, Error> {
     std::str::from_utf8(bytes).map_err(|e| {

@@ -5,10 +5,10 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
-use memq::{CreateJobRequest, JobList, JobObject, JobSummary};
+use memq::{ApiError, CreateJobRequest, JobList, JobObject, JobSummary};
 
 use super::AppState;
-use super::extract::{JobName, read_body};
+use super::extract::{JobName, json_object, read_body};
 use crate::error::{Error, Result};
 use crate::kube::launcher::summary;
 use crate::kube::template::JobRequest;
@@ -21,6 +21,12 @@ fn job_object(job: JobSummary) -> Json<JobObject> {
 }
 
 /// `GET /jobs`: the consumer Jobs this server launched, oldest first.
+#[utoipa::path(get, path = "/jobs", tag = "jobs",
+    responses(
+        (status = 200, description = "The consumer Jobs this server launched, oldest first", body = JobList),
+        (status = 502, description = "The Kubernetes API refused or failed the call (`kubernetes_error`)", body = ApiError),
+        (status = 503, description = "No Kubernetes API: --jobs off, no cluster, or unreachable (`kubernetes_unavailable`)", body = ApiError),
+    ))]
 pub async fn list_jobs(State(state): State<AppState>) -> Result<Json<JobList>> {
     let launcher = state.jobs.launcher()?;
     let jobs = launcher.list().await?;
@@ -32,14 +38,22 @@ pub async fn list_jobs(State(state): State<AppState>) -> Result<Json<JobList>> {
 }
 
 /// `POST /jobs`: launches a consumer Job for an existing queue; 201 with its summary.
+#[utoipa::path(post, path = "/jobs", tag = "jobs",
+    request_body(content = CreateJobRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Launched", body = JobObject),
+        (status = 400, description = "Bad request (`invalid_json`, `invalid_parameter`: unknown queue, bad image, ...)", body = ApiError),
+        (status = 413, description = "Body over 64 KiB (`body_too_large`)", body = ApiError),
+        (status = 502, description = "The Kubernetes API refused or failed the call (`kubernetes_error`)", body = ApiError),
+        (status = 503, description = "No Kubernetes API (`kubernetes_unavailable`)", body = ApiError),
+    ))]
 pub async fn create_job(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<(StatusCode, Json<JobObject>)> {
     let launcher = state.jobs.launcher()?;
     let bytes = read_body(body, 64 * 1024).await?;
-    let wire: CreateJobRequest =
-        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidJson(e.to_string()))?;
+    let wire: CreateJobRequest = json_object(&bytes)?;
     let req = JobRequest::from_wire(wire)?;
     if state.store.queue(&req.queue).await.is_err() {
         return Err(Error::param(
@@ -57,6 +71,15 @@ pub async fn create_job(
 }
 
 /// `DELETE /jobs/{name}`: deletes one of this server's consumer Jobs and its pods.
+#[utoipa::path(delete, path = "/jobs/{name}", tag = "jobs",
+    params(("name" = String, Path, description = "The Job's name", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")),
+    responses(
+        (status = 200, description = "Deleted with its pods; the Job as it was", body = JobObject),
+        (status = 400, description = "Not a Job name (`invalid_parameter`)", body = ApiError),
+        (status = 404, description = "No such Job of this server (`job_not_found`)", body = ApiError),
+        (status = 502, description = "The Kubernetes API refused or failed the call (`kubernetes_error`)", body = ApiError),
+        (status = 503, description = "No Kubernetes API (`kubernetes_unavailable`)", body = ApiError),
+    ))]
 pub async fn delete_job(
     State(state): State<AppState>,
     JobName(name): JobName,

@@ -9,12 +9,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use memq::types::headers;
 use memq::{
-    AckOutcome, AckResult, BatchItem, CountResult, DeadLetter, DeadLetterList, QueueConfigPatch,
-    QueueObject, QueueStats, Stats,
+    AckOutcome, AckResult, ApiError, CountResult, DeadLetter, DeadLetterList, Message, MessageList,
+    QueueConfigPatch, QueueObject, QueueStats, Stats,
 };
 
 use super::AppState;
-use super::extract::{LeasePath, Params, QueueName, read_body, utf8};
+use super::batch::{BatchKind, check_item, check_key, parse_batch};
+use super::extract::{LeasePath, Params, QueueName, json_object, read_body, utf8};
+use super::openapi::{BatchMode, DequeueAnswer, EnqueueAnswer};
 use super::wire::{EnqueueResultOut, MessageListOut, MessageOut};
 use crate::broker::NewItem;
 use crate::error::{Error, Result};
@@ -23,11 +25,9 @@ use crate::store::{Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, rfc3339_
 /// Longest `delay` of an enqueue or nack.
 const MAX_DELAY: Duration = Duration::from_secs(900);
 /// Longest long poll.
-const MAX_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Longest lease one request may take or extend to.
 const MAX_LEASE: Duration = Duration::from_secs(12 * 3600);
-/// Longest producer key.
-const MAX_KEY_BYTES: usize = 1024;
 
 fn queue_object(queue: QueueStats) -> Json<QueueObject> {
     Json(QueueObject {
@@ -45,6 +45,8 @@ fn delivered(d: &Delivery) -> MessageOut<'_> {
 }
 
 /// `GET /stats`.
+#[utoipa::path(get, path = "/memq/server/stats", tag = "queues",
+    responses((status = 200, description = "Every queue, sorted by name (kuard's stats)", body = Stats)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>> {
     Ok(Json(Stats {
         kind: "stats".into(),
@@ -53,6 +55,18 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>> {
 }
 
 /// `PUT /queues/{q}`: 201 created, 200 existed (config updated when a body is given).
+#[utoipa::path(put, path = "/memq/server/queues/{queue}", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    request_body(content = Option<QueueConfigPatch>, content_type = "application/json",
+        description = "Optional config; fields left out keep their value; empty is no change"),
+    responses(
+        (status = 201, description = "Created", body = QueueObject,
+            links(("enqueue" = (operation_id = "enqueue", parameters(("queue" = "$request.path.queue")))), ("dequeue" = (operation_id = "dequeue", parameters(("queue" = "$request.path.queue")))), ("get_queue" = (operation_id = "get_queue", parameters(("queue" = "$request.path.queue")))), ("peek" = (operation_id = "peek", parameters(("queue" = "$request.path.queue")))), ("dead_letters" = (operation_id = "dead_letters", parameters(("queue" = "$request.path.queue")))), ("pause" = (operation_id = "pause", parameters(("queue" = "$request.path.queue")))), ("resume" = (operation_id = "resume", parameters(("queue" = "$request.path.queue")))), ("drain" = (operation_id = "drain", parameters(("queue" = "$request.path.queue")))), ("delete_queue" = (operation_id = "delete_queue", parameters(("queue" = "$request.path.queue")))))),
+        (status = 200, description = "Existed (config updated when a body was given)", body = QueueObject),
+        (status = 400, description = "Bad queue name or config (`invalid_queue_name`, `invalid_json`)", body = ApiError),
+        (status = 409, description = "`--max-queues` reached (`too_many_queues`)", body = ApiError),
+        (status = 413, description = "Body over 64 KiB (`body_too_large`)", body = ApiError),
+    ))]
 pub async fn create_queue(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -62,10 +76,7 @@ pub async fn create_queue(
     let patch = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        Some(
-            serde_json::from_slice::<QueueConfigPatch>(&bytes)
-                .map_err(|e| Error::InvalidJson(e.to_string()))?,
-        )
+        Some(json_object::<QueueConfigPatch>(&bytes)?)
     };
     if patch
         .as_ref()
@@ -86,6 +97,8 @@ pub async fn create_queue(
 }
 
 /// `GET /queues/{q}`.
+#[utoipa::path(get, path = "/memq/server/queues/{queue}", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "The queue object", body = QueueObject)))]
 pub async fn get_queue(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -94,6 +107,9 @@ pub async fn get_queue(
 }
 
 /// `DELETE /queues/{q}`: answers the queue's last figures.
+#[utoipa::path(delete, path = "/memq/server/queues/{queue}", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    responses((status = 200, description = "Deleted; the queue as it was", body = QueueObject)))]
 pub async fn delete_queue(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -104,6 +120,8 @@ pub async fn delete_queue(
 }
 
 /// `POST /queues/{q}/drain`.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/drain", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "Ready and delayed items dropped", body = QueueObject)))]
 pub async fn drain(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -112,6 +130,8 @@ pub async fn drain(
 }
 
 /// `POST /queues/{q}/pause`.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/pause", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "Paused: dequeues answer 204", body = QueueObject)))]
 pub async fn pause(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -120,6 +140,8 @@ pub async fn pause(
 }
 
 /// `POST /queues/{q}/resume`.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/resume", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "The queue object", body = QueueObject)))]
 pub async fn resume(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -127,39 +149,28 @@ pub async fn resume(
     Ok(queue_object(state.store.set_paused(&name, false).await?))
 }
 
-/// Splits a `batch=lines` body: `\n` or `\r\n`, a final newline adds nothing, empty lines only
-/// with `keep_empty`.
-fn split_lines(text: &str, keep_empty: bool) -> impl Iterator<Item = &str> {
-    let lines = (!text.is_empty()).then(|| text.strip_suffix('\n').unwrap_or(text).split('\n'));
-    lines
-        .into_iter()
-        .flatten()
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .filter(move |l| keep_empty || !l.is_empty())
-}
-
-fn check_item(index: usize, body: &str, max: usize) -> Result<()> {
-    if body.len() > max {
-        return Err(Error::ItemTooLarge {
-            index,
-            size: body.len(),
-            max,
-        });
-    }
-    Ok(())
-}
-
-fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(Error::param(
-            "id",
-            format!("a key must be 1 to {MAX_KEY_BYTES} bytes"),
-        ));
-    }
-    Ok(())
-}
-
 /// `POST /queues/{q}/enqueue`: one item, or a batch with `?batch=lines|json`.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/enqueue", tag = "items",
+    params(
+        ("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("batch" = inline(Option<BatchMode>), Query, description = "Many items: one per line, or a JSON array"),
+        ("keepEmpty" = Option<bool>, Query, description = "With batch=lines: empty lines are items too"),
+        ("delay" = Option<String>, Query, description = "Ready only after this long: seconds (30, 1.5) or 500ms, 30s, 2m; at most 900 s"),
+        ("id" = Option<String>, Query, min_length = 1, max_length = 1024, description = "The producer's dedup key (not with batch)"),
+    ),
+    request_body(content = String, content_type = "text/plain",
+        description = "The item: any UTF-8 text, whatever the Content-Type. With batch=lines, one \
+                       item per line; with batch=json, a JSON array of `BatchItem` (a string, or \
+                       an object {\"id\":KEY,\"body\":TEXT})"),
+    responses(
+        (status = 200, description = "The item (a message), or with batch= the batch's result", body = EnqueueAnswer,
+            links(("dequeue" = (operation_id = "dequeue", parameters(("queue" = "$request.path.queue")))), ("peek" = (operation_id = "peek", parameters(("queue" = "$request.path.queue")))))),
+        (status = 413, description = "An item over --max-item-bytes (`item_too_large`) or a body over --max-body-bytes (`body_too_large`)", body = ApiError),
+        (status = 429, description = "The queue's maxDepth would be passed (`queue_full`)", body = ApiError,
+            headers(("retry-after" = u32, description = "Seconds to wait"))),
+        (status = 507, description = "--max-memory would be passed (`memory_full`)", body = ApiError,
+            headers(("retry-after" = u32, description = "Seconds to wait"))),
+    ))]
 pub async fn enqueue(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -193,38 +204,8 @@ pub async fn enqueue(
             .duplicate(duplicate)
             .into_response());
     };
-    let items: Vec<NewItem> = match batch.as_str() {
-        "lines" => split_lines(text, keep_empty)
-            .enumerate()
-            .map(|(i, line)| {
-                check_item(i, line, config.max_item_bytes)?;
-                Ok(NewItem { body: line.into(), key: None })
-            })
-            .collect::<Result<_>>()?,
-        "json" => serde_json::from_str::<Vec<BatchItem>>(text)
-            .map_err(|e| {
-                Error::InvalidJson(format!(
-                    "{e}; a JSON batch is an array of strings or {{\"id\":KEY,\"body\":TEXT}} objects"
-                ))
-            })?
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let (body, key) = match item {
-                    BatchItem::Body(body) => (body, None),
-                    BatchItem::Keyed { id, body } => {
-                        check_key(&id)?;
-                        (body, Some(id.into_boxed_str()))
-                    }
-                };
-                check_item(i, &body, config.max_item_bytes)?;
-                Ok(NewItem { body: body.into_boxed_str(), key })
-            })
-            .collect::<Result<_>>()?,
-        other => {
-            return Err(Error::param("batch", format!("{other:?} is not lines or json")));
-        }
-    };
+    let kind = BatchKind::parse(&batch, keep_empty)?;
+    let items = parse_batch(kind, text, config.max_item_bytes)?;
     let results = if items.is_empty() {
         // Still answer 404 for a missing queue, as a non-empty batch would.
         state.store.queue(&name).await?;
@@ -247,6 +228,23 @@ fn empty_response(depth: u64, inflight: u64, delayed: u64, paused: bool) -> Resp
 }
 
 /// `POST /queues/{q}/dequeue`: kuard's dequeue, or leases, long polls and batches by parameter.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/dequeue", tag = "items",
+    params(
+        ("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("lease" = Option<String>, Query, description = "Lease instead of removing: a duration (0 < S <= 12 h), `true` (the queue's leaseSeconds) or `false`"),
+        ("wait" = Option<String>, Query, description = "Long poll up to this long (0 to 60 s)"),
+        ("max" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Up to N items, as a messageList"),
+    ),
+    responses(
+        (status = 200, description = "An item (a message), or with max= a messageList", body = DequeueAnswer,
+            links(("ack" = (operation_id = "ack", parameters(("queue" = "$request.path.queue"), ("lease" = "$response.body#/lease/id")))), ("nack" = (operation_id = "nack", parameters(("queue" = "$request.path.queue"), ("lease" = "$response.body#/lease/id")))), ("extend" = (operation_id = "extend", parameters(("queue" = "$request.path.queue"), ("lease" = "$response.body#/lease/id")))))),
+        (status = 204, description = "Nothing ready (or paused)", headers(
+            ("x-memq-depth" = u64, description = "Ready items"),
+            ("x-memq-inflight" = u64, description = "Leased items: a lease may still expire and bring an item back"),
+            ("x-memq-delayed" = u64, description = "Items waiting for their delay"),
+            ("x-memq-paused" = String, description = "`true` when the queue is paused"),
+        )),
+    ))]
 pub async fn dequeue(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -291,12 +289,25 @@ pub async fn dequeue(
 }
 
 /// `POST /queues/{q}/leases/{lease}/ack`.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/leases/{lease}/ack", tag = "leases",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue")),
+    responses(
+        (status = 200, description = "Acked: the item is gone; empty body"),
+        (status = 410, description = "The lease expired (`lease_expired`)", body = ApiError),
+    ))]
 pub async fn ack(State(state): State<AppState>, path: LeasePath) -> Result<Response> {
     state.store.ack(&path.queue, &path.lease).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// `POST /queues/{q}/leases/{lease}/nack?delay=S`.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/leases/{lease}/nack", tag = "leases",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue"),
+        ("delay" = Option<String>, Query, description = "Ready again only after this long (at most 900 s)")),
+    responses(
+        (status = 200, description = "Given back; empty body"),
+        (status = 410, description = "The lease expired (`lease_expired`)", body = ApiError),
+    ))]
 pub async fn nack(
     State(state): State<AppState>,
     path: LeasePath,
@@ -308,6 +319,13 @@ pub async fn nack(
 }
 
 /// `POST /queues/{q}/leases/{lease}/extend?lease=S`: answers the message with its new lease.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/leases/{lease}/extend", tag = "leases",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue"),
+        ("lease" = Option<String>, Query, description = "New lease length from now (default: the queue's leaseSeconds; at most 12 h)")),
+    responses(
+        (status = 200, description = "The message with its new lease", body = Message),
+        (status = 410, description = "The lease expired (`lease_expired`)", body = ApiError),
+    ))]
 pub async fn extend(
     State(state): State<AppState>,
     path: LeasePath,
@@ -319,6 +337,13 @@ pub async fn extend(
 }
 
 /// `POST /queues/{q}/ack`: a JSON array of lease ids; one outcome each.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/ack", tag = "leases",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    request_body(content = Vec<String>, content_type = "application/json", description = "Lease ids"),
+    responses(
+        (status = 200, description = "One outcome per lease id", body = AckResult),
+        (status = 413, description = "Body over --max-body-bytes (`body_too_large`)", body = ApiError),
+    ))]
 pub async fn ack_batch(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -352,6 +377,9 @@ pub async fn ack_batch(
 }
 
 /// `GET /queues/{q}/dead?limit=N` (default 100).
+#[utoipa::path(get, path = "/memq/server/queues/{queue}/dead", tag = "dead letters",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most dead letters (default 100)")),
+    responses((status = 200, description = "Dead letters, oldest first", body = DeadLetterList)))]
 pub async fn dead_letters(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -378,6 +406,8 @@ pub async fn dead_letters(
 }
 
 /// `POST /queues/{q}/dead/requeue`.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/dead/requeue", tag = "dead letters",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "Dead letters moved back to ready", body = CountResult)))]
 pub async fn requeue_dead(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -390,6 +420,8 @@ pub async fn requeue_dead(
 }
 
 /// `DELETE /queues/{q}/dead`.
+#[utoipa::path(delete, path = "/memq/server/queues/{queue}/dead", tag = "dead letters",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "Dead letters removed", body = CountResult)))]
 pub async fn purge_dead(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -402,6 +434,9 @@ pub async fn purge_dead(
 }
 
 /// `GET /queues/{q}/messages?limit=N` (default 10): ready items, not leased.
+#[utoipa::path(get, path = "/memq/server/queues/{queue}/messages", tag = "items",
+    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items (default 10)")),
+    responses((status = 200, description = "Ready items in hand-out order, not leased", body = MessageList)))]
 pub async fn peek(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -414,21 +449,4 @@ pub async fn peek(
         .map(|(id, body)| MessageOut::new(*id, body, None))
         .collect();
     Ok(MessageListOut::new(messages).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_split_like_the_contract_says() {
-        let v = |t, k| split_lines(t, k).collect::<Vec<_>>();
-        assert_eq!(v("a\nb\n", false), ["a", "b"]);
-        assert_eq!(v("a\r\nb", false), ["a", "b"]);
-        assert_eq!(v("a\n\nb\n", false), ["a", "b"]);
-        assert_eq!(v("a\n\nb\n", true), ["a", "", "b"]);
-        assert!(v("", false).is_empty());
-        assert!(v("\n", false).is_empty());
-        assert_eq!(v("\n", true), [""]);
-    }
 }

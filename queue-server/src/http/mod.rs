@@ -3,9 +3,12 @@
 //! Handlers parse and check input, call the store, and shape answers; they hold no queue logic.
 
 mod auth;
+pub mod batch;
 pub(crate) mod extract;
 mod jobs;
 mod memq;
+use memq as memq_routes;
+pub mod openapi;
 mod ops;
 mod wire;
 
@@ -15,8 +18,8 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::config::Config;
 use crate::dashboard::{self, Dashboard};
@@ -59,10 +62,40 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The whole router: queue API under `/memq/server`, operations and the dashboard at the root.
-pub fn app(state: AppState) -> Router {
+/// The routes as they are added: the router, and the list of its paths beside it, so that a
+/// test can hold the list against the API description (`/openapi.json`). Every route is added
+/// through [`Routes::route`]; a route added any other way would escape that check.
+pub struct Routes {
+    router: Router<AppState>,
+    paths: Vec<String>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            paths: Vec::new(),
+        }
+    }
+
+    /// Serves `path` with `methods`, and lists it.
+    pub fn route(mut self, path: &str, methods: MethodRouter<AppState>) -> Self {
+        self.paths.push(path.to_string());
+        self.router = self.router.route(path, methods);
+        self
+    }
+
+    /// Every path served, in the order added.
+    pub fn paths(&self) -> &[String] {
+        &self.paths
+    }
+}
+
+/// Every route of the server: queue API under `/memq/server`, operations, Jobs and the
+/// dashboard at the root.
+pub fn routes() -> Routes {
     let q = "/memq/server/queues/{queue}";
-    let queue_routes = Router::new()
+    let routes = Routes::new()
         .route("/memq/server/stats", get(memq::stats))
         .route(
             q,
@@ -85,14 +118,20 @@ pub fn app(state: AppState) -> Router {
         )
         .route(&format!("{q}/dead/requeue"), post(memq::requeue_dead))
         .route(&format!("{q}/messages"), get(memq::peek));
-    Router::new()
-        .merge(queue_routes)
-        .merge(dashboard::routes())
+    dashboard::routes(routes)
         .route("/jobs", get(jobs::list_jobs).post(jobs::create_job))
         .route("/jobs/{name}", delete(jobs::delete_job))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+}
+
+/// The whole router: [`routes`] with JSON answers for unknown routes and methods, the token
+/// check, the time limit and request metrics.
+pub fn app(state: AppState) -> Router {
+    routes()
+        .router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), front_door))
@@ -107,9 +146,9 @@ async fn method_not_allowed() -> Error {
     Error::MethodNotAllowed
 }
 
-/// What every request passes on its way in: the token check, and the latency histogram (which
-/// also counts the 401s). One layer rather than two: each axum middleware layer costs some
-/// allocations and clones per request.
+/// What every request passes on its way in: the token check, the time limit and the latency
+/// histogram (which also counts the 401s and 408s). One layer rather than three: each axum
+/// middleware layer costs some allocations and clones per request.
 async fn front_door(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
@@ -120,7 +159,7 @@ async fn front_door(State(state): State<AppState>, req: Request, next: Next) -> 
     let verdict = auth::check(&state, &req);
     let resp = match verdict {
         auth::Verdict::Refuse => auth::refused(verdict, None),
-        auth::Verdict::Pass => next.run(req).await,
+        auth::Verdict::Pass => within_time_limit(&state, req, next).await,
         auth::Verdict::AskForToken => auth::refused(verdict, Some(next.run(req).await)),
     };
     state.metrics.observe(
@@ -130,4 +169,28 @@ async fn front_door(State(state): State<AppState>, req: Request, next: Next) -> 
         started.elapsed(),
     );
     resp
+}
+
+/// Answers 408 when a request takes longer than `--request-timeout` (reading its body
+/// included), or a long poll longer than that plus its `wait`.
+async fn within_time_limit(state: &AppState, req: Request, next: Next) -> Response {
+    let mut limit = state.config.request_timeout;
+    if req.uri().path().ends_with("/dequeue") {
+        // The handler refuses a `wait` over its maximum; the timeout only needs a bound.
+        let wait = req
+            .uri()
+            .query()
+            .into_iter()
+            .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+            .filter(|(k, _)| k == "wait")
+            .last()
+            .and_then(|(_, v)| ::memq::duration::parse_duration(&v).ok())
+            .unwrap_or_default();
+        limit += wait.min(memq_routes::MAX_WAIT);
+    }
+    // The inner future is polled first: a request answered at once never arms the timer.
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => Error::RequestTimeout { after: limit }.into_response(),
+    }
 }

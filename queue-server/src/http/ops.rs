@@ -1,18 +1,25 @@
 //! Operations outside the queue API: liveness, readiness, Prometheus metrics.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::error::Error;
 
 /// `GET /healthz`: the process is up and answering.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(),
+    responses((status = 200, description = "The process is up", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// `GET /readyz`: the store can serve requests.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(),
+    responses(
+        (status = 200, description = "The store can serve requests", body = String, content_type = "text/plain"),
+        (status = 503, description = "Shutting down, or the data directory cannot be written", body = String, content_type = "text/plain"),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.store.is_ready().await {
         "ready\n".into_response()
@@ -21,13 +28,35 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus / OpenMetrics text.
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, Error> {
+/// `GET /metrics`: OpenMetrics text, or the Prometheus text format (0.0.4) for a client that
+/// asks for `text/plain` and not for OpenMetrics (older scrapers, `promtool check metrics`).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(),
+    responses((status = 200, description = "Prometheus metrics: OpenMetrics text, or the Prometheus text format 0.0.4 when the Accept header asks for text/plain and not OpenMetrics",
+        content(
+            (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            (String = "text/plain; version=0.0.4; charset=utf-8"),
+        ))))]
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Error> {
     let stats = state.store.stats().await?;
+    let memory = state.store.memory();
     let text = state
         .metrics
-        .render(stats)
+        .render(stats, memory)
         .map_err(|e| Error::BackendUnavailable(format!("cannot encode metrics: {e}")))?;
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if accept.contains("text/plain") && !accept.contains("application/openmetrics-text") {
+        return Ok((
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            prometheus_text(&text),
+        )
+            .into_response());
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -36,4 +65,51 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, Error> {
         text,
     )
         .into_response())
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter family is named with its
+/// `_total` there, and there is no `# UNIT` or `# EOF` line.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_renamed_for_the_prometheus_text_format() {
+        let open = "# HELP memq_queue_acked Items acked\n# TYPE memq_queue_acked counter\n\
+                    memq_queue_acked_total{queue=\"q\"} 3\n# HELP memq_queue_depth Ready\n\
+                    # TYPE memq_queue_depth gauge\nmemq_queue_depth{queue=\"q\"} 1\n# EOF\n";
+        let text = prometheus_text(open);
+        assert_eq!(
+            text,
+            "# HELP memq_queue_acked_total Items acked\n# TYPE memq_queue_acked_total counter\n\
+             memq_queue_acked_total{queue=\"q\"} 3\n# HELP memq_queue_depth Ready\n\
+             # TYPE memq_queue_depth gauge\nmemq_queue_depth{queue=\"q\"} 1\n"
+        );
+    }
 }

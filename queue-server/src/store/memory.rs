@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::journal::{self, DataDir, FsyncMode, Lsn, RecordRef};
 use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, apply_patch};
 use crate::broker::{
-    DeadItem, Id, LeaseError, LeaseInfo, NewItem, Op, Outcome, Queue, QueueConfig, Taken,
+    DeadItem, Id, LeaseError, LeaseInfo, NewItem, Op, Outcome, Queue, QueueConfig, Taken, item_cost,
 };
 use crate::error::{Error, Result};
 
@@ -42,6 +42,11 @@ pub struct StoreOptions {
     pub compact_bytes: u64,
     /// `Some`: the queues live in Redis instead (the other fields but the lease don't apply).
     pub redis: Option<super::RedisOptions>,
+    /// Most bytes the items of all queues may count ([`crate::broker::item_cost`]);
+    /// `u64::MAX`: no limit.
+    pub max_memory: u64,
+    /// Most queues; 0: no limit.
+    pub max_queues: usize,
 }
 
 impl Default for StoreOptions {
@@ -52,6 +57,8 @@ impl Default for StoreOptions {
             fsync: FsyncMode::Always,
             compact_bytes: 64 << 20,
             redis: None,
+            max_memory: u64::MAX,
+            max_queues: 0,
         }
     }
 }
@@ -92,6 +99,9 @@ struct Inner {
     clock: Clock,
     options: StoreOptions,
     data: Option<DataDir>,
+    /// What the items of all queues count for `--max-memory`: the sum of their
+    /// [`Queue::held_bytes`], plus enqueues under way.
+    held: AtomicU64,
     /// Earliest deadline the sweeper must act on (u64::MAX: none).
     next_wake: AtomicU64,
     sweeper: Notify,
@@ -158,6 +168,8 @@ impl MemoryStore {
         let clock = Clock::new();
         let mut queues = HashMap::default();
         let mut data = None;
+        // Recovered items count even past --max-memory: they were acknowledged to producers.
+        let mut held = 0u64;
         if let Some(dir) = &options.data_dir {
             let started = std::time::Instant::now();
             let (dir_handle, recovery) = journal::open(dir, options.fsync)?;
@@ -169,6 +181,7 @@ impl MemoryStore {
             for (name, mut queue) in recovery.queues {
                 leases += queue.recover_leases();
                 items += queue.depth() + queue.delayed() + queue.dead();
+                held += queue.held_bytes();
                 queues.insert(name.into_boxed_str(), Shared::new(queue));
             }
             tracing::info!(
@@ -189,6 +202,7 @@ impl MemoryStore {
                 clock,
                 options,
                 data,
+                held: AtomicU64::new(held),
                 next_wake: AtomicU64::new(u64::MAX),
                 sweeper: Notify::new(),
                 shutdown,
@@ -249,6 +263,13 @@ impl MemoryStore {
             return Err(Error::QueueNotFound(name.to_string()));
         }
         let now = self.inner.clock.now_ms();
+        let reserved = match &op {
+            Op::Enqueue { items, .. } => {
+                self.reserve(items.iter().map(|i| item_cost(&i.body)).sum())?
+            }
+            _ => 0,
+        };
+        let held_before = state.queue.held_bytes();
         let encoded = self.inner.data.as_ref().map(|_| {
             let mut buf = Vec::new();
             journal::frame(
@@ -262,6 +283,7 @@ impl MemoryStore {
             buf
         });
         let applied = state.queue.apply(op, now);
+        self.settle_memory(held_before, state.queue.held_bytes(), reserved);
         let finished = applied.changed && is_finished(&state.queue);
         let lsn = match (&self.inner.data, encoded) {
             (Some(d), Some(bytes)) if applied.changed => {
@@ -280,6 +302,41 @@ impl MemoryStore {
             self.schedule(deadline);
         }
         Ok((applied.outcome, lsn))
+    }
+
+    /// Takes `bytes` of `--max-memory` for an enqueue about to be applied, or refuses it whole.
+    fn reserve(&self, bytes: u64) -> Result<u64> {
+        let max = self.inner.options.max_memory;
+        self.inner
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&total| total <= max)
+            })
+            .map_err(|held| Error::MemoryFull {
+                held,
+                adding: bytes,
+                max,
+            })?;
+        Ok(bytes)
+    }
+
+    /// Brings the memory count in line with what a queue holds after an op, giving back what
+    /// was reserved for it (duplicates and refused batches add nothing).
+    fn settle_memory(&self, before: u64, after: u64, reserved: u64) {
+        let held = &self.inner.held;
+        let grown = after.saturating_sub(before);
+        let shrunk = before.saturating_sub(after) + reserved;
+        // Add before subtracting, so the count never dips below zero on the way.
+        held.fetch_add(grown, Ordering::AcqRel);
+        held.fetch_sub(shrunk, Ordering::AcqRel);
+    }
+
+    /// Bytes the items of all queues count for `--max-memory`, and the limit (`u64::MAX`: none).
+    pub fn memory(&self) -> (u64, u64) {
+        (
+            self.inner.held.load(Ordering::Acquire),
+            self.inner.options.max_memory,
+        )
     }
 
     /// Waits until the change at `lsn` is stored as `--fsync` promises.
@@ -348,8 +405,11 @@ impl MemoryStore {
         };
         let created = {
             let mut queues = self.inner.queues.write();
+            let max = self.inner.options.max_queues;
             if queues.contains_key(name) {
                 None
+            } else if max > 0 && queues.len() >= max {
+                return Err(Error::TooManyQueues { max });
             } else {
                 let queue = Queue::new(config);
                 let stats = stats_of(name, &queue, self.inner.clock.now_ms());
@@ -388,6 +448,7 @@ impl MemoryStore {
                 .ok_or_else(|| Error::QueueNotFound(name.to_string()))?;
             let mut state = shared.state.lock();
             state.deleted = true;
+            self.settle_memory(state.queue.held_bytes(), 0, 0);
             let lsn = self.inner.data.as_ref().map(|d| {
                 d.writer
                     .append(|buf| journal::frame(&RecordRef::Delete { queue: name }, buf))

@@ -136,9 +136,15 @@ impl Store {
     /// Opens the backend the options name.
     pub fn open(options: StoreOptions, shutdown: CancellationToken) -> anyhow::Result<Self> {
         if let Some(redis) = &options.redis {
+            if options.max_memory != u64::MAX {
+                tracing::info!(
+                    "with --redis the items live in Redis: its maxmemory bounds them, not --max-memory"
+                );
+            }
             return Ok(Store::Redis(RedisStore::open(
                 redis,
                 options.default_lease_ms,
+                options.max_queues,
                 shutdown,
             )?));
         }
@@ -248,6 +254,15 @@ impl Store {
         match self {
             Store::Memory(s) => s.peek(name, limit),
             Store::Redis(s) => s.peek(name, limit).await,
+        }
+    }
+
+    /// Bytes the items of all queues count for `--max-memory`, and the limit (`u64::MAX`: none);
+    /// `None` for Redis, whose own `maxmemory` bounds the items.
+    pub fn memory(&self) -> Option<(u64, u64)> {
+        match self {
+            Store::Memory(s) => Some(s.memory()),
+            Store::Redis(_) => None,
         }
     }
 

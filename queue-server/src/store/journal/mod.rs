@@ -18,7 +18,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use record::{Record, RecordRef, frame};
+pub use record::{Frames, Record, RecordRef, check_invariants, frame, read_frames};
 pub use writer::{Lsn, Writer};
 
 use crate::broker::{IdGen, Queue};

@@ -69,6 +69,25 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// The record as written, borrowing from this one.
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        match self {
+            Record::Create { queue, config, ids } => RecordRef::Create {
+                queue,
+                config,
+                ids: *ids,
+            },
+            Record::Delete { queue } => RecordRef::Delete { queue },
+            Record::Apply { queue, now, op } => RecordRef::Apply {
+                queue,
+                now: *now,
+                op,
+            },
+        }
+    }
+}
+
 /// Appends `record` to `buf` as one frame.
 pub fn frame(record: &RecordRef<'_>, buf: &mut Vec<u8>) {
     let start = buf.len();
@@ -148,4 +167,188 @@ fn read(data: &[u8]) -> (Vec<Record>, Option<(usize, Damage)>) {
         at = body + len;
     }
     (records, None)
+}
+
+/// What reading any bytes must satisfy; panics otherwise. Shared by the property test below
+/// and the fuzz target (`fuzz/fuzz_targets/journal_frames.rs`).
+#[doc(hidden)]
+pub fn check_invariants(data: &[u8]) {
+    let frames = read_frames(data);
+    let readable = match &frames.damage {
+        Some((at, _)) => {
+            assert!(*at <= data.len(), "damage past the end");
+            *at
+        }
+        None => data.len(),
+    };
+    // The readable part alone reads to the same records, without damage.
+    let prefix = read_frames(&data[..readable]);
+    assert!(
+        prefix.damage.is_none(),
+        "the part before the damage is damaged"
+    );
+    assert_eq!(prefix.records.len(), frames.records.len());
+    // What was read, written again, reads back to as many records.
+    let mut again = Vec::new();
+    for record in &frames.records {
+        frame(&record.as_ref(), &mut again);
+    }
+    let back = read_frames(&again);
+    assert!(back.damage.is_none(), "re-framed records are damaged");
+    assert_eq!(back.records.len(), frames.records.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{Id, NewItem};
+
+    /// A small deterministic generator (xorshift), so that a failure names its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn lease(rng: &mut Rng) -> Id {
+        let text: String = (0..26)
+            .map(|_| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"[rng.below(32)] as char)
+            .collect();
+        // The first character of a ULID is at most 7.
+        Id::parse(&format!("{}{}", rng.below(8), &text[1..])).expect("a valid ULID")
+    }
+
+    /// One encoded frame of a random record.
+    fn random_frame(rng: &mut Rng) -> Vec<u8> {
+        let body = "é-item-".repeat(rng.below(4));
+        let op = match rng.below(6) {
+            0 => Op::Enqueue {
+                items: (0..rng.below(4))
+                    .map(|i| NewItem {
+                        body: format!("{body}{i}").into(),
+                        key: (i % 2 == 0).then(|| format!("k{i}").into()),
+                    })
+                    .collect(),
+                delay_ms: rng.next() % 1000,
+            },
+            1 => Op::Dequeue {
+                max: rng.below(1000) as u32,
+                lease_ms: (rng.below(2) == 0).then_some(30_000),
+            },
+            2 => Op::Ack {
+                leases: (0..rng.below(3)).map(|_| lease(rng)).collect(),
+            },
+            3 => Op::Nack {
+                lease: lease(rng),
+                delay_ms: 5,
+            },
+            4 => Op::Drain,
+            _ => Op::SetPaused(rng.below(2) == 0),
+        };
+        let mut buf = Vec::new();
+        match rng.below(4) {
+            0 => frame(&RecordRef::Delete { queue: "q" }, &mut buf),
+            1 => frame(
+                &RecordRef::Create {
+                    queue: "q.1",
+                    config: &QueueConfig::default(),
+                    ids: (rng.next(), u128::from(rng.next())),
+                },
+                &mut buf,
+            ),
+            _ => frame(
+                &RecordRef::Apply {
+                    queue: "keygen",
+                    now: rng.next(),
+                    op: &op,
+                },
+                &mut buf,
+            ),
+        }
+        buf
+    }
+
+    #[test]
+    fn damaged_journals_read_to_their_last_whole_record_a_few_thousand_cases() {
+        for seed in 1..=3000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let frames: Vec<Vec<u8>> = (0..1 + rng.below(6))
+                .map(|_| random_frame(&mut rng))
+                .collect();
+            let data: Vec<u8> = frames.concat();
+            let read = read_frames(&data);
+            assert!(read.damage.is_none(), "seed {seed}: intact journal");
+            assert_eq!(read.records.len(), frames.len(), "seed {seed}");
+            for (record, bytes) in read.records.iter().zip(&frames) {
+                let mut again = Vec::new();
+                frame(&record.as_ref(), &mut again);
+                assert_eq!(&again, bytes, "seed {seed}: a record reads back as written");
+            }
+            // Cut anywhere: every whole frame before the cut is read, then a torn tail.
+            let cut = rng.below(data.len() + 1);
+            let whole = frames
+                .iter()
+                .scan(0, |end, f| {
+                    *end += f.len();
+                    Some(*end)
+                })
+                .filter(|&end| end <= cut)
+                .count();
+            let torn = read_frames(&data[..cut]);
+            assert_eq!(torn.records.len(), whole, "seed {seed}: cut at {cut}");
+            let at_boundary = cut == frames[..whole].iter().map(Vec::len).sum::<usize>();
+            assert_eq!(
+                torn.damage.is_some(),
+                !at_boundary,
+                "seed {seed}: cut at {cut}"
+            );
+            // Flip one byte: the frames before it are read, none after it.
+            let mut flipped = data.clone();
+            let at = rng.below(data.len());
+            flipped[at] ^= 1 << rng.below(8);
+            let before = frames
+                .iter()
+                .scan(0, |end, f| {
+                    *end += f.len();
+                    Some(*end)
+                })
+                .filter(|&end| end <= at)
+                .count();
+            let hurt = read_frames(&flipped);
+            assert!(hurt.records.len() >= before, "seed {seed}: flip at {at}");
+            assert!(
+                hurt.records.len() <= before + 1,
+                "seed {seed}: flip at {at}"
+            );
+            for bytes in [&data[..], &data[..cut], &flipped[..]] {
+                check_invariants(bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        for seed in 1..=2000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let len = rng.below(64);
+            let mut data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            // Often a plausible header: a small length with the right checksum.
+            if len >= 8 && rng.below(2) == 0 {
+                let payload = len - 8;
+                data[..4].copy_from_slice(&(payload as u32).to_le_bytes());
+                let crc = crc32fast::hash(&data[8..]);
+                data[4..8].copy_from_slice(&crc.to_le_bytes());
+            }
+            check_invariants(&data);
+        }
+    }
 }

@@ -89,6 +89,8 @@ struct Inner {
     ids: Mutex<IdGen>,
     clock: Clock,
     default_lease_ms: u64,
+    /// `--max-queues` (0: no limit).
+    max_queues: usize,
     waiters: Waiters,
     /// Queue -> when its next known deadline falls due (this replica's clock).
     schedule: Mutex<HashMap<Box<str>, Instant, RandomState>>,
@@ -104,6 +106,10 @@ pub struct RedisStore {
 }
 
 fn backend(e: redis::RedisError) -> Error {
+    if e.code() == Some("OOM") {
+        // Redis at its maxmemory (with a noeviction policy): the store is full, not down.
+        return Error::BackendFull(format!("redis: {e}"));
+    }
     Error::BackendUnavailable(format!("redis: {e}"))
 }
 
@@ -161,6 +167,7 @@ impl RedisStore {
     pub fn open(
         options: &RedisOptions,
         default_lease_ms: u64,
+        max_queues: usize,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let prefix = options.prefix.clone();
@@ -199,6 +206,7 @@ impl RedisStore {
                 ids: Mutex::new(IdGen::new()),
                 clock: Clock::new(),
                 default_lease_ms,
+                max_queues,
                 waiters: Waiters::default(),
                 schedule: Mutex::new(HashMap::default()),
                 sweeper: Notify::new(),
@@ -335,6 +343,7 @@ impl RedisStore {
         if let Some(patch) = patch {
             apply_patch(defaults, patch)?;
         }
+        self.check_queue_count(name).await?;
         let field = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
         let reply = self
             .call(name, "create", |cmd| {
@@ -356,6 +365,28 @@ impl RedisStore {
         // Also when it existed: heals a registry that lost the name.
         self.registry_cmd("SADD", name).await?;
         Ok((stats, created))
+    }
+
+    /// Refuses a new queue beyond `--max-queues`. The queue names are one key and a queue's
+    /// data another slot, so this check and the create are two steps: replicas creating
+    /// queues at the same moment can pass the limit by one each.
+    async fn check_queue_count(&self, name: &str) -> Result<()> {
+        let max = self.inner.max_queues;
+        if max == 0 {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("SISMEMBER")
+            .arg(&self.inner.registry)
+            .arg(name)
+            .cmd("SCARD")
+            .arg(&self.inner.registry);
+        let mut conn = self.inner.conn.clone();
+        let (member, count): (bool, usize) = pipe.query_async(&mut conn).await.map_err(backend)?;
+        if !member && count >= max {
+            return Err(Error::TooManyQueues { max });
+        }
+        Ok(())
     }
 
     async fn registry_cmd(&self, command: &str, name: &str) -> Result<Value> {

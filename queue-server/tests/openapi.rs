@@ -1,0 +1,84 @@
+//! `GET /openapi.json`: served without the token, and it describes exactly what the server
+//! serves: every documented operation is routed, and every other method on a documented path
+//! is 405 (so a method added to the router without documentation fails here; a new path fails
+//! the unit test that holds the router's path list against the document).
+
+use queue_server::Config;
+use queue_server::testing::TestServer;
+use reqwest::Method;
+use serde_json::Value;
+
+const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
+
+/// A concrete URL path for a templated one.
+fn concrete(path: &str) -> String {
+    path.replace("{queue}", "q")
+        .replace("{lease}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        .replace("{name}", "consumer-q-x7k2p")
+}
+
+#[tokio::test]
+async fn the_document_is_open_and_matches_the_routes_method_by_method() {
+    let server = TestServer::start(Config {
+        token: Some("s3cret".into()),
+        ..Config::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/openapi.json", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "served without the token");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let doc: Value = resp.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 25, "{} paths", paths.len());
+    for (path, item) in paths {
+        let url = format!("{}{}", server.url(), concrete(path));
+        for method in METHODS {
+            // Streams answer with headers at once; the body is not read.
+            let resp = http
+                .request(
+                    Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                    &url,
+                )
+                .bearer_auth("s3cret")
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let code = if resp
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+            {
+                resp.json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_owned))
+            } else {
+                None
+            };
+            if item.get(method).is_some() {
+                assert!(
+                    status != 405 && code.as_deref() != Some("not_found"),
+                    "{method} {path} is documented but not routed ({status})"
+                );
+                let documented = &item[method]["responses"];
+                assert!(
+                    documented.get(status.to_string()).is_some(),
+                    "{method} {path} answered {status}, which is not documented"
+                );
+            } else {
+                assert_eq!(
+                    status, 405,
+                    "{method} {path} is routed but not documented in /openapi.json"
+                );
+            }
+        }
+    }
+    server.shutdown().await;
+}
