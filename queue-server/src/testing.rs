@@ -29,6 +29,12 @@ impl TestServer {
             config.redis = Some(url);
             config.redis_prefix = unique_prefix();
         }
+        Self::start_as_given(config).await
+    }
+
+    /// Like [`TestServer::start`], but the store is the one `config` names, whatever
+    /// `MEMQ_TEST_REDIS` says: for tests of what only the memory store does (`--max-memory`).
+    pub async fn start_as_given(config: Config) -> Self {
         let on_redis = config.redis.is_some();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await

@@ -240,7 +240,8 @@ async fn one_queue_past_max_queues_is_409_too_many_queues() {
 async fn enqueues_past_max_memory_are_507_whole_and_room_comes_back_as_items_leave() {
     let body = "x".repeat(100);
     let cost = item_cost(&body);
-    let server = TestServer::start(Config {
+    // The memory store's own limit; with --redis, Redis' maxmemory is the limit (redis_replicas).
+    let server = TestServer::start_as_given(Config {
         max_memory: MemoryLimit::Bytes(10 * cost),
         ..Config::default()
     })

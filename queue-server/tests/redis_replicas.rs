@@ -387,10 +387,16 @@ struct OwnRedis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
+    /// More `redis-server` arguments.
+    extra: Vec<String>,
 }
 
 impl OwnRedis {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -399,6 +405,7 @@ impl OwnRedis {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         redis.spawn();
         redis
@@ -414,6 +421,7 @@ impl OwnRedis {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server on PATH (scripts/test-redis.sh installs it)");
@@ -504,4 +512,71 @@ async fn replicas_are_unready_while_redis_is_down_and_recover_after_its_restart(
     for s in servers {
         s.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn a_redis_at_its_maxmemory_answers_507_and_takes_work_again_once_drained() {
+    if redis_or_skip("a_redis_at_its_maxmemory_answers_507_and_takes_work_again_once_drained")
+        .is_none()
+    {
+        return;
+    }
+    let redis = OwnRedis::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
+    let servers = replicas(&redis.url(), 1).await;
+    let client = servers[0].client();
+    client.create_queue("q", None).await.unwrap();
+    let batch: String = (0..1000).map(|i| format!("{i:0>200}\n")).collect();
+    let mut stored = 0;
+    let full = loop {
+        match client.enqueue_lines("q", batch.clone(), None).await {
+            Ok(r) => stored += r.count,
+            Err(e) => break e,
+        }
+        assert!(stored < 100_000, "4 MB of Redis took {stored} items of 200 bytes");
+    };
+    assert_eq!(full.status(), Some(507), "{full}");
+    assert_eq!(full.code(), Some("memory_full"), "{full}");
+    // Refused whole: what the queue holds is what was answered 200.
+    let q = client.queue("q").await.unwrap();
+    assert_eq!((q.depth, q.enqueued), (stored, stored));
+    assert!(servers[0].wait_ready(Duration::from_secs(1)).await, "full is not down");
+
+    client.queue_action("q", "drain").await.unwrap();
+    client
+        .enqueue("q", "after", &EnqueueOptions::default())
+        .await
+        .expect("room again once drained");
+}
+
+#[tokio::test]
+async fn max_queues_holds_across_replicas() {
+    let Some(url) = redis_or_skip("max_queues_holds_across_replicas") else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        servers.push(
+            TestServer::start(Config {
+                redis: Some(url.clone()),
+                redis_prefix: prefix.clone(),
+                max_queues: 3,
+                ..Config::default()
+            })
+            .await,
+        );
+    }
+    let (a, b) = (servers[0].client(), servers[1].client());
+    a.create_queue("one", None).await.unwrap();
+    b.create_queue("two", None).await.unwrap();
+    a.create_queue("three", None).await.unwrap();
+    for client in [&a, &b] {
+        let err = client.create_queue("four", None).await.unwrap_err();
+        assert_eq!(err.status(), Some(409), "{err}");
+        assert_eq!(err.code(), Some("too_many_queues"), "{err}");
+        // An existing queue can still be updated.
+        assert!(!client.create_queue("two", None).await.unwrap().1);
+    }
+    b.delete_queue("one").await.unwrap();
+    a.create_queue("four", None).await.unwrap();
 }
