@@ -532,14 +532,20 @@ async fn a_redis_at_its_maxmemory_answers_507_and_takes_work_again_once_drained(
             Ok(r) => stored += r.count,
             Err(e) => break e,
         }
-        assert!(stored < 100_000, "4 MB of Redis took {stored} items of 200 bytes");
+        assert!(
+            stored < 100_000,
+            "4 MB of Redis took {stored} items of 200 bytes"
+        );
     };
     assert_eq!(full.status(), Some(507), "{full}");
     assert_eq!(full.code(), Some("memory_full"), "{full}");
     // Refused whole: what the queue holds is what was answered 200.
     let q = client.queue("q").await.unwrap();
     assert_eq!((q.depth, q.enqueued), (stored, stored));
-    assert!(servers[0].wait_ready(Duration::from_secs(1)).await, "full is not down");
+    assert!(
+        servers[0].wait_ready(Duration::from_secs(1)).await,
+        "full is not down"
+    );
 
     client.queue_action("q", "drain").await.unwrap();
     client
