@@ -5,12 +5,19 @@
 # at it, and stops it on exit. Idempotent, reads no stdin, asks nothing (CI=true included).
 #
 #   scripts/test-redis.sh                            every queue-server test but durable mode
+#   scripts/test-redis.sh --cluster                  the same on a three-node Redis Cluster
 #   scripts/test-redis.sh -E 'binary(redis_replicas)' extra args go to the runner (nextest)
 #
 # Each test server uses a key prefix of its own (TestServer::start), so tests run in parallel
 # on the one Redis; nothing is flushed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+cluster=false
+if [ "${1:-}" = --cluster ]; then
+    cluster=true
+    shift
+fi
 
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
     echo "==> installing redis-server (Debian package)"
@@ -24,44 +31,110 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
     "${SUDO[@]}" apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 fi
 
+# free_port: a free loopback port whose cluster bus port (+10000) is free too.
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 - <<'EOF'
+import random, socket
+for _ in range(200):
+    port = random.randint(10000, 50000)
+    try:
+        for p in (port, port + 10000):
+            s = socket.socket()
+            s.bind(("127.0.0.1", p))
+            s.close()
+    except OSError:
+        continue
+    print(port)
+    break
+else:
+    raise SystemExit("no free port pair found")
+EOF
 }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/memq-redis.XXXXXX")
-port=$(free_port)
-# Loopback only, no RDB snapshots, no AOF: a scratch Redis that leaves nothing behind.
-redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$work" \
-    --logfile "$work/redis.log" --daemonize no &
-redis_pid=$!
+pids=()
 cleanup() {
-    kill "$redis_pid" 2>/dev/null || true
-    wait "$redis_pid" 2>/dev/null || true
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-for _ in $(seq 1 100); do
-    if [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ]; then
-        break
-    fi
-    if ! kill -0 "$redis_pid" 2>/dev/null; then
-        cat "$work/redis.log" >&2 || true
-        echo "redis-server exited at start" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
-[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] || {
+# start_redis PORT [redis-server args...]: a scratch Redis on loopback, no RDB snapshots, no
+# AOF, leaving nothing behind; waits until it answers PING.
+start_redis() {
+    local port=$1
+    shift
+    mkdir -p "$work/$port"
+    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$work/$port" \
+        --logfile "$work/$port/redis.log" --daemonize no "$@" &
+    local pid=$!
+    pids+=("$pid")
+    for _ in $(seq 1 100); do
+        if [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ]; then
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            cat "$work/$port/redis.log" >&2 || true
+            echo "redis-server exited at start" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
     echo "redis-server did not answer on 127.0.0.1:$port" >&2
     exit 1
 }
-echo "==> redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$port"
+
+version=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
+if $cluster; then
+    ports=()
+    for _ in 1 2 3; do
+        port=$(free_port)
+        start_redis "$port" --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-node-timeout 2000
+        ports+=("$port")
+    done
+    nodes=()
+    urls=()
+    for port in "${ports[@]}"; do
+        nodes+=("127.0.0.1:$port")
+        urls+=("redis://127.0.0.1:$port")
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$work/create.log" 2>&1 || {
+        cat "$work/create.log" >&2
+        echo "redis-cli --cluster create failed" >&2
+        exit 1
+    }
+    for _ in $(seq 1 100); do
+        ok=0
+        for port in "${ports[@]}"; do
+            redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && ok=$((ok + 1))
+        done
+        [ "$ok" = 3 ] && break
+        sleep 0.1
+    done
+    [ "$ok" = 3 ] || {
+        echo "the Redis Cluster did not reach cluster_state:ok" >&2
+        exit 1
+    }
+    MEMQ_TEST_REDIS=$(IFS=,; echo "${urls[*]}")
+    export MEMQ_TEST_REDIS MEMQ_TEST_REDIS_CLUSTER=1
+    echo "==> Redis Cluster ($version): three primaries on ${nodes[*]}"
+else
+    port=$(free_port)
+    start_redis "$port"
+    export MEMQ_TEST_REDIS="redis://127.0.0.1:$port/0"
+    echo "==> redis-server $version on 127.0.0.1:$port"
+fi
 
 # Long-poll tests hold a thousand connections on each side of the loopback.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-export MEMQ_TEST_REDIS="redis://127.0.0.1:$port/0"
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 if command -v cargo-nextest >/dev/null 2>&1; then

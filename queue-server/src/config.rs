@@ -135,7 +135,8 @@ pub struct Config {
     pub autoscale_interval: Duration,
 
     /// Keep the queues in Redis (or Valkey), shared by every replica that names the same
-    /// Redis: redis://[:password@]host:6379/0, or rediss:// for TLS.
+    /// Redis: redis://[:password@]host:6379/0, or rediss:// for TLS. With --redis-cluster:
+    /// one or more comma-separated seed nodes of a Redis Cluster.
     #[arg(
         long,
         env = "MEMQ_REDIS",
@@ -147,6 +148,10 @@ pub struct Config {
     /// With --redis: prefix of every key and channel (several deployments can share one Redis).
     #[arg(long, env = "MEMQ_REDIS_PREFIX", default_value = "memq")]
     pub redis_prefix: String,
+
+    /// With --redis: it names nodes of a Redis Cluster; each queue lives in one slot.
+    #[arg(long, env = "MEMQ_REDIS_CLUSTER", requires = "redis")]
+    pub redis_cluster: bool,
 
     /// The Kubernetes API to use instead of inferring one (tests, embedders); no flag.
     #[arg(skip)]
@@ -228,6 +233,7 @@ impl Default for Config {
             kube_config: None,
             redis: None,
             redis_prefix: "memq".into(),
+            redis_cluster: false,
         }
     }
 }

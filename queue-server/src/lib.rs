@@ -61,6 +61,7 @@ pub async fn serve(
         redis: config.redis.clone().map(|url| store::RedisOptions {
             url,
             prefix: config.redis_prefix.clone(),
+            cluster: config.redis_cluster,
         }),
         max_memory,
         max_queues: config.max_queues,

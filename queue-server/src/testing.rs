@@ -20,7 +20,8 @@ impl TestServer {
     ///
     /// With `MEMQ_TEST_REDIS=redis://...` set, a config that names no store (neither
     /// `data_dir` nor `redis`) gets the Redis store with a key prefix of its own, so the whole
-    /// black-box suite runs against Redis, tests in parallel on one Redis without colliding.
+    /// black-box suite runs against Redis, tests in parallel on one Redis without colliding;
+    /// with `MEMQ_TEST_REDIS_CLUSTER=1` too, the URLs are the nodes of a Redis Cluster.
     pub async fn start(mut config: Config) -> Self {
         if config.data_dir.is_none()
             && config.redis.is_none()
@@ -28,6 +29,7 @@ impl TestServer {
         {
             config.redis = Some(url);
             config.redis_prefix = unique_prefix();
+            config.redis_cluster = test_redis_cluster();
         }
         Self::start_as_given(config).await
     }
@@ -112,6 +114,11 @@ pub fn test_redis() -> Option<String> {
     std::env::var("MEMQ_TEST_REDIS")
         .ok()
         .filter(|url| !url.is_empty())
+}
+
+/// Whether `MEMQ_TEST_REDIS` names the nodes of a Redis Cluster (`MEMQ_TEST_REDIS_CLUSTER=1`).
+pub fn test_redis_cluster() -> bool {
+    test_redis().is_some() && std::env::var("MEMQ_TEST_REDIS_CLUSTER").is_ok_and(|v| v == "1")
 }
 
 /// A key prefix no other test server uses: `memq-test-<ulid>`.

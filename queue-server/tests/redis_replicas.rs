@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use memq::{DequeueOptions, Dequeued, EnqueueOptions, QueueStats};
 use parking_lot::Mutex;
 use queue_server::Config;
-use queue_server::testing::{ServerProcess, TestServer, test_redis, unique_prefix};
+use queue_server::testing::{
+    ServerProcess, TestServer, test_redis, test_redis_cluster, unique_prefix,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
 
@@ -26,6 +28,11 @@ fn redis_or_skip(test: &str) -> Option<String> {
     url
 }
 
+/// Whether `url` is the Redis Cluster of `MEMQ_TEST_REDIS` (rather than a test's own Redis).
+fn is_cluster(url: &str) -> bool {
+    test_redis_cluster() && test_redis().as_deref() == Some(url)
+}
+
 /// `n` in-process replicas on one Redis, sharing one key prefix.
 async fn replicas(url: &str, n: usize) -> Vec<TestServer> {
     let prefix = unique_prefix();
@@ -34,6 +41,7 @@ async fn replicas(url: &str, n: usize) -> Vec<TestServer> {
         let config = Config {
             redis: Some(url.to_string()),
             redis_prefix: prefix.clone(),
+            redis_cluster: is_cluster(url),
             ..Config::default()
         };
         out.push(TestServer::start(config).await);
@@ -262,7 +270,11 @@ async fn a_long_poll_on_one_replica_wakes_for_work_arriving_through_another() {
 
 /// A replica as a child process, so that it can be killed.
 async fn replica_process(url: &str, prefix: &str) -> ServerProcess {
-    let server = ServerProcess::start(BIN, &["--redis", url, "--redis-prefix", prefix]).await;
+    let mut args = vec!["--redis", url, "--redis-prefix", prefix];
+    if is_cluster(url) {
+        args.push("--redis-cluster");
+    }
+    let server = ServerProcess::start(BIN, &args).await;
     wait_ready(&server.url(), true, Duration::from_secs(15)).await;
     server
 }
@@ -566,6 +578,7 @@ async fn max_queues_holds_across_replicas() {
             TestServer::start(Config {
                 redis: Some(url.clone()),
                 redis_prefix: prefix.clone(),
+                redis_cluster: is_cluster(&url),
                 max_queues: 3,
                 ..Config::default()
             })

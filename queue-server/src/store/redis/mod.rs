@@ -10,18 +10,18 @@
 //! that runs the script's sweep when a known deadline falls due. Layout and reasoning:
 //! docs/redis.md.
 
+mod conn;
 mod reply;
 mod wake;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use memq::{QueueConfigPatch, QueueStats};
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -33,6 +33,7 @@ use crate::broker::{
     QueueConfig, QueueFull,
 };
 use crate::error::{Error, Result};
+use conn::{CONNECT_TIMEOUT, Conn};
 use reply::{Reply, groups, id, int, malformed, text, uint};
 use wake::Waiters;
 
@@ -56,27 +57,30 @@ const KEY_SUFFIXES: [&str; 13] = [
 /// How often each replica sweeps every queue, not only those whose deadlines it knows: this
 /// finds the leases of a replica that died, at most this late.
 const FULL_SWEEP: Duration = Duration::from_secs(2);
-/// Queues per pipelined round trip in a full sweep or `GET /stats`.
-const PIPELINE_CHUNK: usize = 100;
-/// Longest wait for an answer from Redis; a 100,000-item batch takes well under a second.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for a connection to Redis.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Script calls in flight at once in a full sweep or `GET /stats`.
+const IN_FLIGHT: usize = 100;
 /// Longest wait for `/readyz`'s PING.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the Redis store keeps its data.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port/db` or `rediss://` for TLS.
+    /// `redis://[user:password@]host:port/db` or `rediss://` for TLS; with `cluster`, one or
+    /// more comma-separated seed nodes.
     pub url: String,
+    /// The URL names nodes of a Redis Cluster (`--redis-cluster`).
+    pub cluster: bool,
     /// Prefix of every key (`{prefix}:{queue}:ready`) and of the wake channel.
     pub prefix: String,
 }
 
 struct Inner {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// A client per `--redis` URL, for the wake channel's subscription: with a Cluster, one
+    /// after the other while a node is unreachable (PUBLISH reaches every node's subscribers).
+    pubsub: Vec<redis::Client>,
+    /// Which of `pubsub` to subscribe through next.
+    pubsub_next: AtomicUsize,
+    conn: Conn,
     script_code: String,
     script_sha: String,
     prefix: String,
@@ -174,18 +178,7 @@ impl RedisStore {
         if prefix.is_empty() || prefix.contains(['{', '}']) {
             anyhow::bail!("--redis-prefix must be non-empty and without braces: {prefix:?}");
         }
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            // Fail a request fast while Redis is away (503); the next request reconnects.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500))
-            .set_pipeline_buffer_size(1024);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
+        let (conn, pubsub) = Conn::open(&options.url, options.cluster)?;
         let script_code = include_str!("queue.lua")
             .replace("{{KEY_RETENTION_MS}}", &KEY_RETENTION_MS.to_string())
             .replace(
@@ -195,7 +188,8 @@ impl RedisStore {
         let script_sha = redis::Script::new(&script_code).get_hash().to_string();
         Ok(Self {
             inner: Arc::new(Inner {
-                client,
+                pubsub,
+                pubsub_next: AtomicUsize::new(0),
                 conn,
                 script_code,
                 script_sha,
@@ -265,22 +259,6 @@ impl RedisStore {
             Err(e) if Self::no_script(&e) => {
                 self.load_script().await?;
                 cmd.query_async::<Value>(&mut conn).await.map_err(backend)
-            }
-            other => other.map_err(backend),
-        }
-    }
-
-    /// Sends many commands in one round trip; loads the script once if Redis lost it.
-    async fn query_many(&self, cmds: &[Cmd]) -> Result<Vec<Value>> {
-        let mut pipe = redis::pipe();
-        for cmd in cmds {
-            pipe.add_command(cmd.clone());
-        }
-        let mut conn = self.inner.conn.clone();
-        match pipe.query_async::<Vec<Value>>(&mut conn).await {
-            Err(e) if Self::no_script(&e) => {
-                self.load_script().await?;
-                pipe.query_async(&mut conn).await.map_err(backend)
             }
             other => other.map_err(backend),
         }
@@ -444,18 +422,23 @@ impl RedisStore {
         Ok(names)
     }
 
-    /// Runs `op` (no arguments) on many queues, pipelined; `None` for queues that are gone.
+    /// Runs `op` (no arguments) on many queues, `None` for queues that are gone. The calls are
+    /// sent without waiting for each other ([`IN_FLIGHT`] at once), so the multiplexed
+    /// connection pipelines them; not as one pipeline, which a Redis Cluster refuses when its
+    /// queues live in different slots.
     async fn each_queue(&self, names: &[String], op: &str) -> Result<Vec<Option<Reply>>> {
         let mut out = Vec::with_capacity(names.len());
-        for chunk in names.chunks(PIPELINE_CHUNK) {
-            let cmds: Vec<Cmd> = chunk.iter().map(|n| self.script(n, op)).collect();
-            let values = self.query_many(&cmds).await?;
-            for (name, value) in chunk.iter().zip(values) {
-                let reply = Reply::parse(value)?;
-                out.push(self.checked(name, reply).ok());
-            }
+        for chunk in names.chunks(IN_FLIGHT) {
+            let calls = chunk.iter().map(|name| self.call_if_there(name, op));
+            out.extend(futures_util::future::try_join_all(calls).await?);
         }
         Ok(out)
+    }
+
+    /// Runs `op` (no arguments) on queue `name`; `None` if it is gone.
+    async fn call_if_there(&self, name: &str, op: &str) -> Result<Option<Reply>> {
+        let reply = Reply::parse(self.query(&self.script(name, op)).await?)?;
+        Ok(self.checked(name, reply).ok())
     }
 
     /// `GET /stats`: every queue, sorted by name.

@@ -117,7 +117,9 @@ impl RedisStore {
     /// One subscription: `Ok` at shutdown, `Err` when the connection fails or ends.
     async fn listen(&self) -> Result<(), String> {
         let inner = &self.inner;
-        let connect = inner.client.get_async_pubsub();
+        // Through the next URL each time: with a Cluster, another node when one is away.
+        let at = inner.pubsub_next.fetch_add(1, Ordering::Relaxed) % inner.pubsub.len();
+        let connect = inner.pubsub[at].get_async_pubsub();
         let mut pubsub = match tokio::time::timeout(super::CONNECT_TIMEOUT, connect).await {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => return Err(e.to_string()),
