@@ -41,6 +41,7 @@ step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --
 step "manifests and Dockerfile" scripts/check-manifests.sh
 step "dashboard in a real browser" scripts/browser-test.sh
 step "tests on the Redis store" scripts/test-redis.sh
+step "tests on a Redis Cluster" scripts/test-redis.sh --cluster
 step "supply chain (cargo deny: licenses, bans, sources)" scripts/supply-chain.sh
 step "metrics lint (promtool)" scripts/check-metrics.sh
 step "API fuzzing (schemathesis from /openapi.json)" scripts/fuzz-api.sh
