@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::logging::LogFormat;
+use memq::logging::LogFormat;
 
 /// Rounds of the keygen workload by default: about a tenth of a second of one core with SHA
 /// instructions (more without), in the range of kuard's RSA key generation.

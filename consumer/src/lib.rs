@@ -23,7 +23,6 @@
 //! This crate never exits the process or installs signal handlers: `main.rs` does.
 
 pub mod cli;
-pub mod logging;
 pub use memq::retry;
 pub mod work;
 pub mod worker;

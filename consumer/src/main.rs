@@ -25,7 +25,7 @@ async fn watch_signals(mut term: Signal, mut int: Signal, shutdown: Cancellation
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    consumer::logging::init(args.log_format);
+    memq::logging::init(args.log_format, "info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {

@@ -17,6 +17,8 @@
 
 pub mod client;
 pub mod duration;
+#[cfg(feature = "cli")]
+pub mod logging;
 pub mod name;
 pub mod retry;
 pub mod types;

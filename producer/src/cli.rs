@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::logging::LogFormat;
+use memq::logging::LogFormat;
 
 fn parse_queue(text: &str) -> Result<String, String> {
     memq::name::validate_queue_name(text)?;

@@ -19,7 +19,6 @@
 pub mod batch;
 pub mod cli;
 pub mod expand;
-pub mod logging;
 pub mod progress;
 pub use memq::retry;
 pub mod source;

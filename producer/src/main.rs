@@ -7,7 +7,7 @@ use producer::cli::Args;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    producer::logging::init(args.log_format);
+    memq::logging::init(args.log_format, "info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {

@@ -4,19 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+pub use memq::logging::LogFormat;
 
 use crate::store::journal::FsyncMode;
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line, for log collectors in clusters.
-    Json,
-}
 
 /// queue-server: a work-queue broker with kuard's MemQ API, leases, acks, dead letters and long polling.
 #[derive(Debug, Clone, Parser)]

@@ -510,41 +510,8 @@ impl MemoryStore {
     pub async fn dequeue(&self, name: &str, req: DequeueRequest) -> Result<DequeueOutcome> {
         self.check_writable()?;
         let shared = self.get(name)?;
-        let until = tokio::time::Instant::now() + req.wait;
-        let mut woken = false;
-        loop {
-            let notified = shared.ready.notified();
-            tokio::pin!(notified);
-            // Registered before looking, so an enqueue between the look and the wait still wakes us.
-            notified.as_mut().enable();
-            let outcome = self.try_dequeue(name, &shared, req).await?;
-            // Woken and finished: the work this poll waited for was done elsewhere (a poll that
-            // starts on a finished queue still waits, for a producer that has not begun yet).
-            let done = woken
-                && matches!(
-                    outcome,
-                    DequeueOutcome::Empty {
-                        depth: 0,
-                        inflight: 0,
-                        delayed: 0,
-                        ..
-                    }
-                );
-            if matches!(
-                outcome,
-                DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. }
-            ) || done
-                || req.wait.is_zero()
-                || tokio::time::Instant::now() >= until
-            {
-                return Ok(outcome);
-            }
-            tokio::select! {
-                _ = &mut notified => woken = true,
-                _ = tokio::time::sleep_until(until) => {}
-                _ = self.inner.shutdown.cancelled() => return Ok(outcome),
-            }
-        }
+        let look = |_left| self.try_dequeue(name, &shared, req);
+        super::long_poll(&shared.ready, req.wait, &self.inner.shutdown, look).await
     }
 
     async fn try_dequeue(

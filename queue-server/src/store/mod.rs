@@ -8,6 +8,7 @@ pub mod journal;
 mod memory;
 mod redis;
 
+use std::future::Future;
 use std::time::Duration;
 
 pub use self::redis::{RedisOptions, RedisStore};
@@ -69,6 +70,57 @@ pub enum DequeueOutcome {
         /// The queue is paused.
         paused: bool,
     },
+}
+
+/// The long poll both stores run: `look` (given the time left of `wait`) and, while it finds
+/// nothing to hand out, wait for `notify`, the end of `wait` or `shutdown`, then look again.
+/// Ends early when, after a wake, the queue is finished (nothing ready, delayed or leased: the
+/// work this poll waited for was done elsewhere; a poll that starts on a finished queue still
+/// waits, for a producer that has not begun yet).
+async fn long_poll<F, Fut>(
+    notify: &tokio::sync::Notify,
+    wait: Duration,
+    shutdown: &CancellationToken,
+    mut look: F,
+) -> Result<DequeueOutcome>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Result<DequeueOutcome>>,
+{
+    if wait.is_zero() {
+        return look(Duration::ZERO).await;
+    }
+    let until = tokio::time::Instant::now() + wait;
+    let mut woken = false;
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so a wake between the look and the wait still counts.
+        notified.as_mut().enable();
+        let outcome = look(until.saturating_duration_since(tokio::time::Instant::now())).await?;
+        let finished = matches!(
+            outcome,
+            DequeueOutcome::Empty {
+                depth: 0,
+                inflight: 0,
+                delayed: 0,
+                ..
+            }
+        );
+        if matches!(
+            outcome,
+            DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. }
+        ) || (woken && finished)
+            || tokio::time::Instant::now() >= until
+        {
+            return Ok(outcome);
+        }
+        tokio::select! {
+            _ = &mut notified => woken = true,
+            _ = tokio::time::sleep_until(until) => {}
+            _ = shutdown.cancelled() => return Ok(outcome),
+        }
+    }
 }
 
 /// The queue store behind the HTTP routes: one variant per backend, the same answers from each.

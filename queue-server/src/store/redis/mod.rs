@@ -501,42 +501,9 @@ impl RedisStore {
             return self.try_dequeue(name, req, 0).await;
         }
         let waiter = self.inner.waiters.register(name);
-        let until = Instant::now() + req.wait;
-        let mut woken = false;
-        loop {
-            let notified = waiter.notify().notified();
-            tokio::pin!(notified);
-            // Registered before looking, so a wake between the look and the wait still counts.
-            notified.as_mut().enable();
-            let left = until.saturating_duration_since(Instant::now());
-            let wait_ms = (left.as_millis() as u64).max(1);
-            let outcome = self.try_dequeue(name, req, wait_ms).await?;
-            // Woken and finished: the work this poll waited for was done elsewhere (a poll that
-            // starts on a finished queue still waits, for a producer that has not begun yet).
-            let done = woken
-                && matches!(
-                    outcome,
-                    DequeueOutcome::Empty {
-                        depth: 0,
-                        inflight: 0,
-                        delayed: 0,
-                        ..
-                    }
-                );
-            if matches!(
-                outcome,
-                DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. }
-            ) || done
-                || Instant::now() >= until
-            {
-                return Ok(outcome);
-            }
-            tokio::select! {
-                _ = &mut notified => woken = true,
-                _ = tokio::time::sleep_until(until) => {}
-                _ = self.inner.shutdown.cancelled() => return Ok(outcome),
-            }
-        }
+        // A wait of at least 1 ms tells the script to announce items for this poll.
+        let look = |left: Duration| self.try_dequeue(name, req, (left.as_millis() as u64).max(1));
+        super::long_poll(waiter.notify(), req.wait, &self.inner.shutdown, look).await
     }
 
     /// One look: `wait_ms` > 0 tells the script that this poll will wait, so items enqueued
