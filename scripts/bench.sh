@@ -3,9 +3,11 @@
 # the HTTP stack on this machine, queue-server/examples/baseline.rs), driven by the same load
 # generator (wrk, one thread) at the same concurrency, back to back in the same run. Every figure
 # is printed with its ratio to that baseline, because on a shared machine only ratios from one
-# run mean something. Loopback only; about three minutes; every process it starts is stopped on
-# exit. The table goes to stdout and to $CARGO_TARGET_DIR/bench/latest.txt (default
-# target/bench/latest.txt); wrk's raw output to .../bench/raw/.
+# run mean something; the Redis store's figures (section redis, on a redis-server of its own,
+# Debian's, installed when missing) with their ratio to the memory store. Loopback only; three
+# to four minutes; every process it starts is stopped on exit. The table goes to stdout and to
+# $CARGO_TARGET_DIR/bench/latest.txt (default target/bench/latest.txt); wrk's raw output to
+# .../bench/raw/.
 #
 #   scripts/bench.sh                    # build --release, run everything
 #   scripts/bench.sh enqueue lease_ack  # only these sections (names: see SECTIONS below)
@@ -21,7 +23,7 @@ OUT=$TARGET/bench
 RAW=$OUT/raw
 SECS=${BENCH_SECONDS:-3}
 ROUNDS=${BENCH_ROUNDS:-2}
-SECTIONS=(enqueue dequeue lease_ack stats batch latency producer consumers deep longpoll durable)
+SECTIONS=(enqueue dequeue lease_ack stats batch latency producer consumers deep longpoll durable redis)
 ONLY=("$@")
 for name in "${ONLY[@]}"; do
     [[ " ${SECTIONS[*]} " == *" $name "* ]] || { echo "bench: no section $name (${SECTIONS[*]})" >&2; exit 2; }
@@ -56,16 +58,22 @@ die() {
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge 10100 ] || die "need at least 10100 open files (ulimit -n), have $(ulimit -n)"
 
-if ! command -v wrk >/dev/null 2>&1; then
-    log "installing wrk (Debian package)"
+# install_pkg PKG: a Debian package, when the tool it brings is missing.
+install_pkg() {
+    log "installing $1 (Debian package)"
     if [ "$(id -u)" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null ||
-            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null; }
     else
-        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
     fi
-fi
+}
+command -v wrk >/dev/null 2>&1 || install_pkg wrk
 command -v curl >/dev/null || die "curl is needed"
+if want redis; then
+    { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || install_pkg redis-server
+    command -v python3 >/dev/null || die "python3 is needed (to find a free port for redis-server)"
+fi
 
 log "building (release)"
 cargo build --release --quiet -p queue-server -p producer -p consumer --bins
@@ -117,6 +125,36 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 
+# ready URL: waits until the server's /readyz answers 200 (a Redis replica: connected and
+# subscribed to the wake channel).
+ready() {
+    local i
+    for i in $(seq 1 100); do
+        [ "$(curl -sS -o /dev/null -w '%{http_code}' "$1/readyz" 2>/dev/null)" = 200 ] && return 0
+        sleep 0.1
+    done
+    die "$1 is not ready: $(curl -sS "$1/readyz" 2>&1)"
+}
+
+# start_redis: a scratch redis-server on a free loopback port, no RDB snapshots, no AOF; sets
+# REDIS_PORT and REDIS_PID.
+start_redis() {
+    local dir=$WORK/redis i
+    mkdir -p "$dir"
+    REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$dir" \
+        --logfile "$dir/redis.log" --daemonize no &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    for i in $(seq 1 100); do
+        [ "$(rcli ping 2>/dev/null)" = PONG ] && return 0
+        kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server did not start: $(cat "$dir/redis.log")"
+        sleep 0.1
+    done
+    die "redis-server did not answer on 127.0.0.1:$REDIS_PORT"
+}
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +188,34 @@ wrk_pair() {
         vsum=$((vsum + v))
     done
     echo "$((bsum / ROUNDS)) $((vsum / ROUNDS))"
+}
+
+# wrk_spread KEY MODE SCRIPT URL...: one wrk per URL, all at once, the CONNS connections shared
+# out among them; prints the sum of their rates. MODE req: requests/s; MODE pairs: the acks that
+# lease-ack.lua counted, per second. Raw output in $RAW/KEY-I.txt (I from 1).
+wrk_spread() {
+    local key=$1 mode=$2 script=$3 n i=0 url f pids=() files=()
+    shift 3
+    n=$#
+    for url in "$@"; do
+        f=$RAW/$key-$((i + 1)).txt
+        wrk -t1 -c$((CONNS / n + (i < CONNS % n ? 1 : 0))) -d"${SECS}s" --timeout 10s \
+            -s "scripts/bench/$script" "$url" >"$f" 2>&1 &
+        pids+=("$!")
+        files+=("$f")
+        i=$((i + 1))
+    done
+    for ((i = 0; i < n; i++)); do
+        wait "${pids[i]}" || die "wrk $key-$((i + 1)) failed: $(cat "${files[i]}")"
+    done
+    ! grep -q 'Non-2xx' "${files[@]}" || die "wrk $key got error answers: $(grep 'Non-2xx' "${files[@]}")"
+    if [ "$mode" = pairs ]; then
+        awk '/^lease-ack:/ { if ($5 != 0) bad = 1; s += $3 / ($7 / 1e6) }
+            END { if (bad) exit 1; printf "%.0f\n", s }' "${files[@]}" ||
+            die "wrk $key: unexpected answers: $(grep -h '^lease-ack:' "${files[@]}")"
+    else
+        awk '/^Requests\/sec:/ { s += $2 } END { printf "%.0f\n", s }' "${files[@]}"
+    fi
 }
 
 # p99 of a wrk --latency run, in ms.
@@ -420,6 +486,146 @@ section_durable() {
     delete "$MEM" dp
     delete "$MEM" db
     rm -rf "$DATA"
+}
+
+section_redis() {
+    # The Redis store (--redis): one replica, then three on the same Redis and key prefix with
+    # the load spread over them, against the memory store ($MEM) in the same run. Each round runs
+    # memory, 1 replica, 3 replicas in turn, so load from elsewhere weighs on all three alike.
+    log "Redis store: 1 and 3 replicas on one redis-server, against the memory store"
+    start_redis
+    local redis=redis://127.0.0.1:$REDIS_PORT/0 prefix=memq-bench urls=() rpids=() i r url e d a
+    for i in 1 2 3; do
+        start_server "redis-$i" --redis "$redis" --redis-prefix "$prefix"
+        urls+=("$URL")
+        rpids+=("$PID")
+    done
+    for url in "${urls[@]}"; do ready "$url"; done
+    local r1=${urls[0]}
+    for url in "$MEM" "$r1"; do
+        create "$url" re
+        create "$url" rl
+    done
+    fill "$MEM" rl 500000
+    fill "$r1" rl 300000
+
+    local m v1 v3 msum=0 v1sum=0 v3sum=0 enq=() la=()
+    for url in "${urls[@]}"; do
+        enq+=("$url$Q/re/enqueue")
+        la+=("$url")
+    done
+    for ((r = 1; r <= ROUNDS; r++)); do
+        m=$(wrk_spread "redis-memory-enqueue-$r" req post.lua "$MEM$Q/re/enqueue")
+        v1=$(wrk_spread "redis-x1-enqueue-$r" req post.lua "${enq[0]}")
+        v3=$(wrk_spread "redis-x3-enqueue-$r" req post.lua "${enq[@]}")
+        msum=$((msum + m)) v1sum=$((v1sum + v1)) v3sum=$((v3sum + v3))
+    done
+    m=$((msum / ROUNDS)) v1=$((v1sum / ROUNDS)) v3=$((v3sum / ROUNDS))
+    row redis_enq_memory "single enqueue, memory store" "$m" req/s "-" "-" "-" "-"
+    row redis_enq_x1 "single enqueue, Redis store, 1 replica" "$v1" req/s "$m" "$(ratio "$v1" "$m")" "(x memory store)" "-"
+    row redis_enq_x3 "single enqueue, Redis store, 3 replicas" "$v3" req/s "$m" "$(ratio "$v3" "$m")" "(x memory store)" "-"
+
+    export BENCH_QUEUE_PATH=$Q/rl
+    msum=0 v1sum=0 v3sum=0
+    for ((r = 1; r <= ROUNDS; r++)); do
+        m=$(wrk_spread "redis-memory-lease-ack-$r" pairs lease-ack.lua "$MEM")
+        v1=$(wrk_spread "redis-x1-lease-ack-$r" pairs lease-ack.lua "${la[0]}")
+        v3=$(wrk_spread "redis-x3-lease-ack-$r" pairs lease-ack.lua "${la[@]}")
+        msum=$((msum + m)) v1sum=$((v1sum + v1)) v3sum=$((v3sum + v3))
+    done
+    m=$((msum / ROUNDS)) v1=$((v1sum / ROUNDS)) v3=$((v3sum / ROUNDS))
+    for url in "$MEM" "$r1"; do
+        [ "$(depth "$url" rl)" -gt 0 ] || die "Redis lease+ack ran $url's queue dry; its rate would count 204s"
+    done
+    row redis_la_memory "lease+ack pairs, memory store" "$m" pairs/s "-" "-" "-" "-"
+    row redis_la_x1 "lease+ack pairs, Redis store, 1 replica" "$v1" pairs/s "$m" "$(ratio "$v1" "$m")" "(x memory store)" "-"
+    row redis_la_x3 "lease+ack pairs, Redis store, 3 replicas" "$v3" pairs/s "$m" "$(ratio "$v3" "$m")" "(x memory store)" "-"
+    # Redis's own time per script call under that load (usec_per_call of evalsha), for the record.
+    rcli info commandstats >"$RAW/redis-commandstats.txt"
+    for url in "$MEM" "$r1"; do
+        delete "$url" re
+        delete "$url" rl
+    done
+
+    # Round trips, counted by Redis rather than assumed: MONITOR logs every command a client
+    # sends (and, marked "lua", each one a script runs) while one replica takes N enqueues, N
+    # leases and N acks from curl, one request at a time. The other replicas are stopped first,
+    # so that only this replica's background calls (the stats sampler, once a second; the sweep
+    # of every queue, every 2 s) share the window; they are counted too.
+    stop "${rpids[1]}"
+    stop "${rpids[2]}"
+    local n=1000 mon=$RAW/redis-monitor.txt counts=$RAW/redis-roundtrips.txt args=() ids
+    create "$r1" rt
+    # redis-cli itself in the background (not through rcli, a function: its subshell's pid
+    # would be the one to stop).
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" monitor >"$mon" &
+    local mon_pid=$!
+    PIDS+=("$mon_pid")
+    for i in $(seq 1 100); do
+        grep -q '^OK' "$mon" 2>/dev/null && break
+        sleep 0.05
+    done
+    grep -q '^OK' "$mon" || die "redis-cli monitor did not start"
+    rcli echo memq-bench:enqueue >/dev/null
+    args=()
+    for ((i = 0; i < n; i++)); do args+=("$r1$Q/rt/enqueue"); done
+    curl -sS --fail --data-binary work-item-000000 "${args[@]}" >/dev/null
+    rcli echo memq-bench:dequeue >/dev/null
+    args=()
+    for ((i = 0; i < n; i++)); do args+=("$r1$Q/rt/dequeue?lease=30"); done
+    ids=$(curl -sS --fail -X POST "${args[@]}" | grep -o '"lease":{"id":"[0-9A-Z]*"' | cut -d'"' -f6)
+    [ "$(wc -l <<<"$ids")" = "$n" ] || die "round trips: $(wc -l <<<"$ids") leases, not $n"
+    rcli echo memq-bench:ack >/dev/null
+    args=()
+    for i in $ids; do args+=("$r1$Q/rt/leases/$i/ack"); done
+    curl -sS --fail -X POST "${args[@]}" >/dev/null
+    rcli echo memq-bench:end >/dev/null
+    for i in $(seq 1 100); do
+        grep -q '"memq-bench:end"' "$mon" && break
+        sleep 0.05
+    done
+    stop "$mon_pid"
+    grep -q '"memq-bench:end"' "$mon" || die "redis-cli monitor missed the end of the window"
+    read -r e d a < <(curl -sS --fail "$r1$Q/rt" | jq -r '"\(.enqueued) \(.dequeued) \(.acked)"')
+    [ "$e $d $a" = "$n $n $n" ] || die "round trips: enqueued $e, dequeued $d, acked $a; not $n each"
+    # Per phase: "PHASE COUNT COMMAND", the command as "evalsha:OP@QUEUE" for script calls, and
+    # "PHASE COUNT (in-script)" for the commands the scripts ran.
+    awk '
+        $3 == "lua]" { if (ph != "") lua[ph]++; next }
+        tolower($4) == "\"echo\"" && $5 ~ /^"memq-bench:/ {
+            ph = $5; gsub(/"|memq-bench:/, "", ph); if (ph == "end") ph = ""; next }
+        ph == "" { next }
+        {
+            c = tolower($4); gsub(/"/, "", c)
+            if (c == "evalsha") {
+                # EVALSHA sha numkeys key... op ...: the queue is the hash tag of its keys.
+                nk = $6; gsub(/"/, "", nk); op = $(7 + nk); gsub(/"/, "", op)
+                q = "?"; if (match($7, /\{[^}]*\}/)) q = substr($7, RSTART + 1, RLENGTH - 2)
+                c = c ":" op "@" q
+            }
+            n[ph " " c]++
+        }
+        END {
+            for (k in n) print k, n[k]
+            for (p in lua) print p, "(in-script)", lua[p]
+        }' "$mon" | awk '{ print $1, $3, $2 }' | sort -k1,1 -k2,2nr >"$counts"
+    rm -f "$mon"
+    log "Redis commands per phase of $n operations: $(tr '\n' ';' <"$counts")"
+    local ph key own all
+    for ph in enqueue dequeue ack; do
+        own=$(awk -v p="$ph" '$1 == p && $3 == "evalsha:" p "@rt" { print $2 }' "$counts")
+        all=$(awk -v p="$ph" '$1 == p && $3 != "(in-script)" { s += $2 } END { print s + 0 }' "$counts")
+        case $ph in
+            enqueue) key=redis_rt_enqueue ;;
+            dequeue) key=redis_rt_lease ;;
+            ack) key=redis_rt_ack ;;
+        esac
+        row "$key" "Redis calls/${ph/dequeue/lease}: ${own:-0} EVALSHA + $((all - ${own:-0})) other" \
+            "$(awk -v a="$all" -v n="$n" 'BEGIN { printf "%.3f", a / n }')" calls/op "-" "-" \
+            "1 EVALSHA per op" "$([ "${own:-0}" = "$n" ] && echo ok || echo MISSED)"
+    done
+    stop "${rpids[0]}"
+    stop "$REDIS_PID"
 }
 
 for name in "${SECTIONS[@]}"; do

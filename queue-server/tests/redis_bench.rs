@@ -4,8 +4,8 @@
 //!   MEMQ_TEST_REDIS=redis://127.0.0.1:PORT cargo test --release -p queue-server \
 //!       --test redis_bench -- --ignored --nocapture
 //!
-//! Each server is the real binary in its own process; the clients run in this process. Numbers
-//! are reported in docs/redis.md.
+//! Each server is the real binary in its own process; the clients run in this process. The
+//! figures in docs/redis.md come from `scripts/bench.sh redis` (wrk as the load) instead.
 
 use std::time::{Duration, Instant};
 
