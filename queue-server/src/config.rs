@@ -45,7 +45,7 @@ pub struct Config {
     pub max_body_bytes: usize,
 
     /// Most open client connections; further ones wait in the listen backlog until one closes.
-    #[arg(long, env = "MEMQ_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MEMQ_MAX_CONNECTIONS", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
     /// Longest time to answer a request, reading its body included (e.g. 60s); a long poll
@@ -203,7 +203,7 @@ impl Default for Config {
             public_reads: false,
             max_item_bytes: 1 << 20,
             max_body_bytes: 64 << 20,
-            max_connections: 4096,
+            max_connections: 16384,
             request_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 32 << 10,
