@@ -5,32 +5,34 @@
 //!   requests, such as tower's `ConcurrencyLimit`, would still let every connection in, each
 //!   with its buffers).
 //! - Each connection is hyper's HTTP/1 with a cap on the request head (`--max-header-bytes`,
-//!   431 beyond it) and a time limit for sending it (`--header-read-timeout`), which also ends
-//!   idle kept-alive connections: a client that opens connections and stalls (slowloris) holds
-//!   each slot only that long.
+//!   431 beyond it). A connection that serves no request for `--header-read-timeout` (idle
+//!   between requests, or stalled while sending a request head) is closed: a client that opens
+//!   connections and stalls (slowloris) holds each slot only that long. One timer per
+//!   connection watches this, re-armed only when it fires, rather than hyper's header timer,
+//!   which is armed and dropped around every request (an allocation and two timer-wheel
+//!   updates each time, ~5% of a small request's cost).
 //! - On shutdown: stop accepting, let each connection finish the request it is serving (its
 //!   response body included), and close the others at once, idle or stalled in a request head,
 //!   rather than waiting up to `--header-read-timeout` for them.
 //!
-//! It knows nothing of the routes: it serves whatever [`axum::Router`] it is given.
+//! It knows nothing of the routes: it serves whatever handler it is given.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
-use hyper::service::Service as _;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,24 +49,24 @@ pub struct Limits {
     pub max_header_bytes: usize,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets open connections finish
+/// Serves `handler` on `listener` until `shutdown` resolves, then lets open connections finish
 /// their requests and returns once all are closed.
-pub async fn serve_connections(
+pub async fn serve_connections<H, F>(
     listener: TcpListener,
-    router: Router,
+    handler: H,
     limits: Limits,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = axum::response::Response> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
     let stop = CancellationToken::new();
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(limits.max_header_bytes)
+    http.max_header_size(limits.max_header_bytes)
         .keep_alive(true);
-    let service = TowerToHyperService::new(router);
     tokio::pin!(shutdown);
     loop {
         // A slot first, then accept: at the limit, new connections wait in the backlog.
@@ -88,23 +90,19 @@ pub async fn serve_connections(
         };
         // Small request/response pairs: don't let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
-        let in_flight = InFlight::default();
+        let in_flight = InFlight::new();
         let counted = {
-            let (service, in_flight) = (service.clone(), in_flight.clone());
+            let (handler, in_flight) = (handler.clone(), in_flight.clone());
             hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let guard = in_flight.enter();
-                let answer = service.call(req);
+                let answer = handler(req);
                 async move {
-                    let resp = match answer.await {
-                        Ok(resp) => resp,
-                        Err(never) => match never {},
-                    };
-                    // Counted until the body is sent (or dropped), not just the head.
-                    Ok::<_, Infallible>(resp.map(|body| {
-                        Body::new(Counted {
-                            body,
-                            _guard: guard,
-                        })
+                    let resp = answer.await;
+                    // Counted until the body is sent (or dropped), not just the head. Handed to
+                    // hyper as it is: a boxed body would cost an allocation per request.
+                    Ok::<_, Infallible>(resp.map(|body| Counted {
+                        body,
+                        _guard: guard,
                     }))
                 }
             })
@@ -112,19 +110,34 @@ pub async fn serve_connections(
         let conn = http.serve_connection(TokioIo::new(tcp), counted);
         let stop = stop.clone();
         let metrics = metrics.clone();
+        let idle_limit = limits.header_read_timeout;
         connections.spawn(async move {
             let _slot = slot;
             let _open = metrics.connection_opened();
             tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    if in_flight.is_idle() {
-                        // Idle, or stalled in a request head: nothing to finish.
-                        Ok(())
-                    } else {
-                        conn.await
+            let mut check_at = Instant::now() + idle_limit;
+            let result = loop {
+                tokio::select! {
+                    result = conn.as_mut() => break result,
+                    _ = tokio::time::sleep_until(check_at) => {
+                        match in_flight.idle_until(idle_limit) {
+                            // Serving: each request has its own time limit (--request-timeout).
+                            None => check_at = Instant::now() + idle_limit,
+                            Some(until) if until > Instant::now() => check_at = until,
+                            Some(_) => {
+                                tracing::debug!("closing a connection that sent no request for --header-read-timeout");
+                                break Ok(());
+                            }
+                        }
+                    }
+                    _ = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        break if in_flight.is_idle() {
+                            // Idle, or stalled in a request head: nothing to finish.
+                            Ok(())
+                        } else {
+                            conn.await
+                        };
                     }
                 }
             };
@@ -140,27 +153,57 @@ pub async fn serve_connections(
     connections.wait().await;
 }
 
-/// Requests of one connection not yet fully answered.
-#[derive(Clone, Default)]
-struct InFlight(Arc<AtomicUsize>);
+/// Requests of one connection not yet fully answered, and since when it has had none.
+#[derive(Clone)]
+struct InFlight(Arc<InFlightState>);
+
+struct InFlightState {
+    /// Requests not yet fully answered.
+    count: AtomicUsize,
+    /// When the count last fell to 0 (or the connection was accepted), in µs after `epoch`.
+    idle_since_us: AtomicU64,
+    epoch: Instant,
+}
 
 impl InFlight {
+    fn new() -> Self {
+        Self(Arc::new(InFlightState {
+            count: AtomicUsize::new(0),
+            idle_since_us: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }))
+    }
+
     fn enter(&self) -> InFlightGuard {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.0.count.fetch_add(1, Ordering::AcqRel);
         InFlightGuard(self.0.clone())
     }
 
     fn is_idle(&self) -> bool {
-        self.0.load(Ordering::Acquire) == 0
+        self.0.count.load(Ordering::Acquire) == 0
+    }
+
+    /// `None` while a request is being served; else when the connection will have been
+    /// without one for `limit`.
+    fn idle_until(&self, limit: Duration) -> Option<Instant> {
+        if !self.is_idle() {
+            return None;
+        }
+        let since = Duration::from_micros(self.0.idle_since_us.load(Ordering::Acquire));
+        Some(self.0.epoch + since + limit)
     }
 }
 
 /// One request in [`InFlight`], until dropped.
-struct InFlightGuard(Arc<AtomicUsize>);
+struct InFlightGuard(Arc<InFlightState>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let state = &self.0;
+        if state.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let us = u64::try_from(state.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+            state.idle_since_us.store(us, Ordering::Release);
+        }
     }
 }
 

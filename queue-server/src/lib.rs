@@ -86,7 +86,7 @@ pub async fn serve(
         dashboard,
         jobs: jobs.clone(),
     });
-    let router = http::app(state);
+    let app = http::app(state);
 
     // After the last fallible step, so that an early return leaves no task behind.
     let background = tokio::spawn(store.clone().run_background());
@@ -111,7 +111,8 @@ pub async fn serve(
         "queue server listening"
     );
     let stopping = cancel.clone();
-    connections::serve_connections(listener, router, limits, metrics, async move {
+    let handler = move |req| app.clone().handle(req);
+    connections::serve_connections(listener, handler, limits, metrics, async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         stopping.cancel();

@@ -16,10 +16,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::{self, Next};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
+use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::dashboard::{self, Dashboard};
@@ -127,15 +128,110 @@ pub fn routes() -> Routes {
         .route("/openapi.json", get(openapi::openapi_json))
 }
 
-/// The whole router: [`routes`] with JSON answers for unknown routes and methods, the token
-/// check, the time limit and request metrics.
-pub fn app(state: AppState) -> Router {
-    routes()
+/// The whole server: [`routes`] with JSON answers for unknown routes and methods, and what
+/// every request passes on its way (see [`App::handle`]).
+pub fn app(state: AppState) -> App {
+    let routes = routes();
+    let mut table = matchit::Router::new();
+    for (i, path) in routes.paths.iter().enumerate() {
+        table
+            .insert(path.as_str(), i)
+            .expect("route patterns are unique and valid (axum took them)");
+    }
+    let router = routes
         .router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), front_door))
-        .with_state(state)
+        .with_state(state.clone());
+    App(Arc::new(AppInner {
+        state,
+        router,
+        table,
+        patterns: routes.paths,
+    }))
+}
+
+/// The router and what runs around it. Cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+struct AppInner {
+    state: AppState,
+    router: Router,
+    /// Path -> index in `patterns`, for the metrics' `route` label.
+    table: matchit::Router<usize>,
+    patterns: Vec<String>,
+}
+
+impl App {
+    /// Answers one request: the token check, the time limit, the route, and the latency
+    /// histogram (which also counts the 401s and 408s).
+    ///
+    /// This runs around the router rather than as an axum middleware layer: a layer wraps
+    /// every route and costs a few allocations and clones per request, and this future is
+    /// a plain one. It lives as long as a long poll does, so it holds little: the token check
+    /// is a plain function, and the route label a `&str` into the route table.
+    pub async fn handle<B>(self, req: axum::http::Request<B>) -> Response
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let app = &*self.0;
+        let started = Instant::now();
+        let method = req.method().clone();
+        let route = app.route_of(req.uri().path());
+        let verdict = auth::check(&app.state, &method, req.uri().path(), req.headers());
+        let req = req.map(Body::new);
+        let resp = match verdict {
+            auth::Verdict::Refuse => auth::refused(verdict, None),
+            auth::Verdict::Pass => app.within_time_limit(req).await,
+            auth::Verdict::AskForToken => auth::refused(verdict, Some(app.route(req).await)),
+        };
+        app.state
+            .metrics
+            .observe(&method, route, resp.status().as_u16(), started.elapsed());
+        resp
+    }
+}
+
+impl AppInner {
+    /// The route pattern serving `path` (`/memq/server/queues/{queue}`, never the raw path).
+    fn route_of(&self, path: &str) -> &str {
+        self.table
+            .at(path)
+            .map_or("unmatched", |m| self.patterns[*m.value].as_str())
+    }
+
+    async fn route(&self, req: Request) -> Response {
+        match self.router.clone().oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Answers 408 when a request takes longer than `--request-timeout` (reading its body
+    /// included), or a long poll longer than that plus its `wait`.
+    async fn within_time_limit(&self, req: Request) -> Response {
+        let mut limit = self.state.config.request_timeout;
+        if req.uri().path().ends_with("/dequeue") {
+            // The handler refuses a `wait` over its maximum; the timeout only needs a bound.
+            let wait = req
+                .uri()
+                .query()
+                .into_iter()
+                .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+                .filter(|(k, _)| k == "wait")
+                .last()
+                .and_then(|(_, v)| ::memq::duration::parse_duration(&v).ok())
+                .unwrap_or_default();
+            limit += wait.min(memq_routes::MAX_WAIT);
+        }
+        // The inner future is polled first: a request answered at once never arms the timer.
+        match tokio::time::timeout(limit, self.route(req)).await {
+            Ok(resp) => resp,
+            Err(_) => Error::RequestTimeout { after: limit }.into_response(),
+        }
+    }
 }
 
 async fn not_found(req: Request) -> Error {
@@ -144,53 +240,4 @@ async fn not_found(req: Request) -> Error {
 
 async fn method_not_allowed() -> Error {
     Error::MethodNotAllowed
-}
-
-/// What every request passes on its way in: the token check, the time limit and the latency
-/// histogram (which also counts the 401s and 408s). One layer rather than three: each axum
-/// middleware layer costs some allocations and clones per request.
-async fn front_door(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    // The route pattern lives in an Arc<str>; holding it costs no copy.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    // The token check is a plain function, not a future around the inner one: this future
-    // lives as long as a long poll does, so it should hold little.
-    let verdict = auth::check(&state, &req);
-    let resp = match verdict {
-        auth::Verdict::Refuse => auth::refused(verdict, None),
-        auth::Verdict::Pass => within_time_limit(&state, req, next).await,
-        auth::Verdict::AskForToken => auth::refused(verdict, Some(next.run(req).await)),
-    };
-    state.metrics.observe(
-        &method,
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        resp.status().as_u16(),
-        started.elapsed(),
-    );
-    resp
-}
-
-/// Answers 408 when a request takes longer than `--request-timeout` (reading its body
-/// included), or a long poll longer than that plus its `wait`.
-async fn within_time_limit(state: &AppState, req: Request, next: Next) -> Response {
-    let mut limit = state.config.request_timeout;
-    if req.uri().path().ends_with("/dequeue") {
-        // The handler refuses a `wait` over its maximum; the timeout only needs a bound.
-        let wait = req
-            .uri()
-            .query()
-            .into_iter()
-            .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
-            .filter(|(k, _)| k == "wait")
-            .last()
-            .and_then(|(_, v)| ::memq::duration::parse_duration(&v).ok())
-            .unwrap_or_default();
-        limit += wait.min(memq_routes::MAX_WAIT);
-    }
-    // The inner future is polled first: a request answered at once never arms the timer.
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => Error::RequestTimeout { after: limit }.into_response(),
-    }
 }
