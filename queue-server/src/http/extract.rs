@@ -22,6 +22,13 @@ impl<S: Send + Sync> FromRequestParts<S> for QueueName {
         let Path(name) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| Error::InvalidQueueName(format!("bad path: {e}")))?;
+        QueueName::checked(name)
+    }
+}
+
+impl QueueName {
+    /// A name from a path, checked against the naming rule.
+    pub fn checked(name: String) -> Result<Self, Error> {
         memq::name::validate_queue_name(&name).map_err(Error::InvalidQueueName)?;
         Ok(QueueName(name))
     }
@@ -43,6 +50,13 @@ impl<S: Send + Sync> FromRequestParts<S> for LeasePath {
         let Path((queue, lease)) = Path::<(String, String)>::from_request_parts(parts, state)
             .await
             .map_err(|e| Error::InvalidQueueName(format!("bad path: {e}")))?;
+        LeasePath::checked(queue, lease)
+    }
+}
+
+impl LeasePath {
+    /// Segments from a path, the queue name checked against the naming rule.
+    pub fn checked(queue: String, lease: String) -> Result<Self, Error> {
         memq::name::validate_queue_name(&queue).map_err(Error::InvalidQueueName)?;
         Ok(LeasePath { queue, lease })
     }
@@ -85,16 +99,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
-        let pairs = parts
-            .uri
-            .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default();
-        Ok(Params(pairs))
+        Ok(Params::of(&parts.uri))
     }
 }
 
 impl Params {
+    /// The query parameters of `uri`.
+    pub fn of(uri: &axum::http::Uri) -> Self {
+        let pairs = uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        Params(pairs)
+    }
+
     /// The raw value of `name` (the last one when repeated).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0

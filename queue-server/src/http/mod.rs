@@ -138,6 +138,7 @@ pub fn app(state: AppState) -> App {
             .insert(path.as_str(), i)
             .expect("route patterns are unique and valid (axum took them)");
     }
+    let direct = routes.paths.iter().map(|p| Direct::of(p)).collect();
     let router = routes
         .router
         .fallback(not_found)
@@ -148,7 +149,75 @@ pub fn app(state: AppState) -> App {
         router,
         table,
         patterns: routes.paths,
+        direct,
     }))
+}
+
+/// The routes every work item passes (POST only), called without axum's router: its
+/// dispatch (a clone of the route's boxed service, boxed futures per layer, the path
+/// parameters into request extensions) costs as much as the handler. The handlers and their
+/// extractors' checks are the same; anything else about these paths goes to the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direct {
+    Enqueue,
+    Dequeue,
+    Ack,
+}
+
+impl Direct {
+    /// The direct route of a route pattern, if it is one.
+    fn of(pattern: &str) -> Option<Direct> {
+        match pattern.strip_prefix("/memq/server/queues/{queue}") {
+            Some("/enqueue") => Some(Direct::Enqueue),
+            Some("/dequeue") => Some(Direct::Dequeue),
+            Some("/leases/{lease}/ack") => Some(Direct::Ack),
+            _ => None,
+        }
+    }
+}
+
+/// A request for a [`Direct`] route, with its path parameters.
+struct DirectCall {
+    route: Direct,
+    queue: String,
+    lease: String,
+}
+
+impl DirectCall {
+    async fn serve(self, state: AppState, req: Request) -> Response {
+        use axum::extract::State;
+        let answer = match self.route {
+            Direct::Enqueue => match extract::QueueName::checked(self.queue) {
+                Ok(name) => {
+                    let params = extract::Params::of(req.uri());
+                    memq::enqueue(State(state), name, params, req.into_body()).await
+                }
+                Err(e) => Err(e),
+            },
+            Direct::Dequeue => match extract::QueueName::checked(self.queue) {
+                Ok(name) => memq::dequeue(State(state), name, extract::Params::of(req.uri())).await,
+                Err(e) => Err(e),
+            },
+            Direct::Ack => match extract::LeasePath::checked(self.queue, self.lease) {
+                Ok(path) => memq::ack(State(state), path).await,
+                Err(e) => Err(e),
+            },
+        };
+        answer.into_response()
+    }
+}
+
+/// A path parameter, percent-decoded as axum's `Path` does; `None` when that fails (the
+/// router then answers as it would).
+fn path_param(raw: Option<&str>) -> Option<String> {
+    let raw = raw.unwrap_or_default();
+    if !raw.as_bytes().contains(&b'%') {
+        return Some(raw.to_owned());
+    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 /// The router and what runs around it. Cheap to clone.
@@ -158,9 +227,11 @@ pub struct App(Arc<AppInner>);
 struct AppInner {
     state: AppState,
     router: Router,
-    /// Path -> index in `patterns`, for the metrics' `route` label.
+    /// Path -> index in `patterns` and `direct`: the metrics' `route` label, and whether the
+    /// route is served directly.
     table: matchit::Router<usize>,
     patterns: Vec<String>,
+    direct: Vec<Option<Direct>>,
 }
 
 impl App {
@@ -179,13 +250,31 @@ impl App {
         let app = &*self.0;
         let started = Instant::now();
         let method = req.method().clone();
-        let route = app.route_of(req.uri().path());
+        let (route, direct) = match app.table.at(req.uri().path()) {
+            Ok(found) => {
+                let index = *found.value;
+                let direct = app.direct[index]
+                    .filter(|_| method == axum::http::Method::POST)
+                    .and_then(|route| {
+                        Some(DirectCall {
+                            route,
+                            queue: path_param(found.params.get("queue"))?,
+                            lease: match route {
+                                Direct::Ack => path_param(found.params.get("lease"))?,
+                                _ => String::new(),
+                            },
+                        })
+                    });
+                (app.patterns[index].as_str(), direct)
+            }
+            Err(_) => ("unmatched", None),
+        };
         let verdict = auth::check(&app.state, &method, req.uri().path(), req.headers());
         let req = req.map(Body::new);
         let resp = match verdict {
             auth::Verdict::Refuse => auth::refused(verdict, None),
-            auth::Verdict::Pass => app.within_time_limit(req).await,
-            auth::Verdict::AskForToken => auth::refused(verdict, Some(app.route(req).await)),
+            auth::Verdict::Pass => app.within_time_limit(req, direct).await,
+            auth::Verdict::AskForToken => auth::refused(verdict, Some(app.route(req, None).await)),
         };
         app.state
             .metrics
@@ -195,14 +284,10 @@ impl App {
 }
 
 impl AppInner {
-    /// The route pattern serving `path` (`/memq/server/queues/{queue}`, never the raw path).
-    fn route_of(&self, path: &str) -> &str {
-        self.table
-            .at(path)
-            .map_or("unmatched", |m| self.patterns[*m.value].as_str())
-    }
-
-    async fn route(&self, req: Request) -> Response {
+    async fn route(&self, req: Request, direct: Option<DirectCall>) -> Response {
+        if let Some(call) = direct {
+            return call.serve(self.state.clone(), req).await;
+        }
         match self.router.clone().oneshot(req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
@@ -211,7 +296,7 @@ impl AppInner {
 
     /// Answers 408 when a request takes longer than `--request-timeout` (reading its body
     /// included), or a long poll longer than that plus its `wait`.
-    async fn within_time_limit(&self, req: Request) -> Response {
+    async fn within_time_limit(&self, req: Request, direct: Option<DirectCall>) -> Response {
         let mut limit = self.state.config.request_timeout;
         if req.uri().path().ends_with("/dequeue") {
             // The handler refuses a `wait` over its maximum; the timeout only needs a bound.
@@ -227,7 +312,7 @@ impl AppInner {
             limit += wait.min(memq_routes::MAX_WAIT);
         }
         // The inner future is polled first: a request answered at once never arms the timer.
-        match tokio::time::timeout(limit, self.route(req)).await {
+        match tokio::time::timeout(limit, self.route(req, direct)).await {
             Ok(resp) => resp,
             Err(_) => Error::RequestTimeout { after: limit }.into_response(),
         }
@@ -240,4 +325,37 @@ async fn not_found(req: Request) -> Error {
 
 async fn method_not_allowed() -> Error {
     Error::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enqueue_dequeue_and_ack_are_served_directly_and_nothing_else() {
+        let routes = routes();
+        let direct: Vec<(&str, Direct)> = routes
+            .paths()
+            .iter()
+            .filter_map(|p| Some((p.as_str(), Direct::of(p)?)))
+            .collect();
+        assert_eq!(
+            direct,
+            [
+                ("/memq/server/queues/{queue}/enqueue", Direct::Enqueue),
+                ("/memq/server/queues/{queue}/dequeue", Direct::Dequeue),
+                (
+                    "/memq/server/queues/{queue}/leases/{lease}/ack",
+                    Direct::Ack
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn path_parameters_are_percent_decoded_like_axum_does() {
+        assert_eq!(path_param(Some("keygen")).as_deref(), Some("keygen"));
+        assert_eq!(path_param(Some("key%2Dgen")).as_deref(), Some("key-gen"));
+        assert_eq!(path_param(Some("%FF")), None);
+    }
 }
