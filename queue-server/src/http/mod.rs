@@ -186,20 +186,27 @@ struct DirectCall {
 impl DirectCall {
     async fn serve(self, state: AppState, req: Request) -> Response {
         use axum::extract::State;
+        // The request is taken apart before any wait (a long poll's future should hold no
+        // headers), as axum's extractors do.
+        let params = extract::Params::of(req.uri());
+        let body = req.into_body();
         let answer = match self.route {
             Direct::Enqueue => match extract::QueueName::checked(self.queue) {
-                Ok(name) => {
-                    let params = extract::Params::of(req.uri());
-                    memq::enqueue(State(state), name, params, req.into_body()).await
-                }
+                Ok(name) => memq::enqueue(State(state), name, params, body).await,
                 Err(e) => Err(e),
             },
             Direct::Dequeue => match extract::QueueName::checked(self.queue) {
-                Ok(name) => memq::dequeue(State(state), name, extract::Params::of(req.uri())).await,
+                Ok(name) => {
+                    drop(body);
+                    memq::dequeue(State(state), name, params).await
+                }
                 Err(e) => Err(e),
             },
             Direct::Ack => match extract::LeasePath::checked(self.queue, self.lease) {
-                Ok(path) => memq::ack(State(state), path).await,
+                Ok(path) => {
+                    drop((body, params));
+                    memq::ack(State(state), path).await
+                }
                 Err(e) => Err(e),
             },
         };
