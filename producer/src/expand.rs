@@ -384,22 +384,6 @@ mod tests {
         );
     }
 
-    /// A small deterministic generator (xorshift), so that a failure names its seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     #[test]
     fn any_argument_expands_or_fails_cleanly_a_few_thousand_cases() {
         const PIECES: &[&str] = &[
@@ -425,9 +409,9 @@ mod tests {
             "}}",
         ];
         for seed in 1..=5000u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let n = rng.below(12);
-            let arg: String = (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect();
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let n = rng.usize(..12);
+            let arg: String = (0..n).map(|_| PIECES[rng.usize(..PIECES.len())]).collect();
             let result = std::panic::catch_unwind(|| check_invariants(&arg));
             assert!(result.is_ok(), "seed {seed}: {arg:?}");
         }

@@ -201,24 +201,8 @@ mod tests {
         assert_eq!(v("\n", true), [""]);
     }
 
-    /// A small deterministic generator (xorshift), so that a failure names its seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     /// Text built from the pieces batch bodies are made of, biased to the interesting ones.
-    fn text(rng: &mut Rng) -> String {
+    fn text(rng: &mut fastrand::Rng) -> String {
         const PIECES: &[&str] = &[
             "\n",
             "\r\n",
@@ -247,16 +231,16 @@ mod tests {
             "\u{0}",
             "\t",
         ];
-        let n = rng.below(24);
-        (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect()
+        let n = rng.usize(..24);
+        (0..n).map(|_| PIECES[rng.usize(..PIECES.len())]).collect()
     }
 
     #[test]
     fn any_body_parses_or_fails_cleanly_a_few_thousand_cases() {
         for seed in 1..=4000u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut rng = fastrand::Rng::with_seed(seed);
             let text = text(&mut rng);
-            let max = [0, 1, 3, 16, 1 << 20][rng.below(5)];
+            let max = [0, 1, 3, 16, 1 << 20][rng.usize(..5)];
             for kind in [
                 BatchKind::Lines { keep_empty: false },
                 BatchKind::Lines { keep_empty: true },

@@ -203,72 +203,56 @@ mod tests {
     use super::*;
     use crate::broker::{Id, NewItem};
 
-    /// A small deterministic generator (xorshift), so that a failure names its seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
-    fn lease(rng: &mut Rng) -> Id {
+    fn lease(rng: &mut fastrand::Rng) -> Id {
         let text: String = (0..26)
-            .map(|_| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"[rng.below(32)] as char)
+            .map(|_| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"[rng.usize(..32)] as char)
             .collect();
         // The first character of a ULID is at most 7.
-        Id::parse(&format!("{}{}", rng.below(8), &text[1..])).expect("a valid ULID")
+        Id::parse(&format!("{}{}", rng.usize(..8), &text[1..])).expect("a valid ULID")
     }
 
     /// One encoded frame of a random record.
-    fn random_frame(rng: &mut Rng) -> Vec<u8> {
-        let body = "é-item-".repeat(rng.below(4));
-        let op = match rng.below(6) {
+    fn random_frame(rng: &mut fastrand::Rng) -> Vec<u8> {
+        let body = "é-item-".repeat(rng.usize(..4));
+        let op = match rng.usize(..6) {
             0 => Op::Enqueue {
-                items: (0..rng.below(4))
+                items: (0..rng.usize(..4))
                     .map(|i| NewItem {
                         body: format!("{body}{i}").into(),
                         key: (i % 2 == 0).then(|| format!("k{i}").into()),
                     })
                     .collect(),
-                delay_ms: rng.next() % 1000,
+                delay_ms: rng.u64(..) % 1000,
             },
             1 => Op::Dequeue {
-                max: rng.below(1000) as u32,
-                lease_ms: (rng.below(2) == 0).then_some(30_000),
+                max: rng.usize(..1000) as u32,
+                lease_ms: (rng.usize(..2) == 0).then_some(30_000),
             },
             2 => Op::Ack {
-                leases: (0..rng.below(3)).map(|_| lease(rng)).collect(),
+                leases: (0..rng.usize(..3)).map(|_| lease(rng)).collect(),
             },
             3 => Op::Nack {
                 lease: lease(rng),
                 delay_ms: 5,
             },
             4 => Op::Drain,
-            _ => Op::SetPaused(rng.below(2) == 0),
+            _ => Op::SetPaused(rng.usize(..2) == 0),
         };
         let mut buf = Vec::new();
-        match rng.below(4) {
+        match rng.usize(..4) {
             0 => frame(&RecordRef::Delete { queue: "q" }, &mut buf),
             1 => frame(
                 &RecordRef::Create {
                     queue: "q.1",
                     config: &QueueConfig::default(),
-                    ids: (rng.next(), u128::from(rng.next())),
+                    ids: (rng.u64(..), u128::from(rng.u64(..))),
                 },
                 &mut buf,
             ),
             _ => frame(
                 &RecordRef::Apply {
                     queue: "keygen",
-                    now: rng.next(),
+                    now: rng.u64(..),
                     op: &op,
                 },
                 &mut buf,
@@ -280,8 +264,8 @@ mod tests {
     #[test]
     fn damaged_journals_read_to_their_last_whole_record_a_few_thousand_cases() {
         for seed in 1..=3000u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let frames: Vec<Vec<u8>> = (0..1 + rng.below(6))
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let frames: Vec<Vec<u8>> = (0..1 + rng.usize(..6))
                 .map(|_| random_frame(&mut rng))
                 .collect();
             let data: Vec<u8> = frames.concat();
@@ -294,7 +278,7 @@ mod tests {
                 assert_eq!(&again, bytes, "seed {seed}: a record reads back as written");
             }
             // Cut anywhere: every whole frame before the cut is read, then a torn tail.
-            let cut = rng.below(data.len() + 1);
+            let cut = rng.usize(..data.len() + 1);
             let whole = frames
                 .iter()
                 .scan(0, |end, f| {
@@ -313,8 +297,8 @@ mod tests {
             );
             // Flip one byte: the frames before it are read, none after it.
             let mut flipped = data.clone();
-            let at = rng.below(data.len());
-            flipped[at] ^= 1 << rng.below(8);
+            let at = rng.usize(..data.len());
+            flipped[at] ^= 1 << rng.usize(..8);
             let before = frames
                 .iter()
                 .scan(0, |end, f| {
@@ -338,11 +322,11 @@ mod tests {
     #[test]
     fn random_bytes_never_panic() {
         for seed in 1..=2000u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let len = rng.below(64);
-            let mut data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let len = rng.usize(..64);
+            let mut data: Vec<u8> = (0..len).map(|_| rng.u64(..) as u8).collect();
             // Often a plausible header: a small length with the right checksum.
-            if len >= 8 && rng.below(2) == 0 {
+            if len >= 8 && rng.usize(..2) == 0 {
                 let payload = len - 8;
                 data[..4].copy_from_slice(&(payload as u32).to_le_bytes());
                 let crc = crc32fast::hash(&data[8..]);
