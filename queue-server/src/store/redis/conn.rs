@@ -27,25 +27,32 @@ impl Conn {
     /// down). `urls` is one URL, or with `cluster` one or more comma-separated seed nodes.
     /// Also returns a client per URL, for the wake channel's subscription.
     pub(super) fn open(urls: &str, cluster: bool) -> anyhow::Result<(Conn, Vec<redis::Client>)> {
-        let urls: Vec<&str> = urls
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .collect();
+        // Only a cluster's URL is a list: a single Redis's password may hold a comma.
+        let urls: Vec<&str> = if cluster {
+            urls.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect()
+        } else {
+            vec![urls.trim()]
+        };
         let clients = urls
             .iter()
-            .map(|url| redis::Client::open(*url).map_err(|e| anyhow::anyhow!("--redis {url}: {e}")))
+            .map(|url| {
+                redis::Client::open(*url).map_err(|e| {
+                    let hint = if !cluster && url.contains(",redis") {
+                        "; several comma-separated nodes are for a Redis Cluster (add --redis-cluster)"
+                    } else {
+                        ""
+                    };
+                    anyhow::anyhow!("--redis {url}: {e}{hint}")
+                })
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let Some(first) = clients.first() else {
             anyhow::bail!("--redis names no URL");
         };
         if !cluster {
-            if clients.len() > 1 {
-                anyhow::bail!(
-                    "--redis names {} URLs; several seed nodes are for a Redis Cluster (add --redis-cluster)",
-                    clients.len()
-                );
-            }
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -99,5 +106,24 @@ impl ConnectionLike for Conn {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_single_redis_url_is_taken_whole_and_a_cluster_url_is_a_list() {
+        // A comma in a password (allowed in a URL's user info) is not a list separator.
+        let (_, clients) = Conn::open("redis://:pa,ss@127.0.0.1:6379/0", false).unwrap();
+        assert_eq!(clients.len(), 1);
+        let (_, clients) =
+            Conn::open("redis://127.0.0.1:7000, redis://127.0.0.1:7001", true).unwrap();
+        assert_eq!(clients.len(), 2);
+        let err = Conn::open("redis://127.0.0.1:7000,redis://127.0.0.1:7001", false)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--redis-cluster"), "{err}");
     }
 }
