@@ -17,6 +17,7 @@
 # weighs on both sides alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 ROOT=$PWD
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=$TARGET/bench
@@ -58,20 +59,10 @@ die() {
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge 10100 ] || die "need at least 10100 open files (ulimit -n), have $(ulimit -n)"
 
-# install_pkg PKG: a Debian package, when the tool it brings is missing.
-install_pkg() {
-    log "installing $1 (Debian package)"
-    if [ "$(id -u)" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null ||
-            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null; }
-    else
-        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
-    fi
-}
-command -v wrk >/dev/null 2>&1 || install_pkg wrk
+command -v wrk >/dev/null 2>&1 || install_debian wrk
 command -v curl >/dev/null || die "curl is needed"
 if want redis; then
-    { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || install_pkg redis-server
+    { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || install_debian redis-server
     command -v python3 >/dev/null || die "python3 is needed (to find a free port for redis-server)"
 fi
 
@@ -141,7 +132,7 @@ ready() {
 start_redis() {
     local dir=$WORK/redis i
     mkdir -p "$dir"
-    REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    REDIS_PORT=$(free_port)
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$dir" \
         --logfile "$dir/redis.log" --daemonize no &
     REDIS_PID=$!
@@ -263,10 +254,8 @@ meets() { awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
 log "starting the baseline and a queue server"
 start_baseline base
 BASE=$URL
-BASE_PID=$PID
 start_server mem
 MEM=$URL
-MEM_PID=$PID
 
 section_enqueue() {
     # Single enqueue at an empty queue, against the baseline with the same request.

@@ -7,18 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+. scripts/lib.sh
 
-if [ ! -x /usr/bin/chromium ]; then
-    echo "==> installing chromium (Debian package)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq chromium >/dev/null
-fi
+[ -x /usr/bin/chromium ] || install_debian chromium
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    echo "==> installing node and npm (Debian packages)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq nodejs npm >/dev/null
+    install_debian nodejs npm
 fi
 if [ ! -d scripts/browser/node_modules/playwright-core ]; then
     echo "==> installing playwright-core (npm ci)"

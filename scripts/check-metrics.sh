@@ -6,18 +6,13 @@
 # Works with CI=true and no stdin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
-if ! command -v promtool >/dev/null 2>&1; then
-    echo "installing promtool (Debian package prometheus)"
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-fi
+command -v promtool >/dev/null 2>&1 || install_debian --no-install-recommends prometheus
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --locked --quiet -p queue-server --bin queue-server
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 url="http://127.0.0.1:$port"
 RUST_LOG=error "$target_dir/debug/queue-server" --listen "127.0.0.1:$port" --max-memory 64MiB &
 server=$!

@@ -12,6 +12,7 @@
 # on the one Redis; nothing is flushed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 cluster=false
 if [ "${1:-}" = --cluster ]; then
@@ -20,36 +21,8 @@ if [ "${1:-}" = --cluster ]; then
 fi
 
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
-    echo "==> installing redis-server (Debian package)"
-    if [ "$(id -u)" = 0 ]; then
-        SUDO=()
-    else
-        SUDO=(sudo -n)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    install_debian --no-install-recommends redis-server
 fi
-
-# free_port: a free loopback port whose cluster bus port (+10000) is free too.
-free_port() {
-    python3 - <<'EOF'
-import random, socket
-for _ in range(200):
-    port = random.randint(10000, 50000)
-    try:
-        for p in (port, port + 10000):
-            s = socket.socket()
-            s.bind(("127.0.0.1", p))
-            s.close()
-    except OSError:
-        continue
-    print(port)
-    break
-else:
-    raise SystemExit("no free port pair found")
-EOF
-}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/memq-redis.XXXXXX")
 pids=()
