@@ -185,10 +185,24 @@ fn recover(dir: &Path) -> anyhow::Result<Recovery> {
         }
         let data =
             std::fs::read(&path).map_err(io_context(format!("cannot read {}", path.display())))?;
-        let record::Frames { records, damage } = record::read_frames(&data);
+        let record::Frames {
+            records,
+            damage,
+            end,
+        } = record::read_frames(&data);
         for record in records {
             rec.records += 1;
             apply(&mut queues, record);
+        }
+        if damage.is_none() && end < data.len() {
+            // The zeros a writer that did not stop cleanly had written ahead of its records.
+            let cut = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(end as u64));
+            if let Err(e) = cut {
+                tracing::warn!(path = %path.display(), error = %e, "cannot cut the zeroed end of a journal segment; it reads as the end all the same");
+            }
         }
         if let Some((offset, why)) = damage {
             rec.dropped.push(format!(

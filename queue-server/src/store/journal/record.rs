@@ -2,7 +2,9 @@
 //!
 //! A segment file is a sequence of frames `[len: u32 LE][crc32: u32 LE][payload: len bytes]`;
 //! the payload is a postcard-encoded [`Record`]. A frame that is cut short or whose checksum does
-//! not match ends the readable part of the log.
+//! not match ends the readable part of the log. The writer grows a segment with zeros ahead of
+//! its records, so a segment may end in zeros: a frame header of zeros followed by nothing but
+//! zeros is the clean end of the segment (no record encodes to an empty payload).
 
 use serde::{Deserialize, Serialize};
 
@@ -132,41 +134,54 @@ pub struct Frames {
     pub records: Vec<Record>,
     /// Where and why reading stopped early, if it did.
     pub damage: Option<(usize, Damage)>,
+    /// Where the records end: the damage, the start of the zeroed tail, or the end.
+    pub end: usize,
 }
 
 /// Reads the frames of a segment up to its end or its first damage.
 pub fn read_frames(data: &[u8]) -> Frames {
-    let (records, damage) = read(data);
-    Frames { records, damage }
+    let (records, damage, end) = read(data);
+    Frames {
+        records,
+        damage,
+        end,
+    }
 }
 
-fn read(data: &[u8]) -> (Vec<Record>, Option<(usize, Damage)>) {
+fn read(data: &[u8]) -> (Vec<Record>, Option<(usize, Damage)>, usize) {
     let mut records = Vec::new();
     let mut at = 0;
     while at < data.len() {
-        if data.len() - at < FRAME_HEADER {
-            return (records, Some((at, Damage::Torn)));
+        let rest = &data[at..];
+        if rest.len() < FRAME_HEADER || rest[..4] == [0; 4] {
+            if rest.iter().all(|&b| b == 0) {
+                // The zeros the writer put ahead of its records: nothing was written here yet.
+                return (records, None, at);
+            }
+            if rest.len() < FRAME_HEADER {
+                return (records, Some((at, Damage::Torn)), at);
+            }
         }
         let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
         if len > MAX_FRAME {
-            return (records, Some((at, Damage::Length(len))));
+            return (records, Some((at, Damage::Length(len))), at);
         }
         let body = at + FRAME_HEADER;
         if data.len() - body < len {
-            return (records, Some((at, Damage::Torn)));
+            return (records, Some((at, Damage::Torn)), at);
         }
         let payload = &data[body..body + len];
         if crc32fast::hash(payload) != crc {
-            return (records, Some((at, Damage::Checksum)));
+            return (records, Some((at, Damage::Checksum)), at);
         }
         match postcard::from_bytes::<Record>(payload) {
             Ok(record) => records.push(record),
-            Err(e) => return (records, Some((at, Damage::Decode(e.to_string())))),
+            Err(e) => return (records, Some((at, Damage::Decode(e.to_string()))), at),
         }
         at = body + len;
     }
-    (records, None)
+    (records, None, at)
 }
 
 /// What reading any bytes must satisfy; panics otherwise. Shared by the property test below
@@ -174,12 +189,19 @@ fn read(data: &[u8]) -> (Vec<Record>, Option<(usize, Damage)>) {
 #[doc(hidden)]
 pub fn check_invariants(data: &[u8]) {
     let frames = read_frames(data);
+    assert!(frames.end <= data.len(), "records end past the data");
     let readable = match &frames.damage {
         Some((at, _)) => {
-            assert!(*at <= data.len(), "damage past the end");
+            assert_eq!(*at, frames.end, "records end elsewhere than the damage");
             *at
         }
-        None => data.len(),
+        None => {
+            assert!(
+                data[frames.end..].iter().all(|&b| b == 0),
+                "undamaged data ends before its last non-zero byte"
+            );
+            data.len()
+        }
     };
     // The readable part alone reads to the same records, without damage.
     let prefix = read_frames(&data[..readable]);
@@ -295,6 +317,31 @@ mod tests {
                 !at_boundary,
                 "seed {seed}: cut at {cut}"
             );
+            // The same cut followed by the zeros the writer grows a segment with: the zeros
+            // end the segment cleanly; a torn frame before them is still damage.
+            let boundary = frames[..whole].iter().map(Vec::len).sum::<usize>();
+            let mut padded = data[..cut].to_vec();
+            padded.resize(cut + 1 + rng.usize(..64), 0);
+            let tail = read_frames(&padded);
+            // Unless the zeros happen to be what the cut frame held past the cut: then it is
+            // whole again.
+            let restored = frames.get(whole).is_some_and(|f| {
+                let end = boundary + f.len();
+                end <= padded.len() && data[cut..end].iter().all(|&b| b == 0)
+            });
+            let (n, end) = if restored {
+                (whole + 1, boundary + frames[whole].len())
+            } else {
+                (whole, boundary)
+            };
+            assert_eq!(tail.records.len(), n, "seed {seed}: zeros after {cut}");
+            assert_eq!(tail.end, end, "seed {seed}: zeros after {cut}");
+            let nothing_torn = restored || data[boundary..cut].iter().all(|&b| b == 0);
+            assert_eq!(
+                tail.damage.is_none(),
+                nothing_torn,
+                "seed {seed}: zeros after {cut}"
+            );
             // Flip one byte: the frames before it are read, none after it.
             let mut flipped = data.clone();
             let at = rng.usize(..data.len());
@@ -313,7 +360,7 @@ mod tests {
                 hurt.records.len() <= before + 1,
                 "seed {seed}: flip at {at}"
             );
-            for bytes in [&data[..], &data[..cut], &flipped[..]] {
+            for bytes in [&data[..], &data[..cut], &flipped[..], &padded[..]] {
                 check_invariants(bytes);
             }
         }
