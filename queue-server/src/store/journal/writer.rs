@@ -464,8 +464,9 @@ impl WriterThread {
         Ok(())
     }
 
-    /// Runs `op` until it succeeds. After a failure, the unsynced bytes and the zeros after them
-    /// are written again, since a failed write or sync may have dropped them.
+    /// Runs `op` until it succeeds. After a failure, the file is cut back to what is known to be
+    /// on disk and the unsynced bytes (and zeros ahead of them) are written again, since a failed
+    /// write or sync may have dropped them.
     fn persist(&mut self, mut op: impl FnMut(&mut Self) -> std::io::Result<()>) {
         let mut failures = 0u32;
         loop {
