@@ -140,15 +140,16 @@ pub struct Frames {
 
 /// Reads the frames of a segment up to its end or its first damage.
 pub fn read_frames(data: &[u8]) -> Frames {
-    let (records, damage, end) = read(data);
+    let (records, end, damage) = read(data);
     Frames {
         records,
-        damage,
+        damage: damage.map(|why| (end, why)),
         end,
     }
 }
 
-fn read(data: &[u8]) -> (Vec<Record>, Option<(usize, Damage)>, usize) {
+/// The records, where they end, and why they end there when it is not the end of the data.
+fn read(data: &[u8]) -> (Vec<Record>, usize, Option<Damage>) {
     let mut records = Vec::new();
     let mut at = 0;
     while at < data.len() {
@@ -156,32 +157,32 @@ fn read(data: &[u8]) -> (Vec<Record>, Option<(usize, Damage)>, usize) {
         if rest.len() < FRAME_HEADER || rest[..4] == [0; 4] {
             if rest.iter().all(|&b| b == 0) {
                 // The zeros the writer put ahead of its records: nothing was written here yet.
-                return (records, None, at);
+                return (records, at, None);
             }
             if rest.len() < FRAME_HEADER {
-                return (records, Some((at, Damage::Torn)), at);
+                return (records, at, Some(Damage::Torn));
             }
         }
         let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
         if len > MAX_FRAME {
-            return (records, Some((at, Damage::Length(len))), at);
+            return (records, at, Some(Damage::Length(len)));
         }
         let body = at + FRAME_HEADER;
         if data.len() - body < len {
-            return (records, Some((at, Damage::Torn)), at);
+            return (records, at, Some(Damage::Torn));
         }
         let payload = &data[body..body + len];
         if crc32fast::hash(payload) != crc {
-            return (records, Some((at, Damage::Checksum)), at);
+            return (records, at, Some(Damage::Checksum));
         }
         match postcard::from_bytes::<Record>(payload) {
             Ok(record) => records.push(record),
-            Err(e) => return (records, Some((at, Damage::Decode(e.to_string()))), at),
+            Err(e) => return (records, at, Some(Damage::Decode(e.to_string()))),
         }
         at = body + len;
     }
-    (records, None, at)
+    (records, at, None)
 }
 
 /// What reading any bytes must satisfy; panics otherwise. Shared by the property test below
