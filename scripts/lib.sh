@@ -31,3 +31,15 @@ else:
     raise SystemExit("no free port pair found")
 PY
 }
+
+# stop_all PID...: sends each process SIGTERM, then waits for each (ones already gone are
+# skipped); for the EXIT traps of scripts that start servers.
+stop_all() {
+    local pid
+    for pid in "$@"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "$@"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}

@@ -27,13 +27,7 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/memq-redis.XXXXXX")
 pids=()
 cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_all "${pids[@]}"
     rm -rf "$work"
 }
 trap cleanup EXIT
