@@ -43,6 +43,19 @@ step "dashboard in a real browser" scripts/browser-test.sh
 step "tests on the Redis store" scripts/test-redis.sh
 step "tests on a Redis Cluster" scripts/test-redis.sh --cluster
 step "supply chain (cargo deny: licenses, bans, sources)" scripts/supply-chain.sh
+# A real Kubernetes control plane for tests/real_kube.rs, in a state directory of its own (so a
+# control plane someone runs by hand is left alone), stopped when this script exits. The first
+# run builds it from Go modules (about 10 minutes); later runs reuse the binaries.
+export MEMQ_KUBE_RUN=${MEMQ_KUBE_RUN:-$HOME/.cache/memq-rs/kube/test-run}
+trap 'scripts/kube-down.sh >/dev/null 2>&1 || true' EXIT
+kube_up() {
+    local out
+    out=$(scripts/kube-up.sh) || return
+    MEMQ_TEST_KUBECONFIG=${out##*export KUBECONFIG=}
+    export MEMQ_TEST_KUBECONFIG
+    echo "MEMQ_TEST_KUBECONFIG=$MEMQ_TEST_KUBECONFIG"
+}
+step "Kubernetes control plane (scripts/kube-up.sh)" kube_up
 step "metrics lint (promtool)" scripts/check-metrics.sh
 step "API fuzzing (schemathesis from /openapi.json)" scripts/fuzz-api.sh
 # Last, so that its summary closes the output.

@@ -98,7 +98,14 @@ pub enum Error {
     /// server cannot be reached.
     #[error("Kubernetes Jobs unavailable: {0}")]
     KubernetesUnavailable(String),
-    /// The Kubernetes API server refused or failed a call (403, 500, ...); its words.
+    /// The Kubernetes API server denied a call to this server's credentials (its 403): the
+    /// verb, resource and its words.
+    #[error("{0}")]
+    KubernetesForbidden(String),
+    /// The Kubernetes API server rejected the Job as invalid (its 422): its words.
+    #[error("{0}")]
+    KubernetesInvalid(String),
+    /// The Kubernetes API server failed a call otherwise (409, 500, ...); its words.
     #[error("{0}")]
     Kubernetes(String),
     /// No consumer Job of this server has that name.
@@ -128,6 +135,8 @@ impl Error {
         "backend_unavailable",
         "shutting_down",
         "kubernetes_unavailable",
+        "forbidden",
+        "invalid_job",
         "kubernetes_error",
         "job_not_found",
     ];
@@ -164,6 +173,8 @@ impl Error {
             Error::BackendUnavailable(_)
             | Error::ShuttingDown
             | Error::KubernetesUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::KubernetesForbidden(_) => StatusCode::FORBIDDEN,
+            Error::KubernetesInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Kubernetes(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -190,6 +201,8 @@ impl Error {
             Error::BackendUnavailable(_) => "backend_unavailable",
             Error::ShuttingDown => "shutting_down",
             Error::KubernetesUnavailable(_) => "kubernetes_unavailable",
+            Error::KubernetesForbidden(_) => "forbidden",
+            Error::KubernetesInvalid(_) => "invalid_job",
             Error::Kubernetes(_) => "kubernetes_error",
             Error::JobNotFound(_) => "job_not_found",
         }
@@ -274,6 +287,8 @@ mod tests {
             Error::BackendUnavailable("b".into()),
             Error::ShuttingDown,
             Error::KubernetesUnavailable("k".into()),
+            Error::KubernetesForbidden("k".into()),
+            Error::KubernetesInvalid("k".into()),
             Error::Kubernetes("k".into()),
             Error::JobNotFound("j".into()),
         ];

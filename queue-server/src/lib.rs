@@ -93,7 +93,11 @@ pub async fn serve(
     let sampler = tokio::spawn(sampler.run());
     let autoscaler = match (&jobs, autoscale) {
         (kube::Jobs::Ready(launcher), true) => {
-            let autoscaler = kube::Autoscaler::new(kube::Launcher::clone(launcher), store.clone());
+            let autoscaler = kube::Autoscaler::new(
+                kube::Launcher::clone(launcher),
+                store.clone(),
+                metrics.autoscaler(),
+            );
             Some(tokio::spawn(
                 autoscaler.run(autoscale_interval, cancel.clone()),
             ))

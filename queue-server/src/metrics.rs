@@ -12,7 +12,8 @@ use parking_lot::{Mutex, RwLock};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
@@ -22,6 +23,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Arc<Requests>,
     connections: Gauge,
+    /// What the autoscaler did, counted by its loop.
+    autoscaler: AutoscalerMetrics,
     /// The stats of the scrape being encoded (a scrape fetches them first, asynchronously).
     queues: Arc<Mutex<Scrape>>,
     /// One scrape encodes at a time, so each sees its own stats.
@@ -40,6 +43,17 @@ impl Metrics {
             "Client connections open now (at most --max-connections)",
             connections.clone(),
         );
+        let autoscaler = AutoscalerMetrics::default();
+        registry.register(
+            "memq_autoscaler_passes",
+            "Autoscaler passes, by result: ok, or error (the Kubernetes API failed; retried with backoff)",
+            autoscaler.passes.clone(),
+        );
+        registry.register(
+            "memq_autoscaler_launched_jobs",
+            "Consumer Jobs the autoscaler launched",
+            autoscaler.launched_jobs.clone(),
+        );
         let queues = Arc::new(Mutex::new(Scrape::default()));
         registry.register_collector(Box::new(QueueCollector {
             queues: queues.clone(),
@@ -48,9 +62,15 @@ impl Metrics {
             registry,
             requests,
             connections,
+            autoscaler,
             queues,
             scrape: Mutex::new(()),
         }
+    }
+
+    /// The autoscaler's counters, for its loop to update.
+    pub fn autoscaler(&self) -> AutoscalerMetrics {
+        self.autoscaler.clone()
     }
 
     /// Records one answered request: its method, route pattern (`/memq/server/queues/{queue}`,
@@ -183,6 +203,27 @@ impl Collector for RequestCollector {
             }
         }
         Ok(())
+    }
+}
+
+/// `memq_autoscaler_passes_total{result}` and `memq_autoscaler_launched_jobs_total`. Cheap to
+/// clone: clones count into the same series.
+#[derive(Debug, Clone, Default)]
+pub struct AutoscalerMetrics {
+    passes: Family<[(&'static str, &'static str); 1], Counter>,
+    launched_jobs: Counter,
+}
+
+impl AutoscalerMetrics {
+    /// Counts one finished pass, `ok` or not.
+    pub fn pass(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.passes.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// Counts one launched Job.
+    pub fn launched(&self) {
+        self.launched_jobs.inc();
     }
 }
 

@@ -109,6 +109,29 @@ impl TestServer {
     }
 }
 
+/// Polls `check` until it gives `Some`, at most `limit`, and returns what it gave; panics with
+/// `what` and the last `Err` it gave otherwise. Polls at once, then with a pause that grows from
+/// 10 ms to 250 ms, so a quick state costs little and a slow one does not flood what it asks.
+pub async fn eventually<T, F, Fut>(limit: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(why) => why,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("not within {limit:?}: {what}; last: {last}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(250));
+    }
+}
+
 /// The Redis that `MEMQ_TEST_REDIS` names, if any.
 pub fn test_redis() -> Option<String> {
     std::env::var("MEMQ_TEST_REDIS")
@@ -139,6 +162,7 @@ impl Drop for TestServer {
 pub struct ServerProcess {
     bin: std::path::PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     port: u16,
     child: Option<std::process::Child>,
 }
@@ -146,6 +170,15 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `bin` with `args` plus `--listen 127.0.0.1:PORT` and waits until it answers.
     pub async fn start(bin: impl Into<std::path::PathBuf>, args: &[&str]) -> Self {
+        Self::start_with_env(bin, args, &[("RUST_LOG", "error")]).await
+    }
+
+    /// Like [`ServerProcess::start`], with these environment variables set as well.
+    pub async fn start_with_env(
+        bin: impl Into<std::path::PathBuf>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
             .expect("find a free loopback port")
@@ -153,6 +186,10 @@ impl ServerProcess {
         let mut server = Self {
             bin: bin.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             port,
             child: None,
         };
@@ -164,7 +201,7 @@ impl ServerProcess {
         let child = std::process::Command::new(&self.bin)
             .args(&self.args)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .env("RUST_LOG", "error")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .spawn()
             .expect("start queue-server");

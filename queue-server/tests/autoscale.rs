@@ -79,7 +79,7 @@ async fn autoscaler_follows_a_scripted_cluster() {
         "http://queue:8080/memq/server",
     )
     .unwrap();
-    let autoscaler = Autoscaler::new(launcher, store.clone());
+    let autoscaler = Autoscaler::new(launcher, store.clone(), Default::default());
 
     // Work without opt-in, and an opted-in queue with nothing ready: no API call at all.
     store.create_queue("manual", None).await.unwrap();
@@ -182,7 +182,7 @@ async fn autoscaler_follows_a_scripted_cluster() {
     fake.set_job_status(&c, status(0, 0, 0, &[("Failed", "True")]));
     fake.fail_next_on("POST", 403, "Forbidden", "jobs.batch is forbidden");
     let err = autoscaler.reconcile().await.unwrap_err();
-    assert!(matches!(err, Error::Kubernetes(_)), "{err}");
+    assert!(matches!(err, Error::KubernetesForbidden(_)), "{err}");
     assert_eq!(
         autoscaler.reconcile().await.unwrap(),
         [decision("keygen", 9, 3, 6)]

@@ -395,19 +395,42 @@ async fn delete_job_deletes_it_with_its_pods_in_the_background() {
 }
 
 #[tokio::test]
-async fn api_server_403_and_500_surface_as_kubernetes_errors() {
+async fn api_server_refusals_answer_what_they_are() {
     let fake = FakeKube::start().await;
     let (server, client) = start(jobs_config(&fake)).await;
 
+    // 403: forbidden, naming the verb and resource it denied, and the Role to grant.
     let forbidden = "jobs.batch is forbidden: User \"system:serviceaccount:memq-test:queue-server\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"memq-test\"";
     fake.fail_next(403, "Forbidden", forbidden);
     let err = client.create_job(&request("keygen", 1)).await.unwrap_err();
-    assert_eq!(err.status(), Some(502), "{err}");
-    assert_eq!(err.code(), Some("kubernetes_error"));
+    assert_eq!(err.status(), Some(403), "{err}");
+    assert_eq!(err.code(), Some("forbidden"));
     let text = err.to_string();
-    assert!(text.contains("403 Forbidden"), "{text}");
+    assert!(text.contains("denied \"create\" on \"jobs\""), "{text}");
     assert!(text.contains(forbidden), "{text}");
     assert!(text.contains("queue-server-jobs"), "{text}");
+    fake.fail_next(403, "Forbidden", "jobs.batch is forbidden");
+    let err = client.jobs().await.unwrap_err();
+    assert_eq!(err.code(), Some("forbidden"));
+    assert!(
+        err.to_string().contains("denied \"list\" on \"jobs\""),
+        "{err}"
+    );
+
+    // 422: the API server's own words about the Job.
+    let invalid = "Job.batch \"consumer-keygen-x\" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1";
+    fake.fail_next(422, "Invalid", invalid);
+    let err = client.create_job(&request("keygen", 1)).await.unwrap_err();
+    assert_eq!(err.status(), Some(422), "{err}");
+    assert_eq!(err.code(), Some("invalid_job"));
+    assert!(err.to_string().contains(invalid), "{err}");
+
+    // 401: the API server does not take the server's credentials: unavailable, not the caller's fault.
+    fake.fail_next(401, "Unauthorized", "Unauthorized");
+    let err = client.jobs().await.unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert_eq!(err.code(), Some("kubernetes_unavailable"));
+    assert!(err.to_string().contains("credentials"), "{err}");
 
     fake.fail_next(500, "InternalError", "etcdserver: request timed out");
     let err = client.jobs().await.unwrap_err();

@@ -24,7 +24,8 @@ fn job_object(job: JobSummary) -> Json<JobObject> {
 #[utoipa::path(get, path = "/jobs", tag = "jobs",
     responses(
         (status = 200, description = "The consumer Jobs this server launched, oldest first", body = JobList),
-        (status = 502, description = "The Kubernetes API refused or failed the call (`kubernetes_error`)", body = ApiError),
+        (status = 403, description = "The Kubernetes API server denied this server's ServiceAccount the call (`forbidden`, naming the verb)", body = ApiError),
+        (status = 502, description = "The Kubernetes API failed the call otherwise (`kubernetes_error`, with its message)", body = ApiError),
         (status = 503, description = "No Kubernetes API: --jobs off, no cluster, or unreachable (`kubernetes_unavailable`)", body = ApiError),
     ))]
 pub async fn list_jobs(State(state): State<AppState>) -> Result<Json<JobList>> {
@@ -44,7 +45,9 @@ pub async fn list_jobs(State(state): State<AppState>) -> Result<Json<JobList>> {
         (status = 201, description = "Launched", body = JobObject),
         (status = 400, description = "Bad request (`invalid_json`, `invalid_parameter`: unknown queue, bad image, ...)", body = ApiError),
         (status = 413, description = "Body over 64 KiB (`body_too_large`)", body = ApiError),
-        (status = 502, description = "The Kubernetes API refused or failed the call (`kubernetes_error`)", body = ApiError),
+        (status = 403, description = "The Kubernetes API server denied this server's ServiceAccount the call (`forbidden`, naming the verb)", body = ApiError),
+        (status = 422, description = "The Kubernetes API server rejected the Job as invalid (`invalid_job`, with its message)", body = ApiError),
+        (status = 502, description = "The Kubernetes API failed the call otherwise (`kubernetes_error`, with its message)", body = ApiError),
         (status = 503, description = "No Kubernetes API (`kubernetes_unavailable`)", body = ApiError),
     ))]
 pub async fn create_job(
@@ -77,7 +80,8 @@ pub async fn create_job(
         (status = 200, description = "Deleted with its pods; the Job as it was", body = JobObject),
         (status = 400, description = "Not a Job name (`invalid_parameter`)", body = ApiError),
         (status = 404, description = "No such Job of this server (`job_not_found`)", body = ApiError),
-        (status = 502, description = "The Kubernetes API refused or failed the call (`kubernetes_error`)", body = ApiError),
+        (status = 403, description = "The Kubernetes API server denied this server's ServiceAccount the call (`forbidden`, naming the verb)", body = ApiError),
+        (status = 502, description = "The Kubernetes API failed the call otherwise (`kubernetes_error`, with its message)", body = ApiError),
         (status = 503, description = "No Kubernetes API (`kubernetes_unavailable`)", body = ApiError),
     ))]
 pub async fn delete_job(

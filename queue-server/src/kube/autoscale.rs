@@ -23,6 +23,7 @@ use super::LABEL_QUEUE;
 use super::launcher::{Launcher, has_condition};
 use super::template::{JobRequest, check_queue_label};
 use crate::error::Result;
+use crate::metrics::AutoscalerMetrics;
 use crate::store::Store;
 
 /// An opted-in queue as the rule sees it.
@@ -198,12 +199,28 @@ pub fn pod_view(pod: &Pod) -> Option<PodView> {
 pub struct Autoscaler {
     launcher: Launcher,
     store: Store,
+    metrics: AutoscalerMetrics,
+}
+
+/// The longest wait between two passes while the API server keeps failing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// How long to wait before the next pass after `failures` failed passes in a row: the interval,
+/// doubled per failure, at most [`MAX_BACKOFF`] (or the interval, if that is longer).
+pub fn next_wait(interval: Duration, failures: u32) -> Duration {
+    let doubled = interval.saturating_mul(1u32 << failures.min(16));
+    doubled.min(MAX_BACKOFF.max(interval))
 }
 
 impl Autoscaler {
-    /// An autoscaler launching through `launcher` for the queues of `store`.
-    pub fn new(launcher: Launcher, store: Store) -> Self {
-        Self { launcher, store }
+    /// An autoscaler launching through `launcher` for the queues of `store`, counting its
+    /// passes and launches in `metrics`.
+    pub fn new(launcher: Launcher, store: Store, metrics: AutoscalerMetrics) -> Self {
+        Self {
+            launcher,
+            store,
+            metrics,
+        }
     }
 
     /// The opted-in queues that have ready items and are not paused.
@@ -268,6 +285,7 @@ impl Autoscaler {
                 .launcher
                 .create(&JobRequest::new(d.queue.clone(), d.launch))
                 .await?;
+            self.metrics.launched();
             let depth = queues
                 .iter()
                 .find(|q| q.name == d.queue)
@@ -281,37 +299,51 @@ impl Autoscaler {
         Ok(decisions)
     }
 
-    /// Reconciles every `interval` until `cancel`; API failures are logged and retried.
+    /// Reconciles every `interval` until `cancel`. A failed pass is retried with backoff
+    /// ([`next_wait`]); each cause is logged once when it starts (a warning) and once when it
+    /// ends, not once per pass.
     pub async fn run(self, interval: Duration, cancel: CancellationToken) {
         tracing::info!(interval = ?interval, "autoscaler on");
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing: Option<String> = None;
+        let mut failures = 0u32;
+        // The first pass at once, as at start-up a deep queue should not wait an interval.
+        let mut wait = Duration::ZERO;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             let result = tokio::select! {
                 _ = cancel.cancelled() => break,
                 r = self.reconcile() => r,
             };
+            self.metrics.pass(result.is_ok());
             match result {
                 Ok(_) => {
-                    if failing.take().is_some() {
-                        tracing::info!("autoscaler: Kubernetes API answers again");
+                    if let Some(cause) = failing.take() {
+                        tracing::info!(after_failures = failures, was = %cause, "autoscaler: Kubernetes API answers again");
                     }
+                    failures = 0;
                 }
                 Err(e) => {
-                    let text = e.to_string();
-                    if failing.as_deref() == Some(text.as_str()) {
-                        tracing::debug!(error = %text, "autoscaler pass failed again");
+                    let cause = e.to_string();
+                    failures = failures.saturating_add(1);
+                    if failing.as_deref() != Some(cause.as_str()) {
+                        tracing::warn!(
+                            code = e.code(), error = %cause,
+                            "autoscaler pass failed; retrying with backoff (doubling from the interval up to {MAX_BACKOFF:?}), logged again only when the cause changes"
+                        );
+                        failing = Some(cause);
                     } else {
-                        tracing::warn!(error = %text, retry_in = ?interval, "autoscaler pass failed; retrying");
+                        tracing::debug!(error = %cause, failures, "autoscaler pass failed again");
                     }
-                    failing = Some(text);
                 }
             }
+            wait = if failures == 0 {
+                interval
+            } else {
+                next_wait(interval, failures)
+            };
         }
         tracing::info!("autoscaler stopped");
     }
@@ -440,6 +472,17 @@ mod tests {
             2
         ];
         assert_eq!(one(queue(300, 10, 100), &[], &orphans), (3, 2, 1));
+    }
+
+    #[test]
+    fn failures_double_the_wait_up_to_the_cap() {
+        let s = Duration::from_secs;
+        assert_eq!(next_wait(s(10), 1), s(20));
+        assert_eq!(next_wait(s(10), 2), s(40));
+        assert_eq!(next_wait(s(10), 5), s(300));
+        assert_eq!(next_wait(s(10), 40), s(300));
+        // An interval longer than the cap is never shortened.
+        assert_eq!(next_wait(s(600), 3), s(600));
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Launcher {
         self.jobs
             .create(&PostParams::default(), &job)
             .await
-            .map_err(|e| self.error("create Jobs", e))
+            .map_err(|e| self.error("create", "jobs", e))
     }
 
     /// The consumer Jobs this server launched, oldest first.
@@ -98,7 +98,7 @@ impl Launcher {
             .jobs
             .list(&params)
             .await
-            .map_err(|e| self.error("list Jobs", e))?;
+            .map_err(|e| self.error("list", "jobs", e))?;
         Ok(list.items)
     }
 
@@ -109,7 +109,7 @@ impl Launcher {
             .pods
             .list(&params)
             .await
-            .map_err(|e| self.error("list pods", e))?;
+            .map_err(|e| self.error("list", "pods", e))?;
         Ok(list.items)
     }
 
@@ -121,7 +121,7 @@ impl Launcher {
             Err(::kube::Error::Api(s)) if s.code == 404 => {
                 return Err(Error::JobNotFound(name.to_string()));
             }
-            Err(e) => return Err(self.error("get Jobs", e)),
+            Err(e) => return Err(self.error("get", "jobs", e)),
         };
         let ours = job
             .metadata
@@ -146,39 +146,50 @@ impl Launcher {
             Err(::kube::Error::Api(s)) if s.code == 404 => {
                 Err(Error::JobNotFound(name.to_string()))
             }
-            Err(e) => Err(self.error("delete Jobs", e)),
+            Err(e) => Err(self.error("delete", "jobs", e)),
         }
     }
 
-    /// Our error for a failed API call: 503 when the API server cannot be reached, 502 with
-    /// its own words when it answered with an error.
-    fn error(&self, what: &str, e: ::kube::Error) -> Error {
+    /// Our error for a failed API call `verb` on `resource`: 503 when the API server cannot be
+    /// reached or does not take our credentials, 403 naming the verb it denied, 422 with its
+    /// words when it rejects the Job, 502 with its words for anything else.
+    fn error(&self, verb: &str, resource: &str, e: ::kube::Error) -> Error {
+        let group = if resource == "jobs" { "batch" } else { "core" };
         match e {
             ::kube::Error::Api(status) => {
-                let mut message = format!(
-                    "Kubernetes API server answered {} {} to \"{what}\" in namespace {}: {}",
-                    status.code,
-                    status.reason,
-                    self.namespace,
-                    status.message.trim()
-                );
-                if status.code == 403 {
-                    message.push_str(
-                        " (the server's ServiceAccount needs the Role queue-server-jobs of manifests/base/role.yaml)",
-                    );
+                let said = status.message.trim();
+                match status.code {
+                    401 => Error::KubernetesUnavailable(format!(
+                        "the Kubernetes API server at {} does not accept this server's credentials (401 {}): {said}; \
+                         check its ServiceAccount token or kubeconfig",
+                        self.api_url, status.reason
+                    )),
+                    403 => Error::KubernetesForbidden(format!(
+                        "the Kubernetes API server denied \"{verb}\" on \"{resource}\" (API group {group}) \
+                         in namespace {}: {said}; the server's ServiceAccount needs the Role \
+                         queue-server-jobs of manifests/base/role.yaml, bound in that namespace",
+                        self.namespace
+                    )),
+                    422 => Error::KubernetesInvalid(format!(
+                        "the Kubernetes API server rejected the Job as invalid: {said}; fix the Job \
+                         template (--job-template) or the request's overrides"
+                    )),
+                    code => Error::Kubernetes(format!(
+                        "Kubernetes API server answered {code} {} to \"{verb} {resource}\" in namespace {}: {said}",
+                        status.reason, self.namespace
+                    )),
                 }
-                Error::Kubernetes(message)
             }
             e @ (::kube::Error::HyperError(_)
             | ::kube::Error::Service(_)
             | ::kube::Error::Auth(_)
             | ::kube::Error::RustlsTls(_)) => Error::KubernetesUnavailable(format!(
-                "cannot reach the Kubernetes API server at {} to {what}: {}",
+                "cannot reach the Kubernetes API server at {} to {verb} {resource}: {}",
                 self.api_url,
                 chain(&e)
             )),
             e => Error::Kubernetes(format!(
-                "Kubernetes API call \"{what}\" failed: {}",
+                "Kubernetes API call \"{verb} {resource}\" failed: {}",
                 chain(&e)
             )),
         }

@@ -1,0 +1,836 @@
+//! The real Kubernetes control plane of `scripts/kube-up.sh` (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler on 127.0.0.1) for tests, and [`Kubelet`], a stand-in
+//! for the one component it lacks: a node that runs the pods the scheduler binds to it as local
+//! processes of our own binaries and reports them through the pods/status API, so that the real
+//! Job controller judges Jobs from real exit codes.
+//!
+//! The control plane is found through `MEMQ_TEST_KUBECONFIG` (scripts/test.sh sets it); without
+//! it the first test runs `scripts/kube-up.sh` (idempotent: it reuses a running control plane).
+//! Every test works in a namespace of its own ([`Cluster::namespace`]) whose pods can only be
+//! scheduled to that test's node: the API server runs the PodNodeSelector admission plugin and
+//! each namespace carries the node selector `memq.test/node=<namespace>`, so tests run in
+//! parallel without running each other's pods.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, Node, Pod, Secret, ServiceAccount,
+};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use parking_lot::Mutex;
+use queue_server::testing::eventually;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// Label of a test node, and the node selector of its namespace.
+pub const NODE_LABEL: &str = "memq.test/node";
+
+/// The admin kubeconfig of the control plane: `MEMQ_TEST_KUBECONFIG`, or what
+/// `scripts/kube-up.sh` prints after starting (or finding) one.
+pub fn admin_kubeconfig() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(path) = std::env::var_os("MEMQ_TEST_KUBECONFIG").filter(|p| !p.is_empty()) {
+            return PathBuf::from(path);
+        }
+        let script = repo_root().join("scripts/kube-up.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run scripts/kube-up.sh");
+        assert!(
+            out.status.success(),
+            "scripts/kube-up.sh failed ({}); run it by hand to see why",
+            out.status
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout.lines().last().unwrap_or_default();
+        let path = last
+            .strip_prefix("export KUBECONFIG=")
+            .unwrap_or_else(|| panic!("kube-up.sh's last line is not the export: {last:?}"));
+        PathBuf::from(path)
+    })
+    .clone()
+}
+
+/// kubectl of the control plane's release, which kube-up.sh links beside the kubeconfig;
+/// the one on PATH otherwise.
+pub fn kubectl_path() -> PathBuf {
+    let beside = admin_kubeconfig().with_file_name("kubectl");
+    if beside.exists() {
+        beside
+    } else {
+        PathBuf::from("kubectl")
+    }
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Where cargo put the workspace's binaries: beside `queue-server`. `consumer` and `producer`
+/// are built by `cargo build --workspace` (and by `cargo nextest run --workspace`).
+pub fn bin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_queue-server"))
+        .parent()
+        .expect("binary directory")
+        .to_path_buf();
+    for bin in ["consumer", "producer"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+/// The control plane, as its admin.
+#[derive(Clone)]
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub client: kube::Client,
+    /// `https://127.0.0.1:PORT`.
+    pub api_url: String,
+    /// The cluster's CA certificate, base64 (for kubeconfigs of other users).
+    ca_data: String,
+}
+
+impl Cluster {
+    /// Connects to the control plane (starting it if nobody has).
+    pub async fn connect() -> Self {
+        let kubeconfig = admin_kubeconfig();
+        let raw = Kubeconfig::read_from(&kubeconfig).expect("read the admin kubeconfig");
+        let cluster = raw.clusters[0].cluster.clone().expect("a cluster entry");
+        let api_url = cluster.server.clone().expect("its server");
+        let ca_data = cluster
+            .certificate_authority_data
+            .clone()
+            .expect("its CA data");
+        let config = kube::Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
+            .await
+            .expect("a client config from the admin kubeconfig");
+        let client = kube::Client::try_from(config).expect("a Kubernetes client");
+        Self {
+            kubeconfig,
+            client,
+            api_url,
+            ca_data,
+        }
+    }
+
+    /// Runs kubectl as the admin; what it did.
+    pub async fn kubectl_output(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("run kubectl")
+    }
+
+    /// Runs kubectl as the admin; its stdout, or its stderr as the error.
+    pub async fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let out = self.kubectl_output(args).await;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Like [`Cluster::kubectl`], and panics on failure.
+    pub async fn kubectl_ok(&self, args: &[&str]) -> String {
+        self.kubectl(args).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A fresh namespace `<prefix>-<random>`, whose pods only go to the node of the same name,
+    /// ready for pods (its `default` ServiceAccount exists). Deleted when the guard drops.
+    pub async fn namespace(&self, prefix: &str) -> TestNamespace {
+        // The ULID's last 10 characters are random; its first 10 are the time.
+        let id = ulid::Ulid::new().to_string().to_lowercase();
+        let name = format!("{prefix}-{}", &id[id.len() - 10..]);
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": {
+                "name": name,
+                "labels": {"memq.test/suite": "kube"},
+                "annotations": {
+                    "scheduler.alpha.kubernetes.io/node-selector": format!("{NODE_LABEL}={name}")
+                }
+            }
+        }))
+        .unwrap();
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create the test namespace");
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &name);
+        eventually(
+            Duration::from_secs(30),
+            "the namespace's default ServiceAccount (made by the controller-manager)",
+            || async {
+                accounts
+                    .get_opt("default")
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|_| ())
+                    .ok_or_else(|| "not yet".to_string())
+            },
+        )
+        .await;
+        TestNamespace {
+            name,
+            kubeconfig: self.kubeconfig.clone(),
+        }
+    }
+
+    /// A kubeconfig file (in `dir`) that authenticates with only a token of ServiceAccount
+    /// `account` in `namespace`, made by `kubectl create token`.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        account: &str,
+        dir: &Path,
+    ) -> PathBuf {
+        let token = self
+            .kubectl_ok(&["-n", namespace, "create", "token", account, "--duration=2h"])
+            .await;
+        let path = dir.join(format!("{account}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n  - name: memq-kube\n    cluster:\n      server: {}\n      certificate-authority-data: {}\nusers:\n  - name: {account}\n    user:\n      token: {}\ncontexts:\n  - name: memq-kube\n    context:\n      cluster: memq-kube\n      user: {account}\n      namespace: {namespace}\ncurrent-context: memq-kube\n",
+            self.api_url,
+            self.ca_data,
+            token.trim()
+        );
+        std::fs::write(&path, text).expect("write the ServiceAccount kubeconfig");
+        path
+    }
+}
+
+/// A namespace of one test, deleted (in the background) when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    kubeconfig: PathBuf,
+}
+
+impl std::ops::Deref for TestNamespace {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(kubectl_path())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// What the kubelet stand-in knows about the pods it runs, for tests to act on.
+#[derive(Default)]
+struct Running {
+    /// Pod name -> process id of its container now.
+    pids: HashMap<String, u32>,
+    /// Pod name -> log file.
+    logs: HashMap<String, PathBuf>,
+}
+
+struct Ctx {
+    client: kube::Client,
+    namespace: String,
+    node: String,
+    bin_dir: PathBuf,
+    log_dir: PathBuf,
+    /// `host:port` of a Service -> the loopback `host:port` that serves it.
+    services: Vec<(String, String)>,
+    running: Mutex<Running>,
+}
+
+/// A node named after the test's namespace, kept Ready, that runs every pod the scheduler binds
+/// to it: the first container's command and args (`/usr/local/bin/X` is our binary X) as a local
+/// process with the pod's env (values, Secret and ConfigMap keys, the downward API's name and
+/// namespace), `HOSTNAME` the pod's name, and every `//SERVICE:PORT` in args and env replaced
+/// by the loopback address that serves it. It reports Running, restarts the container as the
+/// pod's `restartPolicy` says (counting `restartCount`), reports Succeeded or Failed with the
+/// exit code, and on deletion stops the process and removes the pod. No images, no isolation:
+/// test code only.
+pub struct Kubelet {
+    ctx: Arc<Ctx>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _logs: tempfile::TempDir,
+}
+
+impl Kubelet {
+    /// Registers the node for `namespace` (cordoned if `unschedulable`) and starts running its
+    /// pods; `services` maps `SERVICE:PORT` to the loopback `HOST:PORT` serving it.
+    pub async fn start(
+        cluster: &Cluster,
+        namespace: &str,
+        services: &[(&str, String)],
+        unschedulable: bool,
+    ) -> Self {
+        let logs = tempfile::tempdir().expect("pod log directory");
+        let ctx = Arc::new(Ctx {
+            client: cluster.client.clone(),
+            namespace: namespace.to_string(),
+            node: namespace.to_string(),
+            bin_dir: bin_dir(),
+            log_dir: logs.path().to_path_buf(),
+            services: services
+                .iter()
+                .map(|(s, target)| (format!("//{s}"), format!("//{target}")))
+                .collect(),
+            running: Mutex::new(Running::default()),
+        });
+        register_node(&ctx, unschedulable).await;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(sync_loop(ctx.clone(), stopped));
+        Self {
+            ctx,
+            stop,
+            task: Some(task),
+            _logs: logs,
+        }
+    }
+
+    /// The node's name.
+    pub fn node(&self) -> &str {
+        &self.ctx.node
+    }
+
+    /// Cordons (`true`) or uncordons the node, as `kubectl cordon` does.
+    pub async fn set_unschedulable(&self, unschedulable: bool) {
+        Api::<Node>::all(self.ctx.client.clone())
+            .patch(
+                &self.ctx.node,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"unschedulable": unschedulable}})),
+            )
+            .await
+            .expect("cordon or uncordon the test node");
+    }
+
+    /// The pods whose container runs now.
+    pub fn running_pods(&self) -> Vec<String> {
+        let mut pods: Vec<String> = self.ctx.running.lock().pids.keys().cloned().collect();
+        pods.sort();
+        pods
+    }
+
+    /// SIGKILLs the container of pod `name`, as an OOM kill or a node fault would; false if it
+    /// does not run.
+    pub fn kill(&self, name: &str) -> bool {
+        let Some(pid) = self.ctx.running.lock().pids.get(name).copied() else {
+            return false;
+        };
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Every pod's output so far, for failure messages.
+    pub fn logs(&self) -> String {
+        let files: BTreeMap<String, PathBuf> = self
+            .ctx
+            .running
+            .lock()
+            .logs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut text = String::new();
+        for (pod, file) in files {
+            let log = std::fs::read_to_string(&file).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            text.push_str(&format!("--- pod {pod} (last {} lines)\n", tail.len()));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    /// Stops every container and removes the node.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let _ = Api::<Node>::all(self.ctx.client.clone())
+            .delete(&self.ctx.node, &DeleteParams::default())
+            .await;
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        // Processes are killed on drop of their handles (kill_on_drop); the node goes with a
+        // synchronous kubectl, as no runtime may be left to delete it.
+        if self.task.is_some() {
+            let _ = std::process::Command::new(kubectl_path())
+                .arg("--kubeconfig")
+                .arg(admin_kubeconfig())
+                .args(["delete", "node", &self.ctx.node, "--wait=false"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+async fn register_node(ctx: &Ctx, unschedulable: bool) {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {
+            "name": ctx.node,
+            "labels": {
+                NODE_LABEL: ctx.node,
+                "kubernetes.io/hostname": ctx.node,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            }
+        },
+        "spec": {"unschedulable": unschedulable}
+    }))
+    .unwrap();
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("register the test node");
+    report_node_ready(ctx).await;
+    // The TaintNodesByCondition admission plugin taints a new node not-ready; the node
+    // lifecycle controller (not run here) would lift it once the node reports Ready.
+    nodes
+        .patch(
+            &ctx.node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": []}})),
+        )
+        .await
+        .expect("lift the test node's not-ready taint");
+}
+
+async fn report_node_ready(ctx: &Ctx) {
+    let now = now();
+    let status = json!({"status": {
+        "capacity": {"cpu": "16", "memory": "32Gi", "pods": "110"},
+        "allocatable": {"cpu": "16", "memory": "32Gi", "pods": "110"},
+        "conditions": [{
+            "type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": "memq-rs test kubelet is posting ready status",
+            "lastHeartbeatTime": now, "lastTransitionTime": now
+        }],
+        "addresses": [
+            {"type": "InternalIP", "address": "127.0.0.1"},
+            {"type": "Hostname", "address": ctx.node}
+        ],
+        "nodeInfo": {
+            "architecture": "amd64", "bootID": "", "containerRuntimeVersion": "memq-test://0",
+            "kernelVersion": "", "kubeProxyVersion": "", "kubeletVersion": "v1.34.4",
+            "machineID": "", "operatingSystem": "linux", "osImage": "memq-rs test node",
+            "systemUUID": ""
+        }
+    }});
+    Api::<Node>::all(ctx.client.clone())
+        .patch_status(&ctx.node, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("report the test node Ready");
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Every 200 ms: start a task for each new pod bound to the node, tell the tasks of pods
+/// being deleted. Ends (stopping every pod task) when `stop` turns true.
+async fn sync_loop(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let params = ListParams::default().fields(&format!("spec.nodeName={}", ctx.node));
+    let mut tasks: HashMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    loop {
+        if let Ok(list) = pods.list(&params).await {
+            for pod in list.items {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                let deleting = pod.metadata.deletion_timestamp.is_some();
+                if let Some((tell, _)) = tasks.get(&uid) {
+                    if deleting {
+                        let _ = tell.send(true);
+                    }
+                    continue;
+                }
+                let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+                if matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
+                    // Finished before this kubelet (re)started: nothing to run.
+                    if deleting {
+                        tokio::spawn(remove_pod(ctx.clone(), pod));
+                    }
+                    continue;
+                }
+                let (tell, told) = watch::channel(deleting);
+                let task = tokio::spawn(run_pod(ctx.clone(), pod, told));
+                tasks.insert(uid, (tell, task));
+            }
+        }
+        tasks.retain(|_, (_, task)| !task.is_finished());
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    for (tell, task) in tasks.into_values() {
+        let _ = tell.send(true);
+        let _ = task.await;
+    }
+}
+
+/// The container's program and args, and env, as the pod asks, with Services resolved.
+async fn container_command(
+    ctx: &Ctx,
+    pod: &Pod,
+    c: &Container,
+) -> Result<(PathBuf, Vec<String>, Vec<(String, String)>), String> {
+    let command = c
+        .command
+        .clone()
+        .filter(|c| !c.is_empty())
+        .ok_or("the test kubelet needs an explicit command (it has no images)")?;
+    let program = Path::new(&command[0])
+        .file_name()
+        .map(|name| ctx.bin_dir.join(name))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| format!("no binary {} in {}", command[0], ctx.bin_dir.display()))?;
+    let mut args: Vec<String> = command[1..].to_vec();
+    args.extend(c.args.clone().unwrap_or_default());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let mut env = vec![
+        (
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        ),
+        ("HOSTNAME".to_string(), name.clone()),
+    ];
+    for var in c.env.iter().flatten() {
+        if let Some(value) = &var.value {
+            env.push((var.name.clone(), value.clone()));
+            continue;
+        }
+        let Some(from) = &var.value_from else {
+            env.push((var.name.clone(), String::new()));
+            continue;
+        };
+        let value = if let Some(r) = &from.secret_key_ref {
+            let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace)
+                .get_opt(&r.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let value = secret.and_then(|s| s.data).and_then(|d| {
+                d.get(&r.key)
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            });
+            match (value, r.optional.unwrap_or(false)) {
+                (Some(v), _) => Some(v),
+                (None, true) => None,
+                (None, false) => return Err(format!("secret {} key {} not found", r.name, r.key)),
+            }
+        } else if let Some(r) = &from.config_map_key_ref {
+            let map = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ctx.namespace)
+                .get_opt(&r.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let value = map
+                .and_then(|m| m.data)
+                .and_then(|d| d.get(&r.key).cloned());
+            match (value, r.optional.unwrap_or(false)) {
+                (Some(v), _) => Some(v),
+                (None, true) => None,
+                (None, false) => {
+                    return Err(format!("configmap {} key {} not found", r.name, r.key));
+                }
+            }
+        } else if let Some(f) = &from.field_ref {
+            Some(match f.field_path.as_str() {
+                "metadata.name" => name.clone(),
+                "metadata.namespace" => ctx.namespace.clone(),
+                "spec.nodeName" => ctx.node.clone(),
+                "status.podIP" | "status.hostIP" => "127.0.0.1".into(),
+                other => {
+                    return Err(format!(
+                        "field {other} is not supported by the test kubelet"
+                    ));
+                }
+            })
+        } else {
+            return Err(format!(
+                "env {} has a source the test kubelet does not support",
+                var.name
+            ));
+        };
+        if let Some(value) = value {
+            env.push((var.name.clone(), value));
+        }
+    }
+    let resolve = |text: &str| {
+        let mut text = text.to_string();
+        for (service, target) in &ctx.services {
+            text = text.replace(service.as_str(), target);
+        }
+        text
+    };
+    let args = args.iter().map(|a| resolve(a)).collect();
+    let env = env.into_iter().map(|(k, v)| (k, resolve(&v))).collect();
+    Ok((program, args, env))
+}
+
+/// The life of one pod on the node: run, restart as its policy says, report, and on deletion
+/// stop and remove it.
+async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut deleting: watch::Receiver<bool>) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let container = spec.containers[0].clone();
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
+    let grace = Duration::from_secs(
+        spec.termination_grace_period_seconds
+            .unwrap_or(30)
+            .clamp(0, 5) as u64,
+    );
+    let started = now();
+    let log_path = ctx.log_dir.join(format!("{name}.log"));
+    ctx.running
+        .lock()
+        .logs
+        .insert(name.clone(), log_path.clone());
+    let (program, args, env) = match container_command(&ctx, &pod, &container).await {
+        Ok(c) => c,
+        Err(why) => {
+            let _ = std::fs::write(&log_path, format!("test kubelet: cannot run: {why}\n"));
+            report(
+                &pods,
+                &name,
+                &container.name,
+                &started,
+                "Failed",
+                0,
+                Some((128, "ContainerCannotRun")),
+                &why,
+            )
+            .await;
+            until_deleting(&mut deleting).await;
+            remove_pod(ctx.clone(), pod).await;
+            return;
+        }
+    };
+    let mut restarts = 0i32;
+    loop {
+        if *deleting.borrow() {
+            break;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("pod log file");
+        let spawned = tokio::process::Command::new(&program)
+            .args(&args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log file handle"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                report(
+                    &pods,
+                    &name,
+                    &container.name,
+                    &started,
+                    "Failed",
+                    restarts,
+                    Some((128, "ContainerCannotRun")),
+                    &e.to_string(),
+                )
+                .await;
+                break;
+            }
+        };
+        if let Some(pid) = child.id() {
+            ctx.running.lock().pids.insert(name.clone(), pid);
+        }
+        report(
+            &pods,
+            &name,
+            &container.name,
+            &started,
+            "Running",
+            restarts,
+            None,
+            "",
+        )
+        .await;
+        let status = tokio::select! {
+            status = child.wait() => status.ok(),
+            _ = until_deleting(&mut deleting) => {
+                // As a kubelet: SIGTERM, the grace period (at most 5 s here), then SIGKILL.
+                if let Some(pid) = child.id() {
+                    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+                }
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+                ctx.running.lock().pids.remove(&name);
+                break;
+            }
+        };
+        ctx.running.lock().pids.remove(&name);
+        let code = status.map_or(128, |s| {
+            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9))
+        });
+        let restart = match policy.as_str() {
+            "Always" => true,
+            "OnFailure" => code != 0,
+            _ => false,
+        };
+        if !restart {
+            let (phase, reason) = if code == 0 {
+                ("Succeeded", "Completed")
+            } else {
+                ("Failed", "Error")
+            };
+            report(
+                &pods,
+                &name,
+                &container.name,
+                &started,
+                phase,
+                restarts,
+                Some((code, reason)),
+                "",
+            )
+            .await;
+            break;
+        }
+        restarts += 1;
+        // The kubelet's crash-loop back-off, shortened: 100 ms doubling up to 3 s.
+        let pause = Duration::from_millis(100 * (1u64 << restarts.min(5) as u64))
+            .min(Duration::from_secs(3));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = until_deleting(&mut deleting) => break,
+        }
+    }
+    if *deleting.borrow() {
+        remove_pod(ctx.clone(), pod).await;
+    }
+}
+
+/// Returns once the pod is being deleted (or its kubelet stops).
+async fn until_deleting(deleting: &mut watch::Receiver<bool>) {
+    // The guard wait_for answers is dropped here, never held across an await.
+    let _ = deleting.wait_for(|d| *d).await;
+}
+
+/// Removes a pod being deleted, as the kubelet does once its containers stopped.
+async fn remove_pod(ctx: Arc<Ctx>, pod: Pod) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(kube::api::Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let _ = pods
+        .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
+        .await;
+}
+
+/// Reports the pod's phase and its container's state through pods/status.
+#[allow(clippy::too_many_arguments)]
+async fn report(
+    pods: &Api<Pod>,
+    name: &str,
+    container: &str,
+    started: &str,
+    phase: &str,
+    restarts: i32,
+    terminated: Option<(i32, &str)>,
+    message: &str,
+) {
+    let now = now();
+    let running = terminated.is_none();
+    let state = match terminated {
+        None => json!({"running": {"startedAt": now}}),
+        Some((code, reason)) => json!({"terminated": {
+            "exitCode": code, "reason": reason, "message": message,
+            "startedAt": started, "finishedAt": now
+        }}),
+    };
+    let ready = if running { "True" } else { "False" };
+    let condition = |type_: &str, status: &str| json!({"type": type_, "status": status, "lastTransitionTime": now});
+    let status: Value = json!({"status": {
+        "phase": phase,
+        "hostIP": "127.0.0.1",
+        "hostIPs": [{"ip": "127.0.0.1"}],
+        "podIP": "127.0.0.1",
+        "podIPs": [{"ip": "127.0.0.1"}],
+        "startTime": started,
+        "conditions": [
+            condition("PodScheduled", "True"),
+            condition("Initialized", "True"),
+            condition("ContainersReady", ready),
+            condition("Ready", ready),
+        ],
+        "containerStatuses": [{
+            "name": container,
+            "image": "memq-rs:0.1.0",
+            "imageID": "",
+            "ready": running,
+            "started": running,
+            "restartCount": restarts,
+            "state": state,
+        }],
+    }});
+    if let Err(e) = pods
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+    {
+        eprintln!("test kubelet: cannot report pod {name} {phase}: {e}");
+    }
+}

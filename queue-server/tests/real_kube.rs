@@ -1,0 +1,940 @@
+//! The Kubernetes side against a real control plane (scripts/kube-up.sh: etcd, kube-apiserver
+//! with RBAC and the default admission plugins, the controller-manager's Job, ServiceAccount
+//! and garbage-collector controllers, the scheduler) and the test kubelet of
+//! `kube_cluster::Kubelet`, which runs the pods bound to it as processes of our binaries:
+//! - every kustomization applies server-side and reads back as written;
+//! - the queue server's ServiceAccount may do exactly what the launcher and autoscaler call;
+//! - the real `queue-server` binary, with only that ServiceAccount's token, launches, lists and
+//!   deletes real Jobs whose pods really run consumers;
+//! - refusals of the real API server answer what they are (403, 422, 503) and the server goes
+//!   on serving queues;
+//! - the autoscaler against real Pending pods, then running ones;
+//! - the seed's walkthrough: the producer Job, then the consumers Job with `parallelism: 5`,
+//!   to `Complete`, with one consumer SIGKILLed and restarted as `restartPolicy` says.
+
+mod kube_cluster;
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube_cluster::{Cluster, Kubelet, repo_root};
+use memq::{Autoscale, CreateJobRequest, QueueConfigPatch};
+use queue_server::kube::RBAC_VERBS;
+use queue_server::testing::{ServerProcess, eventually};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
+/// How long a state of the control plane may take to come about (a loaded 2-core machine).
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Applies the base's ServiceAccount, Role and RoleBinding in `ns`.
+async fn apply_rbac(cluster: &Cluster, ns: &str) {
+    let base = repo_root().join("manifests/base");
+    let files: Vec<String> = ["serviceaccount.yaml", "role.yaml", "rolebinding.yaml"]
+        .iter()
+        .map(|f| base.join(f).display().to_string())
+        .collect();
+    let mut args = vec!["apply", "--server-side", "-n", ns];
+    for f in &files {
+        args.extend(["-f", f.as_str()]);
+    }
+    cluster.kubectl_ok(&args).await;
+}
+
+/// The objects a kustomization renders to, as JSON (kubectl's own kustomize, no server write).
+async fn rendered(cluster: &Cluster, dir: &Path, ns: &str) -> Vec<Value> {
+    let dir = dir.display().to_string();
+    let text = cluster
+        .kubectl_ok(&[
+            "create",
+            "--dry-run=client",
+            "-o",
+            "json",
+            "-n",
+            ns,
+            "-k",
+            &dir,
+        ])
+        .await;
+    // One JSON document per object, one after the other.
+    serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .map(|v| v.expect("kubectl's JSON"))
+        .collect()
+}
+
+/// Where `live` differs from what `want` says (every field of `want` must be in `live` with
+/// the same value; lists the same length, element by element). Paths of the differences.
+fn differences(want: &Value, live: &Value, path: &str, out: &mut Vec<String>) {
+    match (want, live) {
+        (Value::Object(w), Value::Object(l)) => {
+            for (key, value) in w {
+                let here = format!("{path}.{key}");
+                match l.get(key) {
+                    Some(live) => differences(value, live, &here, out),
+                    None => out.push(format!("{here}: missing")),
+                }
+            }
+        }
+        (Value::Array(w), Value::Array(l)) if w.len() == l.len() => {
+            for (i, (w, l)) in w.iter().zip(l).enumerate() {
+                differences(w, l, &format!("{path}[{i}]"), out);
+            }
+        }
+        (w, l) if w == l => {}
+        (w, l) => out.push(format!("{path}: file says {w}, API server has {l}")),
+    }
+}
+
+/// `kind.version.group` of an object, as kubectl takes it.
+fn resource_of(obj: &Value) -> String {
+    let kind = obj["kind"].as_str().unwrap();
+    match obj["apiVersion"].as_str().unwrap().split_once('/') {
+        Some((group, version)) => format!("{kind}.{version}.{group}"),
+        None => kind.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
+    let cluster = Cluster::connect().await;
+    let mut kustomizations: Vec<_> = std::fs::read_dir(repo_root().join("manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("kustomization.yaml").is_file())
+        .collect();
+    kustomizations.sort();
+    let names: Vec<String> = kustomizations
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["base", "durable", "redis"],
+        "a new overlay: check it here too"
+    );
+
+    for (dir, name) in kustomizations.iter().zip(&names) {
+        let ns = cluster.namespace(&format!("manifests-{name}")).await;
+        let applied = cluster
+            .kubectl_ok(&[
+                "apply",
+                "--server-side",
+                "--field-manager=memq-test",
+                "-n",
+                &ns,
+                "-k",
+                &dir.display().to_string(),
+            ])
+            .await;
+        let objects = rendered(&cluster, dir, &ns).await;
+        assert!(objects.len() >= 8, "{name}: {applied}");
+        let mut kinds = Vec::new();
+        for mut want in objects {
+            let resource = resource_of(&want);
+            let object_name = want["metadata"]["name"].as_str().unwrap().to_string();
+            kinds.push(want["kind"].as_str().unwrap().to_string());
+            // What only the API server adds or the client sets.
+            want.as_object_mut().unwrap().remove("status");
+            let live: Value = serde_json::from_str(
+                &cluster
+                    .kubectl_ok(&["get", "-n", &ns, &resource, &object_name, "-o", "json"])
+                    .await,
+            )
+            .unwrap();
+            assert_eq!(live["metadata"]["namespace"], ns.name.as_str());
+            let mut diff = Vec::new();
+            differences(&want, &live, "", &mut diff);
+            assert!(
+                diff.is_empty(),
+                "{name}: {resource} {object_name} differs from its file:\n{}",
+                diff.join("\n")
+            );
+        }
+        // Each overlay's point, as the API server holds it.
+        let has = |kind: &str| kinds.iter().any(|k| k == kind);
+        assert!(has("Role") && has("RoleBinding") && has("ServiceAccount") && has("Service"));
+        assert_eq!(has("StatefulSet"), name == "durable", "{name}: {kinds:?}");
+        assert_eq!(has("ReplicaSet"), name != "durable", "{name}: {kinds:?}");
+        if name == "redis" {
+            let replicas = cluster
+                .kubectl_ok(&[
+                    "get",
+                    "-n",
+                    &ns,
+                    "replicaset",
+                    "queue",
+                    "-o",
+                    "jsonpath={.spec.replicas}",
+                ])
+                .await;
+            assert_eq!(replicas, "3");
+        }
+    }
+}
+
+/// `kubectl auth can-i`, as `who` (impersonated) or as the admin: true for yes.
+async fn can_i(cluster: &Cluster, who: Option<&str>, args: &[&str]) -> bool {
+    let mut full = vec!["auth", "can-i"];
+    if let Some(who) = who {
+        full.extend(["--as", who]);
+    }
+    full.extend(args);
+    let out = cluster.kubectl_output(&full).await;
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        answer == "yes" || answer.starts_with("no"),
+        "kubectl {}: {answer} {}",
+        full.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    answer == "yes"
+}
+
+#[tokio::test]
+async fn the_queue_servers_service_account_may_do_exactly_what_the_launcher_calls() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("rbac").await;
+    let other = cluster.namespace("rbac-other").await;
+    apply_rbac(&cluster, &ns).await;
+    let who = format!("system:serviceaccount:{}:queue-server", ns.name);
+
+    // Every call in the code (RBAC_VERBS), in its own namespace: allowed.
+    for (group, resource, verb) in RBAC_VERBS {
+        let resource = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        };
+        assert!(
+            can_i(&cluster, Some(&who), &[verb, &resource, "-n", &ns]).await,
+            "{who} may not {verb} {resource} in {}: the launcher calls it",
+            ns.name
+        );
+    }
+    // Everything a compromised queue server must not get.
+    let own: &str = &ns;
+    let denied: &[(&str, &[&str])] = &[
+        ("read secrets", &["get", "secrets", "-n", own]),
+        ("list secrets", &["list", "secrets", "-n", own]),
+        (
+            "exec into pods",
+            &["create", "pods", "--subresource=exec", "-n", own],
+        ),
+        (
+            "attach to pods",
+            &["create", "pods", "--subresource=attach", "-n", own],
+        ),
+        (
+            "read pod logs",
+            &["get", "pods", "--subresource=log", "-n", own],
+        ),
+        ("create pods", &["create", "pods", "-n", own]),
+        ("delete pods", &["delete", "pods", "-n", own]),
+        ("watch jobs", &["watch", "jobs.batch", "-n", own]),
+        ("update jobs", &["update", "jobs.batch", "-n", own]),
+        ("patch jobs", &["patch", "jobs.batch", "-n", own]),
+        (
+            "create jobs elsewhere",
+            &["create", "jobs.batch", "-n", &other],
+        ),
+        ("list jobs elsewhere", &["list", "jobs.batch", "-n", &other]),
+        (
+            "list jobs cluster-wide",
+            &["list", "jobs.batch", "--all-namespaces"],
+        ),
+        (
+            "list pods cluster-wide",
+            &["list", "pods", "--all-namespaces"],
+        ),
+        ("list nodes", &["list", "nodes"]),
+        (
+            "create roles",
+            &["create", "roles.rbac.authorization.k8s.io", "-n", own],
+        ),
+        (
+            "create rolebindings",
+            &[
+                "create",
+                "rolebindings.rbac.authorization.k8s.io",
+                "-n",
+                own,
+            ],
+        ),
+        (
+            "bind roles",
+            &["bind", "roles.rbac.authorization.k8s.io", "-n", own],
+        ),
+        (
+            "escalate roles",
+            &["escalate", "roles.rbac.authorization.k8s.io", "-n", own],
+        ),
+        (
+            "create clusterrolebindings",
+            &["create", "clusterrolebindings.rbac.authorization.k8s.io"],
+        ),
+        (
+            "update its Role",
+            &[
+                "update",
+                "roles.rbac.authorization.k8s.io/queue-server-jobs",
+                "-n",
+                own,
+            ],
+        ),
+        ("read configmaps", &["get", "configmaps", "-n", own]),
+        (
+            "create serviceaccount tokens",
+            &[
+                "create",
+                "serviceaccounts",
+                "--subresource=token",
+                "-n",
+                own,
+            ],
+        ),
+    ];
+    for (what, args) in denied {
+        assert!(
+            !can_i(&cluster, Some(&who), args).await,
+            "{who} may {what} ({})",
+            args.join(" ")
+        );
+    }
+    // The check itself can say yes: the admin may do all of that.
+    for (what, args) in denied {
+        assert!(
+            can_i(&cluster, None, args).await,
+            "the admin may not {what}"
+        );
+    }
+}
+
+/// A `queue-server` process with `--jobs` in `ns`, authenticating with `kubeconfig` only.
+async fn jobs_server(ns: &str, kubeconfig: &Path, extra: &[&str]) -> ServerProcess {
+    let mut args = vec!["--jobs", "--namespace", ns];
+    args.extend(extra);
+    ServerProcess::start_with_env(
+        BIN,
+        &args,
+        &[
+            ("KUBECONFIG", &kubeconfig.display().to_string()),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .await
+}
+
+fn client(server: &ServerProcess) -> memq::Client {
+    memq::Client::new(server.base_url()).unwrap()
+}
+
+/// `host:port` of a server, for the kubelet's Service `queue:8080`.
+fn host_port(server: &ServerProcess) -> String {
+    server.url().trim_start_matches("http://").to_string()
+}
+
+async fn job_pods(cluster: &Cluster, ns: &str, job: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+fn condition(job: &Job, type_: &str) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+#[tokio::test]
+async fn the_real_server_launches_lists_and_deletes_real_jobs_as_its_service_account() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("launcher").await;
+    apply_rbac(&cluster, &ns).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = cluster
+        .service_account_kubeconfig(&ns, "queue-server", dir.path())
+        .await;
+    let server = jobs_server(&ns, &kubeconfig, &[]).await;
+    let kubelet = Kubelet::start(&cluster, &ns, &[("queue:8080", host_port(&server))], false).await;
+    let client = client(&server);
+    client.create_queue("work", None).await.unwrap();
+    let items: String = (0..30).map(|i| format!("item-{i}\n")).collect();
+    client.enqueue_lines("work", items, None).await.unwrap();
+
+    // POST /jobs: a real Job, whose pods the Job controller makes and the node runs.
+    let job = client
+        .create_job(&CreateJobRequest {
+            queue: "work".into(),
+            parallelism: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(job.name.starts_with("consumer-work-"), "{}", job.name);
+    assert_eq!(job.namespace, ns.name);
+    let done = eventually(
+        LIMIT,
+        "the launched Job completes, as GET /jobs shows",
+        || async {
+            let list = client.jobs().await.map_err(|e| e.to_string())?;
+            let found = list.jobs.iter().find(|j| j.name == job.name).cloned();
+            match found {
+                Some(j) if j.state == "Complete" => Ok(j),
+                other => Err(format!("{other:?}\n{}", kubelet.logs())),
+            }
+        },
+    )
+    .await;
+    assert_eq!(done.queue, "work");
+    assert_eq!(done.parallelism, 2);
+    assert!(done.succeeded >= 1 && done.failed == 0, "{done:?}");
+    assert!(done.completion_time.is_some());
+    assert!(done.conditions.iter().any(|c| c.type_ == "Complete"));
+    let stats = client.queue("work").await.unwrap();
+    assert_eq!((stats.acked, stats.depth, stats.inflight), (30, 0, 0));
+    let pods = job_pods(&cluster, &ns, &job.name).await;
+    assert_eq!(pods.len(), 2, "one pod per parallelism");
+    for pod in &pods {
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some(kubelet.node()));
+        assert_eq!(
+            pod.status.as_ref().unwrap().phase.as_deref(),
+            Some("Succeeded")
+        );
+    }
+
+    // A Job whose pods hold items: DELETE takes the Job and its pods, and the items come back.
+    client
+        .enqueue("work", "slow", &Default::default())
+        .await
+        .unwrap();
+    let slow = client
+        .create_job(&CreateJobRequest {
+            queue: "work".into(),
+            parallelism: 1,
+            args: Some(vec!["--work=sleep=10m".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually(LIMIT, "the slow Job's pod holds the item", || async {
+        let stats = client.queue("work").await.map_err(|e| e.to_string())?;
+        if stats.inflight == 1 && kubelet.running_pods().len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{stats:?} running {:?}", kubelet.running_pods()))
+        }
+    })
+    .await;
+    let listed = client.jobs().await.unwrap();
+    let names: Vec<&str> = listed.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [job.name.as_str(), slow.name.as_str()],
+        "oldest first"
+    );
+    assert_eq!(listed.jobs[1].state, "Running");
+    assert_eq!(listed.jobs[1].active, 1);
+
+    let deleted = client.delete_job(&slow.name).await.unwrap();
+    assert_eq!(deleted.name, slow.name);
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    eventually(LIMIT, "the deleted Job and its pod are gone", || async {
+        let job = jobs.get_opt(&slow.name).await.map_err(|e| e.to_string())?;
+        let pods = job_pods(&cluster, &ns, &slow.name).await;
+        if job.is_none() && pods.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "job present: {}, pods: {}",
+                job.is_some(),
+                pods.len()
+            ))
+        }
+    })
+    .await;
+    // The consumer was stopped with SIGTERM and gave its item back.
+    let stats = client.queue("work").await.unwrap();
+    assert_eq!((stats.depth, stats.inflight), (1, 0), "{stats:?}");
+    let names: Vec<String> = client
+        .jobs()
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|j| j.name)
+        .collect();
+    assert_eq!(names, std::slice::from_ref(&job.name));
+    let err = client.delete_job(&slow.name).await.unwrap_err();
+    assert_eq!(err.code(), Some("job_not_found"));
+    kubelet.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_of_the_real_api_server_answer_what_they_are_and_queues_go_on() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("refusals").await;
+    apply_rbac(&cluster, &ns).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // 403: the namespace's default ServiceAccount has no Role.
+    let unprivileged = cluster
+        .service_account_kubeconfig(&ns, "default", dir.path())
+        .await;
+    let server = jobs_server(&ns, &unprivileged, &[]).await;
+    let client = client(&server);
+    client.create_queue("work", None).await.unwrap();
+    let err = client
+        .create_job(&CreateJobRequest {
+            queue: "work".into(),
+            parallelism: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    assert_eq!(err.code(), Some("forbidden"));
+    let text = err.to_string();
+    assert!(text.contains("denied \"create\" on \"jobs\""), "{text}");
+    assert!(
+        text.contains("cannot create resource \"jobs\""),
+        "the API server's words: {text}"
+    );
+    assert!(text.contains("queue-server-jobs"), "{text}");
+    let err = client.jobs().await.unwrap_err();
+    assert_eq!(err.code(), Some("forbidden"));
+    assert!(
+        err.to_string().contains("denied \"list\" on \"jobs\""),
+        "{err}"
+    );
+    client
+        .enqueue("work", "still served", &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(client.queue("work").await.unwrap().depth, 1);
+    drop(server);
+
+    // 422: a template the API server rejects (a request above its limit).
+    let template = dir.path().join("job-template.yaml");
+    std::fs::write(
+        &template,
+        "apiVersion: batch/v1\nkind: Job\nspec:\n  template:\n    spec:\n      restartPolicy: OnFailure\n      containers:\n        - name: worker\n          image: memq-rs:0.1.0\n          command: [/usr/local/bin/consumer]\n          resources:\n            requests: {cpu: \"2\"}\n            limits: {cpu: \"1\"}\n",
+    )
+    .unwrap();
+    let privileged = cluster
+        .service_account_kubeconfig(&ns, "queue-server", dir.path())
+        .await;
+    let template_arg = template.display().to_string();
+    let server = jobs_server(&ns, &privileged, &["--job-template", &template_arg]).await;
+    let client = memq::Client::new(server.base_url()).unwrap();
+    client.create_queue("work", None).await.unwrap();
+    let err = client
+        .create_job(&CreateJobRequest {
+            queue: "work".into(),
+            parallelism: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(422), "{err}");
+    assert_eq!(err.code(), Some("invalid_job"));
+    assert!(
+        err.to_string()
+            .contains("must be less than or equal to cpu limit"),
+        "{err}"
+    );
+    assert!(client.jobs().await.unwrap().jobs.is_empty());
+    drop(server);
+
+    // 503: an API server that cannot be reached (a closed loopback port).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let text = std::fs::read_to_string(&privileged)
+        .unwrap()
+        .replace(&cluster.api_url, &format!("https://127.0.0.1:{port}"));
+    let unreachable = dir.path().join("unreachable.kubeconfig");
+    std::fs::write(&unreachable, text).unwrap();
+    let server = jobs_server(&ns, &unreachable, &[]).await;
+    let client = memq::Client::new(server.base_url()).unwrap();
+    let err = client.jobs().await.unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert_eq!(err.code(), Some("kubernetes_unavailable"));
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    client.create_queue("work", None).await.unwrap();
+}
+
+/// The value of a counter series in `/metrics`, 0 when absent.
+async fn metric(server: &ServerProcess, series: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+const PASSES_OK: &str = "memq_autoscaler_passes_total{result=\"ok\"}";
+const PASSES_FAILED: &str = "memq_autoscaler_passes_total{result=\"error\"}";
+
+/// Waits for `n` more successful autoscaler passes than `since`.
+async fn passes(server: &ServerProcess, since: f64, n: f64) -> f64 {
+    eventually(LIMIT, "autoscaler passes", || async {
+        let now = metric(server, PASSES_OK).await;
+        if now >= since + n {
+            Ok(now)
+        } else {
+            Err(format!("{now} passes, waiting for {}", since + n))
+        }
+    })
+    .await
+}
+
+async fn queue_jobs(cluster: &Cluster, ns: &str, queue: &str) -> Vec<Job> {
+    let mut jobs = Api::<Job>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("memq.queue={queue}")))
+        .await
+        .unwrap()
+        .items;
+    jobs.sort_by_key(|j| j.metadata.creation_timestamp.clone());
+    jobs
+}
+
+fn parallelisms(jobs: &[Job]) -> Vec<i32> {
+    jobs.iter()
+        .map(|j| j.spec.as_ref().unwrap().parallelism.unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_autoscaler_waits_on_pending_pods_and_scales_once_they_run() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("autoscale").await;
+    apply_rbac(&cluster, &ns).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = cluster
+        .service_account_kubeconfig(&ns, "queue-server", dir.path())
+        .await;
+    // Consumers that take 200 ms an item, so the queue stays deep while they run.
+    let template = dir.path().join("job-template.yaml");
+    std::fs::write(
+        &template,
+        "apiVersion: batch/v1\nkind: Job\nspec:\n  backoffLimit: 6\n  template:\n    spec:\n      restartPolicy: OnFailure\n      containers:\n        - name: worker\n          image: memq-rs:0.1.0\n          command: [/usr/local/bin/consumer]\n          env:\n            - {name: MEMQ_WORK, value: sleep=200ms}\n",
+    )
+    .unwrap();
+    let template_arg = template.display().to_string();
+    let server = jobs_server(
+        &ns,
+        &kubeconfig,
+        &[
+            "--job-template",
+            &template_arg,
+            "--autoscale",
+            "--autoscale-interval=300ms",
+        ],
+    )
+    .await;
+    // The node is cordoned: every consumer pod stays Pending.
+    let kubelet = Kubelet::start(&cluster, &ns, &[("queue:8080", host_port(&server))], true).await;
+    let client = client(&server);
+    let patch = QueueConfigPatch {
+        autoscale: Some(Some(Autoscale {
+            max_parallelism: 4,
+            items_per_pod: 50,
+        })),
+        ..Default::default()
+    };
+    client.create_queue("deep", Some(&patch)).await.unwrap();
+    let items: String = (0..100).map(|i| format!("a-{i}\n")).collect();
+    client.enqueue_lines("deep", items, None).await.unwrap();
+
+    // 100 items at 50 a pod: one Job of 2, whose pods stay Pending.
+    eventually(LIMIT, "one Job with its 2 pods Pending", || async {
+        let jobs = queue_jobs(&cluster, &ns, "deep").await;
+        let Some(job) = jobs.first() else {
+            return Err("no Job yet".into());
+        };
+        let name = job.metadata.name.clone().unwrap();
+        let pods = job_pods(&cluster, &ns, &name).await;
+        let pending = pods
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"))
+            .count();
+        if pending == 2 {
+            Ok(())
+        } else {
+            Err(format!("{} pods, {pending} pending", pods.len()))
+        }
+    })
+    .await;
+    let since = metric(&server, PASSES_OK).await;
+    passes(&server, since, 5.0).await;
+    let jobs = queue_jobs(&cluster, &ns, "deep").await;
+    assert_eq!(
+        parallelisms(&jobs),
+        [2],
+        "no second Job while the pods are Pending"
+    );
+    assert!(kubelet.running_pods().is_empty());
+    assert_eq!(client.queue("deep").await.unwrap().depth, 100);
+
+    // Uncordoned: the pods run and drain; with the queue deeper than they cover, the
+    // autoscaler adds the difference up to maxParallelism, and no more.
+    kubelet.set_unschedulable(false).await;
+    eventually(LIMIT, "both pods run", || async {
+        let running = kubelet.running_pods();
+        if running.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{running:?}"))
+        }
+    })
+    .await;
+    let items: String = (0..400).map(|i| format!("b-{i}\n")).collect();
+    client.enqueue_lines("deep", items, None).await.unwrap();
+    eventually(
+        LIMIT,
+        "a second Job of 2 (4 pods wanted, 2 running)",
+        || async {
+            let jobs = queue_jobs(&cluster, &ns, "deep").await;
+            let p = parallelisms(&jobs);
+            if p == [2, 2] {
+                Ok(())
+            } else {
+                Err(format!("{p:?}"))
+            }
+        },
+    )
+    .await;
+    let since = metric(&server, PASSES_OK).await;
+    passes(&server, since, 5.0).await;
+    assert_eq!(
+        parallelisms(&queue_jobs(&cluster, &ns, "deep").await),
+        [2, 2],
+        "maxParallelism 4 is reached: no third Job"
+    );
+    assert_eq!(
+        metric(&server, "memq_autoscaler_launched_jobs_total").await,
+        2.0
+    );
+    assert_eq!(metric(&server, PASSES_FAILED).await, 0.0);
+    eventually(LIMIT, "four consumers run", || async {
+        let running = kubelet.running_pods();
+        if running.len() == 4 {
+            Ok(())
+        } else {
+            Err(format!("{running:?}"))
+        }
+    })
+    .await;
+    // Done: drained, the consumers finish and leave.
+    client.queue_action("deep", "drain").await.unwrap();
+    eventually(
+        LIMIT,
+        "the consumers exit once the queue is finished",
+        || async {
+            let running = kubelet.running_pods();
+            if running.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{running:?}"))
+            }
+        },
+    )
+    .await;
+    kubelet.stop().await;
+}
+
+#[tokio::test]
+async fn the_autoscaler_backs_off_from_a_refusing_api_server() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("backoff").await;
+    let dir = tempfile::tempdir().unwrap();
+    // No Role for the default ServiceAccount: every pass is refused (403).
+    let kubeconfig = cluster
+        .service_account_kubeconfig(&ns, "default", dir.path())
+        .await;
+    let server = jobs_server(
+        &ns,
+        &kubeconfig,
+        &["--autoscale", "--autoscale-interval=100ms"],
+    )
+    .await;
+    let client = client(&server);
+    let patch = QueueConfigPatch {
+        autoscale: Some(Some(Autoscale {
+            max_parallelism: 2,
+            items_per_pod: 1,
+        })),
+        ..Default::default()
+    };
+    client.create_queue("refused", Some(&patch)).await.unwrap();
+    client
+        .enqueue("refused", "x", &Default::default())
+        .await
+        .unwrap();
+    eventually(LIMIT, "the first refused pass", || async {
+        let failed = metric(&server, PASSES_FAILED).await;
+        if failed >= 1.0 {
+            Ok(())
+        } else {
+            Err("none yet".to_string())
+        }
+    })
+    .await;
+    let first = tokio::time::Instant::now();
+    eventually(LIMIT, "five refused passes", || async {
+        let failed = metric(&server, PASSES_FAILED).await;
+        if failed >= 5.0 {
+            Ok(())
+        } else {
+            Err(format!("{failed} failed passes"))
+        }
+    })
+    .await;
+    // After the first failure the waits double from the interval: 200, 400, 800, 1600 ms
+    // (3 s; this poll may have seen the first up to 250 ms late). At a fixed 100 ms interval
+    // the four would take 0.4 s.
+    assert!(
+        first.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        first.elapsed()
+    );
+    assert_eq!(
+        metric(&server, "memq_autoscaler_launched_jobs_total").await,
+        0.0
+    );
+    assert_eq!(
+        client.queue("refused").await.unwrap().depth,
+        1,
+        "queues are served"
+    );
+}
+
+#[tokio::test]
+async fn the_walkthrough_runs_to_complete_on_the_real_job_controller() {
+    let cluster = Cluster::connect().await;
+    let ns = cluster.namespace("walkthrough").await;
+    // The queue server of the walkthrough, reached by the pods as the Service `queue`.
+    let server = ServerProcess::start(BIN, &[]).await;
+    let kubelet = Kubelet::start(&cluster, &ns, &[("queue:8080", host_port(&server))], false).await;
+    let client = client(&server);
+    let objects = rendered(&cluster, &repo_root().join("manifests/base"), &ns).await;
+    let job_file = |name: &str| {
+        let job = objects
+            .iter()
+            .find(|o| o["kind"] == "Job" && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("the base has a Job {name}"));
+        let path = std::env::temp_dir().join(format!("{}-{name}.json", ns.name));
+        std::fs::write(&path, job.to_string()).unwrap();
+        path.display().to_string()
+    };
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    let complete = |name: &'static str| {
+        let jobs = jobs.clone();
+        let kubelet = &kubelet;
+        async move {
+            eventually(
+                Duration::from_secs(150),
+                &format!("Job {name} Complete"),
+                || async {
+                    let job = jobs.get(name).await.map_err(|e| e.to_string())?;
+                    if condition(&job, "Failed") {
+                        panic!("Job {name} failed: {:?}\n{}", job.status, kubelet.logs());
+                    }
+                    if condition(&job, "Complete") {
+                        Ok(job)
+                    } else {
+                        Err(format!("{:?}", job.status))
+                    }
+                },
+            )
+            .await
+        }
+    };
+
+    // kubectl apply of the producer Job: it loads work-item-0 .. work-item-99.
+    cluster
+        .kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "-n",
+            &ns,
+            "-f",
+            &job_file("producer"),
+        ])
+        .await;
+    complete("producer").await;
+    let stats = client.queue("keygen").await.unwrap();
+    assert_eq!((stats.depth, stats.enqueued), (100, 100), "{stats:?}");
+
+    // kubectl apply of the consumers Job (parallelism 5); one worker is SIGKILLed mid-run.
+    cluster
+        .kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "-n",
+            &ns,
+            "-f",
+            &job_file("consumers"),
+        ])
+        .await;
+    let victim = eventually(LIMIT, "five consumers run and work", || async {
+        let running: Vec<String> = kubelet
+            .running_pods()
+            .into_iter()
+            .filter(|p| p.starts_with("consumers-"))
+            .collect();
+        let stats = client.queue("keygen").await.map_err(|e| e.to_string())?;
+        if running.len() == 5 && stats.dequeued > 0 {
+            Ok(running[0].clone())
+        } else {
+            Err(format!("running {running:?}, {stats:?}"))
+        }
+    })
+    .await;
+    assert!(kubelet.kill(&victim), "SIGKILL {victim}");
+    let job = complete("consumers").await;
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.failed.unwrap_or(0), 0, "{status:?}");
+    assert!(status.succeeded.unwrap_or(0) >= 1, "{status:?}");
+    assert_eq!(job.spec.as_ref().unwrap().parallelism, Some(5));
+
+    // Every item done once; the killed worker was restarted in its pod (OnFailure), not
+    // replaced by a new one.
+    let stats = client.queue("keygen").await.unwrap();
+    assert_eq!(
+        (stats.acked, stats.depth, stats.inflight, stats.dead),
+        (100, 0, 0, 0),
+        "{stats:?}"
+    );
+    let pods = job_pods(&cluster, &ns, "consumers").await;
+    assert_eq!(pods.len(), 5, "no replacement pod");
+    let killed = pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(victim.as_str()))
+        .expect("the killed pod");
+    let restarts = killed
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .restart_count;
+    assert!(restarts >= 1, "restartCount {restarts}");
+    kubelet.stop().await;
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Stops the control plane that scripts/kube-up.sh started: exactly the processes whose PIDs it
+# recorded (and only while each PID still runs the binary it started), then removes its state
+# (certificates, etcd data, logs). Safe to run when nothing runs.
+# Environment: MEMQ_KUBE_RUN (default ~/.cache/memq-rs/kube/run), as for kube-up.sh.
+set -euo pipefail
+
+RUN=${MEMQ_KUBE_RUN:-$HOME/.cache/memq-rs/kube/run}
+say() { printf '[kube-down] %s\n' "$*" >&2; }
+
+[ -d "$RUN" ] || { say "nothing to stop ($RUN does not exist)"; exit 0; }
+# kube-up.sh calls this with the lock already held.
+if [ "${1:-}" != --locked ]; then
+    exec 9>"$RUN/.lock"
+    flock 9
+fi
+
+# The binary a recorded process must be running, so that a PID reused by another process
+# after a reboot is never signalled.
+ours() {
+    local pid=$1 name=$2
+    [ -r "/proc/$pid/cmdline" ] && tr '\0' '\n' <"/proc/$pid/cmdline" | head -n1 | grep -q "/$name\$"
+}
+
+pids=()
+# Clients first, etcd last, so that nothing logs a storm of errors on the way down.
+for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    file=$RUN/$name.pid
+    [ -f "$file" ] || continue
+    pid=$(cat "$file")
+    if ours "$pid" "$name"; then
+        say "stopping $name (pid $pid)"
+        kill "$pid" 2>/dev/null || true
+        pids+=("$pid:$name")
+    fi
+    rm -f "$file"
+done
+for entry in "${pids[@]}"; do
+    pid=${entry%%:*}
+    name=${entry#*:}
+    for _ in $(seq 100); do
+        ours "$pid" "$name" || break
+        sleep 0.1
+    done
+    if ours "$pid" "$name"; then
+        say "$name (pid $pid) did not stop within 10s of SIGTERM; killing it"
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+done
+find "$RUN" -mindepth 1 -maxdepth 1 ! -name .lock -exec rm -rf {} +
+say "stopped"

@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Starts a real Kubernetes control plane on 127.0.0.1, without a cluster or a container engine:
+# etcd, kube-apiserver (RBAC, service-account tokens, the default admission plugins),
+# kube-controller-manager (Jobs, ServiceAccounts and their tokens, garbage collection, TTL of
+# finished Jobs, namespaces, ReplicaSets, StatefulSets) and kube-scheduler. There is no kubelet:
+# nothing runs pods unless a test registers a node of its own (queue-server/tests/kube_node/).
+#
+# Builds the binaries from Go modules the first time (scripts/kube/go.mod pins the release) into
+# $MEMQ_KUBE_CACHE (default ~/.cache/memq-rs/kube/<version>), then reuses them.
+# Idempotent: while a control plane started by this script runs, a second call reuses it.
+# The LAST line printed is `export KUBECONFIG=<admin kubeconfig>`, so that
+#   eval "$(scripts/kube-up.sh | tail -n1)"
+# points kubectl at it. scripts/kube-down.sh stops it.
+#
+# It also builds kubectl of the same release and links it as kubectl beside the kubeconfig.
+# Environment: MEMQ_KUBE_CACHE (binaries), MEMQ_KUBE_RUN (certificates, etcd data, logs, PIDs;
+# default ~/.cache/memq-rs/kube/run). Needs go, openssl, python3.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+MODULE=$ROOT/scripts/kube
+VERSION=$(sed -n 's#^require k8s.io/kubernetes \(v[0-9.]*\)$#\1#p' "$MODULE/go.mod")
+[ -n "$VERSION" ] || { echo "ERROR cannot read the k8s.io/kubernetes version from $MODULE/go.mod" >&2; exit 1; }
+CACHE=${MEMQ_KUBE_CACHE:-$HOME/.cache/memq-rs/kube/$VERSION}
+BIN=$CACHE/bin
+RUN=${MEMQ_KUBE_RUN:-$HOME/.cache/memq-rs/kube/run}
+ETCD_VERSION=$(sed -n 's#^\s*go.etcd.io/etcd/server/v3 \(v[0-9.]*\).*#\1#p' "$MODULE/go.mod")
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+
+say() { printf '[kube-up] %s\n' "$*" >&2; }
+die() { printf '[kube-up] ERROR %s\n' "$*" >&2; exit 1; }
+
+for tool in go openssl python3; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found on PATH; install it and run this script again"
+done
+
+mkdir -p "$RUN"
+# One kube-up at a time: tests started in parallel may all call it.
+exec 9>"$RUN/.lock"
+flock 9
+
+# ---- build ---------------------------------------------------------------------------------
+build() {
+    local name=$1 package=$2 started=$SECONDS version=$VERSION
+    [ "$name" != etcd ] || version=$ETCD_VERSION
+    say "building $name $version from Go modules (first time only: about 10 minutes for all on 2 cores)"
+    local ldflags="-s -w"
+    if [ "$name" != etcd ]; then
+        local minor=${VERSION#v1.}
+        minor=${minor%%.*}
+        ldflags+=" -X k8s.io/component-base/version.gitVersion=$VERSION"
+        ldflags+=" -X k8s.io/component-base/version.gitMajor=1"
+        ldflags+=" -X k8s.io/component-base/version.gitMinor=$minor"
+        ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+    fi
+    (cd "$MODULE" && go build -trimpath -ldflags "$ldflags" -o "$BIN/$name.tmp" "$package") ||
+        die "building $name failed (above); check that the Go module proxy is reachable (go env GOPROXY) and run this script again"
+    mv "$BIN/$name.tmp" "$BIN/$name"
+    say "built $name in $((SECONDS - started))s -> $BIN/$name"
+}
+
+mkdir -p "$BIN"
+declare -A PACKAGE=(
+    [etcd]=go.etcd.io/etcd/server/v3
+    [kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver
+    [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
+    [kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
+    [kubectl]=k8s.io/kubernetes/cmd/kubectl
+)
+build_started=$SECONDS
+built=0
+# kubectl of the same release, so that the tests' client is never out of the supported skew.
+for name in "${COMPONENTS[@]}" kubectl; do
+    if [ ! -x "$BIN/$name" ]; then
+        build "$name" "${PACKAGE[$name]}"
+        built=1
+    fi
+done
+[ "$built" = 0 ] || say "control plane binaries built in $((SECONDS - build_started))s"
+
+# ---- reuse a running one -------------------------------------------------------------------
+KUBECONFIG_ADMIN=$RUN/admin.kubeconfig
+KUBECTL=$BIN/kubectl
+
+# alive NAME: the process recorded for NAME runs, and is that binary.
+alive() {
+    local pid
+    pid=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
+    [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$BIN/$1 "
+}
+
+ready() {
+    "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" get --raw /readyz --request-timeout=5s >/dev/null 2>&1
+}
+
+all_alive=1
+for name in "${COMPONENTS[@]}"; do alive "$name" || all_alive=0; done
+if [ "$all_alive" = 1 ] && ready; then
+    say "control plane already running ($RUN); reusing it"
+    echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
+    exit 0
+fi
+if [ -n "$(ls "$RUN"/*.pid 2>/dev/null)" ]; then
+    say "a partial or stopped control plane is recorded in $RUN; stopping what is left of it"
+    MEMQ_KUBE_RUN=$RUN "$ROOT/scripts/kube-down.sh" --locked >&2
+fi
+
+up_started=$SECONDS
+# Fresh state every start: certificates, etcd data, logs.
+find "$RUN" -mindepth 1 -maxdepth 1 ! -name .lock -exec rm -rf {} +
+PKI=$RUN/pki
+mkdir -p "$PKI" "$RUN/logs"
+ln -s "$KUBECTL" "$RUN/kubectl"
+
+# ---- certificates --------------------------------------------------------------------------
+say "generating certificates in $PKI"
+openssl_quiet() { openssl "$@" 2>/dev/null; }
+openssl_quiet req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=memq-kube-ca" \
+    -keyout "$PKI/ca.key" -out "$PKI/ca.crt"
+# cert NAME SUBJECT [SAN]: a key and a certificate signed by the CA, for client and server use.
+cert() {
+    local name=$1 subject=$2 san=${3:-}
+    openssl_quiet req -newkey rsa:2048 -nodes -subj "$subject" \
+        -keyout "$PKI/$name.key" -out "$PKI/$name.csr"
+    {
+        echo "basicConstraints=CA:FALSE"
+        echo "keyUsage=critical,digitalSignature,keyEncipherment"
+        echo "extendedKeyUsage=serverAuth,clientAuth"
+        [ -z "$san" ] || echo "subjectAltName=$san"
+    } >"$PKI/$name.ext"
+    openssl_quiet x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt"
+}
+cert apiserver "/CN=kube-apiserver" \
+    "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+cert admin "/O=system:masters/CN=memq-admin"
+cert controller-manager "/CN=system:kube-controller-manager"
+cert scheduler "/CN=system:kube-scheduler"
+# The key pair that signs and checks ServiceAccount tokens.
+openssl_quiet genrsa -out "$PKI/sa.key" 2048
+openssl_quiet rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
+
+# ---- ports ---------------------------------------------------------------------------------
+ETCD_PORT=$(free_port)
+ETCD_PEER_PORT=$((ETCD_PORT + 10000))
+API_PORT=$(free_port)
+echo "$API_PORT" >"$RUN/apiserver.port"
+API=https://127.0.0.1:$API_PORT
+
+kubeconfig() {
+    local file=$1 user=$2
+    cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+  - name: memq-kube
+    cluster:
+      server: $API
+      certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+users:
+  - name: $user
+    user:
+      client-certificate-data: $(base64 -w0 "$PKI/$user.crt")
+      client-key-data: $(base64 -w0 "$PKI/$user.key")
+contexts:
+  - name: memq-kube
+    context:
+      cluster: memq-kube
+      user: $user
+      namespace: default
+current-context: memq-kube
+EOF
+}
+kubeconfig "$KUBECONFIG_ADMIN" admin
+kubeconfig "$RUN/controller-manager.kubeconfig" controller-manager
+kubeconfig "$RUN/scheduler.kubeconfig" scheduler
+
+# ---- start ---------------------------------------------------------------------------------
+# start NAME ARGS...: runs $BIN/NAME in its own session, logs to logs/NAME.log, records its PID.
+start() {
+    local name=$1
+    shift
+    # 9>&-: the daemons must not inherit (and so hold) the lock.
+    setsid "$BIN/$name" "$@" </dev/null >"$RUN/logs/$name.log" 2>&1 9>&- &
+    echo $! >"$RUN/$name.pid"
+}
+
+# wait_for WHAT SECONDS COMMAND...: polls COMMAND until it succeeds; fails with the log's tail.
+wait_for() {
+    local what=$1 limit=$2 log=$3
+    shift 3
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            say "$what not ready within ${limit}s; the end of $log:"
+            tail -n 30 "$log" >&2 || true
+            die "$what did not start; see $log, then run scripts/kube-down.sh and this script again"
+        fi
+        sleep 0.2
+    done
+}
+
+say "starting etcd on 127.0.0.1:$ETCD_PORT"
+start etcd \
+    --name=memq-kube \
+    --data-dir="$RUN/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="memq-kube=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync \
+    --quota-backend-bytes=$((1024 * 1024 * 1024)) \
+    --log-level=warn
+etcd_health() { python3 -c "import urllib.request,sys; sys.exit(0 if b'true' in urllib.request.urlopen('http://127.0.0.1:$ETCD_PORT/health', timeout=2).read() else 1)"; }
+wait_for etcd 30 "$RUN/logs/etcd.log" etcd_health
+
+say "starting kube-apiserver on $API"
+start kube-apiserver \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 \
+    --secure-port="$API_PORT" \
+    --tls-cert-file="$PKI/apiserver.crt" \
+    --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --authorization-mode=Node,RBAC \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" \
+    --service-account-signing-key-file="$PKI/sa.key" \
+    --api-audiences=https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --endpoint-reconciler-type=none \
+    --allow-privileged=true \
+    --enable-admission-plugins=PodNodeSelector \
+    --profiling=false \
+    --v=1
+wait_for kube-apiserver 90 "$RUN/logs/kube-apiserver.log" ready
+
+say "starting kube-controller-manager and kube-scheduler"
+start kube-controller-manager \
+    --kubeconfig="$RUN/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$RUN/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$RUN/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 \
+    --secure-port=0 \
+    --leader-elect=false \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file="$PKI/sa.key" \
+    --root-ca-file="$PKI/ca.crt" \
+    --controllers=job-controller,serviceaccount-controller,serviceaccount-token-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,replicaset-controller,statefulset-controller \
+    --concurrent-job-syncs=5 \
+    --v=1
+start kube-scheduler \
+    --kubeconfig="$RUN/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$RUN/scheduler.kubeconfig" \
+    --authorization-kubeconfig="$RUN/scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 \
+    --secure-port=0 \
+    --leader-elect=false \
+    --v=1
+
+# Ready when the controllers work: the ServiceAccount controller has made "default" in the
+# default namespace (pods cannot be created in a namespace before it has one).
+sa_ready() {
+    alive kube-controller-manager && alive kube-scheduler &&
+        "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" -n default get serviceaccount default
+}
+wait_for kube-controller-manager 60 "$RUN/logs/kube-controller-manager.log" sa_ready
+for name in "${COMPONENTS[@]}"; do
+    alive "$name" || die "$name exited at start; see $RUN/logs/$name.log"
+done
+
+say "control plane ready in $((SECONDS - up_started))s: API server $API, logs in $RUN/logs; stop it with scripts/kube-down.sh"
+echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
