@@ -364,6 +364,24 @@ async fn the_real_server_launches_lists_and_deletes_real_jobs_as_its_service_acc
     let server = jobs_server(&ns, &kubeconfig, &[]).await;
     let kubelet = Kubelet::start(&cluster, &ns, &[("queue:8080", host_port(&server))], false).await;
     let client = client(&server);
+    let empty = client.jobs().await.unwrap();
+    assert_eq!(
+        (empty.kind.as_str(), empty.namespace.as_str()),
+        ("jobList", ns.name.as_str())
+    );
+    assert!(empty.jobs.is_empty());
+    // A consumer Job this server did not launch (as kubectl apply of the base makes): never
+    // listed, never deleted through /jobs. Suspended, so it runs nothing.
+    let foreign: Job = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "consumers", "labels": {
+            "memq.queue": "work", "app.kubernetes.io/managed-by": "kustomize"}},
+        "spec": {"suspend": true, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "worker", "image": "memq-rs:0.1.0"}]}}}
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    jobs.create(&Default::default(), &foreign).await.unwrap();
     client.create_queue("work", None).await.unwrap();
     let items: String = (0..30).map(|i| format!("item-{i}\n")).collect();
     client.enqueue_lines("work", items, None).await.unwrap();
@@ -394,6 +412,8 @@ async fn the_real_server_launches_lists_and_deletes_real_jobs_as_its_service_acc
     .await;
     assert_eq!(done.queue, "work");
     assert_eq!(done.parallelism, 2);
+    assert!(done.creation_timestamp.is_some());
+    assert!(done.start_time.as_deref().is_some_and(|t| t.ends_with('Z')));
     assert!(done.succeeded >= 1 && done.failed == 0, "{done:?}");
     assert!(done.completion_time.is_some());
     assert!(done.conditions.iter().any(|c| c.type_ == "Complete"));
@@ -445,7 +465,7 @@ async fn the_real_server_launches_lists_and_deletes_real_jobs_as_its_service_acc
 
     let deleted = client.delete_job(&slow.name).await.unwrap();
     assert_eq!(deleted.name, slow.name);
-    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
+    assert_eq!(deleted.queue, "work");
     eventually(LIMIT, "the deleted Job and its pod are gone", || async {
         let job = jobs.get_opt(&slow.name).await.map_err(|e| e.to_string())?;
         let pods = job_pods(&cluster, &ns, &slow.name).await;
@@ -472,8 +492,15 @@ async fn the_real_server_launches_lists_and_deletes_real_jobs_as_its_service_acc
         .map(|j| j.name)
         .collect();
     assert_eq!(names, std::slice::from_ref(&job.name));
-    let err = client.delete_job(&slow.name).await.unwrap_err();
-    assert_eq!(err.code(), Some("job_not_found"));
+    // Gone now, never there, or not one of ours: 404, and nothing is deleted.
+    for name in [slow.name.as_str(), "consumer-none-abcde", "consumers"] {
+        let err = client.delete_job(name).await.unwrap_err();
+        assert_eq!(err.status(), Some(404), "{name}");
+        assert_eq!(err.code(), Some("job_not_found"), "{name}");
+    }
+    assert!(jobs.get_opt("consumers").await.unwrap().is_some());
+    let err = client.delete_job("Not_A_Name").await.unwrap_err();
+    assert_eq!(err.status(), Some(400));
     kubelet.stop().await;
 }
 
