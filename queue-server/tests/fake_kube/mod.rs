@@ -1,4 +1,6 @@
-//! A fake Kubernetes API server for the launcher's tests: axum on 127.0.0.1:0 serving the real
+//! A fake Kubernetes API server, for what a real one (tests/real_kube.rs) cannot show on demand:
+//! injected errors (403, 409, 422, 500), an outage and its end, the exact requests made, and a
+//! cluster scripted pod by pod for the autoscaler's rule. axum on 127.0.0.1:0 serving the real
 //! paths and JSON of batch/v1 Jobs and core/v1 pods (k8s-openapi types, `Status` for errors),
 //! keeping Jobs and pods in memory and recording every request it gets.
 //!
