@@ -25,9 +25,42 @@ case $target_dir in /*) ;; *) target_dir=$root/$target_dir ;; esac
 
 # A private copy: a target dir shared with other work trees may be rebuilt under us mid-run.
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 cp "$target_dir/debug/queue-server" "$work/queue-server"
 export MEMQ_SERVER_BIN=$work/queue-server
+
+# The Jobs panel shows Jobs of a real Kubernetes API server: the control plane of
+# scripts/kube-up.sh (test.sh starts it first; run alone, this starts or reuses one), a namespace
+# of its own with the base's RBAC, and a kubeconfig that holds only the queue server's
+# ServiceAccount token. No node runs the pods: the Jobs stay active with Pending pods.
+if [ -z "${MEMQ_TEST_KUBECONFIG:-}" ]; then
+    MEMQ_TEST_KUBECONFIG=$(scripts/kube-up.sh | tail -n1)
+    MEMQ_TEST_KUBECONFIG=${MEMQ_TEST_KUBECONFIG#export KUBECONFIG=}
+fi
+kube() { "$(dirname "$MEMQ_TEST_KUBECONFIG")/kubectl" --kubeconfig "$MEMQ_TEST_KUBECONFIG" "$@"; }
+ns=browser-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
+trap 'rm -rf "$work"; kube delete namespace "$ns" --wait=false >/dev/null 2>&1 || true' EXIT
+echo "==> Kubernetes namespace $ns with the queue server's RBAC"
+kube create namespace "$ns" >/dev/null
+kube apply --server-side -n "$ns" -f manifests/base/serviceaccount.yaml \
+    -f manifests/base/role.yaml -f manifests/base/rolebinding.yaml >/dev/null
+cat >"$work/queue-server.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+  - name: memq-kube
+    cluster:
+      server: $(kube config view --raw -o jsonpath='{.clusters[0].cluster.server}')
+      certificate-authority-data: $(kube config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+users:
+  - name: queue-server
+    user:
+      token: $(kube -n "$ns" create token queue-server --duration=1h)
+contexts:
+  - name: memq-kube
+    context: {cluster: memq-kube, user: queue-server, namespace: $ns}
+current-context: memq-kube
+EOF
+export MEMQ_JOBS_KUBECONFIG=$work/queue-server.kubeconfig MEMQ_JOBS_NAMESPACE=$ns
 export SCREENSHOT_DIR=$root/target/screenshots
 mkdir -p "$SCREENSHOT_DIR"
 echo "==> browser test (chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'))"

@@ -39,11 +39,7 @@ profile=default
 step "format (cargo fmt --check)" cargo fmt --all --check
 step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "manifests and Dockerfile" scripts/check-manifests.sh
-step "dashboard in a real browser" scripts/browser-test.sh
-step "tests on the Redis store" scripts/test-redis.sh
-step "tests on a Redis Cluster" scripts/test-redis.sh --cluster
-step "supply chain (cargo deny: licenses, bans, sources)" scripts/supply-chain.sh
-# A real Kubernetes control plane for tests/real_kube.rs, in a state directory of its own (so a
+# A real Kubernetes control plane for the browser test and tests/real_kube.rs, in a state directory of its own (so a
 # control plane someone runs by hand is left alone), stopped when this script exits. The first
 # run builds it from Go modules (about 10 minutes); later runs reuse the binaries.
 export MEMQ_KUBE_RUN=${MEMQ_KUBE_RUN:-$HOME/.cache/memq-rs/kube/test-run}
@@ -56,6 +52,10 @@ kube_up() {
     echo "MEMQ_TEST_KUBECONFIG=$MEMQ_TEST_KUBECONFIG"
 }
 step "Kubernetes control plane (scripts/kube-up.sh)" kube_up
+step "dashboard in a real browser" scripts/browser-test.sh
+step "tests on the Redis store" scripts/test-redis.sh
+step "tests on a Redis Cluster" scripts/test-redis.sh --cluster
+step "supply chain (cargo deny: licenses, bans, sources)" scripts/supply-chain.sh
 step "metrics lint (promtool)" scripts/check-metrics.sh
 step "API fuzzing (schemathesis from /openapi.json)" scripts/fuzz-api.sh
 # Last, so that its summary closes the output.

@@ -44,11 +44,20 @@ function freePort() {
   });
 }
 
+// The consumer Jobs of the main server live in a real Kubernetes API server (browser-test.sh).
+const JOBS_KUBECONFIG = process.env.MEMQ_JOBS_KUBECONFIG;
+const JOBS_NAMESPACE = process.env.MEMQ_JOBS_NAMESPACE;
+if (!JOBS_KUBECONFIG || !JOBS_NAMESPACE) {
+  console.error("MEMQ_JOBS_KUBECONFIG and MEMQ_JOBS_NAMESPACE must name a kubeconfig and namespace for the Jobs panel; run scripts/browser-test.sh");
+  process.exit(2);
+}
+
 class Server {
-  constructor(name, args = [], port = 0) {
+  constructor(name, args = [], port = 0, env = {}) {
     this.name = name;
     this.args = args;
     this.port = port;
+    this.env = env;
     this.log = [];
     this.proc = null;
   }
@@ -61,7 +70,7 @@ class Server {
     if (!this.port) this.port = await freePort();
     const proc = spawn(BIN, ["--listen", `127.0.0.1:${this.port}`, ...this.args], {
       stdio: ["ignore", "ignore", "pipe"],
-      env: { ...process.env, RUST_LOG: "warn" },
+      env: { ...process.env, RUST_LOG: "warn", ...this.env },
     });
     this.proc = proc;
     proc.stderr.on("data", (d) => {
@@ -219,7 +228,7 @@ async function test(name, fn) {
 
 // ---------- a server with work going on ----------
 
-const main = await new Server("server").start();
+const main = await new Server("server", ["--jobs", "--namespace", JOBS_NAMESPACE], 0, { KUBECONFIG: JOBS_KUBECONFIG }).start();
 await main.createQueue("keygen");
 await main.createQueue("emails");
 await main.enqueueLines("emails", Array.from({ length: 1240 }, (_, i) => `mail-${i}`));
@@ -383,6 +392,48 @@ await test("sorting, filtering and opening a queue work from the keyboard", asyn
   assertClean(page);
 });
 
+await test("the Jobs panel shows the Kubernetes API server's Jobs, launches and deletes them", async () => {
+  await waitFor(page, () => !document.querySelector("#jobs").hidden, null, "the Jobs panel");
+  await page.fill("#job-queue", "search-index");
+  await page.fill("#job-parallelism", "3");
+  await page.click("#job-form button[type=submit]");
+  // The Job controller made its 3 pods (Pending: no node runs them here): active 3.
+  await waitFor(
+    page,
+    () =>
+      [...document.querySelectorAll("#jobs-rows tr")].some((tr) => {
+        const [, queue, parallelism, active] = [...tr.cells].map((td) => td.textContent);
+        return queue === "search-index" && parallelism === "3" && active === "3";
+      }),
+    null,
+    "the launched Job with 3 active pods",
+    30_000,
+  );
+  const listed = await (await fetch(`${main.url}/jobs`)).json();
+  const job = listed.jobs.find((j) => j.queue === "search-index");
+  if (!job || listed.namespace !== JOBS_NAMESPACE || job.active !== 3) throw new Error(`GET /jobs: ${JSON.stringify(listed)}`);
+  // One more through the API, deleted from the panel after a confirm.
+  const resp = await fetch(`${main.url}/jobs`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ queue: "emails", parallelism: 1 }),
+  });
+  if (resp.status !== 201) throw new Error(`POST /jobs: ${resp.status} ${await resp.text()}`);
+  const extra = (await resp.json()).name;
+  await waitFor(page, (name) => [...document.querySelectorAll("#jobs-rows tr")].some((tr) => tr.cells[0].textContent === name), extra, "the second Job in the panel", 20_000);
+  let question = "";
+  page.once("dialog", (d) => {
+    question = d.message();
+    d.accept();
+  });
+  await page.click(`#jobs-rows tr:has(td[title="${extra}"]) button`);
+  await waitFor(page, (name) => ![...document.querySelectorAll("#jobs-rows tr")].some((tr) => tr.cells[0].textContent === name), extra, "the deleted Job to leave the panel", 20_000);
+  if (!question.startsWith(`Delete Job ${extra}`)) throw new Error(`confirm said ${JSON.stringify(question)}`);
+  const after = await (await fetch(`${main.url}/jobs`)).json();
+  if (after.jobs.some((j) => j.name === extra)) throw new Error(`${extra} is still listed: ${JSON.stringify(after)}`);
+  assertClean(page);
+});
+
 await test("screenshots, light and dark", async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
   // Two thumbnails fail for good again, so the table shows dead letters.
@@ -394,9 +445,12 @@ await test("screenshots, light and dark", async () => {
   const waitMore = 16_000 - (Date.now() - loadStarted);
   if (waitMore > 0) await sleep(waitMore);
   await waitFor(page, () => document.querySelectorAll("#chart-rate path.line").length === 2, null, "both rate lines");
+  await waitText(page, cell("thumbnails", "dead"), "2");
+  await waitFor(page, () => document.querySelector("#toast").hidden, null, "the last message to fade", 10_000);
   await page.mouse.move(0, 0);
   const light = path.join(SHOTS, "dashboard-light.png");
-  await page.screenshot({ path: light });
+  // The whole page: the queue table, the detail and, below them, the Consumer Jobs panel.
+  await page.screenshot({ path: light, fullPage: true });
   const lightBg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   await page.emulateMedia({ colorScheme: "dark" });
   await sleep(300);
