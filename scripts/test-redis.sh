@@ -4,7 +4,8 @@
 # one on a free loopback port without persistence, runs the tests with MEMQ_TEST_REDIS pointing
 # at it, and stops it on exit. Idempotent, reads no stdin, asks nothing (CI=true included).
 #
-#   scripts/test-redis.sh                            every queue-server test but durable mode
+#   scripts/test-redis.sh                            every queue-server test but durable mode and
+#                                                    the real Kubernetes ones
 #   scripts/test-redis.sh --cluster                  the same on a three-node Redis Cluster
 #   scripts/test-redis.sh -E 'binary(redis_replicas)' extra args go to the runner (nextest)
 #
@@ -105,10 +106,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 if command -v cargo-nextest >/dev/null 2>&1; then
-    # The durable-mode tests run on a data directory (the memory store) whatever is set, so by
-    # default they are left to scripts/test.sh's main run.
+    # The durable-mode tests run on a data directory (the memory store) whatever is set, and the
+    # real Kubernetes tests (tests/real_kube.rs) start queue-server processes of their own, so
+    # by default both are left to scripts/test.sh's main run.
     if [ $# -eq 0 ]; then
-        set -- -E 'not binary(durable)'
+        set -- -E 'not binary(durable) and not binary(real_kube)'
     fi
     cargo nextest run -p queue-server --locked --profile "$profile" --no-tests=fail "$@"
 else

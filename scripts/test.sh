@@ -46,12 +46,14 @@ export MEMQ_KUBE_RUN=${MEMQ_KUBE_RUN:-$HOME/.cache/memq-rs/kube/test-run}
 trap 'scripts/kube-down.sh >/dev/null 2>&1 || true' EXIT
 kube_up() {
     local out
+    # The binaries the test kubelet runs as pods' processes (consumer, producer).
+    cargo build --workspace --bins --locked --quiet || return
     out=$(scripts/kube-up.sh) || return
     MEMQ_TEST_KUBECONFIG=${out##*export KUBECONFIG=}
     export MEMQ_TEST_KUBECONFIG
     echo "MEMQ_TEST_KUBECONFIG=$MEMQ_TEST_KUBECONFIG"
 }
-step "Kubernetes control plane (scripts/kube-up.sh)" kube_up
+step "Kubernetes control plane (scripts/kube-up.sh) and the binaries its pods run" kube_up
 step "dashboard in a real browser" scripts/browser-test.sh
 step "tests on the Redis store" scripts/test-redis.sh
 step "tests on a Redis Cluster" scripts/test-redis.sh --cluster

@@ -90,7 +90,7 @@ pub fn bin_dir() -> PathBuf {
     for bin in ["consumer", "producer"] {
         assert!(
             dir.join(bin).is_file(),
-            "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+            "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does, before its tests)",
             dir.join(bin).display()
         );
     }
