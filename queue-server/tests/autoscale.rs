@@ -1,6 +1,6 @@
 //! The autoscaler against a fake Kubernetes API server: its decisions over a scripted cluster
 //! (depth rises, pods pending, pods run, a Job fails, the API server goes down, the queue is
-//! finished), and the loop that serve() owns.
+//! finished), and the loop that serve() owns (backoff, one log line per cause).
 
 mod fake_kube;
 
@@ -15,7 +15,7 @@ use queue_server::error::Error;
 use queue_server::kube::autoscale::Decision;
 use queue_server::kube::{Autoscaler, Launcher, template};
 use queue_server::store::{Store, StoreOptions};
-use queue_server::testing::TestServer;
+use queue_server::testing::{TestServer, eventually};
 use tokio_util::sync::CancellationToken;
 
 const NS: &str = "work";
@@ -199,13 +199,60 @@ async fn autoscaler_follows_a_scripted_cluster() {
     assert!(fake.requests().is_empty());
 }
 
+/// Log lines of this test process, captured from the global tracing subscriber.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn install() -> Self {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("queue_server=info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        logs
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock())
+            .matches(needle)
+            .count()
+    }
+}
+
+/// The value of a series in the server's `/metrics`, 0 when absent.
+async fn metric(server: &TestServer, series: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test]
-async fn serve_runs_the_autoscaler_every_interval_through_an_api_outage_and_stops_it() {
+async fn serve_runs_the_autoscaler_through_an_api_outage_with_backoff_and_one_log_line() {
+    let logs = Logs::install();
     let mut fake = FakeKube::start().await;
     let server = TestServer::start(Config {
         jobs: true,
         autoscale: true,
-        autoscale_interval: Duration::from_millis(50),
+        autoscale_interval: Duration::from_millis(20),
         kube_config: Some(fake.config(NS)),
         ..Config::default()
     })
@@ -217,30 +264,75 @@ async fn serve_runs_the_autoscaler_every_interval_through_an_api_outage_and_stop
         .unwrap();
     fake.stop().await;
     fake.clear_requests();
-    client
-        .enqueue_lines("keygen", "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n11\n12\n13\n14\n15\n16\n17\n18\n19\n20\n21\n22\n23\n24\n25\n", None)
-        .await
-        .unwrap();
-    // Several intervals with the API server down: the server goes on serving.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items: String = (1..=25).map(|i| format!("{i}\n")).collect();
+    client.enqueue_lines("keygen", items, None).await.unwrap();
+    // Passes fail while the API server is down, with waits of 40, 80, 160 ms after the first
+    // failures, not the 20 ms interval; the server goes on serving.
+    let failed = r#"memq_autoscaler_passes_total{result="error"}"#;
+    let first_failure = eventually(Duration::from_secs(10), "a failed pass", || async {
+        if metric(&server, failed).await >= 1.0 {
+            Ok(tokio::time::Instant::now())
+        } else {
+            Err("none yet".to_string())
+        }
+    })
+    .await;
+    eventually(Duration::from_secs(10), "four failed passes", || async {
+        let n = metric(&server, failed).await;
+        if n >= 4.0 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    })
+    .await;
+    assert!(
+        first_failure.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        first_failure.elapsed()
+    );
     assert_eq!(client.queue("keygen").await.unwrap().depth, 25);
     assert!(fake.requests().is_empty());
+    // One warning for the outage, however many passes failed.
+    assert_eq!(logs.count("autoscaler pass failed"), 1);
 
     fake.restart().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while posted(&fake).is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no Job launched");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "a Job once the API server is back",
+        || async {
+            let p = posted(&fake);
+            if p.is_empty() {
+                Err("none".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
     assert_eq!(posted(&fake), [3]);
-    // Not started yet, then pending: still one Job, interval after interval.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(logs.count("Kubernetes API answers again"), 1);
+    // Not started yet, then pending: still one Job, pass after pass.
+    let ok = r#"memq_autoscaler_passes_total{result="ok"}"#;
+    let passes = metric(&server, ok).await;
     let name = job_names(&fake)[0].clone();
     // As the Job controller does it: pods first, then the Job's status.
     fake.add_pods(&name, "Pending", 3);
     fake.set_job_status(&name, status(3, 0, 0, &[]));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually(Duration::from_secs(10), "five more passes", || async {
+        let n = metric(&server, ok).await;
+        if n >= passes + 5.0 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    })
+    .await;
     assert_eq!(posted(&fake), [3]);
+    assert_eq!(
+        metric(&server, "memq_autoscaler_launched_jobs_total").await,
+        1.0
+    );
     // serve() cancels and awaits the loop.
     tokio::time::timeout(Duration::from_secs(5), server.shutdown())
         .await
