@@ -3,8 +3,7 @@
 
 mod fake_kube;
 
-use fake_kube::{FakeKube, status};
-use k8s_openapi::api::batch::v1::Job;
+use fake_kube::FakeKube;
 use memq::{CreateJobRequest, QueueConfigPatch};
 use queue_server::Config;
 use queue_server::testing::TestServer;
