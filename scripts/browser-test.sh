@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Browser test of the dashboard: Debian's chromium, driven by playwright-core (npm), against the
 # real queue-server binary on loopback. Installs chromium and playwright-core when missing
-# (idempotent, no questions asked), builds the server, runs scripts/browser/dashboard.test.mjs,
-# and on success copies the light screenshot to docs/dashboard.png.
-# Screenshots: target/screenshots/. Closing line: "browser: N passed, N failed".
+# (idempotent, no questions asked), builds the server and runs scripts/browser/dashboard.test.mjs.
+# Screenshots: target/screenshots/ (the tree stays as it was). Closing line: "browser: N passed,
+# N failed".
+#   scripts/browser-test.sh                     the test
+#   scripts/browser-test.sh --update-docs       the test, then docs/dashboard.png from its screenshot
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -66,4 +68,7 @@ mkdir -p "$SCREENSHOT_DIR"
 echo "==> browser test (chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'))"
 # The suite bounds itself (170 s); this is the backstop if node itself hangs.
 timeout 200 node scripts/browser/dashboard.test.mjs
-cp "$SCREENSHOT_DIR/dashboard-light.png" docs/dashboard.png
+if [ "${1:-}" = --update-docs ]; then
+    cp "$SCREENSHOT_DIR/dashboard-light.png" docs/dashboard.png
+    echo "==> docs/dashboard.png updated from $SCREENSHOT_DIR/dashboard-light.png"
+fi

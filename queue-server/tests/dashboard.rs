@@ -79,6 +79,9 @@ async fn the_page_and_its_assets_are_served_from_the_binary() {
     let html = page.text().await.unwrap();
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.contains(r#"<meta name="memq-auth" content="open">"#));
+    // No launcher: the page is told so and asks nothing of /jobs.
+    assert!(html.contains(r#"<meta name="memq-jobs" content="off">"#));
+    assert!(!html.contains("{{"), "every placeholder is filled");
     for (path, kind) in [
         ("/dashboard/app.js", "text/javascript"),
         ("/dashboard/app.css", "text/css"),

@@ -525,3 +525,40 @@ async fn a_broken_job_template_stops_the_server_at_start() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(fake.requests().is_empty());
 }
+
+#[tokio::test]
+async fn post_jobs_answers_503_when_the_store_cannot_be_reached() {
+    // A Redis nobody listens on: the store fails, the queue is not "missing".
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fake = FakeKube::start().await;
+    let server = TestServer::start_as_given(Config {
+        redis: Some(format!("redis://127.0.0.1:{port}/0")),
+        ..jobs_config(&fake)
+    })
+    .await;
+    let err = server
+        .client()
+        .create_job(&request("keygen", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert_eq!(err.code(), Some("backend_unavailable"));
+    assert!(fake.requests_with("POST").is_empty());
+}
+
+#[tokio::test]
+async fn the_dashboard_is_told_that_jobs_are_on() {
+    let fake = FakeKube::start().await;
+    let server = TestServer::start(jobs_config(&fake)).await;
+    let html = reqwest::get(server.url())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(r#"<meta name="memq-jobs" content="on">"#));
+}

@@ -73,7 +73,8 @@ fn auth_mode(state: &AppState) -> &'static str {
 }
 
 /// `GET /`: the page, told how the server guards its API (`open`, `token`, `public-reads`) so
-/// it knows whether to ask for the token and whether it may offer changes.
+/// it knows whether to ask for the token and whether it may offer changes, and whether it has a
+/// Job launcher (`on`, `off`), so that it asks for `/jobs` only when there is one.
 #[utoipa::path(get, path = "/", tag = "dashboard",
     responses(
         (status = 200, description = "The dashboard page", body = String, content_type = "text/html; charset=utf-8"),
@@ -81,7 +82,13 @@ fn auth_mode(state: &AppState) -> &'static str {
             content_type = "text/html; charset=utf-8", headers(("www-authenticate" = String))),
     ))]
 pub async fn index(State(state): State<AppState>) -> Response {
-    let html = INDEX.replace("{{auth}}", auth_mode(&state));
+    let jobs = match state.jobs {
+        crate::kube::Jobs::Ready(_) => "on",
+        crate::kube::Jobs::Unavailable(_) => "off",
+    };
+    let html = INDEX
+        .replace("{{auth}}", auth_mode(&state))
+        .replace("{{jobs}}", jobs);
     (
         headers("text/html; charset=utf-8"),
         [(

@@ -48,7 +48,7 @@ pub async fn list_jobs(State(state): State<AppState>) -> Result<Json<JobList>> {
         (status = 403, description = "The Kubernetes API server denied this server's ServiceAccount the call (`forbidden`, naming the verb)", body = ApiError),
         (status = 422, description = "The Kubernetes API server rejected the Job as invalid (`invalid_job`, with its message)", body = ApiError),
         (status = 502, description = "The Kubernetes API failed the call otherwise (`kubernetes_error`, with its message)", body = ApiError),
-        (status = 503, description = "No Kubernetes API (`kubernetes_unavailable`)", body = ApiError),
+        (status = 503, description = "No Kubernetes API (`kubernetes_unavailable`), or the store cannot be reached (`backend_unavailable`)", body = ApiError),
     ))]
 pub async fn create_job(
     State(state): State<AppState>,
@@ -58,14 +58,19 @@ pub async fn create_job(
     let bytes = read_body(body, 64 * 1024).await?;
     let wire: CreateJobRequest = json_object(&bytes)?;
     let req = JobRequest::from_wire(wire)?;
-    if state.store.queue(&req.queue).await.is_err() {
-        return Err(Error::param(
-            "queue",
-            format!(
-                "queue {:?} does not exist; create it with PUT /memq/server/queues/{} first",
-                req.queue, req.queue
-            ),
-        ));
+    // Only a missing queue is the caller's mistake; a store that fails (Redis down) is a 503.
+    match state.store.queue(&req.queue).await {
+        Ok(_) => {}
+        Err(Error::QueueNotFound(_)) => {
+            return Err(Error::param(
+                "queue",
+                format!(
+                    "queue {:?} does not exist; create it with PUT /memq/server/queues/{} first",
+                    req.queue, req.queue
+                ),
+            ));
+        }
+        Err(e) => return Err(e),
     }
     let job = launcher.create(&req).await?;
     let job = summary(&job);

@@ -15,7 +15,8 @@ const SPANS = [
   [WINDOW_MS, 300_000],
 ];
 const STALL_MS = 6000; // the server sends a snapshot a second; silence this long means trouble
-const JOB_PATHS = [`${API}/jobs`, "/jobs"];
+// Whether the server launches consumer Jobs (--jobs with a cluster): only then is /jobs asked.
+const JOBS = document.querySelector('meta[name="memq-jobs"]')?.content === "on";
 
 const $ = (id) => document.getElementById(id);
 
@@ -885,23 +886,18 @@ let jobsTimer = 0;
 
 async function probeJobs() {
   // Jobs are not a public read: without a token (and with one required) there is nothing to probe.
-  if (jobsPath || (AUTH !== "open" && !state.token)) return;
-  for (const path of JOB_PATHS) {
-    let resp;
-    try {
-      resp = await fetch(path, { headers: authHeaders(), cache: "no-store" });
-    } catch {
-      return;
-    }
-    const data = (resp.headers.get("content-type") || "").includes("json") ? await resp.json().catch(() => null) : null;
-    if (resp.status === 404) continue;
-    if (!resp.ok) return; // 503 kubernetes_unavailable (outside a cluster), 401: no panel
-    jobsPath = path;
-    $("jobs").hidden = false;
-    renderJobs(data);
-    jobsTimer = setInterval(refreshJobs, 5000);
+  if (!JOBS || jobsPath || (AUTH !== "open" && !state.token)) return;
+  let resp;
+  try {
+    resp = await fetch("/jobs", { headers: authHeaders(), cache: "no-store" });
+  } catch {
     return;
   }
+  if (!resp.ok) return; // 503: the API server cannot be reached now; 401: no panel
+  jobsPath = "/jobs";
+  $("jobs").hidden = false;
+  renderJobs(await resp.json().catch(() => null));
+  jobsTimer = setInterval(refreshJobs, 5000);
 }
 
 async function refreshJobs() {
