@@ -91,9 +91,6 @@ pub enum Error {
     /// The storage backend cannot serve requests right now.
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
-    /// The server is shutting down.
-    #[error("server is shutting down; retry against another replica or after restart")]
-    ShuttingDown,
     /// No Kubernetes API to launch Jobs with: `--jobs` off, no cluster config, or the API
     /// server cannot be reached.
     #[error("Kubernetes Jobs unavailable: {0}")]
@@ -133,7 +130,6 @@ impl Error {
         "not_found",
         "method_not_allowed",
         "backend_unavailable",
-        "shutting_down",
         "kubernetes_unavailable",
         "forbidden",
         "invalid_job",
@@ -170,9 +166,9 @@ impl Error {
             Error::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BackendUnavailable(_)
-            | Error::ShuttingDown
-            | Error::KubernetesUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BackendUnavailable(_) | Error::KubernetesUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::KubernetesForbidden(_) => StatusCode::FORBIDDEN,
             Error::KubernetesInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Kubernetes(_) => StatusCode::BAD_GATEWAY,
@@ -199,7 +195,6 @@ impl Error {
             Error::RouteNotFound(_) => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::BackendUnavailable(_) => "backend_unavailable",
-            Error::ShuttingDown => "shutting_down",
             Error::KubernetesUnavailable(_) => "kubernetes_unavailable",
             Error::KubernetesForbidden(_) => "forbidden",
             Error::KubernetesInvalid(_) => "invalid_job",
@@ -285,7 +280,6 @@ mod tests {
             Error::RouteNotFound("r".into()),
             Error::MethodNotAllowed,
             Error::BackendUnavailable("b".into()),
-            Error::ShuttingDown,
             Error::KubernetesUnavailable("k".into()),
             Error::KubernetesForbidden("k".into()),
             Error::KubernetesInvalid("k".into()),

@@ -6,10 +6,9 @@ mod auth;
 pub mod batch;
 pub(crate) mod extract;
 mod jobs;
-mod memq;
-use memq as memq_routes;
 pub mod openapi;
 mod ops;
+mod queues;
 mod wire;
 
 use std::sync::Arc;
@@ -97,28 +96,31 @@ impl Routes {
 pub fn routes() -> Routes {
     let q = "/memq/server/queues/{queue}";
     let routes = Routes::new()
-        .route("/memq/server/stats", get(memq::stats))
+        .route("/memq/server/stats", get(queues::stats))
         .route(
             q,
-            get(memq::get_queue)
-                .put(memq::create_queue)
-                .delete(memq::delete_queue),
+            get(queues::get_queue)
+                .put(queues::create_queue)
+                .delete(queues::delete_queue),
         )
-        .route(&format!("{q}/drain"), post(memq::drain))
-        .route(&format!("{q}/pause"), post(memq::pause))
-        .route(&format!("{q}/resume"), post(memq::resume))
-        .route(&format!("{q}/enqueue"), post(memq::enqueue))
-        .route(&format!("{q}/dequeue"), post(memq::dequeue))
-        .route(&format!("{q}/ack"), post(memq::ack_batch))
-        .route(&format!("{q}/leases/{{lease}}/ack"), post(memq::ack))
-        .route(&format!("{q}/leases/{{lease}}/nack"), post(memq::nack))
-        .route(&format!("{q}/leases/{{lease}}/extend"), post(memq::extend))
+        .route(&format!("{q}/drain"), post(queues::drain))
+        .route(&format!("{q}/pause"), post(queues::pause))
+        .route(&format!("{q}/resume"), post(queues::resume))
+        .route(&format!("{q}/enqueue"), post(queues::enqueue))
+        .route(&format!("{q}/dequeue"), post(queues::dequeue))
+        .route(&format!("{q}/ack"), post(queues::ack_batch))
+        .route(&format!("{q}/leases/{{lease}}/ack"), post(queues::ack))
+        .route(&format!("{q}/leases/{{lease}}/nack"), post(queues::nack))
+        .route(
+            &format!("{q}/leases/{{lease}}/extend"),
+            post(queues::extend),
+        )
         .route(
             &format!("{q}/dead"),
-            get(memq::dead_letters).delete(memq::purge_dead),
+            get(queues::dead_letters).delete(queues::purge_dead),
         )
-        .route(&format!("{q}/dead/requeue"), post(memq::requeue_dead))
-        .route(&format!("{q}/messages"), get(memq::peek));
+        .route(&format!("{q}/dead/requeue"), post(queues::requeue_dead))
+        .route(&format!("{q}/messages"), get(queues::peek));
     dashboard::routes(routes)
         .route("/jobs", get(jobs::list_jobs).post(jobs::create_job))
         .route("/jobs/{name}", delete(jobs::delete_job))
@@ -192,20 +194,20 @@ impl DirectCall {
         let body = req.into_body();
         let answer = match self.route {
             Direct::Enqueue => match extract::QueueName::checked(self.queue) {
-                Ok(name) => memq::enqueue(State(state), name, params, body).await,
+                Ok(name) => queues::enqueue(State(state), name, params, body).await,
                 Err(e) => Err(e),
             },
             Direct::Dequeue => match extract::QueueName::checked(self.queue) {
                 Ok(name) => {
                     drop(body);
-                    memq::dequeue(State(state), name, params).await
+                    queues::dequeue(State(state), name, params).await
                 }
                 Err(e) => Err(e),
             },
             Direct::Ack => match extract::LeasePath::checked(self.queue, self.lease) {
                 Ok(path) => {
                     drop((body, params));
-                    memq::ack(State(state), path).await
+                    queues::ack(State(state), path).await
                 }
                 Err(e) => Err(e),
             },
@@ -314,9 +316,9 @@ impl AppInner {
                 .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
                 .filter(|(k, _)| k == "wait")
                 .last()
-                .and_then(|(_, v)| ::memq::duration::parse_duration(&v).ok())
+                .and_then(|(_, v)| memq::duration::parse_duration(&v).ok())
                 .unwrap_or_default();
-            limit += wait.min(memq_routes::MAX_WAIT);
+            limit += wait.min(queues::MAX_WAIT);
         }
         // The inner future is polled first: a request answered at once never arms the timer.
         match tokio::time::timeout(limit, self.route(req, direct)).await {

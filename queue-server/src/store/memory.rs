@@ -220,15 +220,6 @@ impl MemoryStore {
         Ok(store)
     }
 
-    /// An empty in-memory store.
-    pub fn new(default_lease_ms: u64, shutdown: CancellationToken) -> Self {
-        let options = StoreOptions {
-            default_lease_ms,
-            ..StoreOptions::default()
-        };
-        Self::open(options, shutdown).expect("an in-memory store opens without I/O")
-    }
-
     /// The store's clock.
     pub fn clock(&self) -> &Clock {
         &self.inner.clock
