@@ -18,14 +18,12 @@ use queue_server::testing::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
 
-fn redis_or_skip(test: &str) -> Option<String> {
-    let url = test_redis();
-    if url.is_none() {
-        eprintln!(
-            "{test}: skipped, MEMQ_TEST_REDIS is not set (scripts/test-redis.sh starts a Redis and sets it)"
-        );
-    }
-    url
+/// The Redis of `MEMQ_TEST_REDIS`; a test without one fails, it never passes by skipping.
+fn test_redis_url() -> String {
+    test_redis().expect(
+        "MEMQ_TEST_REDIS is not set: these tests need a Redis; run scripts/test-redis.sh, which \
+         starts one and sets it (scripts/test.sh runs it)",
+    )
 }
 
 /// Whether `url` is the Redis Cluster of `MEMQ_TEST_REDIS` (rather than a test's own Redis).
@@ -68,10 +66,7 @@ fn leased(max: u32, lease: Duration, wait: Duration) -> DequeueOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_consumers_on_three_replicas_take_20000_items_exactly_once() {
-    let Some(url) = redis_or_skip("five_consumers_on_three_replicas_take_20000_items_exactly_once")
-    else {
-        return;
-    };
+    let url = test_redis_url();
     const ITEMS: usize = 20_000;
     let servers = replicas(&url, 3).await;
     let clients: Vec<memq::Client> = servers.iter().map(|s| s.client()).collect();
@@ -162,9 +157,7 @@ async fn five_consumers_on_three_replicas_take_20000_items_exactly_once() {
 
 #[tokio::test]
 async fn a_lease_taken_on_one_replica_is_acked_nacked_and_extended_through_others() {
-    let Some(url) = redis_or_skip("a_lease_taken_on_one_replica_is_acked_through_another") else {
-        return;
-    };
+    let url = test_redis_url();
     let servers = replicas(&url, 3).await;
     let [a, b, c] = [0, 1, 2].map(|i| servers[i].client());
     a.create_queue("q", None).await.unwrap();
@@ -203,11 +196,7 @@ async fn a_lease_taken_on_one_replica_is_acked_nacked_and_extended_through_other
 
 #[tokio::test]
 async fn a_long_poll_on_one_replica_wakes_for_work_arriving_through_another() {
-    let Some(url) =
-        redis_or_skip("a_long_poll_on_one_replica_wakes_for_work_arriving_through_another")
-    else {
-        return;
-    };
+    let url = test_redis_url();
     let servers = replicas(&url, 2).await;
     let (a, b) = (servers[0].client(), servers[1].client());
     a.create_queue("q", None).await.unwrap();
@@ -299,9 +288,7 @@ async fn wait_ready(url: &str, ready: bool, limit: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_a_replica_mid_run_loses_nothing() {
-    let Some(url) = redis_or_skip("killing_a_replica_mid_run_loses_nothing") else {
-        return;
-    };
+    let url = test_redis_url();
     const ITEMS: usize = 6_000;
     let prefix = unique_prefix();
     let mut procs = Vec::new();
@@ -461,11 +448,7 @@ impl Drop for OwnRedis {
 
 #[tokio::test]
 async fn replicas_are_unready_while_redis_is_down_and_recover_after_its_restart() {
-    if redis_or_skip("replicas_are_unready_while_redis_is_down_and_recover_after_its_restart")
-        .is_none()
-    {
-        return;
-    }
+    test_redis_url();
     let mut redis = OwnRedis::start();
     let servers = replicas(&redis.url(), 2).await;
     let (a, b) = (servers[0].client(), servers[1].client());
@@ -528,11 +511,7 @@ async fn replicas_are_unready_while_redis_is_down_and_recover_after_its_restart(
 
 #[tokio::test]
 async fn a_redis_at_its_maxmemory_answers_507_and_takes_work_again_once_drained() {
-    if redis_or_skip("a_redis_at_its_maxmemory_answers_507_and_takes_work_again_once_drained")
-        .is_none()
-    {
-        return;
-    }
+    test_redis_url();
     let redis = OwnRedis::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
     let servers = replicas(&redis.url(), 1).await;
     let client = servers[0].client();
@@ -568,9 +547,7 @@ async fn a_redis_at_its_maxmemory_answers_507_and_takes_work_again_once_drained(
 
 #[tokio::test]
 async fn max_queues_holds_across_replicas() {
-    let Some(url) = redis_or_skip("max_queues_holds_across_replicas") else {
-        return;
-    };
+    let url = test_redis_url();
     let prefix = unique_prefix();
     let mut servers = Vec::new();
     for _ in 0..2 {
