@@ -132,6 +132,20 @@ where
     }
 }
 
+/// The value of one series in the `/metrics` of the server at `url` (`http://127.0.0.1:PORT`),
+/// e.g. `memq_autoscaler_passes_total{result="ok"}`; 0 when the series is absent.
+pub async fn metric(url: &str, series: &str) -> f64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The Redis that `MEMQ_TEST_REDIS` names, if any.
 pub fn test_redis() -> Option<String> {
     std::env::var("MEMQ_TEST_REDIS")

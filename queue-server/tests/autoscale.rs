@@ -15,7 +15,7 @@ use queue_server::error::Error;
 use queue_server::kube::autoscale::Decision;
 use queue_server::kube::{Autoscaler, Launcher, template};
 use queue_server::store::{Store, StoreOptions};
-use queue_server::testing::{TestServer, eventually};
+use queue_server::testing::{TestServer, eventually, metric};
 use tokio_util::sync::CancellationToken;
 
 const NS: &str = "work";
@@ -232,19 +232,6 @@ impl Logs {
     }
 }
 
-/// The value of a series in the server's `/metrics`, 0 when absent.
-async fn metric(server: &TestServer, series: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", server.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn serve_runs_the_autoscaler_through_an_api_outage_with_backoff_and_one_log_line() {
     let logs = Logs::install();
@@ -270,7 +257,7 @@ async fn serve_runs_the_autoscaler_through_an_api_outage_with_backoff_and_one_lo
     // failures, not the 20 ms interval; the server goes on serving.
     let failed = r#"memq_autoscaler_passes_total{result="error"}"#;
     let first_failure = eventually(Duration::from_secs(10), "a failed pass", || async {
-        if metric(&server, failed).await >= 1.0 {
+        if metric(&server.url(), failed).await >= 1.0 {
             Ok(tokio::time::Instant::now())
         } else {
             Err("none yet".to_string())
@@ -278,7 +265,7 @@ async fn serve_runs_the_autoscaler_through_an_api_outage_with_backoff_and_one_lo
     })
     .await;
     eventually(Duration::from_secs(10), "four failed passes", || async {
-        let n = metric(&server, failed).await;
+        let n = metric(&server.url(), failed).await;
         if n >= 4.0 {
             Ok(())
         } else {
@@ -314,13 +301,13 @@ async fn serve_runs_the_autoscaler_through_an_api_outage_with_backoff_and_one_lo
     assert_eq!(logs.count("Kubernetes API answers again"), 1);
     // Not started yet, then pending: still one Job, pass after pass.
     let ok = r#"memq_autoscaler_passes_total{result="ok"}"#;
-    let passes = metric(&server, ok).await;
+    let passes = metric(&server.url(), ok).await;
     let name = job_names(&fake)[0].clone();
     // As the Job controller does it: pods first, then the Job's status.
     fake.add_pods(&name, "Pending", 3);
     fake.set_job_status(&name, status(3, 0, 0, &[]));
     eventually(Duration::from_secs(10), "five more passes", || async {
-        let n = metric(&server, ok).await;
+        let n = metric(&server.url(), ok).await;
         if n >= passes + 5.0 {
             Ok(())
         } else {
@@ -330,7 +317,7 @@ async fn serve_runs_the_autoscaler_through_an_api_outage_with_backoff_and_one_lo
     .await;
     assert_eq!(posted(&fake), [3]);
     assert_eq!(
-        metric(&server, "memq_autoscaler_launched_jobs_total").await,
+        metric(&server.url(), "memq_autoscaler_launched_jobs_total").await,
         1.0
     );
     // serve() cancels and awaits the loop.
