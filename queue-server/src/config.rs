@@ -195,37 +195,15 @@ fn parse_lease(text: &str) -> Result<Duration, String> {
 }
 
 impl Default for Config {
+    /// The flags' own defaults: what `queue-server` with no flag runs with, whatever the
+    /// environment holds (the `MEMQ_*` variables are ignored here), so the two never differ.
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            token: None,
-            token_file: None,
-            public_reads: false,
-            max_item_bytes: 1 << 20,
-            max_body_bytes: 64 << 20,
-            max_connections: 16384,
-            request_timeout: Duration::from_secs(60),
-            header_read_timeout: Duration::from_secs(30),
-            max_header_bytes: 32 << 10,
-            max_queues: 10_000,
-            max_memory: MemoryLimit::Unlimited,
-            default_lease: Duration::from_secs(30),
-            log_format: LogFormat::Text,
-            data_dir: None,
-            fsync: FsyncMode::Always,
-            compact_bytes: 64 << 20,
-            jobs: false,
-            job_template: None,
-            consumer_image: DEFAULT_CONSUMER_IMAGE.into(),
-            namespace: None,
-            server_url: DEFAULT_SERVER_URL.into(),
-            autoscale: false,
-            autoscale_interval: Duration::from_secs(10),
-            kube_config: None,
-            redis: None,
-            redis_prefix: "memq".into(),
-            redis_cluster: false,
-        }
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Self::command().mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(["queue-server"])
+            .expect("every flag has a default or is optional");
+        Self::from_arg_matches(&matches).expect("the flags' defaults make a config")
     }
 }
 
@@ -382,6 +360,19 @@ fn available_memory() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_config_is_the_flags_defaults() {
+        let config = Config::default();
+        assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], 8080)));
+        assert_eq!(config.max_memory, MemoryLimit::Auto);
+        assert_eq!(config.max_connections, 16384);
+        assert_eq!(config.default_lease, Duration::from_secs(30));
+        assert_eq!(config.autoscale_interval, Duration::from_secs(10));
+        assert_eq!(config.redis_prefix, "memq");
+        assert_eq!(config.consumer_image, DEFAULT_CONSUMER_IMAGE);
+        assert!(config.token.is_none() && !config.jobs && config.kube_config.is_none());
+    }
 
     #[test]
     fn memory_limits_parse_units_and_auto() {
