@@ -82,8 +82,11 @@ fn parse_lease(text: &str) -> Result<Duration, String> {
 
 fn parse_wait(text: &str) -> Result<Duration, String> {
     let d = memq::duration::parse_duration(text)?;
-    if d > Duration::from_secs(60) {
-        return Err("the server long-polls for at most 60s".into());
+    if d > memq::limits::MAX_WAIT {
+        return Err(format!(
+            "the server long-polls for at most {}s",
+            memq::limits::MAX_WAIT.as_secs()
+        ));
     }
     Ok(d)
 }

@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod duration;
+pub mod limits;
 #[cfg(feature = "cli")]
 pub mod logging;
 pub mod name;

@@ -1,5 +1,8 @@
 //! Queue names: `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`.
 
+/// The rule as a regular expression, for the API description (`/openapi.json`).
+pub const QUEUE_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
+
 /// Longest accepted queue name, in bytes.
 pub const MAX_QUEUE_NAME_LEN: usize = 128;
 

@@ -19,8 +19,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn parse_delay(text: &str) -> Result<Duration, String> {
     let d = memq::duration::parse_duration(text)?;
-    if d > Duration::from_secs(900) {
-        return Err("the server accepts delays of at most 900s".into());
+    if d > memq::limits::MAX_DELAY {
+        return Err(format!(
+            "the server accepts delays of at most {}s",
+            memq::limits::MAX_DELAY.as_secs()
+        ));
     }
     Ok(d)
 }
@@ -91,7 +94,7 @@ pub struct Args {
 
     /// Consumer pods of the launched Job (1 to 1000).
     #[arg(long, env = "MEMQ_PARALLELISM", default_value_t = 5, requires = "launch_job",
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(memq::limits::MAX_PARALLELISM)))]
     pub parallelism: u32,
 
     /// After loading, follow the queue until it is finished (nothing ready, in flight or

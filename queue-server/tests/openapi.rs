@@ -82,3 +82,33 @@ async fn the_document_is_open_and_matches_the_routes_method_by_method() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_queue_parameter_carries_the_queue_name_rule_and_the_limits() {
+    let server = TestServer::start(Config::default()).await;
+    let doc: Value = reqwest::get(format!("{}/openapi.json", server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut queue_params = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                if param["name"] == "queue" {
+                    queue_params += 1;
+                    assert_eq!(
+                        param["schema"]["pattern"],
+                        memq::name::QUEUE_NAME_PATTERN,
+                        "{method} {path}"
+                    );
+                }
+                if param["name"] == "max" && path.ends_with("/dequeue") {
+                    assert_eq!(param["schema"]["maximum"], memq::limits::MAX_DEQUEUE);
+                }
+            }
+        }
+    }
+    assert!(queue_params >= 17, "{queue_params} queue parameters");
+}

@@ -22,10 +22,6 @@ pub use queue::{
 /// How long a dedup key stays taken after its item left the queue.
 pub const KEY_RETENTION_MS: u64 = 10 * 60 * 1000;
 
-/// Most consumer pods one queue may ask for: autoscale's `maxParallelism` and the
-/// parallelism of `POST /jobs`.
-pub const MAX_PARALLELISM: u32 = 1000;
-
 /// Bytes an item counts for `--max-memory` beyond its body: its id, attempts and its slot in
 /// the queue's collections (about what `cargo bench --bench memory` measures per item).
 pub const ITEM_OVERHEAD_BYTES: u64 = 64;

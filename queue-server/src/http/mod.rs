@@ -318,7 +318,7 @@ impl AppInner {
                 .last()
                 .and_then(|(_, v)| memq::duration::parse_duration(&v).ok())
                 .unwrap_or_default();
-            limit += wait.min(queues::MAX_WAIT);
+            limit += wait.min(memq::limits::MAX_WAIT);
         }
         // The inner future is polled first: a request answered at once never arms the timer.
         match tokio::time::timeout(limit, self.route(req, direct)).await {

@@ -22,12 +22,7 @@ use crate::broker::NewItem;
 use crate::error::{Error, Result};
 use crate::store::{Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, rfc3339_ms};
 
-/// Longest `delay` of an enqueue or nack.
-const MAX_DELAY: Duration = Duration::from_secs(900);
-/// Longest long poll.
-pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
-/// Longest lease one request may take or extend to.
-const MAX_LEASE: Duration = Duration::from_secs(12 * 3600);
+use memq::limits::{MAX_DELAY, MAX_DEQUEUE, MAX_LEASE, MAX_WAIT};
 
 fn queue_object(queue: QueueStats) -> Json<QueueObject> {
     Json(QueueObject {
@@ -44,6 +39,17 @@ fn delivered(d: &Delivery) -> MessageOut<'_> {
     MessageOut::new(d.id, &d.body, d.lease)
 }
 
+/// The `{queue}` of every queue route, as the API description shows it: the rule of
+/// [`memq::name`] (a test holds the two together).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct QueuePath {
+    /// Queue name
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    queue: String,
+}
+
 /// `GET /stats`.
 #[utoipa::path(get, path = "/memq/server/stats", tag = "queues",
     responses((status = 200, description = "Every queue, sorted by name (kuard's stats)", body = Stats)))]
@@ -56,7 +62,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>> {
 
 /// `PUT /queues/{q}`: 201 created, 200 existed (config updated when a body is given).
 #[utoipa::path(put, path = "/memq/server/queues/{queue}", tag = "queues",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    params(QueuePath),
     request_body(content = Option<QueueConfigPatch>, content_type = "application/json",
         description = "Optional config; fields left out keep their value; empty is no change"),
     responses(
@@ -98,7 +104,7 @@ pub async fn create_queue(
 
 /// `GET /queues/{q}`.
 #[utoipa::path(get, path = "/memq/server/queues/{queue}", tag = "queues",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "The queue object", body = QueueObject)))]
+    params(QueuePath), responses((status = 200, description = "The queue object", body = QueueObject)))]
 pub async fn get_queue(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -108,7 +114,7 @@ pub async fn get_queue(
 
 /// `DELETE /queues/{q}`: answers the queue's last figures.
 #[utoipa::path(delete, path = "/memq/server/queues/{queue}", tag = "queues",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    params(QueuePath),
     responses((status = 200, description = "Deleted; the queue as it was", body = QueueObject)))]
 pub async fn delete_queue(
     State(state): State<AppState>,
@@ -121,7 +127,7 @@ pub async fn delete_queue(
 
 /// `POST /queues/{q}/drain`.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/drain", tag = "queues",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "Ready and delayed items dropped", body = QueueObject)))]
+    params(QueuePath), responses((status = 200, description = "Ready and delayed items dropped", body = QueueObject)))]
 pub async fn drain(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -131,7 +137,7 @@ pub async fn drain(
 
 /// `POST /queues/{q}/pause`.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/pause", tag = "queues",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "Paused: dequeues answer 204", body = QueueObject)))]
+    params(QueuePath), responses((status = 200, description = "Paused: dequeues answer 204", body = QueueObject)))]
 pub async fn pause(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -141,7 +147,7 @@ pub async fn pause(
 
 /// `POST /queues/{q}/resume`.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/resume", tag = "queues",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "The queue object", body = QueueObject)))]
+    params(QueuePath), responses((status = 200, description = "The queue object", body = QueueObject)))]
 pub async fn resume(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -152,7 +158,7 @@ pub async fn resume(
 /// `POST /queues/{q}/enqueue`: one item, or a batch with `?batch=lines|json`.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/enqueue", tag = "items",
     params(
-        ("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        QueuePath,
         ("batch" = inline(Option<BatchMode>), Query, description = "Many items: one per line, or a JSON array"),
         ("keepEmpty" = Option<bool>, Query, description = "With batch=lines: empty lines are items too"),
         ("delay" = Option<String>, Query, description = "Ready only after this long: seconds (30, 1.5) or 500ms, 30s, 2m; at most 900 s"),
@@ -230,7 +236,7 @@ fn empty_response(depth: u64, inflight: u64, delayed: u64, paused: bool) -> Resp
 /// `POST /queues/{q}/dequeue`: kuard's dequeue, or leases, long polls and batches by parameter.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/dequeue", tag = "items",
     params(
-        ("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        QueuePath,
         ("lease" = Option<String>, Query, description = "Lease instead of removing: a duration (0 < S <= 12 h), `true` (the queue's leaseSeconds) or `false`"),
         ("wait" = Option<String>, Query, description = "Long poll up to this long (0 to 60 s)"),
         ("max" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Up to N items, as a messageList"),
@@ -263,7 +269,7 @@ pub async fn dequeue(
         return Err(Error::param("lease", "must be at least 1ms"));
     }
     let wait = params.duration("wait", MAX_WAIT, true)?.unwrap_or_default();
-    let max = params.int("max", 1, 1000)?;
+    let max = params.int("max", 1, u64::from(MAX_DEQUEUE))?;
     let req = DequeueRequest {
         max: max.unwrap_or(1) as usize,
         lease,
@@ -290,7 +296,7 @@ pub async fn dequeue(
 
 /// `POST /queues/{q}/leases/{lease}/ack`.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/leases/{lease}/ack", tag = "leases",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue")),
+    params(QueuePath, ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue")),
     responses(
         (status = 200, description = "Acked: the item is gone; empty body"),
         (status = 410, description = "The lease expired (`lease_expired`)", body = ApiError),
@@ -302,7 +308,7 @@ pub async fn ack(State(state): State<AppState>, path: LeasePath) -> Result<Respo
 
 /// `POST /queues/{q}/leases/{lease}/nack?delay=S`.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/leases/{lease}/nack", tag = "leases",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue"),
+    params(QueuePath, ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue"),
         ("delay" = Option<String>, Query, description = "Ready again only after this long (at most 900 s)")),
     responses(
         (status = 200, description = "Given back; empty body"),
@@ -320,7 +326,7 @@ pub async fn nack(
 
 /// `POST /queues/{q}/leases/{lease}/extend?lease=S`: answers the message with its new lease.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/leases/{lease}/extend", tag = "leases",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue"),
+    params(QueuePath, ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue"),
         ("lease" = Option<String>, Query, description = "New lease length from now (default: the queue's leaseSeconds; at most 12 h)")),
     responses(
         (status = 200, description = "The message with its new lease", body = Message),
@@ -338,7 +344,7 @@ pub async fn extend(
 
 /// `POST /queues/{q}/ack`: a JSON array of lease ids; one outcome each.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/ack", tag = "leases",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    params(QueuePath),
     request_body(content = Vec<String>, content_type = "application/json", description = "Lease ids"),
     responses(
         (status = 200, description = "One outcome per lease id", body = AckResult),
@@ -378,7 +384,7 @@ pub async fn ack_batch(
 
 /// `GET /queues/{q}/dead?limit=N` (default 100).
 #[utoipa::path(get, path = "/memq/server/queues/{queue}/dead", tag = "dead letters",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most dead letters (default 100)")),
+    params(QueuePath, ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most dead letters (default 100)")),
     responses((status = 200, description = "Dead letters, oldest first", body = DeadLetterList)))]
 pub async fn dead_letters(
     State(state): State<AppState>,
@@ -407,7 +413,7 @@ pub async fn dead_letters(
 
 /// `POST /queues/{q}/dead/requeue`.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/dead/requeue", tag = "dead letters",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "Dead letters moved back to ready", body = CountResult)))]
+    params(QueuePath), responses((status = 200, description = "Dead letters moved back to ready", body = CountResult)))]
 pub async fn requeue_dead(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -421,7 +427,7 @@ pub async fn requeue_dead(
 
 /// `DELETE /queues/{q}/dead`.
 #[utoipa::path(delete, path = "/memq/server/queues/{queue}/dead", tag = "dead letters",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")), responses((status = 200, description = "Dead letters removed", body = CountResult)))]
+    params(QueuePath), responses((status = 200, description = "Dead letters removed", body = CountResult)))]
 pub async fn purge_dead(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -435,14 +441,16 @@ pub async fn purge_dead(
 
 /// `GET /queues/{q}/messages?limit=N` (default 10): ready items, not leased.
 #[utoipa::path(get, path = "/memq/server/queues/{queue}/messages", tag = "items",
-    params(("queue" = String, Path, description = "Queue name", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items (default 10)")),
+    params(QueuePath, ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items (default 10)")),
     responses((status = 200, description = "Ready items in hand-out order, not leased", body = MessageList)))]
 pub async fn peek(
     State(state): State<AppState>,
     QueueName(name): QueueName,
     params: Params,
 ) -> Result<Response> {
-    let limit = params.int("limit", 1, 1000)?.unwrap_or(10) as usize;
+    let limit = params
+        .int("limit", 1, u64::from(MAX_DEQUEUE))?
+        .unwrap_or(10) as usize;
     let items = state.store.peek(&name, limit).await?;
     let messages = items
         .iter()

@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::{Container, EnvVar};
 use memq::CreateJobRequest;
 
 use super::{LABEL_MANAGED_BY, LABEL_NAME, LABEL_QUEUE, MANAGED_BY, NAME};
-use crate::broker::MAX_PARALLELISM;
 use crate::error::{Error, Result};
+use memq::limits::MAX_PARALLELISM;
 
 /// The Job template used without `--job-template`: the consumer of `--consumer-image`, with the
 /// same hardening as manifests/base/job-template.yaml. `{image}` is replaced.

@@ -18,8 +18,9 @@ pub use memory::{MemoryStore, StoreOptions};
 use memq::{QueueConfigPatch, QueueStats};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Autoscale, DeadItem, Id, LeaseInfo, MAX_PARALLELISM, NewItem, QueueConfig};
+use crate::broker::{Autoscale, DeadItem, Id, LeaseInfo, NewItem, QueueConfig};
 use crate::error::{Error, Result};
+use memq::limits::{MAX_LEASE, MAX_PARALLELISM};
 
 /// How a dequeue takes items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +139,7 @@ pub(crate) fn apply_patch(
     patch: &QueueConfigPatch,
 ) -> Result<QueueConfig> {
     if let Some(secs) = patch.lease_seconds {
-        if secs == 0 || secs > 12 * 3600 {
+        if secs == 0 || secs > MAX_LEASE.as_secs() {
             return Err(Error::InvalidJson(
                 "leaseSeconds must be between 1 and 43200".into(),
             ));
