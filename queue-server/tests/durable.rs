@@ -8,7 +8,7 @@ use std::time::Duration;
 use memq::{DequeueOptions, Dequeued, EnqueueOptions, QueueConfigPatch};
 use parking_lot::Mutex;
 use queue_server::Config;
-use queue_server::testing::{ServerProcess, TestServer};
+use queue_server::testing::{ServerProcess, TestServer, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
 
@@ -161,8 +161,7 @@ async fn compaction_replaces_old_segments_and_keeps_everything() {
     };
     assert_eq!(first.len(), 1000);
     // The compactor checks once a second.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(Duration::from_secs(15), "a compaction", || async {
         let snaps: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
@@ -180,14 +179,12 @@ async fn compaction_replaces_old_segments_and_keeps_everything() {
             })
             .count();
         if snaps.len() == 1 && snaps[0] != "snapshot-00000000000000000002.snap" && segments <= 2 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{snaps:?}, {segments} segments"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no compaction: {snaps:?}, {segments} segments"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     server.shutdown().await;
     let server = TestServer::start(config).await;
     let rest = drain_all(&server.client(), "q").await;
@@ -556,14 +553,17 @@ async fn a_full_disk_answers_503_stores_nothing_it_denies_and_recovers() {
     assert!(again.to_string().contains("free space"), "{again}");
 
     std::fs::remove_file(&filler).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while ready().await != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "did not recover after space came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "ready again once space came back",
+        || async {
+            match ready().await {
+                200 => Ok(()),
+                status => Err(format!("/readyz {status}")),
+            }
+        },
+    )
+    .await;
     c.enqueue("q", "after", &EnqueueOptions::default())
         .await
         .unwrap();

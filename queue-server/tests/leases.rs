@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use memq::{DequeueOptions, Dequeued, EnqueueOptions, Message, QueueConfigPatch};
 use queue_server::Config;
-use queue_server::testing::TestServer;
+use queue_server::testing::{TestServer, eventually};
 
 fn lease_for(ms: u64) -> DequeueOptions {
     DequeueOptions {
@@ -39,18 +39,15 @@ async fn until(
     what: &str,
     done: impl Fn(&memq::QueueStats) -> bool,
 ) -> memq::QueueStats {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let q = client.queue("work").await.unwrap();
+    eventually(Duration::from_secs(10), what, || async {
+        let q = client.queue("work").await.map_err(|e| e.to_string())?;
         if done(&q) {
-            return q;
+            Ok(q)
+        } else {
+            Err(format!("{q:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {q:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]

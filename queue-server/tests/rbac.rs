@@ -13,7 +13,7 @@ use k8s_openapi::api::rbac::v1::Role;
 use memq::{Autoscale, CreateJobRequest, QueueConfigPatch};
 use queue_server::Config;
 use queue_server::kube::RBAC_VERBS;
-use queue_server::testing::TestServer;
+use queue_server::testing::{TestServer, eventually};
 
 type Grants = BTreeSet<(String, String, String)>;
 
@@ -74,14 +74,14 @@ async fn role_grants_exactly_the_verbs_the_launcher_uses() {
         .enqueue("auto", "x", &Default::default())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while fake.jobs().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "autoscaler launched nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(10), "an autoscaler launch", || async {
+        if fake.jobs().is_empty() {
+            Err("nothing launched".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     let name = fake.jobs()[0].metadata.name.clone().unwrap();
     fake.add_pods(&name, "Running", 1);
     fake.set_job_status(&name, status(1, 0, 0, &[]));

@@ -13,7 +13,7 @@ use memq::{DequeueOptions, Dequeued, EnqueueOptions, QueueStats};
 use parking_lot::Mutex;
 use queue_server::Config;
 use queue_server::testing::{
-    ServerProcess, TestServer, test_redis, test_redis_cluster, unique_prefix,
+    ServerProcess, TestServer, eventually, test_redis, test_redis_cluster, unique_prefix,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
@@ -269,21 +269,18 @@ async fn replica_process(url: &str, prefix: &str) -> ServerProcess {
 }
 
 async fn wait_ready(url: &str, ready: bool, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
+    let what = format!("{url} {}", if ready { "ready" } else { "not ready" });
+    eventually(limit, &what, || async {
         let ok = reqwest::get(format!("{url}/readyz"))
             .await
             .is_ok_and(|r| r.status().is_success());
         if ok == ready {
-            return;
+            Ok(())
+        } else {
+            Err(format!("ready: {ok}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{url} did not become {} in {limit:?}",
-            if ready { "ready" } else { "not ready" }
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -355,11 +352,19 @@ async fn killing_a_replica_mid_run_loses_nothing() {
         }));
     }
     // Kill replica 2 (SIGKILL: no goodbye) once part of the work is done.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().len() < ITEMS / 3 {
-        assert!(Instant::now() < deadline, "no progress before the kill");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "a third of the work before the kill",
+        || async {
+            let n = acked.lock().len();
+            if n >= ITEMS / 3 {
+                Ok(())
+            } else {
+                Err(format!("{n} acked"))
+            }
+        },
+    )
+    .await;
     procs[2].kill();
     for c in consumers {
         tokio::time::timeout(Duration::from_secs(120), c)
