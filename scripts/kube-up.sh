@@ -45,7 +45,7 @@ flock 9
 build() {
     local name=$1 package=$2 started=$SECONDS version=$VERSION
     [ "$name" != etcd ] || version=$ETCD_VERSION
-    say "building $name $version from Go modules (first time only: about 10 minutes for all on 2 cores)"
+    say "building $name $version from Go modules (first time only: about 4 minutes for all on 2 cores)"
     local ldflags="-s -w"
     if [ "$name" != etcd ]; then
         local minor=${VERSION#v1.}
