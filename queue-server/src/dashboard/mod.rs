@@ -1,33 +1,12 @@
-//! The browser dashboard: the page at `/` with its script and style (embedded in the binary,
-//! no third-party files), the live stats stream (server-sent events) and the recent history
-//! behind the page's charts and rates.
+//! What the browser dashboard shows, gathered without HTTP: the [`Sampler`] reads every queue's
+//! figures once a second into a [`History`] (the last 15 minutes, with rates), which the page's
+//! stats stream and charts serve. It only reads figures; it never changes a queue.
 //!
-//! It only reads figures, through the [`Sampler`]; it never changes a queue. The page steers
-//! queues through the queue API like any other client, with the same token.
+//! The page, its assets and the routes that serve all this are in `http::dashboard`; nothing
+//! here knows about axum or the HTTP layer.
 
 mod history;
-pub(crate) mod page;
 mod sampler;
-pub(crate) mod stream;
-
-use axum::routing::get;
 
 pub use history::{History, QueueSeries, RATE_WINDOW, Rates, Window, taken_total};
-pub use page::is_asset;
 pub use sampler::{Dashboard, SAMPLE_EVERY, SAMPLES_KEPT, Sampler};
-
-use crate::http::Routes;
-
-/// Adds the dashboard's routes: the page, its assets, the token check, the stats stream and the
-/// history.
-pub fn routes(mut routes: Routes) -> Routes {
-    routes = routes
-        .route("/", get(page::index))
-        .route("/dashboard/session", get(page::session))
-        .route("/memq/server/stats/stream", get(stream::stats_stream))
-        .route("/memq/server/stats/history", get(stream::stats_history));
-    for asset in page::ASSETS {
-        routes = routes.route(asset.path, get(move || page::serve_asset(asset)));
-    }
-    routes
-}

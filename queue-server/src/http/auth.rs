@@ -15,7 +15,7 @@ use crate::error::Error;
 /// contract, no data) and the dashboard's script, style and icon (code without data, which a browser loads without an `Authorization` header).
 fn always_open(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
-        || crate::dashboard::is_asset(path)
+        || super::dashboard::is_asset(path)
 }
 
 /// Reads that `--public-reads` opens: the dashboard, stats and queue objects (not item bodies).

@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod batch;
+pub(crate) mod dashboard;
 pub(crate) mod extract;
 mod jobs;
 pub mod openapi;
@@ -22,7 +23,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::dashboard::{self, Dashboard};
+use crate::dashboard::Dashboard;
 use crate::error::Error;
 use crate::kube::Jobs;
 use crate::metrics::Metrics;

@@ -106,13 +106,13 @@ pub fn json() -> &'static str {
         super::queues::purge_dead,
         super::queues::requeue_dead,
         super::queues::peek,
-        crate::dashboard::stream::stats_stream,
-        crate::dashboard::stream::stats_history,
-        crate::dashboard::page::index,
-        crate::dashboard::page::session,
-        crate::dashboard::page::app_js,
-        crate::dashboard::page::app_css,
-        crate::dashboard::page::icon_svg,
+        super::dashboard::stream::stats_stream,
+        super::dashboard::stream::stats_history,
+        super::dashboard::page::index,
+        super::dashboard::page::session,
+        super::dashboard::page::app_js,
+        super::dashboard::page::app_css,
+        super::dashboard::page::icon_svg,
         super::jobs::list_jobs,
         super::jobs::create_job,
         super::jobs::delete_job,
@@ -138,7 +138,7 @@ pub struct ApiDoc;
 /// Paths that never need the token (see `auth.rs`).
 fn is_open(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
-        || crate::dashboard::is_asset(path)
+        || super::dashboard::is_asset(path)
 }
 
 fn error_response(description: &str) -> ResponseBuilder {

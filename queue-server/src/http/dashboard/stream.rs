@@ -15,8 +15,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::history::QueueSeries;
-use super::sampler::{SAMPLE_EVERY, SAMPLES_KEPT};
+use crate::dashboard::{QueueSeries, SAMPLE_EVERY, SAMPLES_KEPT};
 use crate::error::Result;
 use crate::http::AppState;
 use crate::http::extract::Params;
