@@ -223,16 +223,11 @@ impl Autoscaler {
         }
     }
 
-    /// The opted-in queues that have ready items and are not paused.
-    async fn wanting_queues(&self) -> Vec<QueueView> {
-        let stats = match self.store.stats().await {
-            Ok(stats) => stats,
-            Err(e) => {
-                tracing::warn!(error = %e, "autoscaler cannot read queue stats; retrying next interval");
-                return Vec::new();
-            }
-        };
-        stats
+    /// The opted-in queues that have ready items and are not paused; the store's error when
+    /// it cannot say (a failed pass like any other: backoff, one log line).
+    async fn wanting_queues(&self) -> Result<Vec<QueueView>> {
+        let stats = self.store.stats().await?;
+        Ok(stats
             .into_iter()
             .filter_map(|s| {
                 let autoscale = s.autoscale?;
@@ -250,14 +245,14 @@ impl Autoscaler {
                     autoscale,
                 })
             })
-            .collect()
+            .collect())
     }
 
     /// One pass: decide from fresh Jobs and pods and launch what is missing. Asks the API
     /// server nothing when no opted-in queue has ready items. Stops at the first failed call;
     /// the next pass decides again from scratch.
     pub async fn reconcile(&self) -> Result<Vec<Decision>> {
-        let queues = self.wanting_queues().await;
+        let queues = self.wanting_queues().await?;
         if queues.is_empty() {
             return Ok(Vec::new());
         }
@@ -321,21 +316,23 @@ impl Autoscaler {
             match result {
                 Ok(_) => {
                     if let Some(cause) = failing.take() {
-                        tracing::info!(after_failures = failures, was = %cause, "autoscaler: Kubernetes API answers again");
+                        tracing::info!(after_failures = failures, was = %cause, "autoscaler passes work again");
                     }
                     failures = 0;
                 }
                 Err(e) => {
-                    let cause = e.to_string();
+                    // The cause is the kind of error (forbidden, invalid_job, unreachable, the
+                    // store, ...), not its text: a Job's generated name differs pass by pass.
+                    let cause = e.code().to_string();
                     failures = failures.saturating_add(1);
                     if failing.as_deref() != Some(cause.as_str()) {
                         tracing::warn!(
-                            code = e.code(), error = %cause,
+                            code = e.code(), error = %e,
                             "autoscaler pass failed; retrying with backoff (doubling from the interval up to {MAX_BACKOFF:?}), logged again only when the cause changes"
                         );
                         failing = Some(cause);
                     } else {
-                        tracing::debug!(error = %cause, failures, "autoscaler pass failed again");
+                        tracing::debug!(error = %e, failures, "autoscaler pass failed again");
                     }
                 }
             }
