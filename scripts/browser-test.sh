@@ -27,6 +27,8 @@ case $target_dir in /*) ;; *) target_dir=$root/$target_dir ;; esac
 
 # A private copy: a target dir shared with other work trees may be rebuilt under us mid-run.
 work=$(mktemp -d)
+ns=
+trap 'rm -rf "$work"; [ -z "$ns" ] || kube delete namespace "$ns" --wait=false >/dev/null 2>&1 || true' EXIT
 cp "$target_dir/debug/queue-server" "$work/queue-server"
 export MEMQ_SERVER_BIN=$work/queue-server
 
@@ -40,23 +42,25 @@ if [ -z "${MEMQ_TEST_KUBECONFIG:-}" ]; then
 fi
 kube() { "$(dirname "$MEMQ_TEST_KUBECONFIG")/kubectl" --kubeconfig "$MEMQ_TEST_KUBECONFIG" "$@"; }
 ns=browser-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
-trap 'rm -rf "$work"; kube delete namespace "$ns" --wait=false >/dev/null 2>&1 || true' EXIT
 echo "==> Kubernetes namespace $ns with the queue server's RBAC"
 kube create namespace "$ns" >/dev/null
 kube apply --server-side -n "$ns" -f manifests/base/serviceaccount.yaml \
     -f manifests/base/role.yaml -f manifests/base/rolebinding.yaml >/dev/null
+api=$(kube config view --raw -o jsonpath='{.clusters[0].cluster.server}')
+ca=$(kube config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+token=$(kube -n "$ns" create token queue-server --duration=1h)
 cat >"$work/queue-server.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
   - name: memq-kube
     cluster:
-      server: $(kube config view --raw -o jsonpath='{.clusters[0].cluster.server}')
-      certificate-authority-data: $(kube config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+      server: $api
+      certificate-authority-data: $ca
 users:
   - name: queue-server
     user:
-      token: $(kube -n "$ns" create token queue-server --duration=1h)
+      token: $token
 contexts:
   - name: memq-kube
     context: {cluster: memq-kube, user: queue-server, namespace: $ns}

@@ -4,6 +4,8 @@
 # (certificates, etcd data, logs). Safe to run when nothing runs.
 # Environment: MEMQ_KUBE_RUN (default ~/.cache/memq-rs/kube/run), as for kube-up.sh.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RUN=${MEMQ_KUBE_RUN:-$HOME/.cache/memq-rs/kube/run}
 say() { printf '[kube-down] %s\n' "$*" >&2; }
@@ -15,11 +17,11 @@ if [ "${1:-}" != --locked ]; then
     flock 9
 fi
 
-# The binary a recorded process must be running, so that a PID reused by another process
-# after a reboot is never signalled.
+# Whether PID runs NAME from the binaries kube-up.sh started (recorded in RUN/bin), so that a
+# PID reused by another process, an etcd of the system's included, is never signalled.
+bin=$(cat "$RUN/bin" 2>/dev/null || true)
 ours() {
-    local pid=$1 name=$2
-    [ -r "/proc/$pid/cmdline" ] && tr '\0' '\n' <"/proc/$pid/cmdline" | head -n1 | grep -q "/$name\$"
+    [ -n "$bin" ] && runs_binary "$1" "$bin/$2"
 }
 
 pids=()
@@ -47,5 +49,5 @@ for entry in "${pids[@]}"; do
         kill -9 "$pid" 2>/dev/null || true
     fi
 done
-find "$RUN" -mindepth 1 -maxdepth 1 ! -name .lock -exec rm -rf {} +
+kube_clear "$RUN"
 say "stopped"

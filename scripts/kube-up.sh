@@ -3,7 +3,7 @@
 # etcd, kube-apiserver (RBAC, service-account tokens, the default admission plugins),
 # kube-controller-manager (Jobs, ServiceAccounts and their tokens, garbage collection, TTL of
 # finished Jobs, namespaces, ReplicaSets, StatefulSets) and kube-scheduler. There is no kubelet:
-# nothing runs pods unless a test registers a node of its own (queue-server/tests/kube_node/).
+# nothing runs pods unless a test registers a node of its own (queue-server/tests/kube_cluster/).
 #
 # Builds the binaries from Go modules the first time (scripts/kube/go.mod pins the release) into
 # $MEMQ_KUBE_CACHE (default ~/.cache/memq-rs/kube/<version>), then reuses them.
@@ -42,6 +42,10 @@ exec 9>"$RUN/.lock"
 flock 9
 
 # ---- build ---------------------------------------------------------------------------------
+# One build at a time into the shared cache, whatever state directory each caller uses.
+mkdir -p "$CACHE"
+exec 8>"$CACHE/.build-lock"
+flock 8
 build() {
     local name=$1 package=$2 started=$SECONDS version=$VERSION
     [ "$name" != etcd ] || version=$ETCD_VERSION
@@ -79,6 +83,7 @@ for name in "${COMPONENTS[@]}" kubectl; do
     fi
 done
 [ "$built" = 0 ] || say "control plane binaries built in $((SECONDS - build_started))s"
+flock -u 8
 
 # ---- reuse a running one -------------------------------------------------------------------
 KUBECONFIG_ADMIN=$RUN/admin.kubeconfig
@@ -86,9 +91,7 @@ KUBECTL=$BIN/kubectl
 
 # alive NAME: the process recorded for NAME runs, and is that binary.
 alive() {
-    local pid
-    pid=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
-    [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$BIN/$1 "
+    runs_binary "$(cat "$RUN/$1.pid" 2>/dev/null)" "$BIN/$1"
 }
 
 ready() {
@@ -97,10 +100,18 @@ ready() {
 
 all_alive=1
 for name in "${COMPONENTS[@]}"; do alive "$name" || all_alive=0; done
-if [ "$all_alive" = 1 ] && ready; then
-    say "control plane already running ($RUN); reusing it"
-    echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
-    exit 0
+if [ "$all_alive" = 1 ]; then
+    # Running: give a busy API server time to answer rather than start it again under the
+    # tests that use it.
+    for _ in $(seq 120); do
+        if ready; then
+            say "control plane already running ($RUN); reusing it"
+            echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
+            exit 0
+        fi
+        sleep 0.5
+    done
+    say "the recorded control plane runs but its API server did not answer for 60s"
 fi
 if [ -n "$(ls "$RUN"/*.pid 2>/dev/null)" ]; then
     say "a partial or stopped control plane is recorded in $RUN; stopping what is left of it"
@@ -109,10 +120,22 @@ fi
 
 up_started=$SECONDS
 # Fresh state every start: certificates, etcd data, logs.
-find "$RUN" -mindepth 1 -maxdepth 1 ! -name .lock -exec rm -rf {} +
+kube_clear "$RUN"
 PKI=$RUN/pki
 mkdir -p "$PKI" "$RUN/logs"
 ln -s "$KUBECTL" "$RUN/kubectl"
+# Where the binaries are, so that kube-down.sh signals only processes running them.
+echo "$BIN" >"$RUN/bin"
+# Until the end: a start that fails stops what it started, keeping the logs.
+up_done=0
+stop_failed_start() {
+    [ "$up_done" = 0 ] || return 0
+    rm -rf "$RUN/failed-logs"
+    mv "$RUN/logs" "$RUN/failed-logs" 2>/dev/null || true
+    MEMQ_KUBE_RUN=$RUN "$ROOT/scripts/kube-down.sh" --locked >&2 || true
+    say "stopped what this start began; its logs are in $RUN/failed-logs"
+}
+trap stop_failed_start EXIT
 
 # ---- certificates --------------------------------------------------------------------------
 say "generating certificates in $PKI"
@@ -150,7 +173,10 @@ echo "$API_PORT" >"$RUN/apiserver.port"
 API=https://127.0.0.1:$API_PORT
 
 kubeconfig() {
-    local file=$1 user=$2
+    local file=$1 user=$2 ca cert key
+    ca=$(base64 -w0 "$PKI/ca.crt")
+    cert=$(base64 -w0 "$PKI/$user.crt")
+    key=$(base64 -w0 "$PKI/$user.key")
     cat >"$file" <<EOF
 apiVersion: v1
 kind: Config
@@ -158,12 +184,12 @@ clusters:
   - name: memq-kube
     cluster:
       server: $API
-      certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+      certificate-authority-data: $ca
 users:
   - name: $user
     user:
-      client-certificate-data: $(base64 -w0 "$PKI/$user.crt")
-      client-key-data: $(base64 -w0 "$PKI/$user.key")
+      client-certificate-data: $cert
+      client-key-data: $key
 contexts:
   - name: memq-kube
     context:
@@ -187,16 +213,22 @@ start() {
     echo $! >"$RUN/$name.pid"
 }
 
-# wait_for WHAT SECONDS COMMAND...: polls COMMAND until it succeeds; fails with the log's tail.
+# wait_for NAME SECONDS COMMAND...: polls COMMAND until it succeeds while process NAME runs;
+# fails with the end of NAME's log when NAME exits or the time is up.
 wait_for() {
-    local what=$1 limit=$2 log=$3
-    shift 3
-    local deadline=$((SECONDS + limit))
+    local name=$1 limit=$2
+    shift 2
+    local log=$RUN/logs/$name.log deadline=$((SECONDS + limit)) why=""
     until "$@" >/dev/null 2>&1; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            say "$what not ready within ${limit}s; the end of $log:"
+        if ! alive "$name"; then
+            why="exited"
+        elif [ "$SECONDS" -ge "$deadline" ]; then
+            why="was not ready within ${limit}s"
+        fi
+        if [ -n "$why" ]; then
+            say "$name $why; the end of its log:"
             tail -n 30 "$log" >&2 || true
-            die "$what did not start; see $log, then run scripts/kube-down.sh and this script again"
+            die "$name did not start (its log is kept in $RUN/failed-logs); fix what it says and run this script again"
         fi
         sleep 0.2
     done
@@ -215,7 +247,7 @@ start etcd \
     --quota-backend-bytes=$((1024 * 1024 * 1024)) \
     --log-level=warn
 etcd_health() { python3 -c "import urllib.request,sys; sys.exit(0 if b'true' in urllib.request.urlopen('http://127.0.0.1:$ETCD_PORT/health', timeout=2).read() else 1)"; }
-wait_for etcd 30 "$RUN/logs/etcd.log" etcd_health
+wait_for etcd 30 etcd_health
 
 say "starting kube-apiserver on $API"
 start kube-apiserver \
@@ -237,7 +269,7 @@ start kube-apiserver \
     --enable-admission-plugins=PodNodeSelector \
     --profiling=false \
     --v=1
-wait_for kube-apiserver 90 "$RUN/logs/kube-apiserver.log" ready
+wait_for kube-apiserver 90 ready
 
 say "starting kube-controller-manager and kube-scheduler"
 start kube-controller-manager \
@@ -268,10 +300,11 @@ sa_ready() {
     alive kube-controller-manager && alive kube-scheduler &&
         "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" -n default get serviceaccount default
 }
-wait_for kube-controller-manager 60 "$RUN/logs/kube-controller-manager.log" sa_ready
+wait_for kube-controller-manager 60 sa_ready
 for name in "${COMPONENTS[@]}"; do
     alive "$name" || die "$name exited at start; see $RUN/logs/$name.log"
 done
 
+up_done=1
 say "control plane ready in $((SECONDS - up_started))s: API server $API, logs in $RUN/logs; stop it with scripts/kube-down.sh"
 echo "export KUBECONFIG=$KUBECONFIG_ADMIN"

@@ -32,6 +32,20 @@ else:
 PY
 }
 
+# kube_clear RUN: removes what scripts/kube-up.sh keeps in its state directory RUN, and
+# nothing else (RUN may be any directory a user names).
+kube_clear() {
+    local run=$1
+    rm -rf "${run:?}/pki" "$run/etcd" "$run/logs" "$run/bin" "$run/kubectl" "$run/apiserver.port" \
+        "$run"/*.kubeconfig "$run"/*.pid
+}
+
+# runs_binary PID FILE: whether process PID runs the executable FILE (links resolved), so that
+# a recorded PID that another process took over since is never taken for ours.
+runs_binary() {
+    [ -n "$1" ] && [ "$(readlink "/proc/$1/exe" 2>/dev/null)" = "$(readlink -f "$2")" ]
+}
+
 # stop_all PID...: sends each process SIGTERM, then waits for each (ones already gone are
 # skipped); for the EXIT traps of scripts that start servers.
 stop_all() {

@@ -40,7 +40,7 @@ step "manifests and Dockerfile" scripts/check-manifests.sh
 # A real Kubernetes control plane for the browser test and tests/real_kube.rs, in a state directory of its own (so a
 # control plane someone runs by hand is left alone), stopped when this script exits. The first
 # run builds it from Go modules (about 5 minutes); later runs reuse the binaries.
-export MEMQ_KUBE_RUN=${MEMQ_KUBE_RUN:-$HOME/.cache/memq-rs/kube/test-run}
+export MEMQ_KUBE_RUN=${MEMQ_TEST_KUBE_RUN:-$HOME/.cache/memq-rs/kube/test-run}
 trap 'scripts/kube-down.sh >/dev/null 2>&1 || true' EXIT
 kube_up() {
     local out

@@ -860,12 +860,13 @@ async fn the_walkthrough_runs_to_complete_on_the_real_job_controller() {
     let kubelet = Kubelet::start(&cluster, &ns, &[("queue:8080", host_port(&server))], false).await;
     let client = client(&server);
     let objects = rendered(&cluster, &repo_root().join("manifests/base"), &ns).await;
+    let files = tempfile::tempdir().unwrap();
     let job_file = |name: &str| {
         let job = objects
             .iter()
             .find(|o| o["kind"] == "Job" && o["metadata"]["name"] == name)
             .unwrap_or_else(|| panic!("the base has a Job {name}"));
-        let path = std::env::temp_dir().join(format!("{}-{name}.json", ns.name));
+        let path = files.path().join(format!("{name}.json"));
         std::fs::write(&path, job.to_string()).unwrap();
         path.display().to_string()
     };

@@ -477,6 +477,8 @@ async fn sync_loop(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let params = ListParams::default().fields(&format!("spec.nodeName={}", ctx.node));
     let mut tasks: HashMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
         HashMap::new();
+    // Pods whose container this kubelet ran to its end: never run again, whatever the API says.
+    let mut ended: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         if let Ok(list) = pods.list(&params).await {
             for pod in list.items {
@@ -489,7 +491,8 @@ async fn sync_loop(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
                     continue;
                 }
                 let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-                if matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
+                if ended.contains(&uid) || matches!(phase.as_deref(), Some("Succeeded" | "Failed"))
+                {
                     // Finished before this kubelet (re)started: nothing to run.
                     if deleting {
                         tokio::spawn(remove_pod(ctx.clone(), pod));
@@ -501,7 +504,13 @@ async fn sync_loop(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
                 tasks.insert(uid, (tell, task));
             }
         }
-        tasks.retain(|_, (_, task)| !task.is_finished());
+        tasks.retain(|uid, (_, task)| {
+            let finished = task.is_finished();
+            if finished {
+                ended.insert(uid.clone());
+            }
+            !finished
+        });
         tokio::select! {
             _ = stop.changed() => break,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -827,10 +836,18 @@ async fn report(
             "state": state,
         }],
     }});
-    if let Err(e) = pods
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
-        .await
-    {
-        eprintln!("test kubelet: cannot report pod {name} {phase}: {e}");
+    // A lost report of the end would leave the pod Running for good (and the sync loop would
+    // run it again): try a few times.
+    for attempt in 1..=5 {
+        match pods
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            Ok(_) => return,
+            Err(e) if attempt == 5 => {
+                eprintln!("test kubelet: cannot report pod {name} {phase}: {e}");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
+        }
     }
 }

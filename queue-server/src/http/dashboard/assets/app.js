@@ -885,36 +885,31 @@ let jobsPath = null;
 let jobsTimer = 0;
 
 async function probeJobs() {
-  // Jobs are not a public read: without a token (and with one required) there is nothing to probe.
+  // Jobs are not a public read: without a token (and with one required) there is nothing to ask.
   if (!JOBS || jobsPath || (AUTH !== "open" && !state.token)) return;
-  let resp;
-  try {
-    resp = await fetch("/jobs", { headers: authHeaders(), cache: "no-store" });
-  } catch {
-    return;
-  }
-  if (!resp.ok) return; // 503: the API server cannot be reached now; 401: no panel
   jobsPath = "/jobs";
   $("jobs").hidden = false;
-  renderJobs(await resp.json().catch(() => null));
+  await refreshJobs();
   jobsTimer = setInterval(refreshJobs, 5000);
 }
 
+/** Reloads the Jobs; while the API server refuses or cannot be reached, the panel says why. */
 async function refreshJobs() {
+  let resp;
   try {
-    const resp = await fetch(jobsPath, { headers: authHeaders(), cache: "no-store" });
-    if (!resp.ok) {
-      if (resp.status === 404 || resp.status === 503) {
-        $("jobs").hidden = true;
-        clearInterval(jobsTimer);
-        jobsPath = null;
-      }
-      return;
-    }
-    renderJobs(await resp.json());
+    resp = await fetch(jobsPath, { headers: authHeaders(), cache: "no-store" });
   } catch {
-    // offline: the connection pill says so already
+    return; // offline: the connection pill says so already
   }
+  const data = await resp.json().catch(() => null);
+  if (!resp.ok) {
+    $("jobs-rows").replaceChildren();
+    $("jobs-empty").textContent = data?.message || `Jobs cannot be listed: ${resp.status}`;
+    $("jobs-empty").hidden = false;
+    return;
+  }
+  $("jobs-empty").textContent = "No consumer Jobs.";
+  renderJobs(data);
 }
 
 function jobList(data) {
