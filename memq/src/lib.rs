@@ -15,15 +15,18 @@
 //! - [`name`]: the queue-name rule.
 //! - [`retry`]: retrying a request with backoff until a deadline, for the command-line tools.
 
+#[cfg(feature = "client")]
 pub mod client;
 pub mod duration;
 pub mod limits;
 #[cfg(feature = "cli")]
 pub mod logging;
 pub mod name;
+#[cfg(feature = "client")]
 pub mod retry;
 pub mod types;
 
+#[cfg(feature = "client")]
 pub use client::{Client, DequeueOptions, Dequeued, EnqueueOptions, Error};
 pub use types::*;
 

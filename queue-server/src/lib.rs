@@ -16,7 +16,7 @@
 //!   the JSON errors.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
-//! `127.0.0.1:0`; [`testing::TestServer`] does exactly that.
+//! `127.0.0.1:0`; `testing::TestServer` (feature `testing`, on for tests) does exactly that.
 
 pub mod broker;
 pub mod config;
@@ -28,6 +28,7 @@ pub mod kube;
 pub mod metrics;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::future::Future;
