@@ -23,6 +23,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Arc<Requests>,
     connections: Gauge,
+    /// Long polls waiting now, set from the store at each scrape.
+    long_polls: Gauge,
     /// What the autoscaler did, counted by its loop.
     autoscaler: AutoscalerMetrics,
     /// The stats of the scrape being encoded (a scrape fetches them first, asynchronously).
@@ -43,6 +45,12 @@ impl Metrics {
             "Client connections open now (at most --max-connections)",
             connections.clone(),
         );
+        let long_polls = Gauge::default();
+        registry.register(
+            "memq_long_polls_waiting",
+            "Dequeues waiting now for an item to arrive (long polls with ?wait=; this replica's with --redis)",
+            long_polls.clone(),
+        );
         let autoscaler = AutoscalerMetrics::default();
         registry.register(
             "memq_autoscaler_passes",
@@ -62,10 +70,17 @@ impl Metrics {
             registry,
             requests,
             connections,
+            long_polls,
             autoscaler,
             queues,
             scrape: Mutex::new(()),
         }
+    }
+
+    /// Sets `memq_long_polls_waiting` (before a scrape renders it).
+    pub fn set_long_polls(&self, waiting: u64) {
+        self.long_polls
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// The autoscaler's counters, for its loop to update.

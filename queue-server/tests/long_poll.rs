@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use memq::{DequeueOptions, Dequeued, EnqueueOptions};
 use queue_server::Config;
-use queue_server::testing::TestServer;
+use queue_server::testing::{TestServer, eventually, metric};
 
 fn wait(secs: u64) -> DequeueOptions {
     DequeueOptions {
@@ -26,7 +26,7 @@ async fn long_poll_is_woken_by_an_enqueue_from_another_connection() {
             let got = c.dequeue("q", &wait(10)).await.unwrap();
             (got, Instant::now())
         });
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        polls_waiting(&server, 1).await;
         assert!(
             !poll.is_finished(),
             "round {round}: answered before any item"
@@ -131,6 +131,20 @@ async fn delayed_item_wakes_a_long_poll_when_due() {
     server.shutdown().await;
 }
 
+/// Waits until `memq_long_polls_waiting` is `n`.
+async fn polls_waiting(server: &TestServer, n: u64) {
+    let url = server.url();
+    eventually(Duration::from_secs(10), "long polls waiting", || async {
+        let now = metric(&url, "memq_long_polls_waiting").await;
+        if now == n as f64 {
+            Ok(())
+        } else {
+            Err(format!("{now}"))
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn paused_queue_answers_long_polls_at_once_and_pausing_wakes_waiters() {
     let server = TestServer::start(Config::default()).await;
@@ -138,7 +152,8 @@ async fn paused_queue_answers_long_polls_at_once_and_pausing_wakes_waiters() {
     client.create_queue("q", None).await.unwrap();
     let c = client.clone();
     let waiting = tokio::spawn(async move { c.dequeue("q", &wait(30)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The poll waits (it looked and found nothing) before the pause, so the pause must wake it.
+    polls_waiting(&server, 1).await;
     client.queue_action("q", "pause").await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(2), waiting)
         .await

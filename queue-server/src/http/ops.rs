@@ -39,6 +39,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Error> {
     let stats = state.store.stats().await?;
     let memory = state.store.memory();
+    state.metrics.set_long_polls(state.store.waiting_polls());
     let text = state
         .metrics
         .render(stats, memory)

@@ -106,6 +106,8 @@ struct Inner {
     next_wake: AtomicU64,
     sweeper: Notify,
     shutdown: CancellationToken,
+    /// Long polls waiting now, in [`super::long_poll`].
+    waiting: AtomicU64,
 }
 
 /// The queues. Cheap to clone; clones share the queues.
@@ -206,6 +208,7 @@ impl MemoryStore {
                 next_wake: AtomicU64::new(u64::MAX),
                 sweeper: Notify::new(),
                 shutdown,
+                waiting: AtomicU64::new(0),
             }),
         };
         if store.inner.data.is_some() {
@@ -218,6 +221,11 @@ impl MemoryStore {
             }
         }
         Ok(store)
+    }
+
+    /// Long polls waiting now.
+    pub fn waiting_polls(&self) -> u64 {
+        self.inner.waiting.load(Ordering::Relaxed)
     }
 
     /// The store's clock.
@@ -502,7 +510,8 @@ impl MemoryStore {
         self.check_writable()?;
         let shared = self.get(name)?;
         let look = |_left| self.try_dequeue(name, &shared, req);
-        super::long_poll(&shared.ready, req.wait, &self.inner.shutdown, look).await
+        let waiting = &self.inner.waiting;
+        super::long_poll(&shared.ready, req.wait, &self.inner.shutdown, waiting, look).await
     }
 
     async fn try_dequeue(

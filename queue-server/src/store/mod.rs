@@ -78,10 +78,12 @@ pub enum DequeueOutcome {
 /// Ends early when, after a wake, the queue is finished (nothing ready, delayed or leased: the
 /// work this poll waited for was done elsewhere; a poll that starts on a finished queue still
 /// waits, for a producer that has not begun yet).
+/// While it waits, it counts itself in `waiting` (the `memq_long_polls_waiting` gauge).
 async fn long_poll<F, Fut>(
     notify: &tokio::sync::Notify,
     wait: Duration,
     shutdown: &CancellationToken,
+    waiting: &std::sync::atomic::AtomicU64,
     mut look: F,
 ) -> Result<DequeueOutcome>
 where
@@ -116,11 +118,28 @@ where
         {
             return Ok(outcome);
         }
+        let _counted = Waiting::start(waiting);
         tokio::select! {
             _ = &mut notified => woken = true,
             _ = tokio::time::sleep_until(until) => {}
             _ = shutdown.cancelled() => return Ok(outcome),
         }
+    }
+}
+
+/// One long poll in a waiting count, until dropped (also when its request goes away).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn start(count: &'a std::sync::atomic::AtomicU64) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -316,6 +335,14 @@ impl Store {
         match self {
             Store::Memory(s) => Some(s.memory()),
             Store::Redis(_) => None,
+        }
+    }
+
+    /// Long polls waiting now (of this replica, with Redis).
+    pub fn waiting_polls(&self) -> u64 {
+        match self {
+            Store::Memory(s) => s.waiting_polls(),
+            Store::Redis(s) => s.waiting_polls(),
         }
     }
 

@@ -101,6 +101,8 @@ struct Inner {
     sweeper: Notify,
     subscribed: AtomicBool,
     shutdown: CancellationToken,
+    /// Long polls of this replica waiting now, in [`super::long_poll`].
+    waiting: std::sync::atomic::AtomicU64,
 }
 
 /// The Redis-backed queues. Cheap to clone; clones share one connection.
@@ -206,6 +208,7 @@ impl RedisStore {
                 sweeper: Notify::new(),
                 subscribed: AtomicBool::new(false),
                 shutdown,
+                waiting: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -495,6 +498,13 @@ impl RedisStore {
         }
     }
 
+    /// Long polls of this replica waiting now.
+    pub fn waiting_polls(&self) -> u64 {
+        self.inner
+            .waiting
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Hands out items, long-polling up to `req.wait` when none is ready.
     pub async fn dequeue(&self, name: &str, req: DequeueRequest) -> Result<DequeueOutcome> {
         if req.wait.is_zero() {
@@ -503,7 +513,15 @@ impl RedisStore {
         let waiter = self.inner.waiters.register(name);
         // A wait of at least 1 ms tells the script to announce items for this poll.
         let look = |left: Duration| self.try_dequeue(name, req, (left.as_millis() as u64).max(1));
-        super::long_poll(waiter.notify(), req.wait, &self.inner.shutdown, look).await
+        let waiting = &self.inner.waiting;
+        super::long_poll(
+            waiter.notify(),
+            req.wait,
+            &self.inner.shutdown,
+            waiting,
+            look,
+        )
+        .await
     }
 
     /// One look: `wait_ms` > 0 tells the script that this poll will wait, so items enqueued
