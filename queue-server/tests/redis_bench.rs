@@ -10,21 +10,21 @@
 use std::time::{Duration, Instant};
 
 use memq::{DequeueOptions, Dequeued, EnqueueOptions};
-use queue_server::testing::{ServerProcess, test_redis, unique_prefix};
+use queue_server::testing::{ServerProcess, eventually, test_redis, unique_prefix};
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
 const ITEMS: usize = 20_000;
 const TASKS: usize = 32;
 
 async fn ready(server: &ServerProcess) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !reqwest::get(format!("{}/readyz", server.url()))
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "server not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let url = format!("{}/readyz", server.url());
+    eventually(Duration::from_secs(15), "the server ready", || async {
+        match reqwest::get(&url).await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
 
 /// Items per second for single-item enqueues, then for lease + ack pairs, spread over `clients`.

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use queue_server::testing::TestServer;
 use tokio::process::{Child, Command};
-use tokio::time::Instant;
 
 /// A queue server for one test.
 pub async fn server() -> TestServer {
@@ -123,23 +122,18 @@ impl Consumer {
     }
 }
 
-/// Polls `check` until it returns Some, failing with `what` after `limit`.
+/// Polls `check` until it returns Some, failing with `what` after `limit`: the one helper of
+/// `queue_server::testing`, for checks that have nothing to say while they wait.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    queue_server::testing::eventually(limit, what, || {
+        let look = check();
+        async move { look.await.ok_or_else(|| "not yet".to_string()) }
+    })
+    .await
 }
 
 /// How often each line appears in the record file the test's `--exec` appends to.
