@@ -355,7 +355,16 @@ async fn jobs_server(ns: &str, kubeconfig: &Path, extra: &[&str]) -> ServerProce
     .await
 }
 
-fn client(server: &ServerProcess) -> memq::Client {
+/// `POST /jobs` for `parallelism` consumers of `queue`, from the server's template as it is.
+fn job_request(queue: &str, parallelism: u32) -> CreateJobRequest {
+    CreateJobRequest {
+        queue: queue.into(),
+        parallelism,
+        ..Default::default()
+    }
+}
+
+fn client_of(server: &ServerProcess) -> memq::Client {
     memq::Client::new(server.base_url()).unwrap()
 }
 
@@ -389,7 +398,7 @@ async fn the_real_server_launches_lists_and_deletes_real_jobs_as_its_service_acc
     } = setup("launcher", "queue-server").await;
     let server = jobs_server(&ns, &kubeconfig, &[]).await;
     let kubelet = Kubelet::start(&cluster, &ns, &[("queue:8080", host_port(&server))], false).await;
-    let client = client(&server);
+    let client = client_of(&server);
     let empty = client.jobs().await.unwrap();
     assert_eq!(
         (empty.kind.as_str(), empty.namespace.as_str()),
@@ -413,14 +422,7 @@ async fn the_real_server_launches_lists_and_deletes_real_jobs_as_its_service_acc
     client.enqueue_lines("work", items, None).await.unwrap();
 
     // POST /jobs: a real Job, whose pods the Job controller makes and the node runs.
-    let job = client
-        .create_job(&CreateJobRequest {
-            queue: "work".into(),
-            parallelism: 2,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let job = client.create_job(&job_request("work", 2)).await.unwrap();
     assert!(job.name.starts_with("consumer-work-"), "{}", job.name);
     assert_eq!(job.namespace, ns.name);
     let done = eventually(
@@ -540,14 +542,10 @@ async fn refusals_of_the_real_api_server_answer_what_they_are_and_queues_go_on()
         kubeconfig: unprivileged,
     } = setup("refusals", "default").await;
     let server = jobs_server(&ns, &unprivileged, &[]).await;
-    let client = client(&server);
+    let client = client_of(&server);
     client.create_queue("work", None).await.unwrap();
     let err = client
-        .create_job(&CreateJobRequest {
-            queue: "work".into(),
-            parallelism: 1,
-            ..Default::default()
-        })
+        .create_job(&job_request("work", 1))
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(403), "{err}");
@@ -584,14 +582,10 @@ async fn refusals_of_the_real_api_server_answer_what_they_are_and_queues_go_on()
         .await;
     let template_arg = template.display().to_string();
     let server = jobs_server(&ns, &privileged, &["--job-template", &template_arg]).await;
-    let client = memq::Client::new(server.base_url()).unwrap();
+    let client = client_of(&server);
     client.create_queue("work", None).await.unwrap();
     let err = client
-        .create_job(&CreateJobRequest {
-            queue: "work".into(),
-            parallelism: 1,
-            ..Default::default()
-        })
+        .create_job(&job_request("work", 1))
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(422), "{err}");
@@ -614,7 +608,7 @@ async fn refusals_of_the_real_api_server_answer_what_they_are_and_queues_go_on()
     let unreachable = dir.path().join("unreachable.kubeconfig");
     std::fs::write(&unreachable, text).unwrap();
     let server = jobs_server(&ns, &unreachable, &[]).await;
-    let client = memq::Client::new(server.base_url()).unwrap();
+    let client = client_of(&server);
     let err = client.jobs().await.unwrap_err();
     assert_eq!(err.status(), Some(503), "{err}");
     assert_eq!(err.code(), Some("kubernetes_unavailable"));
@@ -686,7 +680,7 @@ async fn the_autoscaler_waits_on_pending_pods_and_scales_once_they_run() {
     .await;
     // The node is cordoned: every consumer pod stays Pending.
     let kubelet = Kubelet::start(&cluster, &ns, &[("queue:8080", host_port(&server))], true).await;
-    let client = client(&server);
+    let client = client_of(&server);
     let patch = QueueConfigPatch {
         autoscale: Some(Some(Autoscale {
             max_parallelism: 4,
@@ -810,7 +804,7 @@ async fn the_autoscaler_backs_off_from_a_refusing_api_server() {
         &["--autoscale", "--autoscale-interval=100ms"],
     )
     .await;
-    let client = client(&server);
+    let client = client_of(&server);
     let patch = QueueConfigPatch {
         autoscale: Some(Some(Autoscale {
             max_parallelism: 2,
@@ -858,7 +852,7 @@ async fn the_walkthrough_runs_to_complete_on_the_real_job_controller() {
     // The queue server of the walkthrough, reached by the pods as the Service `queue`.
     let server = ServerProcess::start(BIN, &[]).await;
     let kubelet = Kubelet::start(&cluster, &ns, &[("queue:8080", host_port(&server))], false).await;
-    let client = client(&server);
+    let client = client_of(&server);
     let objects = rendered(&cluster, &repo_root().join("manifests/base"), &ns).await;
     let files = tempfile::tempdir().unwrap();
     let job_file = |name: &str| {
