@@ -46,26 +46,7 @@ echo "==> Kubernetes namespace $ns with the queue server's RBAC"
 kube create namespace "$ns" >/dev/null
 kube apply --server-side -n "$ns" -f manifests/base/serviceaccount.yaml \
     -f manifests/base/role.yaml -f manifests/base/rolebinding.yaml >/dev/null
-api=$(kube config view --raw -o jsonpath='{.clusters[0].cluster.server}')
-ca=$(kube config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
-token=$(kube -n "$ns" create token queue-server --duration=1h)
-cat >"$work/queue-server.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-  - name: memq-kube
-    cluster:
-      server: $api
-      certificate-authority-data: $ca
-users:
-  - name: queue-server
-    user:
-      token: $token
-contexts:
-  - name: memq-kube
-    context: {cluster: memq-kube, user: queue-server, namespace: $ns}
-current-context: memq-kube
-EOF
+scripts/kube-sa-kubeconfig.sh "$MEMQ_TEST_KUBECONFIG" "$ns" queue-server "$work/queue-server.kubeconfig"
 export MEMQ_JOBS_KUBECONFIG=$work/queue-server.kubeconfig MEMQ_JOBS_NAMESPACE=$ns
 export SCREENSHOT_DIR=$root/target/screenshots
 mkdir -p "$SCREENSHOT_DIR"

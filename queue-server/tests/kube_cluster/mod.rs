@@ -104,8 +104,6 @@ pub struct Cluster {
     pub client: kube::Client,
     /// `https://127.0.0.1:PORT`.
     pub api_url: String,
-    /// The cluster's CA certificate, base64 (for kubeconfigs of other users).
-    ca_data: String,
 }
 
 impl Cluster {
@@ -115,10 +113,6 @@ impl Cluster {
         let raw = Kubeconfig::read_from(&kubeconfig).expect("read the admin kubeconfig");
         let cluster = raw.clusters[0].cluster.clone().expect("a cluster entry");
         let api_url = cluster.server.clone().expect("its server");
-        let ca_data = cluster
-            .certificate_authority_data
-            .clone()
-            .expect("its CA data");
         let config = kube::Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
             .await
             .expect("a client config from the admin kubeconfig");
@@ -127,7 +121,6 @@ impl Cluster {
             kubeconfig,
             client,
             api_url,
-            ca_data,
         }
     }
 
@@ -204,24 +197,28 @@ impl Cluster {
     }
 
     /// A kubeconfig file (in `dir`) that authenticates with only a token of ServiceAccount
-    /// `account` in `namespace`, made by `kubectl create token`.
+    /// `account` in `namespace` (scripts/kube-sa-kubeconfig.sh: `kubectl create token`).
     pub async fn service_account_kubeconfig(
         &self,
         namespace: &str,
         account: &str,
         dir: &Path,
     ) -> PathBuf {
-        let token = self
-            .kubectl_ok(&["-n", namespace, "create", "token", account, "--duration=2h"])
-            .await;
         let path = dir.join(format!("{account}.kubeconfig"));
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n  - name: memq-kube\n    cluster:\n      server: {}\n      certificate-authority-data: {}\nusers:\n  - name: {account}\n    user:\n      token: {}\ncontexts:\n  - name: memq-kube\n    context:\n      cluster: memq-kube\n      user: {account}\n      namespace: {namespace}\ncurrent-context: memq-kube\n",
-            self.api_url,
-            self.ca_data,
-            token.trim()
+        let out = tokio::process::Command::new("bash")
+            .arg(repo_root().join("scripts/kube-sa-kubeconfig.sh"))
+            .arg(&self.kubeconfig)
+            .args([namespace, account])
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("run scripts/kube-sa-kubeconfig.sh");
+        assert!(
+            out.status.success(),
+            "scripts/kube-sa-kubeconfig.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(&path, text).expect("write the ServiceAccount kubeconfig");
         path
     }
 }
