@@ -83,7 +83,7 @@ for name in "${COMPONENTS[@]}" kubectl; do
     fi
 done
 [ "$built" = 0 ] || say "control plane binaries built in $((SECONDS - build_started))s"
-flock -u 8
+exec 8>&- # releases the build lock; the daemons started below must not hold it
 
 # ---- reuse a running one -------------------------------------------------------------------
 KUBECONFIG_ADMIN=$RUN/admin.kubeconfig
@@ -101,9 +101,10 @@ ready() {
 all_alive=1
 for name in "${COMPONENTS[@]}"; do alive "$name" || all_alive=0; done
 if [ "$all_alive" = 1 ]; then
-    # Running: give a busy API server time to answer rather than start it again under the
+    # Running: give a busy API server a minute to answer rather than start it again under the
     # tests that use it.
-    for _ in $(seq 120); do
+    until_ready=$((SECONDS + 60))
+    while [ "$SECONDS" -lt "$until_ready" ]; do
         if ready; then
             say "control plane already running ($RUN); reusing it"
             echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
