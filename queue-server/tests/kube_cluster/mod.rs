@@ -621,7 +621,6 @@ async fn container_command(
 /// stop and remove it.
 async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut deleting: watch::Receiver<bool>) {
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let spec = pod.spec.clone().unwrap_or_default();
     let container = spec.containers[0].clone();
     let policy = spec
@@ -633,7 +632,12 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut deleting: watch::Receiver<bool>) {
             .unwrap_or(30)
             .clamp(0, 5) as u64,
     );
-    let started = now();
+    let reporter = PodStatus {
+        pods: Api::namespaced(ctx.client.clone(), &ctx.namespace),
+        name: name.clone(),
+        container: container.name.clone(),
+        started: now(),
+    };
     let log_path = ctx.log_dir.join(format!("{name}.log"));
     ctx.running
         .lock()
@@ -643,17 +647,9 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut deleting: watch::Receiver<bool>) {
         Ok(c) => c,
         Err(why) => {
             let _ = std::fs::write(&log_path, format!("test kubelet: cannot run: {why}\n"));
-            report(
-                &pods,
-                &name,
-                &container.name,
-                &started,
-                "Failed",
-                0,
-                Some((128, "ContainerCannotRun")),
-                &why,
-            )
-            .await;
+            reporter
+                .send("Failed", 0, Some((128, "ContainerCannotRun")), &why)
+                .await;
             until_deleting(&mut deleting).await;
             remove_pod(ctx.clone(), pod).await;
             return;
@@ -681,34 +677,21 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut deleting: watch::Receiver<bool>) {
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                report(
-                    &pods,
-                    &name,
-                    &container.name,
-                    &started,
-                    "Failed",
-                    restarts,
-                    Some((128, "ContainerCannotRun")),
-                    &e.to_string(),
-                )
-                .await;
+                reporter
+                    .send(
+                        "Failed",
+                        restarts,
+                        Some((128, "ContainerCannotRun")),
+                        &e.to_string(),
+                    )
+                    .await;
                 break;
             }
         };
         if let Some(pid) = child.id() {
             ctx.running.lock().pids.insert(name.clone(), pid);
         }
-        report(
-            &pods,
-            &name,
-            &container.name,
-            &started,
-            "Running",
-            restarts,
-            None,
-            "",
-        )
-        .await;
+        reporter.send("Running", restarts, None, "").await;
         let status = tokio::select! {
             status = child.wait() => status.ok(),
             _ = until_deleting(&mut deleting) => {
@@ -738,17 +721,9 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut deleting: watch::Receiver<bool>) {
             } else {
                 ("Failed", "Error")
             };
-            report(
-                &pods,
-                &name,
-                &container.name,
-                &started,
-                phase,
-                restarts,
-                Some((code, reason)),
-                "",
-            )
-            .await;
+            reporter
+                .send(phase, restarts, Some((code, reason)), "")
+                .await;
             break;
         }
         restarts += 1;
@@ -787,64 +762,72 @@ async fn remove_pod(ctx: Arc<Ctx>, pod: Pod) {
         .await;
 }
 
-/// Reports the pod's phase and its container's state through pods/status.
-#[allow(clippy::too_many_arguments)]
-async fn report(
-    pods: &Api<Pod>,
-    name: &str,
-    container: &str,
-    started: &str,
-    phase: &str,
-    restarts: i32,
-    terminated: Option<(i32, &str)>,
-    message: &str,
-) {
-    let now = now();
-    let running = terminated.is_none();
-    let state = match terminated {
-        None => json!({"running": {"startedAt": now}}),
-        Some((code, reason)) => json!({"terminated": {
-            "exitCode": code, "reason": reason, "message": message,
-            "startedAt": started, "finishedAt": now
-        }}),
-    };
-    let ready = if running { "True" } else { "False" };
-    let condition = |type_: &str, status: &str| json!({"type": type_, "status": status, "lastTransitionTime": now});
-    let status: Value = json!({"status": {
-        "phase": phase,
-        "hostIP": "127.0.0.1",
-        "hostIPs": [{"ip": "127.0.0.1"}],
-        "podIP": "127.0.0.1",
-        "podIPs": [{"ip": "127.0.0.1"}],
-        "startTime": started,
-        "conditions": [
-            condition("PodScheduled", "True"),
-            condition("Initialized", "True"),
-            condition("ContainersReady", ready),
-            condition("Ready", ready),
-        ],
-        "containerStatuses": [{
-            "name": container,
-            "image": "memq-rs:0.1.0",
-            "imageID": "",
-            "ready": running,
-            "started": running,
-            "restartCount": restarts,
-            "state": state,
-        }],
-    }});
-    // A lost report of the end would leave the pod Running for good (and the sync loop would
-    // run it again): try a few times.
-    for attempt in 1..=5 {
-        match pods
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-        {
-            Ok(_) => return,
-            Err(e) if attempt == 5 => {
-                eprintln!("test kubelet: cannot report pod {name} {phase}: {e}");
+/// Where one pod's status goes: the pod, its one container, when it started.
+struct PodStatus {
+    pods: Api<Pod>,
+    name: String,
+    container: String,
+    started: String,
+}
+
+impl PodStatus {
+    /// Reports the pod's phase and its container's state through pods/status.
+    async fn send(
+        &self,
+        phase: &str,
+        restarts: i32,
+        terminated: Option<(i32, &str)>,
+        message: &str,
+    ) {
+        let (pods, name, container, started) =
+            (&self.pods, &self.name, &self.container, &self.started);
+        let now = now();
+        let running = terminated.is_none();
+        let state = match terminated {
+            None => json!({"running": {"startedAt": now}}),
+            Some((code, reason)) => json!({"terminated": {
+                "exitCode": code, "reason": reason, "message": message,
+                "startedAt": started, "finishedAt": now
+            }}),
+        };
+        let ready = if running { "True" } else { "False" };
+        let condition = |type_: &str, status: &str| json!({"type": type_, "status": status, "lastTransitionTime": now});
+        let status: Value = json!({"status": {
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": started,
+            "conditions": [
+                condition("PodScheduled", "True"),
+                condition("Initialized", "True"),
+                condition("ContainersReady", ready),
+                condition("Ready", ready),
+            ],
+            "containerStatuses": [{
+                "name": container,
+                "image": "memq-rs:0.1.0",
+                "imageID": "",
+                "ready": running,
+                "started": running,
+                "restartCount": restarts,
+                "state": state,
+            }],
+        }});
+        // A lost report of the end would leave the pod Running for good (and the sync loop would
+        // run it again): try a few times.
+        for attempt in 1..=5 {
+            match pods
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if attempt == 5 => {
+                    eprintln!("test kubelet: cannot report pod {name} {phase}: {e}");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200 * attempt)).await,
         }
     }
 }
