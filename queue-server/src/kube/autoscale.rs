@@ -299,7 +299,7 @@ impl Autoscaler {
     /// ends, not once per pass.
     pub async fn run(self, interval: Duration, cancel: CancellationToken) {
         tracing::info!(interval = ?interval, "autoscaler on");
-        let mut failing: Option<String> = None;
+        let mut failing: Option<&'static str> = None;
         let mut failures = 0u32;
         // The first pass at once, as at start-up a deep queue should not wait an interval.
         let mut wait = Duration::ZERO;
@@ -323,9 +323,9 @@ impl Autoscaler {
                 Err(e) => {
                     // The cause is the kind of error (forbidden, invalid_job, unreachable, the
                     // store, ...), not its text: a Job's generated name differs pass by pass.
-                    let cause = e.code().to_string();
+                    let cause = e.code();
                     failures = failures.saturating_add(1);
-                    if failing.as_deref() != Some(cause.as_str()) {
+                    if failing != Some(cause) {
                         tracing::warn!(
                             code = e.code(), error = %e,
                             "autoscaler pass failed; retrying with backoff (doubling from the interval up to {MAX_BACKOFF:?}), logged again only when the cause changes"

@@ -154,7 +154,11 @@ impl Launcher {
     /// reached or does not take our credentials, 403 naming the verb it denied, 422 with its
     /// words when it rejects the Job, 502 with its words for anything else.
     fn error(&self, verb: &str, resource: &str, e: ::kube::Error) -> Error {
-        let group = if resource == "jobs" { "batch" } else { "core" };
+        // The group as RBAC_VERBS, the list of every call made here, has it ("" is core).
+        let group = super::RBAC_VERBS
+            .iter()
+            .find(|(_, r, _)| *r == resource)
+            .map_or("core", |(g, _, _)| if g.is_empty() { "core" } else { g });
         match e {
             ::kube::Error::Api(status) => {
                 let said = status.message.trim();
