@@ -109,7 +109,7 @@ impl TestServer {
     }
 }
 
-/// Polls `check` until it gives `Some`, at most `limit`, and returns what it gave; panics with
+/// Polls `check` until it gives `Ok`, at most `limit`, and returns what it gave; panics with
 /// `what` and the last `Err` it gave otherwise. Polls at once, then with a pause that grows from
 /// 10 ms to 250 ms, so a quick state costs little and a slow one does not flood what it asks.
 pub async fn eventually<T, F, Fut>(limit: std::time::Duration, what: &str, mut check: F) -> T
