@@ -3,35 +3,14 @@
 //! Both tokens are hashed (SHA-256) before the comparison, so that neither the time taken nor
 //! an early exit on a length mismatch tells anything about the token's length or prefix.
 
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ring::digest::{SHA256, digest};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::routes::Access;
 use crate::error::Error;
-
-/// Paths that never need the token: probes, the metrics scrape, the API description (the
-/// contract, no data) and the dashboard's script, style and icon (code without data, which a browser loads without an `Authorization` header).
-fn always_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
-        || super::dashboard::is_asset(path)
-}
-
-/// Reads that `--public-reads` opens: the dashboard, stats and queue objects (not item bodies).
-fn public_read(method: &Method, path: &str) -> bool {
-    if method != Method::GET {
-        return false;
-    }
-    if matches!(
-        path,
-        "/" | "/memq/server/stats" | "/memq/server/stats/stream" | "/memq/server/stats/history"
-    ) {
-        return true;
-    }
-    path.strip_prefix("/memq/server/queues/")
-        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
-}
 
 /// What the token check says about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,14 +23,17 @@ pub enum Verdict {
     Refuse,
 }
 
-/// Checks `Authorization: Bearer` when a token is set. A plain function rather than a
-/// middleware of its own: a long poll holds its middleware futures for its whole wait.
-pub fn check(state: &AppState, method: &Method, path: &str, headers: &HeaderMap) -> Verdict {
+/// Checks `Authorization: Bearer` when a token is set, by the route's [`Access`]. A plain
+/// function rather than a middleware of its own: a long poll holds its middleware futures for
+/// its whole wait.
+pub fn check(state: &AppState, access: Access, headers: &HeaderMap) -> Verdict {
     let Some(token) = state.config.token.as_ref() else {
         return Verdict::Pass;
     };
-    if always_open(path) || (state.config.public_reads && public_read(method, path)) {
-        return Verdict::Pass;
+    match access {
+        Access::Open => return Verdict::Pass,
+        Access::Page | Access::PublicRead if state.config.public_reads => return Verdict::Pass,
+        _ => {}
     }
     let given = headers
         .get(header::AUTHORIZATION)
@@ -59,9 +41,7 @@ pub fn check(state: &AppState, method: &Method, path: &str, headers: &HeaderMap)
         .unwrap_or_default();
     if same_token(given, token.expose().as_bytes()) {
         Verdict::Pass
-    } else if method == Method::GET && path == "/" {
-        // A browser cannot send the token with a page load, so the dashboard page (code without
-        // data) comes with the 401 and asks for the token; what it shows is fetched with it.
+    } else if access == Access::Page {
         Verdict::AskForToken
     } else {
         Verdict::Refuse
@@ -98,35 +78,5 @@ mod tests {
         assert!(!same_token(b"s3cretX", b"s3cret"));
         assert!(!same_token(b"", b"s3cret"));
         assert!(!same_token(b"S3cret", b"s3cret"));
-    }
-
-    #[test]
-    fn public_reads_cover_stats_and_queue_objects_only() {
-        assert!(public_read(&Method::GET, "/memq/server/stats"));
-        assert!(public_read(&Method::GET, "/memq/server/queues/keygen"));
-        assert!(!public_read(
-            &Method::GET,
-            "/memq/server/queues/keygen/messages"
-        ));
-        assert!(!public_read(
-            &Method::GET,
-            "/memq/server/queues/keygen/dead"
-        ));
-        assert!(!public_read(&Method::POST, "/memq/server/stats"));
-        assert!(!public_read(&Method::PUT, "/memq/server/queues/keygen"));
-    }
-
-    #[test]
-    fn public_reads_cover_the_dashboard_and_its_streams() {
-        for path in [
-            "/",
-            "/memq/server/stats/stream",
-            "/memq/server/stats/history",
-        ] {
-            assert!(public_read(&Method::GET, path), "{path}");
-        }
-        assert!(always_open("/dashboard/app.js"));
-        assert!(!always_open("/dashboard/other"));
-        assert!(!always_open("/"));
     }
 }

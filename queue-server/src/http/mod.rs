@@ -10,6 +10,7 @@ mod jobs;
 pub mod openapi;
 mod ops;
 mod queues;
+pub mod routes;
 mod wire;
 
 use std::sync::Arc;
@@ -18,9 +19,11 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
 use tower::ServiceExt;
+
+use routes::{Access, Direct, Rule};
 
 use crate::config::Config;
 use crate::dashboard::Dashboard;
@@ -63,87 +66,29 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The routes as they are added: the router, and the list of its paths beside it, so that a
-/// test can hold the list against the API description (`/openapi.json`). Every route is added
-/// through [`Routes::route`]; a route added any other way would escape that check.
-pub struct Routes {
-    router: Router<AppState>,
-    paths: Vec<String>,
-}
-
-impl Routes {
-    fn new() -> Self {
-        Self {
-            router: Router::new(),
-            paths: Vec::new(),
-        }
-    }
-
-    /// Serves `path` with `methods`, and lists it.
-    pub fn route(mut self, path: &str, methods: MethodRouter<AppState>) -> Self {
-        self.paths.push(path.to_string());
-        self.router = self.router.route(path, methods);
-        self
-    }
-
-    /// Every path served, in the order added.
-    pub fn paths(&self) -> &[String] {
-        &self.paths
-    }
-}
-
-/// Every route of the server: queue API under `/memq/server`, operations, Jobs and the
-/// dashboard at the root.
-pub fn routes() -> Routes {
-    let q = "/memq/server/queues/{queue}";
-    let routes = Routes::new()
-        .route("/memq/server/stats", get(queues::stats))
-        .route(
-            q,
-            get(queues::get_queue)
-                .put(queues::create_queue)
-                .delete(queues::delete_queue),
-        )
-        .route(&format!("{q}/drain"), post(queues::drain))
-        .route(&format!("{q}/pause"), post(queues::pause))
-        .route(&format!("{q}/resume"), post(queues::resume))
-        .route(&format!("{q}/enqueue"), post(queues::enqueue))
-        .route(&format!("{q}/dequeue"), post(queues::dequeue))
-        .route(&format!("{q}/ack"), post(queues::ack_batch))
-        .route(&format!("{q}/leases/{{lease}}/ack"), post(queues::ack))
-        .route(&format!("{q}/leases/{{lease}}/nack"), post(queues::nack))
-        .route(
-            &format!("{q}/leases/{{lease}}/extend"),
-            post(queues::extend),
-        )
-        .route(
-            &format!("{q}/dead"),
-            get(queues::dead_letters).delete(queues::purge_dead),
-        )
-        .route(&format!("{q}/dead/requeue"), post(queues::requeue_dead))
-        .route(&format!("{q}/messages"), get(queues::peek));
-    dashboard::routes(routes)
-        .route("/jobs", get(jobs::list_jobs).post(jobs::create_job))
-        .route("/jobs/{name}", delete(jobs::delete_job))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(openapi::openapi_json))
-}
-
-/// The whole server: [`routes`] with JSON answers for unknown routes and methods, and what
-/// every request passes on its way (see [`App::handle`]).
+/// The whole server: the routes of [`routes::table`] with JSON answers for unknown routes and
+/// methods, and what every request passes on its way (see [`App::handle`]).
 pub fn app(state: AppState) -> App {
-    let routes = routes();
+    let (router, _, routes) = routes::table().into_parts();
+    let mut paths: Vec<PathRules> = Vec::new();
     let mut table = matchit::Router::new();
-    for (i, path) in routes.paths.iter().enumerate() {
-        table
-            .insert(path.as_str(), i)
-            .expect("route patterns are unique and valid (axum took them)");
+    for route in routes {
+        let index = match paths.iter().position(|p| p.pattern == route.path) {
+            Some(index) => index,
+            None => {
+                table
+                    .insert(route.path.as_str(), paths.len())
+                    .expect("route patterns are unique and valid (axum took them)");
+                paths.push(PathRules {
+                    pattern: route.path,
+                    methods: Vec::new(),
+                });
+                paths.len() - 1
+            }
+        };
+        paths[index].methods.push((route.method, route.rule));
     }
-    let direct = routes.paths.iter().map(|p| Direct::of(p)).collect();
-    let router = routes
-        .router
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
@@ -151,30 +96,29 @@ pub fn app(state: AppState) -> App {
         state,
         router,
         table,
-        patterns: routes.paths,
-        direct,
+        paths,
     }))
 }
 
-/// The routes every work item passes (POST only), called without axum's router: its
-/// dispatch (a clone of the route's boxed service, boxed futures per layer, the path
-/// parameters into request extensions) costs as much as the handler. The handlers and their
-/// extractors' checks are the same; anything else about these paths goes to the router.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direct {
-    Enqueue,
-    Dequeue,
-    Ack,
+/// The routes of one path pattern: its methods and their rules.
+struct PathRules {
+    pattern: String,
+    methods: Vec<(Method, Rule)>,
 }
 
-impl Direct {
-    /// The direct route of a route pattern, if it is one.
-    fn of(pattern: &str) -> Option<Direct> {
-        match pattern.strip_prefix("/memq/server/queues/{queue}") {
-            Some("/enqueue") => Some(Direct::Enqueue),
-            Some("/dequeue") => Some(Direct::Dequeue),
-            Some("/leases/{lease}/ack") => Some(Direct::Ack),
-            _ => None,
+impl PathRules {
+    /// The rule of `method` (`HEAD` as `GET`, as the router serves it). A method the path does
+    /// not serve (the router answers 405) needs the token unless every route of the path is open.
+    fn rule(&self, method: &Method) -> Rule {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        match self.methods.iter().find(|(m, _)| m == method) {
+            Some((_, rule)) => *rule,
+            None if self.methods.iter().all(|(_, r)| r.access == Access::Open) => Rule::OPEN,
+            None => Rule::TOKEN,
         }
     }
 }
@@ -237,11 +181,9 @@ pub struct App(Arc<AppInner>);
 struct AppInner {
     state: AppState,
     router: Router,
-    /// Path -> index in `patterns` and `direct`: the metrics' `route` label, and whether the
-    /// route is served directly.
+    /// Path -> index in `paths`: the route's rules, and the metrics' `route` label.
     table: matchit::Router<usize>,
-    patterns: Vec<String>,
-    direct: Vec<Option<Direct>>,
+    paths: Vec<PathRules>,
 }
 
 impl App {
@@ -260,35 +202,34 @@ impl App {
         let app = &*self.0;
         let started = Instant::now();
         let method = req.method().clone();
-        let (route, direct) = match app.table.at(req.uri().path()) {
+        let (label, rule, direct) = match app.table.at(req.uri().path()) {
             Ok(found) => {
-                let index = *found.value;
-                let direct = app.direct[index]
-                    .filter(|_| method == axum::http::Method::POST)
-                    .and_then(|route| {
-                        Some(DirectCall {
-                            route,
-                            queue: path_param(found.params.get("queue"))?,
-                            lease: match route {
-                                Direct::Ack => path_param(found.params.get("lease"))?,
-                                _ => String::new(),
-                            },
-                        })
-                    });
-                (app.patterns[index].as_str(), direct)
+                let path = &app.paths[*found.value];
+                let rule = path.rule(&method);
+                let direct = rule.direct.and_then(|route| {
+                    Some(DirectCall {
+                        route,
+                        queue: path_param(found.params.get("queue"))?,
+                        lease: match route {
+                            Direct::Ack => path_param(found.params.get("lease"))?,
+                            _ => String::new(),
+                        },
+                    })
+                });
+                (path.pattern.as_str(), rule, direct)
             }
-            Err(_) => ("unmatched", None),
+            Err(_) => ("unmatched", Rule::TOKEN, None),
         };
-        let verdict = auth::check(&app.state, &method, req.uri().path(), req.headers());
+        let verdict = auth::check(&app.state, rule.access, req.headers());
         let req = req.map(Body::new);
         let resp = match verdict {
             auth::Verdict::Refuse => auth::refused(verdict, None),
-            auth::Verdict::Pass => app.within_time_limit(req, direct).await,
+            auth::Verdict::Pass => app.within_time_limit(req, rule, direct).await,
             auth::Verdict::AskForToken => auth::refused(verdict, Some(app.route(req, None).await)),
         };
         app.state
             .metrics
-            .observe(&method, route, resp.status().as_u16(), started.elapsed());
+            .observe(&method, label, resp.status().as_u16(), started.elapsed());
         resp
     }
 }
@@ -306,9 +247,14 @@ impl AppInner {
 
     /// Answers 408 when a request takes longer than `--request-timeout` (reading its body
     /// included), or a long poll longer than that plus its `wait`.
-    async fn within_time_limit(&self, req: Request, direct: Option<DirectCall>) -> Response {
+    async fn within_time_limit(
+        &self,
+        req: Request,
+        rule: Rule,
+        direct: Option<DirectCall>,
+    ) -> Response {
         let mut limit = self.state.config.request_timeout;
-        if req.uri().path().ends_with("/dequeue") {
+        if rule.long_poll {
             // The handler refuses a `wait` over its maximum; the timeout only needs a bound.
             let wait = req
                 .uri()
@@ -341,25 +287,22 @@ async fn method_not_allowed() -> Error {
 mod tests {
     use super::*;
 
+    fn rules(methods: &[(Method, Rule)]) -> PathRules {
+        PathRules {
+            pattern: "/p".into(),
+            methods: methods.to_vec(),
+        }
+    }
+
     #[test]
-    fn enqueue_dequeue_and_ack_are_served_directly_and_nothing_else() {
-        let routes = routes();
-        let direct: Vec<(&str, Direct)> = routes
-            .paths()
-            .iter()
-            .filter_map(|p| Some((p.as_str(), Direct::of(p)?)))
-            .collect();
-        assert_eq!(
-            direct,
-            [
-                ("/memq/server/queues/{queue}/enqueue", Direct::Enqueue),
-                ("/memq/server/queues/{queue}/dequeue", Direct::Dequeue),
-                (
-                    "/memq/server/queues/{queue}/leases/{lease}/ack",
-                    Direct::Ack
-                ),
-            ]
-        );
+    fn head_is_get_and_an_unserved_method_needs_the_token_unless_the_path_is_open() {
+        let open = rules(&[(Method::GET, Rule::OPEN)]);
+        assert_eq!(open.rule(&Method::HEAD), Rule::OPEN);
+        assert_eq!(open.rule(&Method::POST), Rule::OPEN);
+        let page = rules(&[(Method::GET, Rule::PUBLIC), (Method::PUT, Rule::TOKEN)]);
+        assert_eq!(page.rule(&Method::HEAD), Rule::PUBLIC);
+        assert_eq!(page.rule(&Method::PUT), Rule::TOKEN);
+        assert_eq!(page.rule(&Method::PATCH), Rule::TOKEN);
     }
 
     #[test]

@@ -1,13 +1,13 @@
-//! `GET /openapi.json`: the HTTP contract as OpenAPI 3.1, generated from the code: the
-//! handlers' `#[utoipa::path]` attributes and the wire types' schemas (memq's `openapi`
-//! feature). Errors every route shares (401, 408, 503, and 400/404 for a bad or missing queue)
-//! are added here, once, by [`SharedErrors`].
+//! `GET /openapi.json`: the HTTP contract as OpenAPI 3.1, generated from the code: the route
+//! table (`routes.rs`), the handlers' `#[utoipa::path]` attributes and the wire types' schemas
+//! (memq's `openapi` feature). Errors every route shares (401, 408, 503, and 400/404 for a bad
+//! or missing queue) and each route's security are added here, once, by [`complete`].
 //!
 //! It is served without the token: it describes the API and holds no data.
 
 use std::sync::OnceLock;
 
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use memq::{ApiError, Message, MessageList};
 use utoipa::openapi::path::Operation;
@@ -15,8 +15,9 @@ use utoipa::openapi::response::{Response as ApiResponse, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Document, RefOr};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 
+use super::routes::{Access, Route, operations_mut};
 use crate::error::Error;
 
 /// `?batch=` of an enqueue.
@@ -52,7 +53,7 @@ pub enum DequeueAnswer {
     List(MessageList),
 }
 
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(),
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "This document", body = Object, content_type = "application/json")))]
 /// `GET /openapi.json`.
 pub async fn openapi_json() -> Response {
@@ -70,13 +71,14 @@ pub async fn openapi_json() -> Response {
 pub fn json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
+        let (_, doc, _) = super::routes::table().into_parts();
+        doc.to_pretty_json()
             .expect("the API description serializes")
     })
 }
 
-/// The API description.
+/// The API description's parts that are not routes: its title, shared schemas and tags. The
+/// routes come from the route table.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -88,41 +90,7 @@ pub fn json() -> &'static str {
                        With `--token`, every route that lists the `bearer` security scheme \
                        needs `Authorization: Bearer TOKEN`."
     ),
-    paths(
-        super::queues::stats,
-        super::queues::create_queue,
-        super::queues::get_queue,
-        super::queues::delete_queue,
-        super::queues::drain,
-        super::queues::pause,
-        super::queues::resume,
-        super::queues::enqueue,
-        super::queues::dequeue,
-        super::queues::ack_batch,
-        super::queues::ack,
-        super::queues::nack,
-        super::queues::extend,
-        super::queues::dead_letters,
-        super::queues::purge_dead,
-        super::queues::requeue_dead,
-        super::queues::peek,
-        super::dashboard::stream::stats_stream,
-        super::dashboard::stream::stats_history,
-        super::dashboard::page::index,
-        super::dashboard::page::session,
-        super::dashboard::page::app_js,
-        super::dashboard::page::app_css,
-        super::dashboard::page::icon_svg,
-        super::jobs::list_jobs,
-        super::jobs::create_job,
-        super::jobs::delete_job,
-        super::ops::healthz,
-        super::ops::readyz,
-        super::ops::metrics,
-        openapi_json,
-    ),
     components(schemas(ApiError, memq::BatchItem)),
-    modifiers(&SharedErrors),
     tags(
         (name = "queues", description = "Create, read, delete, drain, pause queues (kuard's routes and more)"),
         (name = "items", description = "Enqueue, dequeue (leases, long polls, batches), peek"),
@@ -134,12 +102,6 @@ pub fn json() -> &'static str {
     )
 )]
 pub struct ApiDoc;
-
-/// Paths that never need the token (see `auth.rs`).
-fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
-        || super::dashboard::is_asset(path)
-}
 
 fn error_response(description: &str) -> ResponseBuilder {
     ResponseBuilder::new().description(description).content(
@@ -159,43 +121,43 @@ fn header_string(description: &str) -> utoipa::openapi::Header {
         .build()
 }
 
-/// The errors every route of a kind can answer, the bearer scheme, and the error codes.
-struct SharedErrors;
-
-impl Modify for SharedErrors {
-    fn modify(&self, doc: &mut Document) {
-        let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        if let Some(RefOr::T(Schema::Object(error))) = components.schemas.get_mut("ApiError") {
-            let codes = ObjectBuilder::new()
-                .schema_type(SchemaType::new(Type::String))
-                .enum_values(Some(Error::CODES.iter().copied()))
-                .description(Some("Stable machine-readable code"))
-                .build();
-            error
-                .properties
-                .insert("code".into(), RefOr::T(Schema::Object(codes)));
-        }
-        let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
-        for (path, item) in doc.paths.paths.iter_mut() {
-            let operations = [
-                (&mut item.get, "GET"),
-                (&mut item.put, "PUT"),
-                (&mut item.post, "POST"),
-                (&mut item.delete, "DELETE"),
-            ];
-            for (op, method) in operations {
-                let Some(op) = op.as_mut() else { continue };
-                shared_errors(path, method, op, &bearer);
-            }
+/// Adds to the routes' description what their rules imply: the errors every route of a kind
+/// can answer, the bearer scheme and who needs it, and the error codes.
+pub fn complete(doc: &mut Document, routes: &[Route]) {
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    if let Some(RefOr::T(Schema::Object(error))) = components.schemas.get_mut("ApiError") {
+        let codes = ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .enum_values(Some(Error::CODES.iter().copied()))
+            .description(Some("Stable machine-readable code"))
+            .build();
+        error
+            .properties
+            .insert("code".into(), RefOr::T(Schema::Object(codes)));
+    }
+    let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, op) in operations_mut(item) {
+            let route = routes
+                .iter()
+                .find(|r| r.method == method && r.path == *path)
+                .expect("every described operation comes from the route table");
+            shared_errors(path, &method, route.rule.access, op, &bearer);
         }
     }
 }
 
-fn shared_errors(path: &str, method: &str, op: &mut Operation, bearer: &SecurityRequirement) {
+fn shared_errors(
+    path: &str,
+    method: &Method,
+    access: Access,
+    op: &mut Operation,
+    bearer: &SecurityRequirement,
+) {
     let mut add = |status: &str, response: ApiResponse| {
         op.responses
             .responses
@@ -217,7 +179,7 @@ fn shared_errors(path: &str, method: &str, op: &mut Operation, bearer: &Security
         } else {
             "No such queue (`queue_not_found`)"
         };
-        if method != "PUT" {
+        if method != Method::PUT {
             add("404", error_response(missing).build());
         }
     }
@@ -237,10 +199,10 @@ fn shared_errors(path: &str, method: &str, op: &mut Operation, bearer: &Security
             .header("connection", header_string("`close`"))
             .build(),
     );
-    if is_open(path) {
+    if access == Access::Open {
         op.security = Some(Vec::new());
     } else {
-        if path != "/" {
+        if access != Access::Page {
             add(
                 "401",
                 error_response("Missing or wrong bearer token (with --token) (`unauthorized`)")
@@ -257,18 +219,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_served_path_is_described_and_nothing_else() {
+    fn every_route_is_described_with_its_security() {
         let doc: serde_json::Value = serde_json::from_str(json()).unwrap();
-        let mut described: Vec<String> =
-            doc["paths"].as_object().unwrap().keys().cloned().collect();
-        let mut served = super::super::routes().paths().to_vec();
-        described.sort();
-        served.sort();
-        assert_eq!(
-            served, described,
-            "the router and /openapi.json list different paths: document a new route with \
-             #[utoipa::path] and add it to ApiDoc's paths"
-        );
+        let table = super::super::routes::table();
+        let mut described = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            described += item.as_object().unwrap().len();
+            for (method, op) in item.as_object().unwrap() {
+                let route = table
+                    .routes()
+                    .iter()
+                    .find(|r| r.path == *path && r.method.as_str().eq_ignore_ascii_case(method))
+                    .unwrap_or_else(|| panic!("{method} {path} is described, not served"));
+                let open = op["security"] == serde_json::json!([]);
+                assert_eq!(open, route.rule.access == Access::Open, "{method} {path}");
+                let asks = op["responses"]["401"].is_object();
+                assert_eq!(asks, route.rule.access != Access::Open, "{method} {path}");
+            }
+        }
+        assert_eq!(described, table.routes().len());
     }
 
     #[test]

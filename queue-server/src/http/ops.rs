@@ -8,14 +8,14 @@ use super::AppState;
 use crate::error::Error;
 
 /// `GET /healthz`: the process is up and answering.
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(),
+#[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "The process is up", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// `GET /readyz`: the store can serve requests.
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(),
+#[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "The store can serve requests", body = String, content_type = "text/plain"),
         (status = 503, description = "Shutting down, or the data directory cannot be written", body = String, content_type = "text/plain"),
@@ -30,7 +30,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: OpenMetrics text, or the Prometheus text format (0.0.4) for a client that
 /// asks for `text/plain` and not for OpenMetrics (older scrapers, `promtool check metrics`).
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(),
+#[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus metrics: OpenMetrics text, or the Prometheus text format 0.0.4 when the Accept header asks for text/plain and not OpenMetrics",
         content(
             (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),

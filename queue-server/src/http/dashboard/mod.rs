@@ -6,23 +6,3 @@
 
 pub(crate) mod page;
 pub(crate) mod stream;
-
-use axum::routing::get;
-
-pub use page::is_asset;
-
-use super::Routes;
-
-/// Adds the dashboard's routes: the page, its assets, the token check, the stats stream and the
-/// history.
-pub fn routes(mut routes: Routes) -> Routes {
-    routes = routes
-        .route("/", get(page::index))
-        .route("/dashboard/session", get(page::session))
-        .route("/memq/server/stats/stream", get(stream::stats_stream))
-        .route("/memq/server/stats/history", get(stream::stats_history));
-    for asset in page::ASSETS {
-        routes = routes.route(asset.path, get(move || page::serve_asset(asset)));
-    }
-    routes
-}

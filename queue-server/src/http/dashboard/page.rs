@@ -7,34 +7,18 @@ use axum::response::{IntoResponse, Response};
 
 use crate::http::AppState;
 
-/// One embedded file.
-#[derive(Clone, Copy)]
-pub struct Asset {
-    /// Where it is served.
-    pub path: &'static str,
+/// One embedded file. The page's script, style and icon hold no data, so they are served
+/// without the token (a browser cannot add an `Authorization` header to `<script src>`).
+struct Asset {
     content_type: &'static str,
     body: &'static str,
 }
 
-/// The page's script, style and icon. They hold no data, so they are served without the token
-/// (a browser cannot add an `Authorization` header to `<script src>`).
-pub const ASSETS: [Asset; 3] = [
-    Asset {
-        path: "/dashboard/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/app.js"),
-    },
-    Asset {
-        path: "/dashboard/app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("assets/app.css"),
-    },
-    Asset {
-        path: "/dashboard/icon.svg",
-        content_type: "image/svg+xml",
-        body: include_str!("assets/icon.svg"),
-    },
-];
+impl Asset {
+    fn serve(&self) -> Response {
+        (headers(self.content_type), self.body).into_response()
+    }
+}
 
 const INDEX: &str = include_str!("assets/index.html");
 
@@ -42,11 +26,6 @@ const INDEX: &str = include_str!("assets/index.html");
 /// shows it as text and never runs it.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
-/// Whether `path` is one of the dashboard's static files.
-pub fn is_asset(path: &str) -> bool {
-    ASSETS.iter().any(|a| a.path == path)
-}
 
 fn headers(content_type: &'static str) -> [(header::HeaderName, HeaderValue); 4] {
     [
@@ -123,23 +102,35 @@ pub struct Session {
     auth: String,
 }
 
-// The assets in the API description; served from [`ASSETS`] (a test holds the two together).
-#[utoipa::path(get, path = "/dashboard/app.js", tag = "dashboard", security(),
+/// `GET /dashboard/app.js`.
+#[utoipa::path(get, path = "/dashboard/app.js", tag = "dashboard",
     responses((status = 200, description = "The page's script", body = String, content_type = "text/javascript; charset=utf-8")))]
-#[allow(dead_code)]
-pub(crate) fn app_js() {}
+pub async fn app_js() -> Response {
+    Asset {
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("assets/app.js"),
+    }
+    .serve()
+}
 
-#[utoipa::path(get, path = "/dashboard/app.css", tag = "dashboard", security(),
+/// `GET /dashboard/app.css`.
+#[utoipa::path(get, path = "/dashboard/app.css", tag = "dashboard",
     responses((status = 200, description = "The page's style", body = String, content_type = "text/css; charset=utf-8")))]
-#[allow(dead_code)]
-pub(crate) fn app_css() {}
+pub async fn app_css() -> Response {
+    Asset {
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("assets/app.css"),
+    }
+    .serve()
+}
 
-#[utoipa::path(get, path = "/dashboard/icon.svg", tag = "dashboard", security(),
+/// `GET /dashboard/icon.svg`.
+#[utoipa::path(get, path = "/dashboard/icon.svg", tag = "dashboard",
     responses((status = 200, description = "The page's icon", body = String, content_type = "image/svg+xml")))]
-#[allow(dead_code)]
-pub(crate) fn icon_svg() {}
-
-/// One embedded file.
-pub async fn serve_asset(asset: Asset) -> Response {
-    (headers(asset.content_type), asset.body).into_response()
+pub async fn icon_svg() -> Response {
+    Asset {
+        content_type: "image/svg+xml",
+        body: include_str!("assets/icon.svg"),
+    }
+    .serve()
 }
