@@ -38,6 +38,7 @@ mkdir -p "$OUT" "$RAW"
 PIDS=()
 cleanup() {
     stop_all "${PIDS[@]}"
+    stop_redis
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -57,7 +58,6 @@ command -v wrk >/dev/null 2>&1 || install_debian wrk
 command -v curl >/dev/null || die "curl is needed"
 if want redis; then
     { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || install_debian redis-server
-    command -v python3 >/dev/null || die "python3 is needed (to find a free port for redis-server)"
 fi
 
 log "building (release)"
@@ -121,23 +121,6 @@ ready() {
     die "$1 is not ready: $(curl -sS "$1/readyz" 2>&1)"
 }
 
-# start_redis: a scratch redis-server on a free loopback port, no RDB snapshots, no AOF; sets
-# REDIS_PORT and REDIS_PID.
-start_redis() {
-    local dir=$WORK/redis i
-    mkdir -p "$dir"
-    REDIS_PORT=$(free_port)
-    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$dir" \
-        --logfile "$dir/redis.log" --daemonize no &
-    REDIS_PID=$!
-    PIDS+=("$REDIS_PID")
-    for i in $(seq 1 100); do
-        [ "$(rcli ping 2>/dev/null)" = PONG ] && return 0
-        kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server did not start: $(cat "$dir/redis.log")"
-        sleep 0.1
-    done
-    die "redis-server did not answer on 127.0.0.1:$REDIS_PORT"
-}
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
@@ -479,7 +462,7 @@ section_redis() {
     # memory, 1 replica, 3 replicas in turn, so load from elsewhere weighs on all three alike.
     log "Redis store: 1 and 3 replicas on one redis-server, against the memory store"
     start_redis
-    local redis=redis://127.0.0.1:$REDIS_PORT/0 prefix=memq-bench urls=() rpids=() i r url e d a
+    local redis=$REDIS_URL prefix=memq-bench urls=() rpids=() i r url e d a
     for i in 1 2 3; do
         start_server "redis-$i" --redis "$redis" --redis-prefix "$prefix"
         urls+=("$URL")
@@ -610,7 +593,7 @@ section_redis() {
             "1 EVALSHA per op" "$([ "${own:-0}" = "$n" ] && echo ok || echo MISSED)"
     done
     stop "${rpids[0]}"
-    stop "$REDIS_PID"
+    stop_redis
 }
 
 for name in "${SECTIONS[@]}"; do

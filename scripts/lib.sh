@@ -57,3 +57,29 @@ stop_all() {
         wait "$pid" 2>/dev/null || true
     done
 }
+
+# start_redis [--cluster PRIMARIES]: a scratch Redis on loopback (or the primaries of a Redis
+# Cluster), started by `cargo xtask redis` (xtask/), which holds it until its stdin closes; sets
+# REDIS_URL (the nodes' URLs comma-separated with --cluster), REDIS_PORT (the first node's) and
+# REDIS_PID. stop_redis stops it; the script's exit does too.
+start_redis() {
+    cargo build --quiet --locked -p xtask
+    coproc XTASK_REDIS { exec "${CARGO_TARGET_DIR:-target}/debug/xtask" redis "$@"; }
+    REDIS_PID=$XTASK_REDIS_PID
+    REDIS_STDIN=${XTASK_REDIS[1]}
+    if ! read -r REDIS_URL <&"${XTASK_REDIS[0]}"; then
+        wait "$REDIS_PID" 2>/dev/null || true
+        echo "Redis did not start (why: above); is redis-server installed?" >&2
+        return 1
+    fi
+    REDIS_PORT=${REDIS_URL#redis://127.0.0.1:}
+    REDIS_PORT=${REDIS_PORT%%/*}
+}
+
+# stop_redis: stops what start_redis started, and waits until it is gone.
+stop_redis() {
+    [ -n "${REDIS_STDIN:-}" ] || return 0
+    exec {REDIS_STDIN}>&-
+    REDIS_STDIN=
+    wait "$REDIS_PID" 2>/dev/null || true
+}

@@ -2,8 +2,8 @@
 //! and long polls; a replica can die and Redis can restart without losing acknowledged work.
 //!
 //! Needs `MEMQ_TEST_REDIS=redis://127.0.0.1:PORT` (scripts/test-redis.sh starts a Redis and sets
-//! it); without it every test here says so and passes without running. The Redis-restart test
-//! starts a redis-server of its own (from PATH) on another free port.
+//! it); without it every test here fails and says so. The Redis-restart and maxmemory tests
+//! start a redis-server of their own ([`RedisServer`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +13,8 @@ use memq::{DequeueOptions, Dequeued, EnqueueOptions, QueueStats};
 use parking_lot::Mutex;
 use queue_server::Config;
 use queue_server::testing::{
-    ServerProcess, TestServer, eventually, test_redis, test_redis_cluster, unique_prefix,
+    RedisServer, ServerProcess, TestServer, eventually, test_redis, test_redis_cluster,
+    unique_prefix,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
@@ -386,75 +387,10 @@ async fn killing_a_replica_mid_run_loses_nothing() {
     );
 }
 
-/// A redis-server of the test's own, without persistence, on a fixed port it can restart on.
-struct OwnRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
-    /// More `redis-server` arguments.
-    extra: Vec<String>,
-}
-
-impl OwnRedis {
-    fn start() -> Self {
-        Self::start_with(&[])
-    }
-
-    fn start_with(extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut redis = OwnRedis {
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-            extra: extra.iter().map(|a| a.to_string()).collect(),
-        };
-        redis.spawn();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(&self.extra)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (scripts/test-redis.sh installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test]
 async fn replicas_are_unready_while_redis_is_down_and_recover_after_its_restart() {
     test_redis_url();
-    let mut redis = OwnRedis::start();
+    let mut redis = RedisServer::start(&[]).await;
     let servers = replicas(&redis.url(), 2).await;
     let (a, b) = (servers[0].client(), servers[1].client());
     a.create_queue("q", None).await.unwrap();
@@ -473,7 +409,7 @@ async fn replicas_are_unready_while_redis_is_down_and_recover_after_its_restart(
     );
 
     // No persistence: Redis comes back empty, and the replicas find it by themselves.
-    redis.spawn();
+    redis.restart().await;
     for s in &servers {
         wait_ready(&s.url(), true, Duration::from_secs(20)).await;
     }
@@ -517,7 +453,8 @@ async fn replicas_are_unready_while_redis_is_down_and_recover_after_its_restart(
 #[tokio::test]
 async fn a_redis_at_its_maxmemory_answers_507_and_takes_work_again_once_drained() {
     test_redis_url();
-    let redis = OwnRedis::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
+    let redis =
+        RedisServer::start(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]).await;
     let servers = replicas(&redis.url(), 1).await;
     let client = servers[0].client();
     client.create_queue("q", None).await.unwrap();

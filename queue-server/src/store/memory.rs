@@ -8,7 +8,6 @@
 //! replays the journal on start, so the live and the recovered state cannot drift apart.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,8 +18,11 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::journal::{self, DataDir, FsyncMode, Lsn, RecordRef};
-use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, apply_patch};
+use super::journal::{self, DataDir, Lsn, RecordRef};
+use super::{
+    Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, StoreOptions, apply_patch,
+    parse_lease,
+};
 use crate::broker::{
     DeadItem, Id, LeaseError, LeaseInfo, NewItem, Op, Outcome, Queue, QueueConfig, Taken, item_cost,
 };
@@ -28,40 +30,6 @@ use crate::error::{Error, Result};
 
 /// How long a request waits for its change to reach the journal before answering 503.
 const JOURNAL_WAIT: Duration = Duration::from_secs(5);
-
-/// Where and how the store keeps its data.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// Lease length of new queues, ms.
-    pub default_lease_ms: u64,
-    /// `Some`: durable in this directory.
-    pub data_dir: Option<PathBuf>,
-    /// When a change counts as stored.
-    pub fsync: FsyncMode,
-    /// Journal bytes after which a snapshot replaces the old segments.
-    pub compact_bytes: u64,
-    /// `Some`: the queues live in Redis instead (the other fields but the lease don't apply).
-    pub redis: Option<super::RedisOptions>,
-    /// Most bytes the items of all queues may count ([`crate::broker::item_cost`]);
-    /// `u64::MAX`: no limit.
-    pub max_memory: u64,
-    /// Most queues; 0: no limit.
-    pub max_queues: usize,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            default_lease_ms: 30_000,
-            data_dir: None,
-            fsync: FsyncMode::Always,
-            compact_bytes: 64 << 20,
-            redis: None,
-            max_memory: u64::MAX,
-            max_queues: 0,
-        }
-    }
-}
 
 struct QueueState {
     queue: Queue,
@@ -154,10 +122,6 @@ fn lease_error(e: LeaseError, lease: &str) -> Error {
         LeaseError::NotFound => Error::LeaseNotFound(lease.to_string()),
         LeaseError::Expired => Error::LeaseExpired(lease.to_string()),
     }
-}
-
-fn parse_lease(lease: &str) -> Result<Id> {
-    Id::parse(lease).ok_or_else(|| Error::LeaseNotFound(lease.to_string()))
 }
 
 fn unexpected(outcome: Outcome) -> Error {

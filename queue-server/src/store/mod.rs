@@ -9,11 +9,13 @@ mod memory;
 mod redis;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::redis::{RedisOptions, RedisStore};
 pub use clock::{Clock, rfc3339_ms};
-pub use memory::{MemoryStore, StoreOptions};
+use journal::FsyncMode;
+pub use memory::MemoryStore;
 
 use memq::{QueueConfigPatch, QueueStats};
 use tokio_util::sync::CancellationToken;
@@ -150,6 +152,45 @@ pub enum Store {
     Memory(MemoryStore),
     /// Queues in Redis, shared by every replica (`--redis`).
     Redis(RedisStore),
+}
+
+/// Where and how the store keeps its data.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Lease length of new queues, ms.
+    pub default_lease_ms: u64,
+    /// `Some`: durable in this directory.
+    pub data_dir: Option<PathBuf>,
+    /// When a change counts as stored.
+    pub fsync: FsyncMode,
+    /// Journal bytes after which a snapshot replaces the old segments.
+    pub compact_bytes: u64,
+    /// `Some`: the queues live in Redis instead (the other fields but the lease don't apply).
+    pub redis: Option<RedisOptions>,
+    /// Most bytes the items of all queues may count ([`crate::broker::item_cost`]);
+    /// `u64::MAX`: no limit.
+    pub max_memory: u64,
+    /// Most queues; 0: no limit.
+    pub max_queues: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            default_lease_ms: 30_000,
+            data_dir: None,
+            fsync: FsyncMode::Always,
+            compact_bytes: 64 << 20,
+            redis: None,
+            max_memory: u64::MAX,
+            max_queues: 0,
+        }
+    }
+}
+
+/// A lease id from a request; one that cannot be one is a lease that does not exist.
+pub(crate) fn parse_lease(lease: &str) -> Result<Id> {
+    Id::parse(lease).ok_or_else(|| Error::LeaseNotFound(lease.to_string()))
 }
 
 /// Applies a `PUT` body to a queue's config, checking it.

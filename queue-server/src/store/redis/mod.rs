@@ -609,8 +609,8 @@ impl RedisStore {
         leases
             .iter()
             .map(|lease| {
-                if Id::parse(lease).is_none() {
-                    return Ok(Err(Error::LeaseNotFound(lease.clone())));
+                if let Err(e) = super::parse_lease(lease) {
+                    return Ok(Err(e));
                 }
                 let status = int(statuses.next().expect("counted"))?;
                 Ok(lease_status(status, lease))
@@ -620,9 +620,7 @@ impl RedisStore {
 
     /// `POST /leases/{lease}/nack`.
     pub async fn nack(&self, name: &str, lease: &str, delay_ms: u64) -> Result<()> {
-        if Id::parse(lease).is_none() {
-            return Err(Error::LeaseNotFound(lease.to_string()));
-        }
+        super::parse_lease(lease)?;
         let reply = self
             .call(name, "nack", |cmd| {
                 cmd.arg(lease).arg(delay_ms);
@@ -638,9 +636,7 @@ impl RedisStore {
         lease: &str,
         lease_ms: Option<u64>,
     ) -> Result<(LeaseInfo, Id, Box<str>)> {
-        let Some(lease_id) = Id::parse(lease) else {
-            return Err(Error::LeaseNotFound(lease.to_string()));
-        };
+        let lease_id = super::parse_lease(lease)?;
         let length = lease_ms.map_or("default".to_string(), |ms| ms.to_string());
         let reply = self
             .call(name, "extend", |cmd| {

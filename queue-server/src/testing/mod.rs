@@ -1,5 +1,8 @@
-//! Starting a real server for tests: [`TestServer`] serves on an ephemeral loopback port in
-//! this process and stops when asked (or when dropped).
+//! Starting real servers for tests: [`TestServer`] serves on an ephemeral loopback port in
+//! this process and stops when asked (or when dropped); [`ServerProcess`] runs the binary;
+//! [`RedisServer`] and [`RedisCluster`] start Redis.
+
+mod redis;
 
 use std::net::SocketAddr;
 
@@ -7,6 +10,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::Config;
+
+pub use self::redis::{RedisCluster, RedisServer};
 
 /// A queue server on `127.0.0.1:0`, running until [`TestServer::shutdown`] or drop.
 pub struct TestServer {
