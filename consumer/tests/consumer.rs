@@ -331,8 +331,18 @@ async fn default_mode_waits_for_leases_but_until_empty_leaves_like_kuard() {
         &out,
     );
     assert_eq!(empty.exit(LIMIT).await.code(), Some(0), "{}", empty.log());
-    // An item is still leased by someone else: the default consumer must not call it done.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // An item is still leased by someone else: the default consumer must not call it done. Two
+    // more empty answers (204) than when "empty" left, so "finished" has had at least one.
+    let empties = || async {
+        let series = "memq_http_request_duration_seconds_count{method=\"POST\",\
+                      route=\"/memq/server/queues/{queue}/dequeue\",status=\"204\"}";
+        queue_server::testing::metric(&server.url(), series).await
+    };
+    let before = empties().await;
+    eventually("empty answers to \"finished\"", LIMIT, || async {
+        (empties().await >= before + 2.0).then_some(())
+    })
+    .await;
     assert!(finished.running(), "{}", finished.log());
     let lease_id = &held[0].lease.as_ref().unwrap().id;
     client.ack("q", lease_id).await.unwrap();

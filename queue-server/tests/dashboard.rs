@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use memq::EnqueueOptions;
 use queue_server::Config;
-use queue_server::testing::TestServer;
+use queue_server::testing::{TestServer, eventually};
 use serde_json::Value;
 
 const TOKEN: &str = "dash-token";
@@ -193,22 +193,22 @@ async fn history_has_a_sample_a_second_per_queue() {
         .unwrap();
 
     // Wait for three samples of "a" (the sampler takes one a second).
-    let started = Instant::now();
-    let body: Value = loop {
+    let body: Value = eventually(PATIENCE, "three samples of a", || async {
         let body: Value = history(&http, &server, "?queue=a")
             .await
             .json()
             .await
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         let samples = body["queues"][0]["depth"]
             .as_array()
             .map_or(0, |d| d.iter().filter(|v| !v.is_null()).count());
         if samples >= 3 {
-            break body;
+            Ok(body)
+        } else {
+            Err(body.to_string())
         }
-        assert!(started.elapsed() < PATIENCE, "no 3 samples in time: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     assert_eq!(body["kind"], "statsHistory");
     assert_eq!(body["intervalSeconds"], 1);
     let times = body["times"].as_array().unwrap();
@@ -259,19 +259,19 @@ async fn history_has_a_sample_a_second_per_queue() {
 
     // A deleted queue is forgotten at the next sample.
     client.delete_queue("b").await.unwrap();
-    let started = Instant::now();
-    loop {
+    eventually(PATIENCE, "b leaves the history", || async {
         let body: Value = history(&http, &server, "?queue=b")
             .await
             .json()
             .await
-            .unwrap();
-        if body["queues"].as_array().unwrap().is_empty() {
-            break;
+            .map_err(|e| e.to_string())?;
+        if body["queues"].as_array().is_some_and(|q| q.is_empty()) {
+            Ok(())
+        } else {
+            Err(body.to_string())
         }
-        assert!(started.elapsed() < PATIENCE, "b is still in the history");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     server.shutdown().await;
 }
 

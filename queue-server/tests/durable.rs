@@ -120,8 +120,9 @@ async fn restart_keeps_items_order_delays_dead_letters_config_and_counters() {
 #[tokio::test]
 async fn a_second_server_refuses_a_data_dir_in_use() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = TestServer::start(durable(dir.path())).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first = TestServer::start(durable(dir.path())).await;
+    // Ready: it holds the data directory.
+    assert!(first.wait_ready(Duration::from_secs(10)).await);
     let out = tokio::process::Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use memq::{DequeueOptions, Dequeued, EnqueueOptions};
 use queue_server::Config;
-use queue_server::testing::{TestServer, eventually, metric};
+use queue_server::testing::{TestServer, polls_waiting};
 
 fn wait(secs: u64) -> DequeueOptions {
     DequeueOptions {
@@ -26,7 +26,7 @@ async fn long_poll_is_woken_by_an_enqueue_from_another_connection() {
             let got = c.dequeue("q", &wait(10)).await.unwrap();
             (got, Instant::now())
         });
-        polls_waiting(&server, 1).await;
+        polls_waiting(&server.url(), 1).await;
         assert!(
             !poll.is_finished(),
             "round {round}: answered before any item"
@@ -131,20 +131,6 @@ async fn delayed_item_wakes_a_long_poll_when_due() {
     server.shutdown().await;
 }
 
-/// Waits until `memq_long_polls_waiting` is `n`.
-async fn polls_waiting(server: &TestServer, n: u64) {
-    let url = server.url();
-    eventually(Duration::from_secs(10), "long polls waiting", || async {
-        let now = metric(&url, "memq_long_polls_waiting").await;
-        if now == n as f64 {
-            Ok(())
-        } else {
-            Err(format!("{now}"))
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn paused_queue_answers_long_polls_at_once_and_pausing_wakes_waiters() {
     let server = TestServer::start(Config::default()).await;
@@ -153,7 +139,7 @@ async fn paused_queue_answers_long_polls_at_once_and_pausing_wakes_waiters() {
     let c = client.clone();
     let waiting = tokio::spawn(async move { c.dequeue("q", &wait(30)).await });
     // The poll waits (it looked and found nothing) before the pause, so the pause must wake it.
-    polls_waiting(&server, 1).await;
+    polls_waiting(&server.url(), 1).await;
     client.queue_action("q", "pause").await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(2), waiting)
         .await
@@ -203,7 +189,7 @@ async fn queue_deleted_during_a_long_poll_answers_404() {
     client.create_queue("q", None).await.unwrap();
     let c = client.clone();
     let waiting = tokio::spawn(async move { c.dequeue("q", &wait(30)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    polls_waiting(&server.url(), 1).await;
     client.delete_queue("q").await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(2), waiting)
         .await
@@ -228,8 +214,8 @@ async fn a_thousand_idle_long_polls_are_held_and_all_served() {
         let c = memq::Client::new(server.base_url()).unwrap();
         polls.push(tokio::spawn(async move { c.dequeue("q", &wait(30)).await }));
     }
-    // Every poll is parked: the server counts them by answering nothing yet.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every poll is parked: the server holds them all, and answers none yet.
+    polls_waiting(&server.url(), 1000).await;
     assert!(polls.iter().all(|p| !p.is_finished()));
     // The server still answers others while holding them.
     assert_eq!(client.queue("q").await.unwrap().depth, 0);
@@ -261,7 +247,7 @@ async fn shutdown_ends_long_polls_promptly() {
     client.create_queue("q", None).await.unwrap();
     let c = client.clone();
     let waiting = tokio::spawn(async move { c.dequeue("q", &wait(60)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    polls_waiting(&server.url(), 1).await;
     let started = Instant::now();
     server.shutdown().await;
     let got = tokio::time::timeout(Duration::from_secs(5), waiting)
@@ -291,7 +277,7 @@ async fn a_long_poll_ends_when_the_last_lease_is_acked_elsewhere() {
     };
     let c = client.clone();
     let waiting = tokio::spawn(async move { c.dequeue("q", &wait(30)).await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    polls_waiting(&server.url(), 1).await;
     assert!(!waiting.is_finished(), "a lease is still out: keep waiting");
     client
         .ack("q", &m[0].lease.as_ref().unwrap().id)

@@ -13,8 +13,8 @@ use memq::{DequeueOptions, Dequeued, EnqueueOptions, QueueStats};
 use parking_lot::Mutex;
 use queue_server::Config;
 use queue_server::testing::{
-    RedisServer, ServerProcess, TestServer, eventually, test_redis, test_redis_cluster,
-    unique_prefix,
+    RedisServer, ServerProcess, TestServer, eventually, metric, polls_waiting, test_redis,
+    test_redis_cluster, unique_prefix,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
@@ -98,7 +98,23 @@ async fn five_consumers_on_three_replicas_take_20000_items_exactly_once() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every consumer holds a long poll on an empty replica before the first enqueue.
+    eventually(
+        Duration::from_secs(10),
+        "five long polls waiting",
+        || async {
+            let mut waiting = 0.0;
+            for server in &servers {
+                waiting += metric(&server.url(), "memq_long_polls_waiting").await;
+            }
+            if waiting == 5.0 {
+                Ok(())
+            } else {
+                Err(format!("{waiting} waiting"))
+            }
+        },
+    )
+    .await;
     let mut producers = Vec::new();
     for p in 0..4 {
         let client = clients[p % 3].clone();
@@ -212,7 +228,7 @@ async fn a_long_poll_on_one_replica_wakes_for_work_arriving_through_another() {
         let poller = a.clone();
         let wait = wait.clone();
         let poll = tokio::spawn(async move { poller.dequeue("q", &wait).await.unwrap() });
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        polls_waiting(&servers[0].url(), 1).await;
         assert!(
             !poll.is_finished(),
             "round {round}: answered before any item"
@@ -423,7 +439,7 @@ async fn replicas_are_unready_while_redis_is_down_and_recover_after_its_restart(
         let opts = leased(1, Duration::from_secs(30), Duration::from_secs(20));
         poller.dequeue("q", &opts).await.unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    polls_waiting(&servers[1].url(), 1).await;
     let sent = Instant::now();
     a.enqueue("q", "after", &EnqueueOptions::default())
         .await

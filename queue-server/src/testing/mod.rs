@@ -151,6 +151,25 @@ pub async fn metric(url: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits (at most 10 s) until the server at `url` holds `n` long polls waiting
+/// (`memq_long_polls_waiting`): the state "the poll has started waiting", which a test must
+/// reach before it checks what wakes the poll.
+pub async fn polls_waiting(url: &str, n: u64) {
+    eventually(
+        std::time::Duration::from_secs(10),
+        "long polls waiting",
+        || async {
+            let now = metric(url, "memq_long_polls_waiting").await;
+            if now == n as f64 {
+                Ok(())
+            } else {
+                Err(format!("{now} waiting, not {n}"))
+            }
+        },
+    )
+    .await;
+}
+
 /// The Redis that `MEMQ_TEST_REDIS` names, if any.
 pub fn test_redis() -> Option<String> {
     std::env::var("MEMQ_TEST_REDIS")
