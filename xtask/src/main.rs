@@ -3,18 +3,21 @@
 //! ```text
 //! cargo xtask redis              # a scratch redis-server; prints its URL, stops at end of stdin
 //! cargo xtask redis --cluster 3  # a Redis Cluster of 3 primaries; prints the nodes' URLs
+//! cargo xtask manifests OUT      # renders manifests/, checks RBAC and hardening (manifests.rs)
 //! ```
 //!
 //! `redis` prints one line, the URL (with `--cluster`, the nodes' URLs, comma-separated, as
 //! `--redis` takes them), then runs until its standard input ends (the script that started it
 //! closes it, or exits) and stops what it started. A script reads the line from a coprocess.
 
+mod manifests;
+
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
 use queue_server::testing::{RedisCluster, RedisServer};
 
-const USAGE: &str = "usage: cargo xtask redis [--cluster PRIMARIES]";
+const USAGE: &str = "usage: cargo xtask redis [--cluster PRIMARIES] | cargo xtask manifests OUT";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +31,13 @@ fn main() -> anyhow::Result<()> {
                 .filter(|n| *n > 0)
                 .with_context(|| format!("--cluster {n}: a number of primaries, 1 or more"))?;
             redis(Some(n))
+        }
+        ["manifests", out] => {
+            if manifests::run(std::path::Path::new(out))? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
         _ => bail!("{USAGE}"),
     }
