@@ -220,7 +220,12 @@ impl IntoResponse for Error {
         };
         let mut resp = (status, axum::Json(body)).into_response();
         match self {
-            Error::QueueFull(_) | Error::MemoryFull { .. } | Error::BackendFull(_) => {
+            // Each says "not now": a client (or a load balancer) may try again in a second, here
+            // or, for an unreachable store, on another replica.
+            Error::QueueFull(_)
+            | Error::MemoryFull { .. }
+            | Error::BackendFull(_)
+            | Error::BackendUnavailable(_) => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

@@ -190,6 +190,7 @@ fn shared_errors(
                 "The store cannot serve (`backend_unavailable`: the data directory cannot be \
                  written, or Redis cannot be reached)",
             )
+            .header("retry-after", header_string("`1`"))
             .build(),
         );
     }

@@ -11,6 +11,7 @@
 //! docs/redis.md.
 
 mod conn;
+mod health;
 mod reply;
 mod wake;
 
@@ -100,6 +101,11 @@ struct Inner {
     schedule: Mutex<HashMap<Box<str>, Instant, RandomState>>,
     sweeper: Notify,
     subscribed: AtomicBool,
+    /// Redis did not answer this replica's last heartbeat, or a command lost its connection
+    /// since (see `health.rs`).
+    away: AtomicBool,
+    /// Tells the wake-channel subscriber to drop its connection and subscribe anew.
+    resubscribe: Notify,
     shutdown: CancellationToken,
     /// Long polls of this replica waiting now, in [`super::long_poll`].
     waiting: std::sync::atomic::AtomicU64,
@@ -207,6 +213,8 @@ impl RedisStore {
                 schedule: Mutex::new(HashMap::default()),
                 sweeper: Notify::new(),
                 subscribed: AtomicBool::new(false),
+                away: AtomicBool::new(false),
+                resubscribe: Notify::new(),
                 shutdown,
                 waiting: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -256,15 +264,28 @@ impl RedisStore {
     }
 
     /// Sends one command; loads the script once if Redis lost it (restart, SCRIPT FLUSH).
+    /// While Redis is away (see `health.rs`), fails at once.
     async fn query(&self, cmd: &Cmd) -> Result<Value> {
+        if !self.reachable() {
+            return Err(self.away_error());
+        }
         let mut conn = self.inner.conn.clone();
-        match cmd.query_async::<Value>(&mut conn).await {
+        let answer = match cmd.query_async::<Value>(&mut conn).await {
             Err(e) if Self::no_script(&e) => {
                 self.load_script().await?;
-                cmd.query_async::<Value>(&mut conn).await.map_err(backend)
+                cmd.query_async::<Value>(&mut conn).await
             }
-            other => other.map_err(backend),
+            other => other,
+        };
+        answer.map_err(|e| self.failed(e))
+    }
+
+    /// The error of a failed command; one that lost its connection marks Redis away.
+    fn failed(&self, e: redis::RedisError) -> Error {
+        if health::connection_lost(&e) {
+            self.mark_away(&e.to_string());
         }
+        backend(e)
     }
 
     /// Runs `op` on queue `name`: wakes local waiters, schedules the next deadline, and turns a
@@ -362,8 +383,14 @@ impl RedisStore {
             .arg(name)
             .cmd("SCARD")
             .arg(&self.inner.registry);
+        if !self.reachable() {
+            return Err(self.away_error());
+        }
         let mut conn = self.inner.conn.clone();
-        let (member, count): (bool, usize) = pipe.query_async(&mut conn).await.map_err(backend)?;
+        let (member, count): (bool, usize) = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(e))?;
         if !member && count >= max {
             return Err(Error::TooManyQueues { max });
         }
@@ -708,18 +735,29 @@ impl RedisStore {
 
     /// Ready while Redis answers and this replica hears the wake channel.
     pub async fn is_ready(&self) -> bool {
-        if self.inner.shutdown.is_cancelled() || !self.inner.subscribed.load(Ordering::Acquire) {
+        if self.inner.shutdown.is_cancelled()
+            || !self.inner.subscribed.load(Ordering::Acquire)
+            || !self.reachable()
+        {
             return false;
         }
-        let mut conn = self.inner.conn.clone();
-        let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<Value>(&mut conn);
-        matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)))
+        match self.ping().await {
+            Ok(()) => true,
+            Err(why) => {
+                self.mark_away(&why);
+                false
+            }
+        }
     }
 
-    /// Background work until shutdown: the sweeper and the wake-channel subscriber.
+    /// Background work until shutdown: the sweeper, the wake-channel subscriber and the
+    /// heartbeat.
     pub async fn run_background(self) {
-        tokio::join!(self.clone().run_sweeper(), self.run_subscriber());
+        tokio::join!(
+            self.clone().run_sweeper(),
+            self.clone().run_subscriber(),
+            self.run_heartbeat()
+        );
     }
 
     /// Sweeps queues whose known deadline fell due, and every queue each [`FULL_SWEEP`].

@@ -143,6 +143,9 @@ impl RedisStore {
                     };
                     self.on_wake(message.get_payload_bytes());
                 }
+                _ = inner.resubscribe.notified() => {
+                    return Err("redis was away: subscribing on a new connection".into());
+                }
                 _ = inner.shutdown.cancelled() => return Ok(()),
             }
         }
