@@ -5,7 +5,8 @@
 //! ended, and A must recover by itself once the route is back; B serves throughout, and no item
 //! whose enqueue was confirmed is lost.
 //!
-//! Needs root (network namespaces) and `ip` (iproute2); without them the test fails and says so.
+//! The partition test needs root (network namespaces) and `ip` (iproute2); without them it fails
+//! and says so. A second test stalls Redis (`DEBUG SLEEP`).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -383,4 +384,69 @@ async fn a_replica_cut_off_from_redis_answers_503_is_unready_and_recovers_by_its
     assert_eq!(seen.len(), 80);
     eprintln!("A was ready again {healed_after:?} after the cut (healed after its checks)");
     b.shutdown().await;
+}
+
+/// Redis busy for 4 s (`DEBUG SLEEP`): a replica whose heartbeat goes unanswered for 2 s says
+/// Redis is away (503 at once, unready), and serves again by itself when Redis answers; the
+/// request that was under way when Redis stalled is answered, late, not lost.
+#[tokio::test]
+async fn a_stalled_redis_makes_replicas_unready_until_it_answers_again() {
+    let redis = RedisServer::start(&["--enable-debug-command", "yes"]).await;
+    let server = TestServer::start_as_given(Config {
+        redis: Some(redis.url()),
+        redis_prefix: unique_prefix(),
+        ..Config::default()
+    })
+    .await;
+    let client = server.client();
+    let http = reqwest::Client::new();
+    let url = server.url();
+    client.create_queue("q", None).await.unwrap();
+    let mut conn = redis.connection().await;
+    let stall = tokio::spawn(async move {
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(4)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    });
+    // Sent while Redis sleeps: waits for it (within the 10 s command timeout) and succeeds.
+    let early = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .enqueue("q", "sent-during-the-stall", &EnqueueOptions::default())
+                .await
+        })
+    };
+    eventually(Duration::from_secs(10), "the replica is unready", || {
+        unready(&http, &url)
+    })
+    .await;
+    let started = Instant::now();
+    let refused = client
+        .enqueue("q", "refused", &EnqueueOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(503));
+    assert!(started.elapsed() < Duration::from_secs(1), "at once");
+    stall.await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the replica is ready again",
+        || ready(&http, &url),
+    )
+    .await;
+    early
+        .await
+        .unwrap()
+        .expect("the request sent during the stall is answered");
+    client
+        .enqueue("q", "after", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    let q = client.queue("q").await.unwrap();
+    assert_eq!(q.depth, 2, "{q:?}");
+    server.shutdown().await;
 }

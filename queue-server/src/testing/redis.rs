@@ -71,11 +71,13 @@ impl RedisServer {
         }
     }
 
-    /// A connection for commands of the test's own (`INFO`, `DEBUG SLEEP`, ...).
+    /// A connection for commands of the test's own (`INFO`, `DEBUG SLEEP`, ...), which waits
+    /// for an answer as long as it takes.
     pub async fn connection(&self) -> MultiplexedConnection {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
         redis::Client::open(self.url())
             .expect("a valid URL")
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .unwrap_or_else(|e| panic!("connect to redis-server on port {}: {e}", self.port))
     }
