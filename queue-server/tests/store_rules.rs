@@ -141,6 +141,7 @@ on_every_store!(
     extend_moves_a_lease_deadline,
     a_missing_queue_is_an_error_and_create_says_whether_it_created,
     a_long_poll_wakes_for_an_enqueue,
+    concurrent_enqueues_each_get_their_own_answer,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -704,4 +705,51 @@ async fn a_long_poll_wakes_for_an_enqueue(store: &Store) {
         started.elapsed() < Duration::from_secs(10),
         "woken by the enqueue, not by the end of its wait"
     );
+}
+
+/// 40 keyed requests (20 keys, each twice) and 40 plain ones at once on a queue with room for
+/// 50: whatever the order, exactly 50 items are added, the second request of a key added first
+/// is a duplicate that names the first one's item, and every other request is refused whole.
+async fn concurrent_enqueues_each_get_their_own_answer(store: &Store) {
+    create(
+        store,
+        "q",
+        QueueConfigPatch {
+            max_depth: Some(50),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..80 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let items = if i < 40 {
+                keyed(&format!("keyed-{i}"), &format!("k{}", i % 20))
+            } else {
+                items(&[&format!("plain-{i}")])
+            };
+            (i, store.enqueue("q", items, 0).await)
+        }));
+    }
+    let mut added = Vec::new();
+    let mut dups = Vec::new();
+    let mut full = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (i, Ok(answer)) if answer[0].1 => dups.push((i, answer[0].0)),
+            (i, Ok(answer)) => added.push((i, answer[0].0)),
+            (_, Err(Error::QueueFull(_))) => full += 1,
+            (i, Err(e)) => panic!("request {i}: {e}"),
+        }
+    }
+    assert_eq!(added.len(), 50, "added {added:?}");
+    assert_eq!(added.len() + dups.len() + full, 80);
+    for (i, holder) in &dups {
+        let partner = if *i < 20 { i + 20 } else { i - 20 };
+        let first = added.iter().find(|(j, _)| *j == partner).map(|(_, id)| *id);
+        assert_eq!(first, Some(*holder), "request {i} names its key's item");
+    }
+    assert_eq!(counts(store, "q").await, (50, 0, 0, 0));
+    assert_eq!(store.queue("q").await.unwrap().enqueued, 50);
 }

@@ -10,6 +10,7 @@
 //! that runs the script's sweep when a known deadline falls due. Layout and reasoning:
 //! docs/redis.md.
 
+mod coalesce;
 mod conn;
 mod health;
 mod reply;
@@ -23,15 +24,14 @@ use std::time::Duration;
 use foldhash::fast::RandomState;
 use memq::{QueueConfigPatch, QueueStats};
 use parking_lot::Mutex;
-use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
+use redis::{Cmd, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, apply_patch};
 use crate::broker::{
-    DeadItem, EXPIRED_LEASES_REMEMBERED, Id, IdGen, KEY_RETENTION_MS, LeaseInfo, NewItem,
-    QueueConfig, QueueFull,
+    DeadItem, EXPIRED_LEASES_REMEMBERED, Id, IdGen, KEY_RETENTION_MS, LeaseInfo, QueueConfig,
 };
 use crate::error::{Error, Result};
 use conn::{CONNECT_TIMEOUT, Conn};
@@ -82,8 +82,12 @@ struct Inner {
     /// Which of `pubsub` to subscribe through next.
     pubsub_next: AtomicUsize,
     conn: Conn,
+    /// The Redis Functions library (`queue.lua`), loaded by `FUNCTION LOAD`.
     script_code: String,
-    script_sha: String,
+    /// Its entry point, refused while Redis is at its maxmemory (`create`, `enqueue`).
+    function: String,
+    /// The same entry point, run at maxmemory too (every other op).
+    function_oom: String,
     prefix: String,
     /// Set of queue names (one key, outside the queues' slots).
     registry: String,
@@ -97,6 +101,8 @@ struct Inner {
     /// `--max-queues` (0: no limit).
     max_queues: usize,
     waiters: Waiters,
+    /// Enqueues waiting to share a call (see `coalesce.rs`).
+    enqueues: coalesce::Enqueues,
     /// Queue -> when its next known deadline falls due (this replica's clock).
     schedule: Mutex<HashMap<Box<str>, Instant, RandomState>>,
     sweeper: Notify,
@@ -193,14 +199,21 @@ impl RedisStore {
                 "{{EXPIRED_LEASES_REMEMBERED}}",
                 &EXPIRED_LEASES_REMEMBERED.to_string(),
             );
-        let script_sha = redis::Script::new(&script_code).get_hash().to_string();
+        // Named by its content: replicas of different versions each call their own library,
+        // side by side on one Redis, through a rolling upgrade.
+        let library = format!(
+            "memq_{}",
+            &redis::Script::new(&script_code).get_hash()[..16]
+        );
+        let script_code = script_code.replace("{{LIBRARY}}", &library);
         Ok(Self {
             inner: Arc::new(Inner {
                 pubsub,
                 pubsub_next: AtomicUsize::new(0),
                 conn,
                 script_code,
-                script_sha,
+                function: library.clone(),
+                function_oom: format!("{library}_oom"),
                 registry: format!("{prefix}:queues"),
                 channel: format!("{prefix}:wake"),
                 prefix,
@@ -210,6 +223,7 @@ impl RedisStore {
                 default_lease_ms,
                 max_queues,
                 waiters: Waiters::default(),
+                enqueues: coalesce::Enqueues::default(),
                 schedule: Mutex::new(HashMap::default()),
                 sweeper: Notify::new(),
                 subscribed: AtomicBool::new(false),
@@ -234,10 +248,14 @@ impl RedisStore {
         (0..n).map(|_| ids.next(now)).collect()
     }
 
-    /// The script call for `op` on queue `name`; the op's arguments are added by the caller.
+    /// The library call for `op` on queue `name`; the op's arguments are added by the caller.
     fn script(&self, name: &str, op: &str) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.inner.script_sha).arg(KEY_SUFFIXES.len());
+        let function = match op {
+            "create" | "enqueue" => &self.inner.function,
+            _ => &self.inner.function_oom,
+        };
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(function).arg(KEY_SUFFIXES.len());
         for suffix in KEY_SUFFIXES {
             cmd.arg(self.key(name, suffix));
         }
@@ -248,22 +266,25 @@ impl RedisStore {
         cmd
     }
 
+    /// Loads the library (on every primary of a Cluster); loading it again is harmless.
     async fn load_script(&self) -> Result<()> {
         let mut conn = self.inner.conn.clone();
-        redis::cmd("SCRIPT")
+        redis::cmd("FUNCTION")
             .arg("LOAD")
+            .arg("REPLACE")
             .arg(&self.inner.script_code)
-            .query_async::<String>(&mut conn)
+            .query_async::<Value>(&mut conn)
             .await
             .map(|_| ())
-            .map_err(backend)
+            .map_err(|e| self.failed(e))
     }
 
+    /// Redis does not have the library (first call, restart, `FUNCTION FLUSH`, a new node).
     fn no_script(e: &redis::RedisError) -> bool {
-        e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+        e.detail().is_some_and(|d| d.contains("Function not found"))
     }
 
-    /// Sends one command; loads the script once if Redis lost it (restart, SCRIPT FLUSH).
+    /// Sends one command; loads the library once if Redis lacks it.
     /// While Redis is away (see `health.rs`), fails at once.
     async fn query(&self, cmd: &Cmd) -> Result<Value> {
         if !self.reachable() {
@@ -482,47 +503,6 @@ impl RedisStore {
             .filter_map(|(name, reply)| reply.map(|r| (name, r)))
             .map(|(name, reply)| stats_of(name, reply.at(0)?, now))
             .collect()
-    }
-
-    /// Adds items, all or none. One `(id, duplicate)` per item.
-    pub async fn enqueue(
-        &self,
-        name: &str,
-        items: Vec<NewItem>,
-        delay_ms: u64,
-    ) -> Result<Vec<(Id, bool)>> {
-        let ids = self.fresh_ids(items.len());
-        let reply = self
-            .call(name, "enqueue", |cmd| {
-                cmd.arg(delay_ms).arg(items.len());
-                for (item, id) in items.iter().zip(&ids) {
-                    cmd.arg(id.to_string())
-                        .arg(item.key.as_deref().unwrap_or(""))
-                        .arg(&*item.body);
-                }
-            })
-            .await?;
-        match reply.status.as_str() {
-            "ok" => {
-                let mut out: Vec<(Id, bool)> = ids.into_iter().map(|id| (id, false)).collect();
-                for dup in groups(reply.at(0)?.clone(), 2)? {
-                    let mut dup = dup.into_iter();
-                    let index = uint(&dup.next().expect("pair"))? as usize;
-                    let holder = id(dup.next().expect("pair"))?;
-                    let slot = out
-                        .get_mut(index.wrapping_sub(1))
-                        .ok_or_else(|| malformed("duplicate index"))?;
-                    *slot = (holder, true);
-                }
-                Ok(out)
-            }
-            "full" => Err(Error::QueueFull(QueueFull {
-                max_depth: uint(reply.at(0)?)?,
-                held: uint(reply.at(1)?)?,
-                adding: uint(reply.at(2)?)?,
-            })),
-            _ => Err(malformed("enqueue status")),
-        }
     }
 
     /// Long polls of this replica waiting now.

@@ -1,4 +1,10 @@
--- memq: every change to one queue, as one atomic script (EVALSHA). See docs/redis.md.
+#!lua name={{LIBRARY}}
+-- memq: every change to one queue, as one atomic call of this Redis Functions library (FCALL).
+-- See docs/redis.md.
+--
+-- Redis loads the library once (FUNCTION LOAD); a call runs only `call` below and the op it
+-- names. The state of one call lives in the library's locals, set afresh at the start of every
+-- call: Redis runs one call at a time, to its end.
 --
 -- The rules are those of src/broker/queue.rs (the memory store), translated to Redis types:
 -- item bodies in a hash by id, the ready list holds ids, leases in a hash lease -> item with a
@@ -7,7 +13,7 @@
 -- KEYS, always all of them and in this order; they share the hash tag {queue}, so the queue
 -- lives in one Redis Cluster slot:
 local K_META, K_ITEMS, K_ATTEMPTS, K_READY, K_DELAYED, K_LEASES, K_DEADLINES, K_DEAD, K_DIED,
-    K_KEYS, K_KEYOF, K_RELEASED, K_EXPIRED = unpack(KEYS)
+    K_KEYS, K_KEYOF, K_RELEASED, K_EXPIRED
 -- K_META      hash: config (lease_ms, max_attempts, max_depth, paused), running totals,
 --             wait_until (ms until which some replica has a long poll waiting)
 -- K_ITEMS     hash: item id -> body (ready, delayed, leased and dead items)
@@ -23,10 +29,11 @@ local K_META, K_ITEMS, K_ATTEMPTS, K_READY, K_DELAYED, K_LEASES, K_DEADLINES, K_
 --
 -- ARGV[1] op, ARGV[2] wake channel, ARGV[3] the calling replica's tag, ARGV[4] queue name,
 -- ARGV[5..] the op's own arguments.
-local OP, CHANNEL, ORIGIN, QUEUE = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local KEYS, ARGV
+local OP, CHANNEL, ORIGIN, QUEUE
 
-local RETENTION = tonumber('{{KEY_RETENTION_MS}}')
-local EXPIRED_CAP = tonumber('{{EXPIRED_LEASES_REMEMBERED}}')
+local RETENTION = {{KEY_RETENTION_MS}}
+local EXPIRED_CAP = {{EXPIRED_LEASES_REMEMBERED}}
 -- Most expiries or delays one call applies; the rest waits for the next call, so no call
 -- blocks Redis for long (the sweeper calls again at once when there is more).
 local SWEEP_LIMIT = 5000
@@ -34,16 +41,15 @@ local SWEEP_LIMIT = 5000
 local CHUNK = 1000
 
 -- One clock for every replica: Redis's. Replicas with skewed clocks still agree on deadlines.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now
 
 -- Items that became ready during this call (waiters to wake), and whether every waiter must
 -- look again (pause, resume, delete).
-local readied = 0
-local wake_all = false
-local more = 0
+local readied
+local wake_all
+local more
 -- Whether this call changed the queue (then, if it left it finished, waiters look again).
-local changed = false
+local changed
 
 local function incr(field, n)
     if n ~= 0 then
@@ -63,7 +69,7 @@ end
 
 -- The queue's config, read once per call before the op runs (lease_ms is always set, so its
 -- absence means the queue does not exist).
-local META = redis.call('HMGET', K_META, 'lease_ms', 'max_attempts', 'max_depth', 'paused')
+local META
 
 local function config()
     return tonumber(META[1]) or 30000, tonumber(META[2]) or 0, tonumber(META[3]) or 0,
@@ -96,7 +102,7 @@ end
 
 -- The earliest deadline this call knows of (0: none). It may be earlier than the true one
 -- (an ack removed that lease), never later: a replica that sweeps at this time finds the rest.
-local next_due = 0
+local next_due
 
 local function note_due(t)
     if t and (next_due == 0 or t < next_due) then
@@ -341,18 +347,18 @@ function ops.pause()
     return reply('ok', stats())
 end
 
--- enqueue: ARGV[5] delay ms, ARGV[6] n, then n triples (id, key or '', body). All or nothing.
--- Reply: ..., 'ok', {index, holder id, ...} for duplicates; or 'full', max_depth, held, adding.
-function ops.enqueue()
-    local _, max_attempts, max_depth = config()
-    sweep(max_attempts)
-    local delay = tonumber(ARGV[5])
-    local n = tonumber(ARGV[6])
+-- One request's items, from ARGV[at]: delay (ms), n, then n times id, key ('' = none), body.
+-- All or none against maxDepth. Returns the next group's position and the group's result:
+-- {'ok', {index, holder id, ...} of the duplicates} or {'full', max_depth, held, adding}.
+local function enqueue_group(at, max_depth)
+    local delay = tonumber(ARGV[at])
+    local n = tonumber(ARGV[at + 1])
+    local first = at + 2
     local holders = {}
     local batch_keys = {}
     local adding = 0
     for i = 1, n do
-        local base = 4 + 3 * i
+        local base = first + 3 * (i - 1)
         local key = ARGV[base + 1]
         if key == '' then
             adding = adding + 1
@@ -366,16 +372,17 @@ function ops.enqueue()
             end
         end
     end
+    local next_at = first + 3 * n
     -- A lone duplicate adds nothing, so it is answered even when the queue is full.
     if max_depth > 0 and not (n == 1 and adding == 0) then
         local held = redis.call('LLEN', K_READY) + redis.call('ZCARD', K_DELAYED)
         if held + adding > max_depth then
-            return reply('full', max_depth, held, adding)
+            return next_at, { 'full', max_depth, held, adding }
         end
     end
     local bodies, ready, delayed, dups = {}, {}, {}, {}
     for i = 1, n do
-        local base = 4 + 3 * i
+        local base = first + 3 * (i - 1)
         local id, key = ARGV[base], ARGV[base + 1]
         if holders[i] then
             dups[#dups + 1] = i
@@ -403,7 +410,21 @@ function ops.enqueue()
     end
     incr('enqueued', adding)
     readied = readied + #ready
-    return reply('ok', dups)
+    return next_at, { 'ok', dups }
+end
+
+-- enqueue: ARGV[5] the number of requests, then each request's group (see enqueue_group),
+-- applied in order, each on its own: requests that arrived together on one replica share a
+-- call. Reply: ..., one result per request.
+function ops.enqueue()
+    local _, max_attempts, max_depth = config()
+    sweep(max_attempts)
+    local results = {}
+    local at = 6
+    for g = 1, tonumber(ARGV[5]) do
+        at, results[g] = enqueue_group(at, max_depth)
+    end
+    return reply('ok', results)
 end
 
 -- dequeue: ARGV[5] max, ARGV[6] lease ms ('' kuard-style: removed for good; 'default' the
@@ -582,11 +603,28 @@ function ops.peek()
     return reply('ok', out)
 end
 
-local op = ops[OP]
-if not op then
-    return redis.error_reply('memq: unknown op ' .. tostring(OP))
+-- One call: this call's state, then its op.
+local function call(keys, args)
+    KEYS, ARGV = keys, args
+    K_META, K_ITEMS, K_ATTEMPTS, K_READY, K_DELAYED, K_LEASES, K_DEADLINES, K_DEAD, K_DIED,
+        K_KEYS, K_KEYOF, K_RELEASED, K_EXPIRED = unpack(keys)
+    OP, CHANNEL, ORIGIN, QUEUE = args[1], args[2], args[3], args[4]
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    readied, wake_all, more, changed, next_due = 0, false, 0, false, 0
+    META = redis.call('HMGET', K_META, 'lease_ms', 'max_attempts', 'max_depth', 'paused')
+    local op = ops[OP]
+    if not op then
+        return redis.error_reply('memq: unknown op ' .. tostring(OP))
+    end
+    if OP ~= 'create' and not META[1] then
+        return missing()
+    end
+    return op()
 end
-if OP ~= 'create' and not META[1] then
-    return missing()
-end
-return op()
+
+-- Two names for the one entry point. `create` and `enqueue` go through the first, which Redis
+-- refuses while it is at its maxmemory (the 507 of an enqueue); every other op frees memory or
+-- moves items, and goes through the second, which runs then too.
+redis.register_function('{{LIBRARY}}', call)
+redis.register_function { function_name = '{{LIBRARY}}_oom', callback = call, flags = { 'allow-oom' } }

@@ -1,0 +1,90 @@
+//! Enqueues that arrive together for one queue on one replica share a call to Redis
+//! (`store/redis/coalesce.rs`), yet each keeps its own answer and one connection's requests
+//! keep their order. Starts a redis-server of its own.
+
+use std::time::Duration;
+
+use memq::{DequeueOptions, Dequeued, EnqueueOptions};
+use queue_server::Config;
+use queue_server::testing::{RedisServer, TestServer, unique_prefix};
+
+/// `calls` of one command in `INFO commandstats`.
+async fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let mut conn = redis.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("cmdstat_{command}:calls="))?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_enqueues_share_calls_and_each_connection_keeps_its_order() {
+    const CLIENTS: usize = 32;
+    const EACH: usize = 100;
+    let redis = RedisServer::start(&[]).await;
+    let server = TestServer::start_as_given(Config {
+        redis: Some(redis.url()),
+        redis_prefix: unique_prefix(),
+        ..Config::default()
+    })
+    .await;
+    server.client().create_queue("q", None).await.unwrap();
+    let before = calls(&redis, "fcall").await;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        // A client (and so a connection) of its own, sending one request at a time.
+        let client = memq::Client::new(server.base_url()).unwrap();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                client
+                    .enqueue("q", &format!("{c}:{i}"), &EnqueueOptions::default())
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let used = calls(&redis, "fcall").await - before;
+    let requests = (CLIENTS * EACH) as u64;
+    eprintln!("{requests} enqueues in {used} calls");
+    // Background calls (the sampler, the sweeper) are a handful; without coalescing there
+    // would be one call per request.
+    assert!(
+        used * 10 < requests * 9,
+        "{requests} enqueues took {used} calls"
+    );
+
+    // Every item once, and each client's items in the order it sent them.
+    let client = server.client();
+    let mut next = vec![0usize; CLIENTS];
+    loop {
+        let batch = DequeueOptions {
+            max: Some(1000),
+            wait: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        let Dequeued::Messages(messages) = client.dequeue("q", &batch).await.unwrap() else {
+            break;
+        };
+        for m in messages {
+            let (c, i) = m.body.split_once(':').unwrap();
+            let (c, i): (usize, usize) = (c.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[c], "client {c}'s items out of order");
+            next[c] += 1;
+        }
+    }
+    assert!(next.iter().all(|n| *n == EACH), "{next:?}");
+    server.shutdown().await;
+}
