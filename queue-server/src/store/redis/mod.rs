@@ -2,8 +2,10 @@
 //! queue-server replicas serve the same queues, and this process holds nothing that a crash
 //! could lose.
 //!
-//! Every change to a queue is one call of one Lua script (`queue.lua`, run with EVALSHA), so it
-//! is atomic across replicas; the rules are those of `broker/` written again for Redis types.
+//! Every change to a queue is one call of one Lua function (`queue.lua`, a Redis Functions
+//! library called with FCALL), so it is atomic across replicas; the rules are those of `broker/`
+//! written again for Redis types (tests/store_rules.rs holds the two to one behaviour).
+//! Enqueues for one queue that arrive together share a call (`coalesce.rs`).
 //! Owns what Redis cannot do: ids (ULIDs made here, see [`RedisStore::fresh_ids`]), waking this
 //! replica's long polls (a tokio `Notify` per queue, fed by the scripts' replies and by a Redis
 //! pub/sub channel on which the scripts announce items for other replicas), and a sweeper
