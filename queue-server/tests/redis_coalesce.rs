@@ -66,9 +66,50 @@ async fn concurrent_enqueues_share_calls_and_each_connection_keeps_its_order() {
         "{requests} enqueues took {used} calls"
     );
 
-    // Every item once, and each client's items in the order it sent them.
+    // Leases and acks, 32 clients at once: the acks share calls too.
+    let before = calls(&redis, "fcall").await;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = memq::Client::new(server.base_url()).unwrap();
+        tasks.push(tokio::spawn(async move {
+            let lease = DequeueOptions {
+                lease: Some(Duration::from_secs(60)),
+                ..Default::default()
+            };
+            let mut acked = Vec::new();
+            for _ in 0..EACH / 2 {
+                let Dequeued::Messages(m) = client.dequeue("q", &lease).await.unwrap() else {
+                    panic!("items are queued")
+                };
+                client
+                    .ack("q", &m[0].lease.as_ref().unwrap().id)
+                    .await
+                    .unwrap();
+                acked.push(m[0].body.clone());
+            }
+            acked
+        }));
+    }
+    let mut acked = std::collections::HashSet::new();
+    for task in tasks {
+        for body in task.await.unwrap() {
+            assert!(acked.insert(body), "an item was handed out twice");
+        }
+    }
+    let used = calls(&redis, "fcall").await - before;
+    let pairs = (CLIENTS * EACH / 2) as u64;
+    eprintln!("{pairs} leases and acks in {used} calls");
+    assert!(
+        used < pairs * 2 * 3 / 4,
+        "{pairs} leases and acks took {used} calls"
+    );
+    let q = client_stats(&server).await;
+    assert_eq!((q.acked, q.inflight), (pairs, 0));
+
+    // Every other item once, and each client's items in the order it sent them.
     let client = server.client();
     let mut next = vec![0usize; CLIENTS];
+    let mut last = vec![0usize; CLIENTS];
     loop {
         let batch = DequeueOptions {
             max: Some(1000),
@@ -81,10 +122,17 @@ async fn concurrent_enqueues_share_calls_and_each_connection_keeps_its_order() {
         for m in messages {
             let (c, i) = m.body.split_once(':').unwrap();
             let (c, i): (usize, usize) = (c.parse().unwrap(), i.parse().unwrap());
-            assert_eq!(i, next[c], "client {c}'s items out of order");
+            assert!(i >= last[c], "client {c}'s items out of order");
+            assert!(!acked.contains(&m.body), "{} was acked", m.body);
+            last[c] = i;
             next[c] += 1;
         }
     }
-    assert!(next.iter().all(|n| *n == EACH), "{next:?}");
+    let left: usize = next.iter().sum();
+    assert_eq!(left + acked.len(), CLIENTS * EACH);
     server.shutdown().await;
+}
+
+async fn client_stats(server: &TestServer) -> memq::QueueStats {
+    server.client().queue("q").await.unwrap()
 }

@@ -1,9 +1,10 @@
-//! Enqueues that arrive together for one queue on this replica go to Redis as one call, as
-//! the journal's group commit does for the disk: while a call for a queue is under way, the
-//! requests that come meanwhile wait, and the next call carries them all. Each request keeps
-//! its own answer (ids, duplicates) and its own refusal (`queue_full`: all or none per request),
-//! and requests are applied in the order they arrived, so one connection's requests keep
-//! their order. A lone request goes at once: nothing waits for company.
+//! Requests that arrive together for one queue on this replica go to Redis as one call, as the
+//! journal's group commit does for the disk: while a call for a queue is under way, the
+//! requests that come meanwhile wait, and the next call carries them all. Enqueues and acks
+//! share calls this way. Each request keeps its own answer (ids and duplicates, or a status per
+//! lease) and its own refusal (`queue_full`: all or none per request), and requests are applied
+//! in the order they arrived, so one connection's requests keep their order. A lone request
+//! goes at once: nothing waits for company.
 //!
 //! Redis pays the fixed cost of a call (the function's entry, `TIME`, the config, the deadline
 //! lookups, the reply) once per call rather than once per request.
@@ -11,29 +12,124 @@
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use super::RedisStore;
-use super::reply::{array, groups, id, malformed, text, uint};
+use super::reply::{array, groups, id, int, malformed, text, uint};
+use super::{Inner, RedisStore};
 use crate::broker::{Id, NewItem, QueueFull};
 use crate::error::{Error, Result};
 
-/// Most items one call carries (a request larger than this goes alone).
-const MAX_ITEMS_PER_CALL: usize = 10_000;
+/// Most items (or leases) one call carries; a request larger than this goes alone.
+const MAX_PER_CALL: usize = 10_000;
 
-/// One waiting request.
-pub(super) struct Pending {
-    items: Vec<NewItem>,
-    delay_ms: u64,
-    ids: Vec<Id>,
-    answer: oneshot::Sender<Result<Vec<(Id, bool)>>>,
+/// Requests of one kind waiting, per queue: a queue is in the map while a call for it is under
+/// way, with the requests that wait for the next one.
+pub(super) struct Coalescer<K: Kind> {
+    queues: Mutex<HashMap<Box<str>, Vec<Waiting<K>>, RandomState>>,
 }
 
-/// The queues with a call under way, and the requests waiting for the next one.
-#[derive(Default)]
-pub(super) struct Enqueues {
-    queues: Mutex<HashMap<Box<str>, Vec<Pending>, RandomState>>,
+/// A request waiting for its call, and where its answer goes.
+type Waiting<K> = (<K as Kind>::Request, oneshot::Sender<<K as Kind>::Answer>);
+
+impl<K: Kind> Default for Coalescer<K> {
+    fn default() -> Self {
+        Coalescer {
+            queues: Mutex::default(),
+        }
+    }
+}
+
+/// A kind of request that shares calls.
+pub(super) trait Kind: Sized + 'static {
+    type Request: Send + 'static;
+    type Answer: Send + 'static;
+    /// Its waiting requests in the store.
+    fn coalescer(inner: &Inner) -> &Coalescer<Self>;
+    /// Items (or leases) in a request, against [`MAX_PER_CALL`].
+    fn size(request: &Self::Request) -> usize;
+    /// One call for `batch`: one answer per request, in order.
+    fn call<'a>(
+        store: &'a RedisStore,
+        name: &'a str,
+        batch: &'a [Self::Request],
+    ) -> BoxFuture<'a, Vec<Self::Answer>>;
+    /// The answer of a request that fails before its call (Redis away, shutdown).
+    fn failed(e: Error) -> Self::Answer;
+}
+
+impl RedisStore {
+    /// Answers `request` in a call shared with the requests of its kind for `name` that arrive
+    /// while one is under way.
+    async fn coalesced<K: Kind>(&self, name: &str, request: K::Request) -> K::Answer {
+        if !self.reachable() {
+            return K::failed(self.away_error());
+        }
+        let (answer, answered) = oneshot::channel();
+        let start = {
+            let mut queues = K::coalescer(&self.inner).queues.lock();
+            match queues.get_mut(name) {
+                Some(waiting) => {
+                    waiting.push((request, answer));
+                    false
+                }
+                None => {
+                    queues.insert(name.into(), vec![(request, answer)]);
+                    true
+                }
+            }
+        };
+        if start {
+            // A task of its own, so that a request that goes away does not stop the calls
+            // that others wait for.
+            tokio::spawn(self.clone().run_coalesced::<K>(name.into()));
+        }
+        answered.await.unwrap_or_else(|_| {
+            K::failed(Error::BackendUnavailable(
+                "the request was dropped at shutdown".into(),
+            ))
+        })
+    }
+
+    /// Calls Redis for the waiting requests of `name`, round after round, until none wait.
+    async fn run_coalesced<K: Kind>(self, name: Box<str>) {
+        loop {
+            let batch: Vec<_> = {
+                let mut queues = K::coalescer(&self.inner).queues.lock();
+                let Some(waiting) = queues.get_mut(&name) else {
+                    return;
+                };
+                if waiting.is_empty() {
+                    queues.remove(&name);
+                    return;
+                }
+                let mut size = 0;
+                let take = waiting
+                    .iter()
+                    .take_while(|(r, _)| {
+                        size += K::size(r);
+                        size <= MAX_PER_CALL
+                    })
+                    .count()
+                    .max(1);
+                waiting.drain(..take).collect()
+            };
+            let (requests, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            // Redis went away while these waited: they fail at once, as a new request would.
+            let results = if self.reachable() {
+                K::call(&self, &name, &requests).await
+            } else {
+                requests
+                    .iter()
+                    .map(|_| K::failed(self.away_error()))
+                    .collect()
+            };
+            for (answer, result) in answers.into_iter().zip(results) {
+                let _ = answer.send(result);
+            }
+        }
+    }
 }
 
 /// The same error again, for each request of a call that failed as a whole.
@@ -45,8 +141,122 @@ fn again(e: &Error) -> Error {
     }
 }
 
+/// One enqueue request.
+pub(super) struct Enqueue {
+    items: Vec<NewItem>,
+    delay_ms: u64,
+    ids: Vec<Id>,
+}
+
+/// Enqueues share calls.
+pub(super) struct Enqueues;
+
+impl Kind for Enqueues {
+    type Request = Enqueue;
+    type Answer = Result<Vec<(Id, bool)>>;
+
+    fn coalescer(inner: &Inner) -> &Coalescer<Self> {
+        &inner.enqueues
+    }
+
+    fn size(request: &Enqueue) -> usize {
+        request.items.len()
+    }
+
+    fn call<'a>(
+        store: &'a RedisStore,
+        name: &'a str,
+        batch: &'a [Enqueue],
+    ) -> BoxFuture<'a, Vec<Self::Answer>> {
+        Box::pin(async move {
+            let reply = store
+                .call(name, "enqueue", |cmd| {
+                    cmd.arg(batch.len());
+                    for e in batch {
+                        cmd.arg(e.delay_ms).arg(e.items.len());
+                        for (item, id) in e.items.iter().zip(&e.ids) {
+                            cmd.arg(id.to_string())
+                                .arg(item.key.as_deref().unwrap_or(""))
+                                .arg(&*item.body);
+                        }
+                    }
+                })
+                .await
+                .and_then(|reply| array(reply.at(0)?.clone()));
+            match reply {
+                Ok(results) if results.len() == batch.len() => batch
+                    .iter()
+                    .zip(results)
+                    .map(|(e, result)| enqueue_result(&e.ids, result))
+                    .collect(),
+                Ok(_) => each(batch, &malformed("one result per request")),
+                Err(e) => each(batch, &e),
+            }
+        })
+    }
+
+    fn failed(e: Error) -> Self::Answer {
+        Err(e)
+    }
+}
+
+/// One ack request: its well-formed lease ids.
+pub(super) struct Acks;
+
+impl Kind for Acks {
+    type Request = Vec<String>;
+    /// The script's status per lease (200, 404, 410).
+    type Answer = Result<Vec<i64>>;
+
+    fn coalescer(inner: &Inner) -> &Coalescer<Self> {
+        &inner.acks
+    }
+
+    fn size(request: &Vec<String>) -> usize {
+        request.len()
+    }
+
+    fn call<'a>(
+        store: &'a RedisStore,
+        name: &'a str,
+        batch: &'a [Vec<String>],
+    ) -> BoxFuture<'a, Vec<Self::Answer>> {
+        Box::pin(async move {
+            let total: usize = batch.iter().map(Vec::len).sum();
+            let reply = store
+                .call(name, "ack", |cmd| {
+                    for lease in batch.iter().flatten() {
+                        cmd.arg(lease.as_str());
+                    }
+                })
+                .await
+                .and_then(|reply| array(reply.at(0)?.clone()));
+            match reply {
+                Ok(statuses) if statuses.len() == total => {
+                    let mut statuses = statuses.iter();
+                    batch
+                        .iter()
+                        .map(|leases| statuses.by_ref().take(leases.len()).map(int).collect())
+                        .collect()
+                }
+                Ok(_) => each(batch, &malformed("one ack status per lease")),
+                Err(e) => each(batch, &e),
+            }
+        })
+    }
+
+    fn failed(e: Error) -> Self::Answer {
+        Err(e)
+    }
+}
+
+/// The same error for each request of a call that failed as a whole.
+fn each<T, R>(batch: &[R], e: &Error) -> Vec<Result<T>> {
+    batch.iter().map(|_| Err(again(e))).collect()
+}
+
 impl RedisStore {
-    /// Adds items, all or none: `(id, duplicate)` per item; shares a call with the requests
+    /// Adds items, all or none: `(id, duplicate)` per item; shares a call with the enqueues
     /// for the same queue that arrive while one is under way.
     pub async fn enqueue(
         &self,
@@ -55,110 +265,29 @@ impl RedisStore {
         delay_ms: u64,
     ) -> Result<Vec<(Id, bool)>> {
         let ids = self.fresh_ids(items.len());
-        let (answer, answered) = oneshot::channel();
-        let pending = Pending {
+        let request = Enqueue {
             items,
             delay_ms,
             ids,
-            answer,
         };
-        let start = {
-            let mut queues = self.inner.enqueues.queues.lock();
-            match queues.get_mut(name) {
-                Some(waiting) => {
-                    waiting.push(pending);
-                    false
-                }
-                None => {
-                    queues.insert(name.into(), vec![pending]);
-                    true
-                }
-            }
-        };
-        if start {
-            // A task of its own, so that a request that goes away does not stop the calls
-            // that others wait for.
-            tokio::spawn(self.clone().run_enqueues(name.into()));
-        }
-        answered.await.unwrap_or_else(|_| {
-            Err(Error::BackendUnavailable(
-                "the enqueue was dropped at shutdown".into(),
-            ))
-        })
+        self.coalesced::<Enqueues>(name, request).await
     }
 
-    /// Calls Redis for the waiting requests of `name`, round after round, until none wait.
-    async fn run_enqueues(self, name: Box<str>) {
-        loop {
-            let batch = {
-                let mut queues = self.inner.enqueues.queues.lock();
-                let Some(waiting) = queues.get_mut(&name) else {
-                    return;
-                };
-                if waiting.is_empty() {
-                    queues.remove(&name);
-                    return;
-                }
-                let mut items = 0;
-                let take = waiting
-                    .iter()
-                    .take_while(|p| {
-                        items += p.items.len();
-                        items <= MAX_ITEMS_PER_CALL
-                    })
-                    .count()
-                    .max(1);
-                waiting.drain(..take).collect::<Vec<_>>()
-            };
-            self.enqueue_call(&name, batch).await;
-        }
-    }
-
-    /// One call for `batch`; answers each request.
-    async fn enqueue_call(&self, name: &str, batch: Vec<Pending>) {
-        let reply = self
-            .call(name, "enqueue", |cmd| {
-                cmd.arg(batch.len());
-                for p in &batch {
-                    cmd.arg(p.delay_ms).arg(p.items.len());
-                    for (item, id) in p.items.iter().zip(&p.ids) {
-                        cmd.arg(id.to_string())
-                            .arg(item.key.as_deref().unwrap_or(""))
-                            .arg(&*item.body);
-                    }
-                }
-            })
-            .await
-            .and_then(|reply| array(reply.at(0)?.clone()));
-        match reply {
-            Ok(results) if results.len() == batch.len() => {
-                for (p, result) in batch.into_iter().zip(results) {
-                    let answer = group_result(p.ids, result);
-                    let _ = p.answer.send(answer);
-                }
-            }
-            Ok(_) => {
-                for p in batch {
-                    let _ = p.answer.send(Err(malformed("one result per request")));
-                }
-            }
-            Err(e) => {
-                for p in batch {
-                    let _ = p.answer.send(Err(again(&e)));
-                }
-            }
-        }
+    /// Acks leases (well-formed ids only): the script's status per lease; shares a call with
+    /// the acks for the same queue that arrive while one is under way.
+    pub(super) async fn ack_statuses(&self, name: &str, leases: Vec<String>) -> Result<Vec<i64>> {
+        self.coalesced::<Acks>(name, leases).await
     }
 }
 
 /// One request's answer from its result: `{'ok', {index, holder, ...}}` or
 /// `{'full', max_depth, held, adding}`.
-fn group_result(ids: Vec<Id>, result: redis::Value) -> Result<Vec<(Id, bool)>> {
+fn enqueue_result(ids: &[Id], result: redis::Value) -> Result<Vec<(Id, bool)>> {
     let mut parts = array(result)?.into_iter();
     let status = text(parts.next().ok_or_else(|| malformed("enqueue result"))?)?;
     match status.as_str() {
         "ok" => {
-            let mut out: Vec<(Id, bool)> = ids.into_iter().map(|id| (id, false)).collect();
+            let mut out: Vec<(Id, bool)> = ids.iter().map(|id| (*id, false)).collect();
             let dups = parts.next().unwrap_or(redis::Value::Nil);
             for dup in groups(dups, 2)? {
                 let mut dup = dup.into_iter();

@@ -103,8 +103,9 @@ struct Inner {
     /// `--max-queues` (0: no limit).
     max_queues: usize,
     waiters: Waiters,
-    /// Enqueues waiting to share a call (see `coalesce.rs`).
-    enqueues: coalesce::Enqueues,
+    /// Enqueues and acks waiting to share a call (see `coalesce.rs`).
+    enqueues: coalesce::Coalescer<coalesce::Enqueues>,
+    acks: coalesce::Coalescer<coalesce::Acks>,
     /// Queue -> when its next known deadline falls due (this replica's clock).
     schedule: Mutex<HashMap<Box<str>, Instant, RandomState>>,
     sweeper: Notify,
@@ -225,7 +226,8 @@ impl RedisStore {
                 default_lease_ms,
                 max_queues,
                 waiters: Waiters::default(),
-                enqueues: coalesce::Enqueues::default(),
+                enqueues: coalesce::Coalescer::default(),
+                acks: coalesce::Coalescer::default(),
                 schedule: Mutex::new(HashMap::default()),
                 sweeper: Notify::new(),
                 subscribed: AtomicBool::new(false),
@@ -602,31 +604,22 @@ impl RedisStore {
 
     /// `POST /ack`: many acks in one script call; one result per lease id.
     pub async fn ack_many(&self, name: &str, leases: &[String]) -> Result<Vec<Result<()>>> {
-        let valid: Vec<&String> = leases.iter().filter(|l| Id::parse(l).is_some()).collect();
-        let reply = self
-            .call(name, "ack", |cmd| {
-                for lease in &valid {
-                    cmd.arg(lease.as_str());
-                }
-            })
-            .await?;
-        let statuses = reply::array(reply.at(0)?.clone())?;
-        if statuses.len() != valid.len() {
-            return Err(malformed("one ack status per lease"));
-        }
-        let mut statuses = statuses.iter();
-        leases
+        let valid: Vec<String> = leases
+            .iter()
+            .filter(|l| Id::parse(l).is_some())
+            .cloned()
+            .collect();
+        let statuses = self.ack_statuses(name, valid).await?;
+        let mut statuses = statuses.into_iter();
+        Ok(leases
             .iter()
             .map(|lease| {
-                if let Err(e) = super::parse_lease(lease) {
-                    return Ok(Err(e));
-                }
-                let status = int(statuses.next().expect("counted"))?;
-                Ok(lease_status(status, lease))
+                super::parse_lease(lease)?;
+                let status = statuses.next().ok_or_else(|| malformed("ack status"))?;
+                lease_status(status, lease)
             })
-            .collect()
+            .collect())
     }
-
     /// `POST /leases/{lease}/nack`.
     pub async fn nack(&self, name: &str, lease: &str, delay_ms: u64) -> Result<()> {
         super::parse_lease(lease)?;
