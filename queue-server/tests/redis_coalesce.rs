@@ -66,7 +66,7 @@ async fn concurrent_enqueues_share_calls_and_each_connection_keeps_its_order() {
         "{requests} enqueues took {used} calls"
     );
 
-    // Leases and acks, 32 clients at once: the acks share calls too.
+    // Leases and acks, 32 clients at once: they share calls too.
     let before = calls(&redis, "fcall").await;
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {

@@ -1,7 +1,7 @@
 //! Requests that arrive together for one queue on this replica go to Redis as one call, as the
 //! journal's group commit does for the disk: while a call for a queue is under way, the
-//! requests that come meanwhile wait, and the next call carries them all. Enqueues and acks
-//! share calls this way. Each request keeps its own answer (ids and duplicates, or a status per
+//! requests that come meanwhile wait, and the next call carries them all. Enqueues, looks for
+//! items (dequeues, long polls' included) and acks share calls this way. Each request keeps its own answer (ids and duplicates, or a status per
 //! lease) and its own refusal (`queue_full`: all or none per request), and requests are applied
 //! in the order they arrived, so one connection's requests keep their order. A lone request
 //! goes at once: nothing waits for company.
@@ -18,8 +18,9 @@ use tokio::sync::oneshot;
 
 use super::reply::{array, groups, id, int, malformed, text, uint};
 use super::{Inner, RedisStore};
-use crate::broker::{Id, NewItem, QueueFull};
+use crate::broker::{Id, LeaseInfo, NewItem, QueueFull};
 use crate::error::{Error, Result};
+use crate::store::{Delivery, DequeueOutcome};
 
 /// Most items (or leases) one call carries; a request larger than this goes alone.
 const MAX_PER_CALL: usize = 10_000;
@@ -62,7 +63,7 @@ pub(super) trait Kind: Sized + 'static {
 impl RedisStore {
     /// Answers `request` in a call shared with the requests of its kind for `name` that arrive
     /// while one is under way.
-    async fn coalesced<K: Kind>(&self, name: &str, request: K::Request) -> K::Answer {
+    pub(super) async fn coalesced<K: Kind>(&self, name: &str, request: K::Request) -> K::Answer {
         if !self.reachable() {
             return K::failed(self.away_error());
         }
@@ -200,6 +201,64 @@ impl Kind for Enqueues {
     }
 }
 
+/// One look for items: what `dequeue` takes (see `queue.lua`).
+pub(super) struct Dequeue {
+    pub max: usize,
+    /// `""` (kuard's dequeue), `"default"` or the lease length in ms.
+    pub lease: String,
+    pub wait_ms: u64,
+    /// One fresh lease id per item that may be handed out (none without a lease).
+    pub leases: Vec<Id>,
+}
+
+/// Looks for items share calls.
+pub(super) struct Dequeues;
+
+impl Kind for Dequeues {
+    type Request = Dequeue;
+    type Answer = Result<DequeueOutcome>;
+
+    fn coalescer(inner: &Inner) -> &Coalescer<Self> {
+        &inner.dequeues
+    }
+
+    fn size(request: &Dequeue) -> usize {
+        request.max.max(1)
+    }
+
+    fn call<'a>(
+        store: &'a RedisStore,
+        name: &'a str,
+        batch: &'a [Dequeue],
+    ) -> BoxFuture<'a, Vec<Self::Answer>> {
+        Box::pin(async move {
+            let reply = store
+                .call(name, "dequeue", |cmd| {
+                    cmd.arg(batch.len());
+                    for d in batch {
+                        cmd.arg(d.max).arg(&d.lease).arg(d.wait_ms);
+                        for lease in &d.leases {
+                            cmd.arg(lease.to_string());
+                        }
+                    }
+                })
+                .await
+                .and_then(|reply| array(reply.at(0)?.clone()));
+            match reply {
+                Ok(results) if results.len() == batch.len() => {
+                    results.into_iter().map(dequeue_result).collect()
+                }
+                Ok(_) => each(batch, &malformed("one result per request")),
+                Err(e) => each(batch, &e),
+            }
+        })
+    }
+
+    fn failed(e: Error) -> Self::Answer {
+        Err(e)
+    }
+}
+
 /// One ack request: its well-formed lease ids.
 pub(super) struct Acks;
 
@@ -310,5 +369,51 @@ fn enqueue_result(ids: &[Id], result: redis::Value) -> Result<Vec<(Id, bool)>> {
             }))
         }
         _ => Err(malformed("enqueue status")),
+    }
+}
+
+/// One look's answer from its result: `{'ok', deadline, {id, body, lease, attempt, ...}}` or
+/// `{'empty' or 'paused', ready, leased, delayed}`.
+fn dequeue_result(result: redis::Value) -> Result<DequeueOutcome> {
+    let mut parts = array(result)?.into_iter();
+    let mut next = || parts.next().ok_or_else(|| malformed("dequeue result"));
+    let status = text(next()?)?;
+    match status.as_str() {
+        "ok" => {
+            let deadline = uint(&next()?)?;
+            let items = groups(next()?, 4)?
+                .into_iter()
+                .map(|g| {
+                    let mut g = g.into_iter();
+                    let mut value = || g.next().expect("four values");
+                    let item = id(value())?;
+                    let body = text(value())?;
+                    let lease = text(value())?;
+                    let attempt = uint(&value())? as u32;
+                    let lease = if lease.is_empty() {
+                        None
+                    } else {
+                        Some(LeaseInfo {
+                            id: Id::parse(&lease).ok_or_else(|| malformed("lease id"))?,
+                            deadline,
+                            attempt,
+                        })
+                    };
+                    Ok(Delivery {
+                        id: item,
+                        body: body.into_boxed_str(),
+                        lease,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(DequeueOutcome::Items(items))
+        }
+        "empty" | "paused" => Ok(DequeueOutcome::Empty {
+            depth: uint(&next()?)?,
+            inflight: uint(&next()?)?,
+            delayed: uint(&next()?)?,
+            paused: status == "paused",
+        }),
+        _ => Err(malformed("dequeue status")),
     }
 }

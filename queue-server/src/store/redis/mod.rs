@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, apply_patch};
+use super::{Clock, DequeueOutcome, DequeueRequest, LeaseSpec, apply_patch};
 use crate::broker::{
     DeadItem, EXPIRED_LEASES_REMEMBERED, Id, IdGen, KEY_RETENTION_MS, LeaseInfo, QueueConfig,
 };
@@ -105,6 +105,7 @@ struct Inner {
     waiters: Waiters,
     /// Enqueues and acks waiting to share a call (see `coalesce.rs`).
     enqueues: coalesce::Coalescer<coalesce::Enqueues>,
+    dequeues: coalesce::Coalescer<coalesce::Dequeues>,
     acks: coalesce::Coalescer<coalesce::Acks>,
     /// Queue -> when its next known deadline falls due (this replica's clock).
     schedule: Mutex<HashMap<Box<str>, Instant, RandomState>>,
@@ -227,6 +228,7 @@ impl RedisStore {
                 max_queues,
                 waiters: Waiters::default(),
                 enqueues: coalesce::Coalescer::default(),
+                dequeues: coalesce::Coalescer::default(),
                 acks: coalesce::Coalescer::default(),
                 schedule: Mutex::new(HashMap::default()),
                 sweeper: Notify::new(),
@@ -535,65 +537,27 @@ impl RedisStore {
         .await
     }
 
-    /// One look: `wait_ms` > 0 tells the script that this poll will wait, so items enqueued
-    /// through other replicas are announced.
+    /// One look for items (a long poll's included): `wait_ms` > 0 tells the script that this
+    /// poll will wait, so items enqueued through other replicas are announced. Shares a call
+    /// with the looks for the same queue that arrive while one is under way.
     async fn try_dequeue(
         &self,
         name: &str,
         req: DequeueRequest,
         wait_ms: u64,
     ) -> Result<DequeueOutcome> {
-        let (lease_arg, leases) = match req.lease {
+        let (lease, leases) = match req.lease {
             LeaseSpec::None => (String::new(), Vec::new()),
             LeaseSpec::QueueDefault => ("default".to_string(), self.fresh_ids(req.max)),
             LeaseSpec::Millis(ms) => (ms.to_string(), self.fresh_ids(req.max)),
         };
-        let reply = self
-            .call(name, "dequeue", |cmd| {
-                cmd.arg(req.max).arg(lease_arg).arg(wait_ms);
-                for lease in &leases {
-                    cmd.arg(lease.to_string());
-                }
-            })
-            .await?;
-        match reply.status.as_str() {
-            "ok" => {
-                let deadline = uint(reply.at(0)?)?;
-                let items = groups(reply.at(1)?.clone(), 4)?
-                    .into_iter()
-                    .map(|g| {
-                        let mut g = g.into_iter();
-                        let mut next = || g.next().expect("four values");
-                        let item = id(next())?;
-                        let body = text(next())?;
-                        let lease = text(next())?;
-                        let attempt = uint(&next())? as u32;
-                        let lease = if lease.is_empty() {
-                            None
-                        } else {
-                            Some(LeaseInfo {
-                                id: Id::parse(&lease).ok_or_else(|| malformed("lease id"))?,
-                                deadline,
-                                attempt,
-                            })
-                        };
-                        Ok(Delivery {
-                            id: item,
-                            body: body.into_boxed_str(),
-                            lease,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(DequeueOutcome::Items(items))
-            }
-            status @ ("empty" | "paused") => Ok(DequeueOutcome::Empty {
-                depth: uint(reply.at(0)?)?,
-                inflight: uint(reply.at(1)?)?,
-                delayed: uint(reply.at(2)?)?,
-                paused: status == "paused",
-            }),
-            _ => Err(malformed("dequeue status")),
-        }
+        let request = coalesce::Dequeue {
+            max: req.max,
+            lease,
+            wait_ms,
+            leases,
+        };
+        self.coalesced::<coalesce::Dequeues>(name, request).await
     }
 
     /// `POST /leases/{lease}/ack`.

@@ -427,34 +427,36 @@ function ops.enqueue()
     return reply('ok', results)
 end
 
--- dequeue: ARGV[5] max, ARGV[6] lease ms ('' kuard-style: removed for good; 'default' the
--- queue's), ARGV[7] ms this poll will wait if nothing is ready, ARGV[8..] one fresh lease id per
--- item that may be handed out. Reply: ..., 'ok', deadline, {id, body, lease, attempt, ...};
--- or 'empty'/'paused', depth, inflight, delayed.
-function ops.dequeue()
-    local lease_default, max_attempts, _, paused = config()
-    sweep(max_attempts)
-    if paused then
-        return reply('paused', redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES),
-            redis.call('ZCARD', K_DELAYED))
+-- One request's hand-out, from ARGV[at]: max, lease ('' = kuard's dequeue, removed for good;
+-- 'default'; or ms), wait (ms; > 0: a long poll will wait for items), then `max` lease ids when
+-- leasing. Returns the next request's position and the result: {'ok', deadline, {id, body,
+-- lease or '', attempt, ...}}, or {'empty' or 'paused', ready, leased, delayed}.
+local function dequeue_group(at, lease_default, paused)
+    local max, lease_arg, wait = tonumber(ARGV[at]), ARGV[at + 1], tonumber(ARGV[at + 2])
+    local next_at = at + 3
+    if lease_arg ~= '' then
+        next_at = next_at + max
     end
-    local ids = redis.call('LPOP', K_READY, tonumber(ARGV[5]))
+    if paused then
+        return next_at, { 'paused', redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES),
+            redis.call('ZCARD', K_DELAYED) }
+    end
+    local ids = redis.call('LPOP', K_READY, max)
     if not ids then
-        local wait = tonumber(ARGV[7])
         if wait > 0 then
             local until_ms = now + wait
             if (tonumber(redis.call('HGET', K_META, 'wait_until')) or 0) < until_ms then
                 redis.call('HSET', K_META, 'wait_until', until_ms)
             end
         end
-        return reply('empty', redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES),
-            redis.call('ZCARD', K_DELAYED))
+        return next_at, { 'empty', redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES),
+            redis.call('ZCARD', K_DELAYED) }
     end
     incr('dequeued', #ids)
     local out = {}
-    if ARGV[6] == '' then
+    if lease_arg == '' then
         local keyed = redis.call('HLEN', K_KEYOF) > 0
-        for i, id in ipairs(ids) do
+        for _, id in ipairs(ids) do
             out[#out + 1] = id
             out[#out + 1] = redis.call('HGET', K_ITEMS, id) or ''
             out[#out + 1] = ''
@@ -464,16 +466,16 @@ function ops.dequeue()
             end
         end
         forget(ids)
-        return reply('ok', 0, out)
+        return next_at, { 'ok', 0, out }
     end
     local lease_ms = lease_default
-    if ARGV[6] ~= 'default' then
-        lease_ms = tonumber(ARGV[6])
+    if lease_arg ~= 'default' then
+        lease_ms = tonumber(lease_arg)
     end
     local deadline = now + lease_ms
     local leases, deadlines = {}, {}
     for i, id in ipairs(ids) do
-        local lease = ARGV[7 + i]
+        local lease = ARGV[at + 2 + i]
         local attempt = redis.call('HINCRBY', K_ATTEMPTS, id, 1)
         leases[#leases + 1] = lease
         leases[#leases + 1] = id
@@ -487,7 +489,21 @@ function ops.dequeue()
     chunked('HSET', K_LEASES, leases, 2)
     chunked('ZADD', K_DEADLINES, deadlines, 2)
     note_due(deadline)
-    return reply('ok', deadline, out)
+    return next_at, { 'ok', deadline, out }
+end
+
+-- dequeue: ARGV[5] the number of requests, then each request's part (see dequeue_group),
+-- served in order: requests that arrived together on one replica share a call. Reply: ...,
+-- one result per request.
+function ops.dequeue()
+    local lease_default, max_attempts, _, paused = config()
+    sweep(max_attempts)
+    local results = {}
+    local at = 6
+    for g = 1, tonumber(ARGV[5]) do
+        at, results[g] = dequeue_group(at, lease_default, paused)
+    end
+    return reply('ok', results)
 end
 
 -- ack: ARGV[5..] lease ids. Reply: ..., {status per lease: 200, 404 or 410}.
