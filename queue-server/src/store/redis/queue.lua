@@ -347,15 +347,21 @@ function ops.pause()
     return reply('ok', stats())
 end
 
+-- What the requests of one enqueue call add, written once at the end of the call: bodies
+-- (id, body, ...), ready ids in order, delayed (due, id, ...), keys (key, id, ...) and their
+-- reverse (id, key, ...), and how many items in all.
+local add
+
 -- One request's items, from ARGV[at]: delay (ms), n, then n times id, key ('' = none), body.
--- All or none against maxDepth. Returns the next group's position and the group's result:
--- {'ok', {index, holder id, ...} of the duplicates} or {'full', max_depth, held, adding}.
+-- All or none against maxDepth, counting what earlier requests of this call add. Returns the
+-- next request's position and its result: {'ok', {index, holder id, ...} of the duplicates} or
+-- {'full', max_depth, held, adding}.
 local function enqueue_group(at, max_depth)
     local delay = tonumber(ARGV[at])
     local n = tonumber(ARGV[at + 1])
     local first = at + 2
     local holders = {}
-    local batch_keys = {}
+    local mine = {}
     local adding = 0
     for i = 1, n do
         local base = first + 3 * (i - 1)
@@ -363,11 +369,11 @@ local function enqueue_group(at, max_depth)
         if key == '' then
             adding = adding + 1
         else
-            local holder = redis.call('HGET', K_KEYS, key) or batch_keys[key]
+            local holder = mine[key] or add.key_of[key] or redis.call('HGET', K_KEYS, key)
             if holder then
                 holders[i] = holder
             else
-                batch_keys[key] = ARGV[base]
+                mine[key] = ARGV[base]
                 adding = adding + 1
             end
         end
@@ -375,12 +381,15 @@ local function enqueue_group(at, max_depth)
     local next_at = first + 3 * n
     -- A lone duplicate adds nothing, so it is answered even when the queue is full.
     if max_depth > 0 and not (n == 1 and adding == 0) then
-        local held = redis.call('LLEN', K_READY) + redis.call('ZCARD', K_DELAYED)
+        if not add.held then
+            add.held = redis.call('LLEN', K_READY) + redis.call('ZCARD', K_DELAYED)
+        end
+        local held = add.held + add.count
         if held + adding > max_depth then
             return next_at, { 'full', max_depth, held, adding }
         end
     end
-    local bodies, ready, delayed, dups = {}, {}, {}, {}
+    local dups = {}
     for i = 1, n do
         local base = first + 3 * (i - 1)
         local id, key = ARGV[base], ARGV[base + 1]
@@ -388,42 +397,47 @@ local function enqueue_group(at, max_depth)
             dups[#dups + 1] = i
             dups[#dups + 1] = holders[i]
         else
-            bodies[#bodies + 1] = id
-            bodies[#bodies + 1] = ARGV[base + 2]
+            add.bodies[#add.bodies + 1] = id
+            add.bodies[#add.bodies + 1] = ARGV[base + 2]
             if key ~= '' then
-                redis.call('HSET', K_KEYS, key, id)
-                redis.call('HSET', K_KEYOF, id, key)
+                add.key_of[key] = id
+                add.keys[#add.keys + 1] = key
+                add.keys[#add.keys + 1] = id
+                add.keyof[#add.keyof + 1] = id
+                add.keyof[#add.keyof + 1] = key
             end
             if delay == 0 then
-                ready[#ready + 1] = id
+                add.ready[#add.ready + 1] = id
             else
-                delayed[#delayed + 1] = now + delay
-                delayed[#delayed + 1] = id
+                add.delayed[#add.delayed + 1] = now + delay
+                add.delayed[#add.delayed + 1] = id
+                note_due(now + delay)
             end
         end
     end
-    chunked('HSET', K_ITEMS, bodies, 2)
-    chunked('RPUSH', K_READY, ready)
-    chunked('ZADD', K_DELAYED, delayed, 2)
-    if #delayed > 0 then
-        note_due(now + delay)
-    end
-    incr('enqueued', adding)
-    readied = readied + #ready
+    add.count = add.count + adding
     return next_at, { 'ok', dups }
 end
 
--- enqueue: ARGV[5] the number of requests, then each request's group (see enqueue_group),
--- applied in order, each on its own: requests that arrived together on one replica share a
--- call. Reply: ..., one result per request.
+-- enqueue: ARGV[5] the number of requests, then each request's items (see enqueue_group),
+-- taken in order, each on its own: requests that arrived together on one replica share a call.
+-- Reply: ..., one result per request.
 function ops.enqueue()
     local _, max_attempts, max_depth = config()
     sweep(max_attempts)
+    add = { bodies = {}, ready = {}, delayed = {}, keys = {}, keyof = {}, key_of = {}, count = 0 }
     local results = {}
     local at = 6
     for g = 1, tonumber(ARGV[5]) do
         at, results[g] = enqueue_group(at, max_depth)
     end
+    chunked('HSET', K_ITEMS, add.bodies, 2)
+    chunked('HSET', K_KEYS, add.keys, 2)
+    chunked('HSET', K_KEYOF, add.keyof, 2)
+    chunked('RPUSH', K_READY, add.ready)
+    chunked('ZADD', K_DELAYED, add.delayed, 2)
+    incr('enqueued', add.count)
+    readied = readied + #add.ready
     return reply('ok', results)
 end
 
