@@ -4,12 +4,17 @@
 //! cargo xtask redis              # a scratch redis-server; prints its URL, stops at end of stdin
 //! cargo xtask redis --cluster 3  # a Redis Cluster of 3 primaries; prints the nodes' URLs
 //! cargo xtask manifests OUT      # renders manifests/, checks RBAC and hardening (manifests.rs)
+//! cargo xtask bench [SECTION...] # the HTTP benchmarks (bench.rs); run by scripts/bench.sh
 //! ```
 //!
 //! `redis` prints one line, the URL (with `--cluster`, the nodes' URLs, comma-separated, as
 //! `--redis` takes them), then runs until its standard input ends (the script that started it
 //! closes it, or exits) and stops what it started. A script reads the line from a coprocess.
+//!
+//! `bench` runs the benchmark sections named (all when none) against the release binaries that
+//! `scripts/bench.sh` builds, and prints the table; unknown section: exit 2.
 
+mod bench;
 mod manifests;
 
 use std::io::{BufRead, Write};
@@ -17,7 +22,8 @@ use std::io::{BufRead, Write};
 use anyhow::{Context, bail};
 use queue_server::testing::{RedisCluster, RedisServer};
 
-const USAGE: &str = "usage: cargo xtask redis [--cluster PRIMARIES] | cargo xtask manifests OUT";
+const USAGE: &str = "usage: cargo xtask redis [--cluster PRIMARIES] | cargo xtask manifests OUT \
+                     | cargo xtask bench [SECTION...]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +45,7 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1)
             }
         }
+        ["bench", sections @ ..] => std::process::exit(bench::main(sections)),
         _ => bail!("{USAGE}"),
     }
 }

@@ -1,0 +1,416 @@
+//! Section `redis`: the Redis store (`--redis`), one replica, then three on the same Redis and
+//! key prefix with the load spread over them, against the memory store of the same run; then
+//! the Redis calls per operation, counted by Redis itself (`MONITOR`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use queue_server::testing::RedisServer;
+use serde_json::Value;
+
+use super::http::Q;
+use super::table::{fixed, ratio};
+use super::wrk::{self, Load, Sum};
+use super::{Bench, log};
+
+/// Operations of each kind in the round-trip count.
+const OPS: u64 = 1000;
+
+/// The commands that call a script (lower case): EVALSHA, and FCALL since the queue script
+/// became a Redis Functions library.
+const SCRIPT_CALLS: [&str; 2] = ["evalsha", "fcall"];
+
+/// The ECHO that opens each phase of the round-trip count (and closes the last one).
+const MARK: &str = "memq-bench:";
+
+pub async fn section(b: &mut Bench) -> anyhow::Result<()> {
+    // Each round runs memory, 1 replica, 3 replicas in turn, so load from elsewhere weighs on
+    // all three alike.
+    log("Redis store: 1 and 3 replicas on one redis-server, against the memory store");
+    // RedisServer::start panics when redis-server cannot start (its message says why).
+    let redis = tokio::spawn(RedisServer::start(&[])).await.map_err(|_| {
+        anyhow::anyhow!("Redis did not start (why: above); is redis-server installed?")
+    })?;
+    let redis_url = redis.url();
+    let mut replicas = Vec::new();
+    for i in 1..=3 {
+        let args = ["--redis", &redis_url, "--redis-prefix", "memq-bench"];
+        replicas.push(b.server(&format!("redis-{i}"), &args).await?);
+    }
+    for replica in &replicas {
+        b.api.ready(&replica.url).await?;
+    }
+    let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+    let (mem, r1) = (b.mem.url.clone(), urls[0].clone());
+    for url in [&mem, &r1] {
+        b.api.create(url, "re").await?;
+        b.api.create(url, "rl").await?;
+    }
+    b.api.fill(&mem, "rl", 500_000).await?;
+    b.api.fill(&r1, "rl", 300_000).await?;
+
+    let enq: Vec<String> = urls.iter().map(|u| format!("{u}{Q}/re/enqueue")).collect();
+    let enq: Vec<&str> = enq.iter().map(String::as_str).collect();
+    let mem_enq = format!("{mem}{Q}/re/enqueue");
+    let [m, v1, v3] = three(
+        b,
+        "enqueue",
+        Sum::Requests,
+        Load::lua("post.lua"),
+        &[&mem_enq],
+        &enq,
+    )
+    .await?;
+    rows(b, "redis_enq", "single enqueue", "req/s", [m, v1, v3]);
+
+    let path = format!("{Q}/rl");
+    let la: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let load = Load::lua("lease-ack.lua").at_queue(&path);
+    let [m, v1, v3] = three(b, "lease-ack", Sum::Pairs, load, &[&mem], &la).await?;
+    for url in [&mem, &r1] {
+        if b.api.depth(url, "rl").await? == 0 {
+            bail!("Redis lease+ack ran {url}'s queue dry; its rate would count 204s");
+        }
+    }
+    rows(b, "redis_la", "lease+ack pairs", "pairs/s", [m, v1, v3]);
+
+    // Redis's own time per script call under that load (usec_per_call of evalsha or fcall),
+    // for the record.
+    let client = redis::Client::open(redis_url.as_str())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to Redis")?;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .context("INFO commandstats")?;
+    std::fs::write(wrk::raw(&b.cfg, "redis-commandstats"), stats)?;
+    for url in [&mem, &r1] {
+        b.api.delete(url, "re").await?;
+        b.api.delete(url, "rl").await?;
+    }
+
+    // Round trips, counted by Redis rather than assumed: MONITOR logs every command a client
+    // sends (and, marked "lua", each one a script runs) while one replica takes N enqueues, N
+    // leases and N acks, one request at a time over one connection. The other replicas are
+    // stopped first, so that only this replica's background calls (the stats sampler, once a
+    // second; the sweep of every queue, every 2 s) share the window; they are counted too.
+    replicas.truncate(1);
+    b.api.create(&r1, "rt").await?;
+    let monitor = client
+        .get_async_monitor()
+        .await
+        .context("redis MONITOR did not start")?;
+    let watch = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        let mut messages = monitor.into_on_message::<String>();
+        while let Some(line) = messages.next().await {
+            let end = line.contains(&format!("\"{MARK}end\""));
+            lines.push(line);
+            if end {
+                break;
+            }
+        }
+        lines
+    });
+    let mut echo = async |phase: &str| -> anyhow::Result<()> {
+        redis::cmd("ECHO")
+            .arg(format!("{MARK}{phase}"))
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .with_context(|| format!("ECHO {MARK}{phase}"))
+    };
+    // Each phase over one connection of its own, as one curl with many URLs did.
+    echo("enqueue").await?;
+    let mut session = b.api.session()?;
+    let body = b"work-item-000000";
+    for _ in 0..OPS {
+        let at = format!("{r1}{Q}/rt/enqueue");
+        session.post(&at, Some(body.to_vec())).await?;
+    }
+    echo("dequeue").await?;
+    // Replaced: the connection before is closed.
+    session = b.api.session()?;
+    let mut ids = Vec::new();
+    for _ in 0..OPS {
+        let at = format!("{r1}{Q}/rt/dequeue?lease=30");
+        let answer: Value =
+            serde_json::from_str(&session.post(&at, None).await?).unwrap_or_default();
+        if let Some(id) = answer["lease"]["id"].as_str() {
+            ids.push(id.to_string());
+        }
+    }
+    if ids.len() as u64 != OPS {
+        bail!("round trips: {} leases, not {OPS}", ids.len());
+    }
+    echo("ack").await?;
+    session = b.api.session()?;
+    for id in &ids {
+        let at = format!("{r1}{Q}/rt/leases/{id}/ack");
+        session.post(&at, None).await?;
+    }
+    echo("end").await?;
+    drop(session);
+    let lines = match tokio::time::timeout(Duration::from_secs(5), watch).await {
+        Ok(Ok(lines))
+            if lines
+                .last()
+                .is_some_and(|l| l.contains(&format!("\"{MARK}end\""))) =>
+        {
+            lines
+        }
+        _ => bail!("redis MONITOR missed the end of the window"),
+    };
+    let stats = b.api.queue(&r1, "rt").await?;
+    let figure = |name: &str| stats[name].as_u64().unwrap_or(0);
+    let (e, d, a) = (figure("enqueued"), figure("dequeued"), figure("acked"));
+    if (e, d, a) != (OPS, OPS, OPS) {
+        bail!("round trips: enqueued {e}, dequeued {d}, acked {a}; not {OPS} each");
+    }
+    let counts = round_trips(&lines);
+    let listing: String = counts
+        .iter()
+        .map(|c| format!("{} {} {}\n", c.phase, c.count, c.command))
+        .collect();
+    std::fs::write(wrk::raw(&b.cfg, "redis-roundtrips"), &listing)?;
+    log(format!(
+        "Redis commands per phase of {OPS} operations: {}",
+        listing.replace('\n', ";")
+    ));
+    for (phase, key, op) in [
+        ("enqueue", "redis_rt_enqueue", "enqueue"),
+        ("dequeue", "redis_rt_lease", "lease"),
+        ("ack", "redis_rt_ack", "ack"),
+    ] {
+        let (call, own, all) = phase_calls(&counts, phase);
+        b.row([
+            key,
+            &format!("Redis calls/{op}: {own} {call} + {} other", all - own),
+            &fixed(all as f64 / OPS as f64, 3),
+            "calls/op",
+            "-",
+            "-",
+            &format!("1 {call} per op"),
+            if own == OPS { "ok" } else { "MISSED" },
+        ]);
+    }
+    drop(replicas);
+    drop(redis);
+    Ok(())
+}
+
+/// The rows of one figure: the memory store's, then 1 and 3 replicas' with their ratio to it.
+fn rows(b: &mut Bench, key: &str, what: &str, unit: &str, [m, v1, v3]: [u64; 3]) {
+    let memory = m.to_string();
+    let (key_m, what_m) = (format!("{key}_memory"), format!("{what}, memory store"));
+    b.row([&key_m, &what_m, &memory, unit, "-", "-", "-", "-"]);
+    for (side, replicas, v) in [("x1", "1 replica", v1), ("x3", "3 replicas", v3)] {
+        b.row([
+            &format!("{key}_{side}"),
+            &format!("{what}, Redis store, {replicas}"),
+            &v.to_string(),
+            unit,
+            &memory,
+            &ratio(v as f64, m as f64),
+            "(x memory store)",
+            "-",
+        ]);
+    }
+}
+
+/// For the memory store (`memory`), the first of `replicas`, and all of them: `cfg.rounds`
+/// rounds of the three in turn, each a [`wrk::spread`]; the means. Raw output in
+/// `raw/redis-{memory,x1,x3}-WHAT-ROUND-I.txt`.
+async fn three(
+    b: &Bench,
+    what: &str,
+    sum: Sum,
+    load: Load<'_>,
+    memory: &[&str],
+    replicas: &[&str],
+) -> anyhow::Result<[u64; 3]> {
+    let mut sums = [0; 3];
+    for r in 1..=b.cfg.rounds {
+        let sides: [(&str, &[&str]); 3] =
+            [("memory", memory), ("x1", &replicas[..1]), ("x3", replicas)];
+        for (total, (side, urls)) in sums.iter_mut().zip(sides) {
+            *total +=
+                wrk::spread(&b.cfg, &format!("redis-{side}-{what}-{r}"), sum, load, urls).await?;
+        }
+    }
+    Ok(sums.map(|s| s / b.cfg.rounds))
+}
+
+/// One line of the round-trip count: in `phase`, `count` times `command`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Calls {
+    pub phase: String,
+    pub count: u64,
+    /// `evalsha:OP@QUEUE` or `fcall:OP@QUEUE` for a script call, the command's name (lower
+    /// case) for others,
+    /// `(in-script)` for the commands the scripts ran.
+    pub command: String,
+}
+
+/// Counts MONITOR's lines per phase (each opened by `ECHO memq-bench:PHASE`, the last closed
+/// by `ECHO memq-bench:end`); sorted by phase, then by count, largest first.
+pub fn round_trips(lines: &[String]) -> Vec<Calls> {
+    let unquote = |s: &str| s.replace('"', "");
+    let mut phase: Option<String> = None;
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for line in lines {
+        // TIME [DB ADDR] "COMMAND" "ARG"...; ADDR is "lua" for what a script runs.
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let field = |i: usize| f.get(i - 1).copied().unwrap_or("");
+        if field(3) == "lua]" {
+            if let Some(ph) = &phase {
+                *counts
+                    .entry((ph.clone(), "(in-script)".into()))
+                    .or_default() += 1;
+            }
+            continue;
+        }
+        if field(4).eq_ignore_ascii_case("\"echo\"") && field(5).starts_with(&format!("\"{MARK}")) {
+            let ph = unquote(field(5)).replace(MARK, "");
+            phase = (ph != "end").then_some(ph);
+            continue;
+        }
+        let Some(ph) = &phase else { continue };
+        let mut command = unquote(&field(4).to_lowercase());
+        if SCRIPT_CALLS.contains(&command.as_str()) {
+            // EVALSHA sha numkeys key... op ..., FCALL function numkeys key... op ...: the queue
+            // is the hash tag of its keys.
+            let keys: usize = unquote(field(6)).parse().unwrap_or(0);
+            let op = unquote(field(7 + keys));
+            let first_key = field(7);
+            let queue = first_key
+                .find('{')
+                .and_then(|open| {
+                    let close = first_key[open..].find('}')?;
+                    Some(&first_key[open + 1..open + close])
+                })
+                .unwrap_or("?");
+            command = format!("{command}:{op}@{queue}");
+        }
+        *counts.entry((ph.clone(), command)).or_default() += 1;
+    }
+    let mut calls: Vec<Calls> = counts
+        .into_iter()
+        .map(|((phase, command), count)| Calls {
+            phase,
+            count,
+            command,
+        })
+        .collect();
+    calls.sort_by(|a, b| {
+        a.phase
+            .cmp(&b.phase)
+            .then(b.count.cmp(&a.count))
+            .then(a.command.cmp(&b.command))
+    });
+    calls
+}
+
+/// In `phase`: the name of the script call its own op went through (`EVALSHA`, or `FCALL` for
+/// a Redis Functions library), how many of them on queue `rt`, and all calls clients sent.
+pub fn phase_calls(calls: &[Calls], phase: &str) -> (String, u64, u64) {
+    let in_phase = || calls.iter().filter(|c| c.phase == phase);
+    let own = |call: &str| -> u64 {
+        let command = format!("{call}:{phase}@rt");
+        in_phase()
+            .filter(|c| c.command == command)
+            .map(|c| c.count)
+            .sum()
+    };
+    // EVALSHA unless only FCALL was seen.
+    let (call, count) = SCRIPT_CALLS
+        .iter()
+        .map(|call| (*call, own(call)))
+        .find(|(_, count)| *count > 0)
+        .unwrap_or((SCRIPT_CALLS[0], 0));
+    let all = in_phase()
+        .filter(|c| c.command != "(in-script)")
+        .map(|c| c.count)
+        .sum();
+    (call.to_uppercase(), count, all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_phase() {
+        let lines: Vec<String> = [
+            "1764078692.102541 [0 127.0.0.1:52100] \"SMEMBERS\" \"memq-bench:queues\"",
+            "1764078692.200000 [0 127.0.0.1:52102] \"ECHO\" \"memq-bench:enqueue\"",
+            "1764078692.201000 [0 127.0.0.1:52104] \"EVALSHA\" \"a1b2c3\" \"2\" \"memq-bench:{rt}:ready\" \"memq-bench:{rt}:meta\" \"enqueue\" \"work-item-000000\"",
+            "1764078692.201010 [0 lua] \"HINCRBY\" \"memq-bench:{rt}:meta\" \"enqueued\" \"1\"",
+            "1764078692.201020 [0 lua] \"RPUSH\" \"memq-bench:{rt}:ready\" \"x\"",
+            "1764078692.202000 [0 127.0.0.1:52104] \"EVALSHA\" \"a1b2c3\" \"2\" \"memq-bench:{rt}:ready\" \"memq-bench:{rt}:meta\" \"enqueue\" \"work-item-000000\"",
+            "1764078692.300000 [0 127.0.0.1:52102] \"ECHO\" \"memq-bench:dequeue\"",
+            "1764078692.301000 [0 127.0.0.1:52104] \"evalsha\" \"a1b2c3\" \"1\" \"memq-bench:{rt}:ready\" \"dequeue\" \"30000\"",
+            "1764078692.301500 [0 127.0.0.1:52100] \"SMEMBERS\" \"memq-bench:queues\"",
+            "1764078692.301600 [0 127.0.0.1:52100] \"EVALSHA\" \"a1b2c3\" \"0\" \"sweep\"",
+            "1764078692.400000 [0 127.0.0.1:52102] \"ECHO\" \"memq-bench:ack\"",
+            "1764078692.401000 [0 127.0.0.1:52104] \"EVALSHA\" \"a1b2c3\" \"1\" \"memq-bench:{rt}:leases\" \"ack\" \"01ABC\"",
+            "1764078692.402000 [0 127.0.0.1:52102] \"ECHO\" \"memq-bench:end\"",
+            "1764078692.403000 [0 127.0.0.1:52104] \"EVALSHA\" \"a1b2c3\" \"1\" \"memq-bench:{rt}:leases\" \"ack\" \"01ABD\"",
+        ]
+        .map(String::from)
+        .to_vec();
+        let calls = round_trips(&lines);
+        let listing: Vec<String> = calls
+            .iter()
+            .map(|c| format!("{} {} {}", c.phase, c.count, c.command))
+            .collect();
+        assert_eq!(
+            listing,
+            [
+                "ack 1 evalsha:ack@rt",
+                "dequeue 1 evalsha:dequeue@rt",
+                "dequeue 1 evalsha:sweep@?",
+                "dequeue 1 smembers",
+                "enqueue 2 (in-script)",
+                "enqueue 2 evalsha:enqueue@rt",
+            ]
+        );
+        let evalsha = |n, all| ("EVALSHA".to_string(), n, all);
+        assert_eq!(phase_calls(&calls, "enqueue"), evalsha(2, 2));
+        assert_eq!(phase_calls(&calls, "dequeue"), evalsha(1, 3));
+        assert_eq!(phase_calls(&calls, "ack"), evalsha(1, 1));
+        assert_eq!(phase_calls(&calls, "none"), evalsha(0, 0));
+        assert!(round_trips(&["OK".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn function_calls_count_as_script_calls() {
+        let lines: Vec<String> = [
+            "1764330000.100000 [0 127.0.0.1:40100] \"ECHO\" \"memq-bench:enqueue\"",
+            "1764330000.101000 [0 127.0.0.1:40102] \"FCALL\" \"memq_3f2a\" \"3\" \"memq-bench:{rt}:ready\" \"memq-bench:{rt}:meta\" \"memq-bench:{rt}:leases\" \"enqueue\" \"memq-bench:wake\" \"r1\" \"rt\"",
+            "1764330000.101010 [0 lua] \"HINCRBY\" \"memq-bench:{rt}:meta\" \"enqueued\" \"1\"",
+            "1764330000.102000 [0 127.0.0.1:40100] \"PING\"",
+            "1764330000.103000 [0 127.0.0.1:40100] \"ECHO\" \"memq-bench:end\"",
+        ]
+        .map(String::from)
+        .to_vec();
+        let calls = round_trips(&lines);
+        assert_eq!(
+            calls
+                .iter()
+                .map(|c| format!("{} {} {}", c.phase, c.count, c.command))
+                .collect::<Vec<_>>(),
+            [
+                "enqueue 1 (in-script)",
+                "enqueue 1 fcall:enqueue@rt",
+                "enqueue 1 ping"
+            ]
+        );
+        assert_eq!(phase_calls(&calls, "enqueue"), ("FCALL".to_string(), 1, 2));
+    }
+}
