@@ -11,7 +11,7 @@ use queue_server::testing::RedisServer;
 use serde_json::Value;
 
 use super::http::Q;
-use super::table::{fixed, ratio};
+use super::table::{Op, fixed, meets, meets_ratio, num, ratio};
 use super::wrk::{self, Load, Sum};
 use super::{Bench, log};
 
@@ -63,7 +63,7 @@ pub async fn section(b: &mut Bench) -> anyhow::Result<()> {
         &enq,
     )
     .await?;
-    rows(b, "redis_enq", "single enqueue", "req/s", [m, v1, v3]);
+    rows(b, "redis_enq", "single enqueue", "req/s", [m, v1, v3], 0.70);
 
     let path = format!("{Q}/rl");
     let la: Vec<&str> = urls.iter().map(String::as_str).collect();
@@ -74,7 +74,14 @@ pub async fn section(b: &mut Bench) -> anyhow::Result<()> {
             bail!("Redis lease+ack ran {url}'s queue dry; its rate would count 204s");
         }
     }
-    rows(b, "redis_la", "lease+ack pairs", "pairs/s", [m, v1, v3]);
+    rows(
+        b,
+        "redis_la",
+        "lease+ack pairs",
+        "pairs/s",
+        [m, v1, v3],
+        0.55,
+    );
 
     // Redis's own time per script call under that load (usec_per_call of evalsha or fcall),
     // for the record.
@@ -100,6 +107,7 @@ pub async fn section(b: &mut Bench) -> anyhow::Result<()> {
     // stopped first, so that only this replica's background calls (the stats sampler, once a
     // second; the sweep of every queue, every 2 s) share the window; they are counted too.
     replicas.truncate(1);
+    redis_time(b, &mut conn, &r1).await?;
     b.api.create(&r1, "rt").await?;
     let monitor = client
         .get_async_monitor()
@@ -204,23 +212,163 @@ pub async fn section(b: &mut Bench) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The rows of one figure: the memory store's, then 1 and 3 replicas' with their ratio to it.
-fn rows(b: &mut Bench, key: &str, what: &str, unit: &str, [m, v1, v3]: [u64; 3]) {
+/// The rows of one figure: the memory store's, then 1 and 3 replicas' with their ratio to it;
+/// 1 replica must reach `least` x the memory store, 3 replicas at least what 1 does.
+fn rows(b: &mut Bench, key: &str, what: &str, unit: &str, [m, v1, v3]: [u64; 3], least: f64) {
     let memory = m.to_string();
     let (key_m, what_m) = (format!("{key}_memory"), format!("{what}, memory store"));
     b.row([&key_m, &what_m, &memory, unit, "-", "-", "-", "-"]);
-    for (side, replicas, v) in [("x1", "1 replica", v1), ("x3", "3 replicas", v3)] {
+    let r1 = ratio(v1 as f64, m as f64);
+    b.row([
+        &format!("{key}_x1"),
+        &format!("{what}, Redis store, 1 replica"),
+        &v1.to_string(),
+        unit,
+        &memory,
+        &r1,
+        &format!(">= {least:.2} x memory"),
+        meets_ratio(&r1, Op::AtLeast, least),
+    ]);
+    b.row([
+        &format!("{key}_x3"),
+        &format!("{what}, Redis store, 3 replicas"),
+        &v3.to_string(),
+        unit,
+        &memory,
+        &ratio(v3 as f64, m as f64),
+        ">= 1 replica",
+        meets(v3 as f64, Op::AtLeast, v1 as f64),
+    ]);
+}
+
+/// The sum of `usec` over every command in an `INFO commandstats` answer: all the time Redis
+/// spent running commands (a script call's time holds the commands it ran).
+pub fn total_usec(commandstats: &str) -> u64 {
+    commandstats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("usec=")))
+        .filter_map(|u| u.trim().parse::<u64>().ok())
+        .sum()
+}
+
+async fn usec_since_reset(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .context("INFO commandstats")?;
+    Ok(total_usec(&stats))
+}
+
+async fn reset(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<()> {
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(conn)
+        .await
+        .context("CONFIG RESETSTAT")
+}
+
+/// Redis's own time per operation (every command's `usec` in `INFO commandstats`, summed, over
+/// the operations served; the replica's background calls count too): one request at a time,
+/// where no two requests can share a call, and [`CONNS`] connections at once on one replica,
+/// where requests for the queue share calls.
+async fn redis_time(
+    b: &mut Bench,
+    conn: &mut redis::aio::MultiplexedConnection,
+    r1: &str,
+) -> anyhow::Result<()> {
+    log("Redis time per operation (INFO commandstats)");
+    b.api.create(r1, "us").await?;
+    let session = b.api.session()?;
+    reset(conn).await?;
+    for _ in 0..OPS {
+        let at = format!("{r1}{Q}/us/enqueue");
+        session
+            .post(&at, Some(b"work-item-000000".to_vec()))
+            .await?;
+    }
+    let one_enqueue = usec_since_reset(conn).await? as f64 / OPS as f64;
+    reset(conn).await?;
+    for _ in 0..OPS {
+        let at = format!("{r1}{Q}/us/dequeue?lease=30");
+        let answer: Value =
+            serde_json::from_str(&session.post(&at, None).await?).unwrap_or_default();
+        let id = answer["lease"]["id"]
+            .as_str()
+            .context("a lease from the queue just filled")?;
+        session
+            .post(&format!("{r1}{Q}/us/leases/{id}/ack"), None)
+            .await?;
+    }
+    let one_pair = usec_since_reset(conn).await? as f64 / OPS as f64;
+    drop(session);
+
+    let enqueued = b.api.figure(r1, "us", "enqueued").await?;
+    reset(conn).await?;
+    let url = format!("{r1}{Q}/us/enqueue");
+    wrk::spread(
+        &b.cfg,
+        "redis-us-enqueue",
+        Sum::Requests,
+        Load::lua("post.lua"),
+        &[&url],
+    )
+    .await?;
+    let usec = usec_since_reset(conn).await?;
+    let n = b.api.figure(r1, "us", "enqueued").await? - enqueued;
+    let many_enqueue = usec as f64 / n.max(1) as f64;
+    // Enough items that the lease+ack run cannot run the queue dry (its rate would count 204s).
+    b.api.fill(r1, "us", 300_000).await?;
+    let acked = b.api.figure(r1, "us", "acked").await?;
+    let path = format!("{Q}/us");
+    reset(conn).await?;
+    let load = Load::lua("lease-ack.lua").at_queue(&path);
+    wrk::spread(&b.cfg, "redis-us-lease-ack", Sum::Pairs, load, &[r1]).await?;
+    let usec = usec_since_reset(conn).await?;
+    let n = b.api.figure(r1, "us", "acked").await? - acked;
+    let many_pair = usec as f64 / n.max(1) as f64;
+    b.api.delete(r1, "us").await?;
+
+    for (key, what, value, limit) in [
+        (
+            "redis_us_enq_1",
+            "Redis us/enqueue, one request at a time",
+            one_enqueue,
+            4.0,
+        ),
+        (
+            "redis_us_la_1",
+            "Redis us/lease+ack, one request at a time",
+            one_pair,
+            8.0,
+        ),
+        (
+            "redis_us_enq_32",
+            "Redis us/enqueue, 32 connections",
+            many_enqueue,
+            1.5,
+        ),
+        (
+            "redis_us_la_32",
+            "Redis us/lease+ack, 32 connections",
+            many_pair,
+            3.0,
+        ),
+    ] {
+        let value = fixed(value, 2);
         b.row([
-            &format!("{key}_{side}"),
-            &format!("{what}, Redis store, {replicas}"),
-            &v.to_string(),
-            unit,
-            &memory,
-            &ratio(v as f64, m as f64),
-            "(x memory store)",
+            key,
+            what,
+            &value,
+            "us/op",
             "-",
+            "-",
+            &format!("<= {limit} us"),
+            meets(num(&value), Op::AtMost, limit),
         ]);
     }
+    Ok(())
 }
 
 /// For the memory store (`memory`), the first of `replicas`, and all of them: `cfg.rounds`
@@ -412,5 +560,12 @@ mod tests {
             ]
         );
         assert_eq!(phase_calls(&calls, "enqueue"), ("FCALL".to_string(), 1, 2));
+    }
+
+    #[test]
+    fn total_usec_sums_every_command() {
+        let info = "# Commandstats\r\ncmdstat_fcall:calls=10,usec=150,usec_per_call=15.00,rejected_calls=0,failed_calls=0\r\ncmdstat_hset:calls=10,usec=12,usec_per_call=1.20,rejected_calls=0,failed_calls=0\r\n";
+        assert_eq!(total_usec(info), 162);
+        assert_eq!(total_usec(""), 0);
     }
 }
