@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::http::Q;
 use super::table::{Op, fixed, meets, meets_ratio, num, ratio};
 use super::wrk::{self, Load, Sum};
-use super::{Bench, log};
+use super::{Bench, CONNS, log};
 
 /// Operations of each kind in the round-trip count.
 const OPS: u64 = 1000;
@@ -82,6 +82,24 @@ pub async fn section(b: &mut Bench) -> anyhow::Result<()> {
         [m, v1, v3],
         0.55,
     );
+
+    // Batch enqueue through one replica: 10,000-line bodies, a fresh queue after the run.
+    log("batch enqueue through Redis");
+    b.api.create(&r1, "rb").await?;
+    let at = format!("{r1}{Q}/rb/enqueue?batch=lines");
+    let rate = wrk::run(&b.cfg, "redis-batch", CONNS, &at, Load::lua("batch.lua")).await?;
+    b.api.delete(&r1, "rb").await?;
+    let items = rate * 10_000;
+    b.row([
+        "redis_batch_x1",
+        "batch enqueue (10,000 lines), Redis, 1 replica",
+        &items.to_string(),
+        "items/s",
+        "-",
+        "-",
+        ">= 1,000,000 items/s",
+        meets(items as f64, Op::AtLeast, 1_000_000.0),
+    ]);
 
     // Redis's own time per script call under that load (usec_per_call of evalsha or fcall),
     // for the record.
