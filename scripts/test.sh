@@ -3,6 +3,7 @@
 # Installs what the checks need by itself (idempotent); works with CI=true and no stdin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 step() {
     local name=$1
@@ -23,6 +24,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     step "install cargo-nextest" cargo install --locked cargo-nextest
+fi
+# The Redis partition test (tests/redis_partition.rs) makes network namespaces with `ip`.
+if ! command -v ip >/dev/null 2>&1; then
+    step "install iproute2" install_debian --no-install-recommends iproute2
 fi
 for component in rustfmt clippy; do
     if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then

@@ -45,16 +45,25 @@ async fn concurrent_enqueues_share_calls_and_each_connection_keeps_its_order() {
         // A client (and so a connection) of its own, sending one request at a time.
         let client = memq::Client::new(server.base_url()).unwrap();
         tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
             for i in 0..EACH {
-                client
-                    .enqueue("q", &format!("{c}:{i}"), &EnqueueOptions::default())
+                let body = format!("{c}:{i}");
+                let message = client
+                    .enqueue("q", &body, &EnqueueOptions::default())
                     .await
                     .unwrap();
+                assert_eq!(message.body, body, "the answer is this request's");
+                ids.push((message.id, body));
             }
+            ids
         }));
     }
+    // Each request's answer names its own item: the id it got holds its body.
+    let mut body_of = std::collections::HashMap::new();
     for task in tasks {
-        task.await.unwrap();
+        for (id, body) in task.await.unwrap() {
+            assert!(body_of.insert(id, body).is_none(), "an id given twice");
+        }
     }
     let used = calls(&redis, "fcall").await - before;
     let requests = (CLIENTS * EACH) as u64;
@@ -85,14 +94,19 @@ async fn concurrent_enqueues_share_calls_and_each_connection_keeps_its_order() {
                     .ack("q", &m[0].lease.as_ref().unwrap().id)
                     .await
                     .unwrap();
-                acked.push(m[0].body.clone());
+                acked.push((m[0].id.clone(), m[0].body.clone()));
             }
             acked
         }));
     }
     let mut acked = std::collections::HashSet::new();
     for task in tasks {
-        for body in task.await.unwrap() {
+        for (id, body) in task.await.unwrap() {
+            assert_eq!(
+                body_of.get(&id),
+                Some(&body),
+                "lease of {id} with another's body"
+            );
             assert!(acked.insert(body), "an item was handed out twice");
         }
     }
@@ -120,6 +134,12 @@ async fn concurrent_enqueues_share_calls_and_each_connection_keeps_its_order() {
             break;
         };
         for m in messages {
+            assert_eq!(
+                body_of.get(&m.id),
+                Some(&m.body),
+                "item {} has another's body",
+                m.id
+            );
             let (c, i) = m.body.split_once(':').unwrap();
             let (c, i): (usize, usize) = (c.parse().unwrap(), i.parse().unwrap());
             assert!(i >= last[c], "client {c}'s items out of order");

@@ -24,6 +24,9 @@ use crate::store::{Delivery, DequeueOutcome};
 
 /// Most items (or leases) one call carries; a request larger than this goes alone.
 const MAX_PER_CALL: usize = 10_000;
+/// Most bytes of item bodies one call carries (far below Redis's 1 GiB query buffer limit); a
+/// request larger than this goes alone.
+const MAX_BYTES_PER_CALL: usize = 8 << 20;
 
 /// Requests of one kind waiting, per queue: a queue is in the map while a call for it is under
 /// way, with the requests that wait for the next one.
@@ -50,6 +53,10 @@ pub(super) trait Kind: Sized + 'static {
     fn coalescer(inner: &Inner) -> &Coalescer<Self>;
     /// Items (or leases) in a request, against [`MAX_PER_CALL`].
     fn size(request: &Self::Request) -> usize;
+    /// Bytes of item bodies in a request, against [`MAX_BYTES_PER_CALL`].
+    fn bytes(_request: &Self::Request) -> usize {
+        0
+    }
     /// One call for `batch`: one answer per request, in order.
     fn call<'a>(
         store: &'a RedisStore,
@@ -88,29 +95,40 @@ impl RedisStore {
         }
         answered.await.unwrap_or_else(|_| {
             K::failed(Error::BackendUnavailable(
-                "the request was dropped at shutdown".into(),
+                "the call for this request failed inside the server (see its log)".into(),
             ))
         })
     }
 
     /// Calls Redis for the waiting requests of `name`, round after round, until none wait.
     async fn run_coalesced<K: Kind>(self, name: Box<str>) {
+        // Should a call panic, the queue leaves the map all the same, and those who wait get
+        // an error rather than wait for ever.
+        let _running = Running::<K> {
+            store: &self,
+            name: &name,
+            kind: std::marker::PhantomData,
+        };
         loop {
             let batch: Vec<_> = {
                 let mut queues = K::coalescer(&self.inner).queues.lock();
                 let Some(waiting) = queues.get_mut(&name) else {
                     return;
                 };
+                // A request whose caller went away (a 408, a closed connection) is not sent:
+                // a look would lease items to nobody.
+                waiting.retain(|(_, answer)| !answer.is_closed());
                 if waiting.is_empty() {
                     queues.remove(&name);
                     return;
                 }
-                let mut size = 0;
+                let (mut size, mut bytes) = (0, 0);
                 let take = waiting
                     .iter()
                     .take_while(|(r, _)| {
                         size += K::size(r);
-                        size <= MAX_PER_CALL
+                        bytes += K::bytes(r);
+                        size <= MAX_PER_CALL && bytes <= MAX_BYTES_PER_CALL
                     })
                     .count()
                     .max(1);
@@ -129,6 +147,44 @@ impl RedisStore {
             for (answer, result) in answers.into_iter().zip(results) {
                 let _ = answer.send(result);
             }
+        }
+    }
+
+    /// Fails every request waiting for a call, of every kind (Redis went away): the calls
+    /// under way end by themselves.
+    pub(super) fn fail_waiting(&self) {
+        fn fail<K: Kind>(store: &RedisStore) {
+            let waiting: Vec<Waiting<K>> = K::coalescer(&store.inner)
+                .queues
+                .lock()
+                .values_mut()
+                .flat_map(|w| w.drain(..))
+                .collect();
+            for (_, answer) in waiting {
+                let _ = answer.send(K::failed(store.away_error()));
+            }
+        }
+        fail::<Enqueues>(self);
+        fail::<Dequeues>(self);
+        fail::<Acks>(self);
+    }
+}
+
+/// A running [`RedisStore::run_coalesced`]; on drop (also by a panic) the queue leaves the map,
+/// which drops what still waits (each gets an error).
+struct Running<'a, K: Kind> {
+    store: &'a RedisStore,
+    name: &'a str,
+    kind: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K: Kind> Drop for Running<'_, K> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            K::coalescer(&self.store.inner)
+                .queues
+                .lock()
+                .remove(self.name);
         }
     }
 }
@@ -162,6 +218,10 @@ impl Kind for Enqueues {
 
     fn size(request: &Enqueue) -> usize {
         request.items.len()
+    }
+
+    fn bytes(request: &Enqueue) -> usize {
+        request.items.iter().map(|i| i.body.len()).sum()
     }
 
     fn call<'a>(

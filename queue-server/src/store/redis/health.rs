@@ -33,21 +33,25 @@ impl RedisStore {
 
     /// The error a request gets at once while Redis is away.
     pub(super) fn away_error(&self) -> Error {
-        Error::BackendUnavailable(
-            "redis does not answer this replica; it is retried every 250 ms".into(),
-        )
+        Error::BackendUnavailable(format!(
+            "redis does not answer this replica; it is tried again every {HEARTBEAT_AWAY:?}"
+        ))
     }
 
     /// Redis did not answer: say so once, end the long polls, drop the wake subscription.
+    ///
+    /// Not with a Cluster: there a node's loss would stop the queues of every other node too
+    /// (PING goes to every primary); each command's own error speaks for its queue instead.
     pub(super) fn mark_away(&self, why: &str) {
         let inner = &self.inner;
-        if inner.away.swap(true, Ordering::AcqRel) {
+        if inner.cluster || inner.away.swap(true, Ordering::AcqRel) {
             return;
         }
         tracing::warn!(
             error = why,
             "redis unreachable: answering 503 until it answers again"
         );
+        self.fail_waiting();
         inner.waiters.wake_everyone();
         inner.resubscribe.notify_waiters();
     }
@@ -74,9 +78,41 @@ impl RedisStore {
         }
     }
 
-    /// The heartbeat, until shutdown.
+    /// Loads the queue library, or says (once) why Redis refuses it; the replica is not
+    /// ready without it.
+    async fn load_library(&self) {
+        match self.load_library_raw().await {
+            Ok(()) => {
+                if self.inner.load_refused.swap(false, Ordering::AcqRel) {
+                    tracing::info!("redis took the queue library");
+                }
+            }
+            // Not a refusal: the next beat tries again.
+            Err(e) if connection_lost(&e) => self.mark_away(&e.to_string()),
+            Err(e) => {
+                if !self.inner.load_refused.swap(true, Ordering::AcqRel) {
+                    tracing::error!(
+                        error = %e,
+                        "redis refuses the queue library (FUNCTION LOAD); this replica stays \
+                         unready: it needs Redis 7.0 or newer and, with ACLs, the FUNCTION and \
+                         FCALL commands"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The heartbeat, until shutdown; the first beat is at once, and a beat that reaches Redis
+    /// loads the queue library if it is not loaded yet.
     pub(super) async fn run_heartbeat(self) {
         loop {
+            match self.ping().await {
+                Ok(()) => self.mark_back(),
+                Err(why) => self.mark_away(&why),
+            }
+            if self.reachable() && !self.inner.loaded.load(Ordering::Acquire) {
+                self.load_library().await;
+            }
             let pause = if self.reachable() {
                 HEARTBEAT
             } else {
@@ -85,10 +121,6 @@ impl RedisStore {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = self.inner.shutdown.cancelled() => return,
-            }
-            match self.ping().await {
-                Ok(()) => self.mark_back(),
-                Err(why) => self.mark_away(&why),
             }
         }
     }

@@ -5,7 +5,8 @@
 //! Every change to a queue is one call of one Lua function (`queue.lua`, a Redis Functions
 //! library called with FCALL), so it is atomic across replicas; the rules are those of `broker/`
 //! written again for Redis types (tests/store_rules.rs holds the two to one behaviour).
-//! Enqueues for one queue that arrive together share a call (`coalesce.rs`).
+//! Enqueues, looks for items and acks for one queue that arrive together share a call
+//! (`coalesce.rs`).
 //! Owns what Redis cannot do: ids (ULIDs made here, see [`RedisStore::fresh_ids`]), waking this
 //! replica's long polls (a tokio `Notify` per queue, fed by the scripts' replies and by a Redis
 //! pub/sub channel on which the scripts announce items for other replicas), and a sweeper
@@ -103,7 +104,7 @@ struct Inner {
     /// `--max-queues` (0: no limit).
     max_queues: usize,
     waiters: Waiters,
-    /// Enqueues and acks waiting to share a call (see `coalesce.rs`).
+    /// Enqueues, looks for items and acks waiting to share a call (see `coalesce.rs`).
     enqueues: coalesce::Coalescer<coalesce::Enqueues>,
     dequeues: coalesce::Coalescer<coalesce::Dequeues>,
     acks: coalesce::Coalescer<coalesce::Acks>,
@@ -116,6 +117,12 @@ struct Inner {
     away: AtomicBool,
     /// Tells the wake-channel subscriber to drop its connection and subscribe anew.
     resubscribe: Notify,
+    /// `--redis-cluster`: one node's loss does not make Redis away (see `health.rs`).
+    cluster: bool,
+    /// The queue library was loaded (by this replica or found loaded); needed to be ready.
+    loaded: AtomicBool,
+    /// Redis refused the library last time (said once in the log).
+    load_refused: AtomicBool,
     shutdown: CancellationToken,
     /// Long polls of this replica waiting now, in [`super::long_poll`].
     waiting: std::sync::atomic::AtomicU64,
@@ -235,6 +242,9 @@ impl RedisStore {
                 subscribed: AtomicBool::new(false),
                 away: AtomicBool::new(false),
                 resubscribe: Notify::new(),
+                cluster: options.cluster,
+                loaded: AtomicBool::new(false),
+                load_refused: AtomicBool::new(false),
                 shutdown,
                 waiting: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -274,6 +284,11 @@ impl RedisStore {
 
     /// Loads the library (on every primary of a Cluster); loading it again is harmless.
     async fn load_script(&self) -> Result<()> {
+        self.load_library_raw().await.map_err(|e| self.failed(e))
+    }
+
+    /// [`RedisStore::load_script`] with Redis's own error.
+    async fn load_library_raw(&self) -> redis::RedisResult<()> {
         let mut conn = self.inner.conn.clone();
         redis::cmd("FUNCTION")
             .arg("LOAD")
@@ -281,8 +296,7 @@ impl RedisStore {
             .arg(&self.inner.script_code)
             .query_async::<Value>(&mut conn)
             .await
-            .map(|_| ())
-            .map_err(|e| self.failed(e))
+            .map(|_| self.inner.loaded.store(true, Ordering::Release))
     }
 
     /// Redis does not have the library (first call, restart, `FUNCTION FLUSH`, a new node).
@@ -676,6 +690,7 @@ impl RedisStore {
     pub async fn is_ready(&self) -> bool {
         if self.inner.shutdown.is_cancelled()
             || !self.inner.subscribed.load(Ordering::Acquire)
+            || !self.inner.loaded.load(Ordering::Acquire)
             || !self.reachable()
         {
             return false;
