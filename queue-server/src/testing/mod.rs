@@ -170,6 +170,14 @@ pub async fn polls_waiting(url: &str, n: u64) {
     .await;
 }
 
+/// Kills a child process at once (`SIGKILL`) and reaps it, if there is one.
+fn kill(child: &mut Option<std::process::Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// The Redis that `MEMQ_TEST_REDIS` names, if any.
 pub fn test_redis() -> Option<String> {
     std::env::var("MEMQ_TEST_REDIS")
@@ -280,10 +288,7 @@ impl ServerProcess {
 
     /// Kills the process with SIGKILL: no shutdown, no flush.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Starts the process again with the same port and arguments.

@@ -54,10 +54,7 @@ impl RedisServer {
 
     /// Kills it at once (`SIGKILL`), as a crash would; what it held is gone (no persistence).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        super::kill(&mut self.child);
     }
 
     /// Starts it again on the same port and directory, empty, after [`RedisServer::kill`].

@@ -229,31 +229,21 @@ impl Kind for Enqueues {
         name: &'a str,
         batch: &'a [Enqueue],
     ) -> BoxFuture<'a, Vec<Self::Answer>> {
-        Box::pin(async move {
-            let reply = store
-                .call(name, "enqueue", |cmd| {
-                    cmd.arg(batch.len());
-                    for e in batch {
-                        cmd.arg(e.delay_ms).arg(e.items.len());
-                        for (item, id) in e.items.iter().zip(&e.ids) {
-                            cmd.arg(id.to_string())
-                                .arg(item.key.as_deref().unwrap_or(""))
-                                .arg(&*item.body);
-                        }
-                    }
-                })
-                .await
-                .and_then(|reply| array(reply.at(0)?.clone()));
-            match reply {
-                Ok(results) if results.len() == batch.len() => batch
-                    .iter()
-                    .zip(results)
-                    .map(|(e, result)| enqueue_result(&e.ids, result))
-                    .collect(),
-                Ok(_) => each(batch, &malformed("one result per request")),
-                Err(e) => each(batch, &e),
-            }
-        })
+        Box::pin(per_request(
+            store,
+            name,
+            "enqueue",
+            batch,
+            |cmd, e| {
+                cmd.arg(e.delay_ms).arg(e.items.len());
+                for (item, id) in e.items.iter().zip(&e.ids) {
+                    cmd.arg(id.to_string())
+                        .arg(item.key.as_deref().unwrap_or(""))
+                        .arg(&*item.body);
+                }
+            },
+            |e, result| enqueue_result(&e.ids, result),
+        ))
     }
 
     fn failed(e: Error) -> Self::Answer {
@@ -291,27 +281,19 @@ impl Kind for Dequeues {
         name: &'a str,
         batch: &'a [Dequeue],
     ) -> BoxFuture<'a, Vec<Self::Answer>> {
-        Box::pin(async move {
-            let reply = store
-                .call(name, "dequeue", |cmd| {
-                    cmd.arg(batch.len());
-                    for d in batch {
-                        cmd.arg(d.max).arg(&d.lease).arg(d.wait_ms);
-                        for lease in &d.leases {
-                            cmd.arg(lease.to_string());
-                        }
-                    }
-                })
-                .await
-                .and_then(|reply| array(reply.at(0)?.clone()));
-            match reply {
-                Ok(results) if results.len() == batch.len() => {
-                    results.into_iter().map(dequeue_result).collect()
+        Box::pin(per_request(
+            store,
+            name,
+            "dequeue",
+            batch,
+            |cmd, d| {
+                cmd.arg(d.max).arg(&d.lease).arg(d.wait_ms);
+                for lease in &d.leases {
+                    cmd.arg(lease.to_string());
                 }
-                Ok(_) => each(batch, &malformed("one result per request")),
-                Err(e) => each(batch, &e),
-            }
-        })
+            },
+            |_, result| dequeue_result(result),
+        ))
     }
 
     fn failed(e: Error) -> Self::Answer {
@@ -366,6 +348,37 @@ impl Kind for Acks {
 
     fn failed(e: Error) -> Self::Answer {
         Err(e)
+    }
+}
+
+/// One call of `op` with one part per request (the count, then each request's arguments from
+/// `args`), and one result per request in the reply, read by `answer`; a call that fails as a
+/// whole fails each request the same way.
+async fn per_request<R, T>(
+    store: &RedisStore,
+    name: &str,
+    op: &str,
+    batch: &[R],
+    args: impl Fn(&mut redis::Cmd, &R),
+    answer: impl Fn(&R, redis::Value) -> Result<T>,
+) -> Vec<Result<T>> {
+    let reply = store
+        .call(name, op, |cmd| {
+            cmd.arg(batch.len());
+            for r in batch {
+                args(cmd, r);
+            }
+        })
+        .await
+        .and_then(|reply| array(reply.at(0)?.clone()));
+    match reply {
+        Ok(results) if results.len() == batch.len() => batch
+            .iter()
+            .zip(results)
+            .map(|(r, result)| answer(r, result))
+            .collect(),
+        Ok(_) => each(batch, &malformed("one result per request")),
+        Err(e) => each(batch, &e),
     }
 }
 
