@@ -4,7 +4,8 @@
 //! While Redis is unreachable the replica says so at once rather than after a command's
 //! timeout: every request answers `503 backend_unavailable` (with `Retry-After`), `/readyz`
 //! fails so that a Service stops sending it traffic, and its long polls end with that 503. The
-//! heartbeat finds Redis again by itself; the wake channel is subscribed anew then.
+//! heartbeat finds Redis again by itself; the wake channel, dropped when Redis went away, is
+//! subscribed anew on a new connection.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -61,7 +62,6 @@ impl RedisStore {
         let inner = &self.inner;
         if inner.away.swap(false, Ordering::AcqRel) {
             tracing::info!("redis reachable again");
-            inner.resubscribe.notify_waiters();
             inner.waiters.wake_everyone();
         }
     }

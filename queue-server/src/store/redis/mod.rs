@@ -115,7 +115,8 @@ struct Inner {
     /// Redis did not answer this replica's last heartbeat, or a command lost its connection
     /// since (see `health.rs`).
     away: AtomicBool,
-    /// Tells the wake-channel subscriber to drop its connection and subscribe anew.
+    /// Redis went away: tells the wake-channel subscriber to drop its connection and subscribe
+    /// anew.
     resubscribe: Notify,
     /// `--redis-cluster`: one node's loss does not make Redis away (see `health.rs`).
     cluster: bool,

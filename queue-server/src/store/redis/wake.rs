@@ -117,6 +117,12 @@ impl RedisStore {
     /// One subscription: `Ok` at shutdown, `Err` when the connection fails or ends.
     async fn listen(&self) -> Result<(), String> {
         let inner = &self.inner;
+        // Redis going away from now on ends this subscription, also while it is being made: its
+        // connection may be one whose packets were lost (see `health.rs`). One made while Redis
+        // was away is new, and stays.
+        let away = inner.resubscribe.notified();
+        tokio::pin!(away);
+        away.as_mut().enable();
         // Through the next URL each time: with a Cluster, another node when one is away.
         let at = inner.pubsub_next.fetch_add(1, Ordering::Relaxed) % inner.pubsub.len();
         let connect = inner.pubsub[at].get_async_pubsub();
@@ -143,8 +149,8 @@ impl RedisStore {
                     };
                     self.on_wake(message.get_payload_bytes());
                 }
-                _ = inner.resubscribe.notified() => {
-                    return Err("redis was away: subscribing on a new connection".into());
+                _ = &mut away => {
+                    return Err("redis went away: subscribing on a new connection".into());
                 }
                 _ = inner.shutdown.cancelled() => return Ok(()),
             }
