@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use memq::{DequeueOptions, Dequeued, EnqueueOptions};
 use parking_lot::Mutex;
 use queue_server::Config;
-use queue_server::testing::{RedisServer, TestServer, eventually, unique_prefix};
+use queue_server::testing::{RedisServer, TestServer, eventually, metric_from, unique_prefix};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
@@ -184,26 +184,6 @@ async fn ready(http: &reqwest::Client, url: &str) -> Result<(), String> {
     }
 }
 
-/// `memq_long_polls_waiting` of the replica at `url`, asked from the test's own address.
-async fn waiting(http: &reqwest::Client, url: &str) -> u64 {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("memq_long_polls_waiting ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 async fn unready(http: &reqwest::Client, url: &str) -> Result<(), String> {
     match ready(http, url).await {
         Ok(()) => Err("still ready".into()),
@@ -279,8 +259,8 @@ async fn a_replica_cut_off_from_redis_answers_503_is_unready_and_recovers_by_its
         })
     };
     eventually(Duration::from_secs(10), "A holds the long poll", || async {
-        match waiting(&http, &a.url).await {
-            1 => Ok(()),
+        match metric_from(&http, &a.url, "memq_long_polls_waiting").await {
+            1.0 => Ok(()),
             n => Err(format!("{n} waiting")),
         }
     })
@@ -355,8 +335,8 @@ async fn a_replica_cut_off_from_redis_answers_503_is_unready_and_recovers_by_its
         Duration::from_secs(10),
         "A holds a new long poll",
         || async {
-            match waiting(&http, &a.url).await {
-                1 => Ok(()),
+            match metric_from(&http, &a.url, "memq_long_polls_waiting").await {
+                1.0 => Ok(()),
                 n => Err(format!("{n} waiting")),
             }
         },

@@ -140,7 +140,14 @@ where
 /// The value of one series in the `/metrics` of the server at `url` (`http://127.0.0.1:PORT`),
 /// e.g. `memq_autoscaler_passes_total{result="ok"}`; 0 when the series is absent.
 pub async fn metric(url: &str, series: &str) -> f64 {
-    let text = reqwest::get(format!("{url}/metrics"))
+    metric_from(&reqwest::Client::new(), url, series).await
+}
+
+/// [`metric`] asked through `http` (e.g. a client bound to a source address of its own).
+pub async fn metric_from(http: &reqwest::Client, url: &str, series: &str) -> f64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
         .await
         .expect("GET /metrics")
         .text()
