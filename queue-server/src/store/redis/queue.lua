@@ -15,7 +15,7 @@
 local K_META, K_ITEMS, K_ATTEMPTS, K_READY, K_DELAYED, K_LEASES, K_DEADLINES, K_DEAD, K_DIED,
     K_KEYS, K_KEYOF, K_RELEASED, K_EXPIRED
 -- K_META      hash: config (lease_ms, max_attempts, max_depth, paused), running totals,
---             wait_until (ms until which some replica has a long poll waiting)
+--             wait_until (ms until which some replica has a long poll waiting), due (see below)
 -- K_ITEMS     hash: item id -> body (ready, delayed, leased and dead items)
 -- K_ATTEMPTS  hash: item id -> deliveries so far (absent: 0)
 -- K_READY     list: ready item ids in hand-out order
@@ -51,6 +51,24 @@ local more
 -- Whether this call changed the queue (then, if it left it finished, waiters look again).
 local changed
 
+-- When time next acts on the queue (0: never): the earliest lease deadline, delayed item or
+-- retained key's end. Kept in K_META's `due` so that a call sweeps only once something fell
+-- due, and returned to the replicas so that one sweeps then. It may be earlier than the true
+-- one (an ack removed that lease), never later: a sweep at this time finds the rest and sets
+-- it anew. Every write of a deadline, delay or retention lowers it (note_due).
+local next_due
+-- Whether next_due changed in this call (written back to K_META at its end).
+local due_changed
+-- The latest end of a long poll some replica registered (K_META's wait_until).
+local wait_until
+
+local function note_due(t)
+    if t and (next_due == 0 or t < next_due) then
+        next_due = t
+        due_changed = true
+    end
+end
+
 local function incr(field, n)
     if n ~= 0 then
         redis.call('HINCRBY', K_META, field, n)
@@ -82,6 +100,7 @@ local function release(item)
     if key then
         redis.call('HDEL', K_KEYOF, item)
         redis.call('ZADD', K_RELEASED, now, key)
+        note_due(now + RETENTION)
     end
 end
 
@@ -97,16 +116,6 @@ local function remember_expired(lease)
     -- Trimmed in steps of 1000, not on every expiry.
     if redis.call('ZCARD', K_EXPIRED) > EXPIRED_CAP + 1000 then
         redis.call('ZREMRANGEBYRANK', K_EXPIRED, 0, -(EXPIRED_CAP + 1))
-    end
-end
-
--- The earliest deadline this call knows of (0: none). It may be earlier than the true one
--- (an ack removed that lease), never later: a replica that sweeps at this time finds the rest.
-local next_due
-
-local function note_due(t)
-    if t and (next_due == 0 or t < next_due) then
-        next_due = t
     end
 end
 
@@ -139,9 +148,13 @@ local function give_back(item, delay, max_attempts)
 end
 
 -- Lets time act: expired leases back to the front in deadline order (or to the dead letters),
--- due delayed items to the back, keys past their retention freed. Looks at the earliest entry
--- of each set first, so a call with nothing due costs three lookups.
-local function sweep(max_attempts)
+-- due delayed items to the back, keys past their retention freed. Costs nothing until the
+-- queue's `due` time (unless `always`: the sweeper's own call, which also mends a `due` that
+-- is missing); then looks at the earliest entry of each set, acts, and sets `due` anew.
+local function sweep(max_attempts, always)
+    if not always and META[5] and (next_due == 0 or next_due > now) then
+        return
+    end
     local lease_due = earliest(K_DEADLINES)
     if lease_due and lease_due <= now then
         local due = redis.call('ZRANGEBYSCORE', K_DEADLINES, '-inf', now, 'LIMIT', 0, SWEEP_LIMIT)
@@ -172,8 +185,6 @@ local function sweep(max_attempts)
         end
         delay_due = earliest(K_DELAYED)
     end
-    note_due(lease_due)
-    note_due(delay_due)
     local key_due = earliest(K_RELEASED)
     if key_due and key_due <= now - RETENTION then
         local freed = redis.call('ZRANGEBYSCORE', K_RELEASED, '-inf', now - RETENTION, 'LIMIT', 0,
@@ -183,7 +194,12 @@ local function sweep(max_attempts)
         if #freed == CHUNK then
             more = 1
         end
+        key_due = earliest(K_RELEASED)
     end
+    next_due, due_changed = 0, true
+    note_due(lease_due)
+    note_due(delay_due)
+    note_due(key_due and key_due + RETENTION)
 end
 
 local function stats()
@@ -202,13 +218,20 @@ end
 
 -- Tells the replicas with long polls on this queue that items became ready. Only when one
 -- registered a wait that is still running: a queue nobody waits on costs no messages.
-local function publish(wait_until)
+local function publish()
     if (readied > 0 or wake_all) and wait_until > now then
         local count = readied
         if wake_all then
             count = -1
         end
         redis.call('PUBLISH', CHANNEL, ORIGIN .. ':' .. count .. ':' .. QUEUE)
+    end
+end
+
+-- Writes what this call learned about `due` back to K_META.
+local function save_due()
+    if due_changed then
+        redis.call('HSET', K_META, 'due', next_due)
     end
 end
 
@@ -220,9 +243,8 @@ local function reply(status, ...)
         and redis.call('HLEN', K_LEASES) == 0 and redis.call('ZCARD', K_DELAYED) == 0 then
         wake_all = true
     end
-    if readied > 0 or wake_all then
-        publish(tonumber(redis.call('HGET', K_META, 'wait_until')) or 0)
-    end
+    publish()
+    save_due()
     local r = readied
     if wake_all then
         r = -1
@@ -277,7 +299,7 @@ function ops.create()
             end
         end
         redis.call('HSET', K_META, 'lease_ms', v[1], 'max_attempts', v[2], 'max_depth', v[3],
-            'paused', '0')
+            'paused', '0', 'due', 0)
         created = 1
     else
         local _, max_attempts = config()
@@ -302,19 +324,18 @@ end
 -- sweep: let time act (the sweeper's call).
 function ops.sweep()
     local _, max_attempts = config()
-    sweep(max_attempts)
+    sweep(max_attempts, true)
     return reply('ok')
 end
 
 -- delete: the figures as they were; every key of the queue goes; waiters look again (404).
 function ops.delete()
     local s = stats()
-    local wait_until = tonumber(redis.call('HGET', K_META, 'wait_until')) or 0
     for _, key in ipairs(KEYS) do
         redis.call('UNLINK', key)
     end
     wake_all = true
-    publish(wait_until)
+    publish()
     return { 'ok', now, 0, -1, 0, s }
 end
 
@@ -459,7 +480,8 @@ local function dequeue_group(at, lease_default, paused)
     if not ids then
         if wait > 0 then
             local until_ms = now + wait
-            if (tonumber(redis.call('HGET', K_META, 'wait_until')) or 0) < until_ms then
+            if wait_until < until_ms then
+                wait_until = until_ms
                 redis.call('HSET', K_META, 'wait_until', until_ms)
             end
         end
@@ -571,6 +593,7 @@ function ops.extend()
     end
     local deadline = now + lease_ms
     redis.call('ZADD', K_DEADLINES, deadline, lease)
+    note_due(deadline)
     return reply('ok', 200, deadline, item, redis.call('HGET', K_ITEMS, item) or '',
         tonumber(redis.call('HGET', K_ATTEMPTS, item)) or 0)
 end
@@ -641,8 +664,11 @@ local function call(keys, args)
     OP, CHANNEL, ORIGIN, QUEUE = args[1], args[2], args[3], args[4]
     local t = redis.call('TIME')
     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    readied, wake_all, more, changed, next_due = 0, false, 0, false, 0
-    META = redis.call('HMGET', K_META, 'lease_ms', 'max_attempts', 'max_depth', 'paused')
+    readied, wake_all, more, changed, due_changed = 0, false, 0, false, false
+    META = redis.call('HMGET', K_META, 'lease_ms', 'max_attempts', 'max_depth', 'paused', 'due',
+        'wait_until')
+    next_due = tonumber(META[5]) or 0
+    wait_until = tonumber(META[6]) or 0
     local op = ops[OP]
     if not op then
         return redis.error_reply('memq: unknown op ' .. tostring(OP))
