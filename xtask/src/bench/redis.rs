@@ -1,13 +1,15 @@
 //! Section `redis`: the Redis store (`--redis`), one replica, then three on the same Redis and
 //! key prefix with the load spread over them, against the memory store of the same run; then
-//! the Redis calls per operation, counted by Redis itself (`MONITOR`).
+//! Redis's time per operation against the least an enqueue can cost (`INFO commandstats`), the
+//! Redis calls per operation, counted by Redis itself (`MONITOR`), and a Redis Cluster's spread
+//! of many queues over its primaries and the ceiling of one queue.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
-use queue_server::testing::RedisServer;
+use queue_server::testing::{RedisCluster, RedisServer};
 use serde_json::Value;
 
 use super::http::Q;
@@ -24,6 +26,26 @@ const SCRIPT_CALLS: [&str; 2] = ["evalsha", "fcall"];
 
 /// The ECHO that opens each phase of the round-trip count (and closes the last one).
 const MARK: &str = "memq-bench:";
+
+/// Calls of the floor function ([`FLOOR`]) one at a time.
+const FLOOR_CALLS: u64 = 20_000;
+
+/// The least a single enqueue can cost Redis as one function call: read the queue's config,
+/// write the body, append the id, count it. What every real enqueue does too (and more: dedup
+/// keys, maxDepth, delays, wake-ups, the reply), so its time is the floor under `redis_us_enq_1`.
+const FLOOR: &str = "#!lua name=memq_bench_floor
+redis.register_function('memq_bench_floor', function(keys, args)
+    redis.call('TIME')
+    redis.call('HMGET', keys[1], 'lease_ms', 'max_attempts', 'max_depth', 'paused')
+    redis.call('HSET', keys[2], args[1], args[2])
+    redis.call('RPUSH', keys[3], args[1])
+    redis.call('HINCRBY', keys[1], 'enqueued', 1)
+    return 1
+end)
+";
+
+/// Queues of the Redis Cluster spread run.
+const SPREAD_QUEUES: u32 = 30;
 
 pub async fn section(b: &mut Bench) -> anyhow::Result<()> {
     // Each round runs memory, 1 replica, 3 replicas in turn, so load from elsewhere weighs on
@@ -227,7 +249,7 @@ pub async fn section(b: &mut Bench) -> anyhow::Result<()> {
     }
     drop(replicas);
     drop(redis);
-    Ok(())
+    cluster(b).await
 }
 
 /// The rows of one figure: the memory store's, then 1 and 3 replicas' with their ratio to it;
@@ -307,6 +329,7 @@ async fn redis_time(
             .await?;
     }
     let one_enqueue = usec_since_reset(conn).await? as f64 / OPS as f64;
+    let floor = floor(conn).await?;
     reset(conn).await?;
     for _ in 0..OPS {
         let at = format!("{r1}{Q}/us/dequeue?lease=30");
@@ -348,13 +371,28 @@ async fn redis_time(
     let many_pair = usec as f64 / n.max(1) as f64;
     b.api.delete(r1, "us").await?;
 
+    b.row([
+        "redis_us_floor",
+        "Redis us for the least an enqueue does (FCALL: TIME HMGET HSET RPUSH HINCRBY)",
+        &fixed(floor, 2),
+        "us/op",
+        "-",
+        "-",
+        "-",
+        "-",
+    ]);
+    let one = fixed(one_enqueue, 2);
+    b.row([
+        "redis_us_enq_1",
+        "Redis us/enqueue, one request at a time (baseline: the floor above)",
+        &one,
+        "us/op",
+        &fixed(floor, 2),
+        &ratio(one_enqueue, floor),
+        "<= 4 us",
+        meets(num(&one), Op::AtMost, 4.0),
+    ]);
     for (key, what, value, limit) in [
-        (
-            "redis_us_enq_1",
-            "Redis us/enqueue, one request at a time",
-            one_enqueue,
-            4.0,
-        ),
         (
             "redis_us_la_1",
             "Redis us/lease+ack, one request at a time",
@@ -386,6 +424,112 @@ async fn redis_time(
             meets(num(&value), Op::AtMost, limit),
         ]);
     }
+    Ok(())
+}
+
+/// Redis's time per call of [`FLOOR`], [`FLOOR_CALLS`] calls one at a time on keys of their
+/// own (deleted after).
+async fn floor(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(FLOOR)
+        .query_async::<String>(conn)
+        .await
+        .context("FUNCTION LOAD of the floor function")?;
+    let keys = ["memq-floor:meta", "memq-floor:items", "memq-floor:ready"];
+    redis::cmd("HSET")
+        .arg(keys[0])
+        .arg(&["lease_ms", "30000", "max_attempts", "0", "max_depth", "0", "paused", "0"][..])
+        .query_async::<()>(conn)
+        .await?;
+    reset(conn).await?;
+    for i in 0..FLOOR_CALLS {
+        redis::cmd("FCALL")
+            .arg("memq_bench_floor")
+            .arg(keys.len())
+            .arg(&keys[..])
+            .arg(format!("item-{i:08}"))
+            .arg("work-item-000000")
+            .query_async::<i64>(conn)
+            .await
+            .context("FCALL memq_bench_floor")?;
+    }
+    let usec = usec_since_reset(conn).await?;
+    redis::cmd("DEL").arg(&keys).query_async::<()>(conn).await?;
+    redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("memq_bench_floor")
+        .query_async::<()>(conn)
+        .await?;
+    Ok(usec as f64 / FLOOR_CALLS as f64)
+}
+
+/// Redis Cluster: three primaries and one replica; single enqueues spread over
+/// [`SPREAD_QUEUES`] queues (each in the slot of its name), then all on one queue. Prints how
+/// evenly the primaries share the work (their `INFO commandstats` time) and one queue's
+/// ceiling, which one primary bounds.
+async fn cluster(b: &mut Bench) -> anyhow::Result<()> {
+    log("Redis Cluster: 3 primaries, 30 queues, then one hot queue");
+    let cluster = tokio::spawn(RedisCluster::start(3)).await.map_err(|_| {
+        anyhow::anyhow!("the Redis Cluster did not start (why: above); is redis-server installed?")
+    })?;
+    let urls = cluster.urls();
+    let args = ["--redis", &urls, "--redis-cluster", "--redis-prefix", "memq-bench"];
+    let server = b.server("redis-cluster", &args).await?;
+    b.api.ready(&server.url).await?;
+    for i in 0..SPREAD_QUEUES {
+        b.api.create(&server.url, &format!("spread-{i:02}")).await?;
+    }
+    let mut nodes = Vec::new();
+    for node in cluster.nodes() {
+        nodes.push(node.connection().await);
+    }
+    for conn in &mut nodes {
+        reset(conn).await?;
+    }
+    let prefix = format!("{Q}/spread-");
+    let load = Load::lua("post-queues.lua")
+        .at_queue(&prefix)
+        .queues(SPREAD_QUEUES);
+    let rate = wrk::run(&b.cfg, "redis-cluster-spread", CONNS, &server.url, load).await?;
+    let mut usec = Vec::new();
+    for conn in &mut nodes {
+        usec.push(usec_since_reset(conn).await?);
+    }
+    let (least, most) = (
+        usec.iter().copied().min().unwrap_or(0),
+        usec.iter().copied().max().unwrap_or(0),
+    );
+    let each: Vec<String> = usec.iter().map(|u| format!("{:.1}", *u as f64 / 1e6)).collect();
+    let spread = ratio(most as f64, least as f64);
+    b.row([
+        "redis_cluster_spread",
+        &format!(
+            "Redis time, busiest / least busy primary, {SPREAD_QUEUES} queues at {rate} req/s (s: {})",
+            each.join(" / ")
+        ),
+        &spread,
+        "x",
+        "-",
+        "-",
+        "<= 2.0 x",
+        meets(num(&spread), Op::AtMost, 2.0),
+    ]);
+
+    b.api.create(&server.url, "hot").await?;
+    let at = format!("{}{Q}/hot/enqueue", server.url);
+    let hot = wrk::run(&b.cfg, "redis-cluster-hot", CONNS, &at, Load::lua("post.lua")).await?;
+    b.row([
+        "redis_cluster_hot",
+        "single enqueue, one queue (one slot: one primary's share), 1 replica",
+        &hot.to_string(),
+        "items/s",
+        "-",
+        "-",
+        "-",
+        "-",
+    ]);
     Ok(())
 }
 

@@ -17,8 +17,11 @@ pub struct Load<'a> {
     pub script: Option<&'a str>,
     /// `--latency`: the latency distribution (for [`p99_ms`]).
     pub latency: bool,
-    /// `BENCH_QUEUE_PATH` for lease-ack.lua.
+    /// `BENCH_QUEUE_PATH` for lease-ack.lua (a queue's path) and post-queues.lua (the
+    /// queues' path up to their number).
     pub queue_path: Option<&'a str>,
+    /// `BENCH_QUEUES` for post-queues.lua: how many queues.
+    pub queues: Option<u32>,
 }
 
 impl<'a> Load<'a> {
@@ -27,6 +30,7 @@ impl<'a> Load<'a> {
         script: None,
         latency: false,
         queue_path: None,
+        queues: None,
     };
 
     /// The requests of `scripts/bench/NAME`.
@@ -35,6 +39,7 @@ impl<'a> Load<'a> {
             script: Some(name),
             latency: false,
             queue_path: None,
+            queues: None,
         }
     }
 
@@ -48,6 +53,13 @@ impl<'a> Load<'a> {
     pub const fn at_queue(self, path: &'a str) -> Self {
         Load {
             queue_path: Some(path),
+            ..self
+        }
+    }
+
+    pub const fn queues(self, n: u32) -> Self {
+        Load {
+            queues: Some(n),
             ..self
         }
     }
@@ -82,6 +94,9 @@ pub fn command(
     }
     if let Some(path) = load.queue_path {
         cmd.env("BENCH_QUEUE_PATH", path);
+    }
+    if let Some(n) = load.queues {
+        cmd.env("BENCH_QUEUES", n.to_string());
     }
     cmd.arg(url);
     both_into(&mut cmd, out)?;
