@@ -19,7 +19,8 @@ fn routes() -> Vec<(Method, String, Access)> {
                 .path
                 .replace("{queue}", "q")
                 .replace("{lease}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
-                .replace("{name}", "consumers-1");
+                .replace("{name}", "consumers-1")
+                .replace("{file}", "index.html");
             let method = Method::from_bytes(r.method.as_str().as_bytes()).unwrap();
             (method, path, r.rule.access)
         })

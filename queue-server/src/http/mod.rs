@@ -3,6 +3,7 @@
 //! Handlers parse and check input, call the store, and shape answers; they hold no queue logic.
 
 mod auth;
+mod docs;
 pub mod batch;
 pub(crate) mod dashboard;
 pub(crate) mod extract;

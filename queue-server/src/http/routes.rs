@@ -14,7 +14,7 @@ use utoipa::openapi::path::{Operation, PathItem};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
-use super::{AppState, dashboard, jobs, openapi, ops, queues};
+use super::{AppState, dashboard, docs, jobs, openapi, ops, queues};
 
 /// Who may call a route when the server has a token (`--token`, `--token-file`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +215,8 @@ pub fn table() -> Table {
     .add(OPEN, routes!(ops::readyz))
     .add(OPEN, routes!(ops::metrics))
     .add(OPEN, routes!(openapi::openapi_json))
+    .add(OPEN, routes!(docs::docs))
+    .add(OPEN, routes!(docs::docs_file))
 }
 
 #[cfg(test)]
@@ -273,6 +275,8 @@ mod tests {
                 "GET /readyz",
                 "GET /metrics",
                 "GET /openapi.json",
+                "GET /docs",
+                "GET /docs/{file}",
             ]
         );
         assert_eq!(with(|r| r.access == Access::Page), ["GET /"]);
