@@ -68,6 +68,22 @@ fn parse_queue(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+fn parse_name(text: &str) -> Result<String, String> {
+    memq::name::validate_consumer_name(text)?;
+    Ok(text.to_string())
+}
+
+/// This host's name (a pod's name in Kubernetes: its `HOSTNAME`), when it is a valid consumer
+/// name.
+pub fn host_name() -> Option<String> {
+    let name = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())?;
+    let name = name.trim();
+    memq::name::validate_consumer_name(name).ok()?;
+    Some(name.to_string())
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     memq::duration::parse_duration(text)
 }
@@ -111,6 +127,11 @@ pub struct Args {
     /// Bearer token for a server started with --token.
     #[arg(long, env = "MEMQ_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// The name the server lists this consumer's leases under (X-Memq-Consumer); default: the
+    /// host name, which in a Job is the pod's name.
+    #[arg(long, env = "MEMQ_CONSUMER_NAME", value_parser = parse_name)]
+    pub name: Option<String>,
 
     /// Built-in work per item: keygen (prints a key derived from the item), keygen=ROUNDS,
     /// sleep=DURATION, noop.

@@ -107,7 +107,9 @@ fn client(args: &Args) -> memq::Client {
         .tcp_nodelay(true)
         .build()
         .unwrap_or_default();
-    memq::Client::with_http(http, args.server.clone()).with_token(args.token.clone())
+    memq::Client::with_http(http, args.server.clone())
+        .with_token(args.token.clone())
+        .with_consumer(args.name.clone().or_else(cli::host_name))
 }
 
 /// Drains the queue as the flags say, until finished, a limit, `shutdown`, or a fatal error.

@@ -118,6 +118,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    consumer: Option<String>,
 }
 
 fn secs(d: Duration) -> String {
@@ -149,6 +150,7 @@ impl Client {
             http,
             base,
             token: None,
+            consumer: None,
         }
     }
 
@@ -156,6 +158,22 @@ impl Client {
     pub fn with_token(mut self, token: Option<String>) -> Self {
         self.token = token.filter(|t| !t.is_empty());
         self
+    }
+
+    /// Names this client on every dequeue (`X-Memq-Consumer`), so the server lists its leases
+    /// under that name (printable ASCII, at most [`crate::name::MAX_CONSUMER_NAME`] bytes).
+    pub fn with_consumer(mut self, name: Option<String>) -> Self {
+        self.consumer = name.filter(|n| !n.is_empty());
+        self
+    }
+
+    /// `GET /queues/{q}/leases?limit=N`: the leases held now, oldest first.
+    pub async fn leases(&self, queue: &str, limit: Option<u32>) -> Result<crate::LeaseList, Error> {
+        let mut req = self.request(Method::GET, &Self::queue_path(queue, "/leases"));
+        if let Some(limit) = limit {
+            req = req.query(&[("limit", limit)]);
+        }
+        Self::json(req).await
     }
 
     /// The base URL this client talks to.
@@ -309,6 +327,9 @@ impl Client {
         }
         if let Some(max) = opts.max {
             req = req.query(&[("max", max)]);
+        }
+        if let Some(name) = &self.consumer {
+            req = req.header(headers::CONSUMER, name);
         }
         let resp = Self::send(req.timeout(timeout)).await?;
         if resp.status() == StatusCode::NO_CONTENT {

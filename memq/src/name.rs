@@ -6,6 +6,27 @@ pub const QUEUE_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
 /// Longest accepted queue name, in bytes.
 pub const MAX_QUEUE_NAME_LEN: usize = 128;
 
+/// Longest consumer name (`X-Memq-Consumer`): a DNS name's length, so a pod name fits.
+pub const MAX_CONSUMER_NAME: usize = 253;
+
+/// Checks a consumer name (`X-Memq-Consumer`): 1 to [`MAX_CONSUMER_NAME`] bytes of printable
+/// ASCII.
+pub fn validate_consumer_name(name: &str) -> Result<(), String> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_CONSUMER_NAME {
+        return Err(format!(
+            "a consumer name is 1 to {MAX_CONSUMER_NAME} bytes, got {}",
+            bytes.len()
+        ));
+    }
+    if let Some(bad) = bytes.iter().find(|b| !(0x20..0x7f).contains(*b)) {
+        return Err(format!(
+            "a consumer name is printable ASCII; byte 0x{bad:02x} is not"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a queue name against the contract's rule, saying what is wrong when it fails.
 pub fn validate_queue_name(name: &str) -> Result<(), String> {
     let bytes = name.as_bytes();

@@ -308,6 +308,39 @@ pub struct DeadLetterList {
     pub messages: Vec<DeadLetter>,
 }
 
+/// A lease held now, as `GET /queues/{q}/leases` lists it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseEntry {
+    /// The lease id (what ack, nack and extend take).
+    pub id: String,
+    /// The id of the item it holds.
+    pub item_id: String,
+    /// The item's delivery number, this one included.
+    pub attempt: u32,
+    /// The consumer that took it (`X-Memq-Consumer` of its dequeue), or null when it did not
+    /// name itself.
+    pub consumer: Option<String>,
+    /// When it was taken.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub leased_at: String,
+    /// When it runs out unless acked, nacked or extended.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub expires_at: String,
+}
+
+/// `GET /queues/{q}/leases`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseList {
+    /// Always `"leaseList"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^leaseList$"))]
+    pub kind: String,
+    /// The leases, oldest first, up to `?limit=`.
+    pub leases: Vec<LeaseEntry>,
+}
+
 /// Answer to `POST /dead/requeue` and `DELETE /dead`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -459,6 +492,8 @@ pub mod headers {
     pub const DELAYED: &str = "x-memq-delayed";
     /// `true` on a 204 from a paused queue.
     pub const PAUSED: &str = "x-memq-paused";
+    /// Who dequeues (a consumer's name, e.g. its pod's), on a dequeue; shown with its leases.
+    pub const CONSUMER: &str = "x-memq-consumer";
 }
 
 #[cfg(test)]

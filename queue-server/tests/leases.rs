@@ -254,3 +254,93 @@ async fn nack_with_delay_keeps_the_item_delayed_first() {
     assert_eq!(q.delayed, 0);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_lease_list_names_each_consumer_and_refuses_bad_names() {
+    let (server, anonymous) = setup(None, &["a", "b", "c"]).await;
+    let pod = anonymous
+        .clone()
+        .with_consumer(Some("consumers-x7k2p".into()));
+    let taken = one(&pod, "work", &lease_for(60_000)).await;
+    let other = one(&anonymous, "work", &lease_for(60_000)).await;
+
+    let list = anonymous.leases("work", None).await.unwrap();
+    assert_eq!(list.kind, "leaseList");
+    let seen: Vec<(&str, &str, u32, Option<&str>)> = list
+        .leases
+        .iter()
+        .map(|l| {
+            (
+                l.id.as_str(),
+                l.item_id.as_str(),
+                l.attempt,
+                l.consumer.as_deref(),
+            )
+        })
+        .collect();
+    let lease = |m: &Message| m.lease.clone().unwrap();
+    assert_eq!(
+        seen,
+        [
+            (
+                lease(&taken).id.as_str(),
+                taken.id.as_str(),
+                1,
+                Some("consumers-x7k2p")
+            ),
+            (lease(&other).id.as_str(), other.id.as_str(), 1, None),
+        ]
+    );
+    let first = &list.leases[0];
+    assert_eq!(first.expires_at, lease(&taken).expires_at);
+    let leased_at = humantime::parse_rfc3339(&first.leased_at).unwrap();
+    let expires_at = humantime::parse_rfc3339(&first.expires_at).unwrap();
+    let held_for = expires_at.duration_since(leased_at).unwrap();
+    assert!(
+        (Duration::from_secs(59)..=Duration::from_secs(61)).contains(&held_for),
+        "{held_for:?}"
+    );
+    assert_eq!(
+        anonymous
+            .leases("work", Some(1))
+            .await
+            .unwrap()
+            .leases
+            .len(),
+        1
+    );
+
+    // Bad input: 400 naming what is wrong; a missing queue: 404. Nothing is handed out.
+    let http = reqwest::Client::new();
+    let base = format!("{}/memq/server/queues/work", server.url());
+    for (value, why) in [
+        ("x".repeat(254), "1 to 253 bytes"),
+        ("tab\there".to_string(), "printable ASCII"),
+    ] {
+        let resp = http
+            .post(format!("{base}/dequeue?lease=30"))
+            .header("X-Memq-Consumer", value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        let err: serde_json::Value = resp.json().await.unwrap();
+        let message = err["message"].as_str().unwrap();
+        assert!(
+            message.contains("X-Memq-Consumer") && message.contains(why),
+            "{message}"
+        );
+    }
+    for limit in ["0", "1001", "x"] {
+        let resp = http
+            .get(format!("{base}/leases?limit={limit}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "limit={limit}");
+    }
+    let missing = anonymous.leases("nope", None).await.unwrap_err();
+    assert_eq!(missing.status(), Some(404));
+    assert_eq!(anonymous.queue("work").await.unwrap().inflight, 2);
+    server.shutdown().await;
+}

@@ -142,6 +142,7 @@ on_every_store!(
     a_missing_queue_is_an_error_and_create_says_whether_it_created,
     a_long_poll_wakes_for_an_enqueue,
     concurrent_enqueues_each_get_their_own_answer,
+    the_lease_list_shows_who_holds_which_item_oldest_first,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -211,7 +212,12 @@ impl Out {
 }
 
 async fn take(store: &Store, q: &str, max: usize, lease: LeaseSpec, wait: Duration) -> Out {
-    let req = DequeueRequest { max, lease, wait };
+    let req = DequeueRequest {
+        max,
+        lease,
+        wait,
+        consumer: None,
+    };
     match store.dequeue(q, req).await.unwrap() {
         DequeueOutcome::Items(items) => Out::Items(
             items
@@ -608,6 +614,7 @@ async fn extend_moves_a_lease_deadline(store: &Store) {
         max: 1,
         lease: LeaseSpec::Millis(300),
         wait: Duration::ZERO,
+        consumer: None,
     };
     let DequeueOutcome::Items(got) = store.dequeue("q", req).await.unwrap() else {
         panic!("an item")
@@ -649,7 +656,8 @@ async fn a_missing_queue_is_an_error_and_create_says_whether_it_created(store: &
                 DequeueRequest {
                     max: 1,
                     lease: LeaseSpec::QueueDefault,
-                    wait: Duration::ZERO
+                    wait: Duration::ZERO,
+                    consumer: None,
                 }
             )
             .await
@@ -752,4 +760,74 @@ async fn concurrent_enqueues_each_get_their_own_answer(store: &Store) {
     }
     assert_eq!(counts(store, "q").await, (50, 0, 0, 0));
     assert_eq!(store.queue("q").await.unwrap().enqueued, 50);
+}
+
+async fn the_lease_list_shows_who_holds_which_item_oldest_first(store: &Store) {
+    store.create_queue("q", None).await.unwrap();
+    store.enqueue("q", items(&["a", "b", "c", "d"]), 0).await.unwrap();
+    let named = |max, consumer: Option<&str>, lease_ms| DequeueRequest {
+        max,
+        lease: LeaseSpec::Millis(lease_ms),
+        wait: Duration::ZERO,
+        consumer: consumer.map(Into::into),
+    };
+    let take = async |req| match store.dequeue("q", req).await.unwrap() {
+        DequeueOutcome::Items(items) => items,
+        other => panic!("{other:?}"),
+    };
+    let first = take(named(2, Some("pod-a"), 60_000)).await;
+    let second = take(named(1, None, 60_000)).await;
+    // Ends soon: gone from the list once it ran out (the item goes back to the front).
+    let short = take(named(1, Some("pod-c"), 300)).await;
+
+    let held = store.leases("q", 100).await.unwrap();
+    let seen: Vec<(Id, Id, u32, Option<&str>)> = held
+        .iter()
+        .map(|l| (l.id, l.item, l.attempt, l.consumer.as_deref()))
+        .collect();
+    let lease = |d: &queue_server::store::Delivery| d.lease.expect("leased").id;
+    assert_eq!(
+        seen,
+        [
+            (lease(&first[0]), first[0].id, 1, Some("pod-a")),
+            (lease(&first[1]), first[1].id, 1, Some("pod-a")),
+            (lease(&second[0]), second[0].id, 1, None),
+            (lease(&short[0]), short[0].id, 1, Some("pod-c")),
+        ]
+    );
+    assert_eq!(held[0].deadline, first[0].lease.unwrap().deadline);
+    assert_eq!(store.leases("q", 1).await.unwrap(), held[..1]);
+
+    // Acked, nacked and expired leases leave the list; an extended one stays, with its holder.
+    store.ack("q", &lease(&first[0]).to_string()).await.unwrap();
+    store.nack("q", &lease(&second[0]).to_string(), 0).await.unwrap();
+    store
+        .extend("q", &lease(&first[1]).to_string(), Some(120_000))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the short lease ran out", || async {
+        let held = store.leases("q", 100).await.unwrap();
+        let ids: Vec<Id> = held.iter().map(|l| l.id).collect();
+        if ids == [lease(&first[1])] {
+            Ok(())
+        } else {
+            Err(format!("{held:?}"))
+        }
+    })
+    .await;
+    let held = store.leases("q", 100).await.unwrap();
+    assert_eq!(held[0].consumer.as_deref(), Some("pod-a"));
+    assert!(held[0].deadline >= first[1].lease.unwrap().deadline + 50_000);
+    // The item that came back is taken again: its second delivery, by someone else.
+    let again = take(named(1, Some("pod-d"), 60_000)).await;
+    let held = store.leases("q", 100).await.unwrap();
+    let last = held.last().unwrap();
+    assert_eq!(
+        (last.item, last.consumer.as_deref()),
+        (again[0].id, Some("pod-d"))
+    );
+    assert!(matches!(
+        store.leases("nope", 10).await,
+        Err(Error::QueueNotFound(_))
+    ));
 }

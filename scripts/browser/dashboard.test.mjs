@@ -527,6 +527,72 @@ await test("with --public-reads the page shows read-only views without a token",
   }
 });
 
+await test("the API docs at /docs list the routes, take the token and run an enqueue", async () => {
+  const server = await new Server("docs server", ["--token", TOKEN]).start();
+  try {
+    await server.createQueue("docs-q", null, TOKEN);
+    // The dashboard comes with a 401 (it asks for the token); the docs page may not fail at all.
+    const p = await openPage("about:blank", [/status of 401 .*@ http:\/\/127\.0\.0\.1:\d+\/(dashboard\/session)?$/]);
+    // Swagger UI is compiled into the binary: not one request leaves the server's origin.
+    const requests = [];
+    p.on("request", (r) => requests.push(`${r.method()} ${r.url()}`));
+    await p.goto(`${server.url}/`);
+    await p.waitForSelector("#api-docs", { state: "attached", timeout: 5000 });
+    const href = await p.getAttribute("#api-docs", "href");
+    if (href !== "/docs") throw new Error(`the header's API docs link goes to ${JSON.stringify(href)}`);
+    await p.goto(`${server.url}${href}`);
+    if (p.url() !== `${server.url}/docs/index.html`) throw new Error(`/docs led to ${p.url()}`);
+    const enqueuePath = "/memq/server/queues/{queue}/enqueue";
+    const op = `.opblock-post:has(.opblock-summary-path[data-path="${enqueuePath}"])`;
+    await waitFor(
+      p,
+      (path) =>
+        document.querySelectorAll(".opblock").length >= 25 &&
+        document.querySelector(`.opblock-post .opblock-summary-path[data-path="${path}"]`) !== null,
+      enqueuePath,
+      "Swagger UI to list the routes, POST enqueue among them",
+      10_000,
+    );
+    // Authorize: the bearer token, once.
+    await p.click(".auth-wrapper button.authorize");
+    await p.fill(".modal-ux #auth-bearer-value", TOKEN);
+    await p.click(".modal-ux button.authorize[type=submit]");
+    await waitText(p, ".modal-ux .auth-container h6", "Authorized");
+    await p.click(".modal-ux button.btn-done");
+    await p.waitForSelector(".modal-ux", { state: "detached", timeout: 5000 });
+    if (!(await p.isVisible(".auth-wrapper button.authorize.locked"))) throw new Error("the Authorize button does not show the lock closed");
+    // Try it out (on from the start): POST /memq/server/queues/docs-q/enqueue, a text/plain body.
+    await p.click(`${op} .opblock-summary-control`);
+    await p.fill(`${op} tr[data-param-name="queue"] input`, "docs-q");
+    const types = await p.$$eval(`${op} select.content-type[aria-label="Request content type"] option`, (os) => os.map((o) => o.value));
+    if (types.join() !== "text/plain") throw new Error(`request content types offered: ${types}`);
+    await p.fill(`${op} textarea.body-param__text`, "sent from the API docs");
+    await p.click(`${op} button.execute`);
+    await waitText(p, `${op} .live-responses-table tbody .response-col_status`, "200");
+    const { json } = await server.api("GET", "/queues/docs-q", { token: TOKEN });
+    if (json.enqueued !== 1 || json.depth !== 1) throw new Error(`server says enqueued ${json.enqueued}, depth ${json.depth}`);
+    const peeked = await server.api("GET", "/queues/docs-q/messages", { token: TOKEN });
+    const bodies = peeked.json.messages.map((m) => m.body);
+    if (bodies.join() !== "sent from the API docs") throw new Error(`the queue holds ${JSON.stringify(bodies)}`);
+    fs.mkdirSync(SHOTS, { recursive: true });
+    // The shot: the Execute button, the curl command with the token, and the server's 200.
+    await p.$eval(`${op} button.execute`, (el) => el.scrollIntoView());
+    await p.mouse.move(0, 0);
+    await p.screenshot({ path: path.join(SHOTS, "docs.png") });
+    // persistAuthorization: a reload keeps the token.
+    await p.reload();
+    await waitFor(p, () => document.querySelectorAll(".opblock").length >= 25, null, "the routes after a reload", 10_000);
+    if (!(await p.isVisible(".auth-wrapper button.authorize.locked"))) throw new Error("the token was lost on reload");
+    const away = requests.filter((r) => !r.slice(r.indexOf(" ") + 1).startsWith(`${server.url}/`));
+    if (away.length) throw new Error(`requests left ${server.url}:\n    ${away.join("\n    ")}`);
+    if (!requests.some((r) => r === `POST ${server.url}/memq/server/queues/docs-q/enqueue`)) throw new Error(`no enqueue among the requests:\n    ${requests.join("\n    ")}`);
+    assertClean(p);
+    await p.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 await test("the page shows offline while the server restarts, then goes live again by itself", async () => {
   const first = await new Server("restarting server").start();
   await first.createQueue("before-restart");

@@ -135,6 +135,7 @@ impl Queue {
                 Leased {
                     item: back(item),
                     deadline,
+                    consumer: None,
                 },
             );
         }

@@ -15,7 +15,7 @@ pub use ids::{Id, IdGen};
 pub use image::{ItemImage, QueueImage};
 pub use op::{Applied, Op, Outcome};
 pub use queue::{
-    Autoscale, Counters, DeadItem, Handed, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig,
+    Autoscale, Counters, DeadItem, Handed, HeldLease, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig,
     QueueFull, Taken, Tick,
 };
 

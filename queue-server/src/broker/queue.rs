@@ -2,6 +2,7 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
@@ -54,6 +55,8 @@ pub(super) struct Item {
 pub(super) struct Leased {
     pub(super) item: Item,
     pub(super) deadline: u64,
+    /// Who took it (`X-Memq-Consumer`); not journaled (see [`Queue::name_leases`]).
+    pub(super) consumer: Option<Arc<str>>,
 }
 
 /// An item waiting for its delay; ordered by (ready time, arrival) so equal times stay FIFO.
@@ -131,6 +134,21 @@ pub struct LeaseInfo {
     pub deadline: u64,
     /// Delivery number of the item, this one included.
     pub attempt: u32,
+}
+
+/// A lease held now (`GET /queues/{q}/leases`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLease {
+    /// Lease id; its time is when the lease was taken.
+    pub id: Id,
+    /// The item it holds.
+    pub item: Id,
+    /// The item's delivery number.
+    pub attempt: u32,
+    /// Who took it, if it said.
+    pub consumer: Option<Arc<str>>,
+    /// When it runs out (ms since epoch).
+    pub deadline: u64,
 }
 
 /// An item handed out by a dequeue.
@@ -463,6 +481,7 @@ impl Queue {
                         Leased {
                             item,
                             deadline: lease.deadline,
+                            consumer: None,
                         },
                     );
                 }
@@ -535,11 +554,51 @@ impl Queue {
             Leased {
                 item: leased.item,
                 deadline,
+                consumer: leased.consumer,
             },
         );
         self.expiry.push(Reverse((deadline, lease)));
         self.compact_expiry();
         Ok(info)
+    }
+
+    /// Names who took `leases` (a dequeue's `X-Memq-Consumer`). Kept beside the journal: a
+    /// durable server that restarts lists its leases without their consumers.
+    pub fn name_leases(&mut self, leases: impl IntoIterator<Item = Id>, consumer: &Arc<str>) {
+        for lease in leases {
+            if let Some(l) = self.leases.get_mut(&lease) {
+                l.consumer = Some(consumer.clone());
+            }
+        }
+    }
+
+    /// Up to `limit` leases still running at `now`, oldest first (lease ids are made in time
+    /// order).
+    pub fn held_leases(&self, limit: usize, now: u64) -> Vec<HeldLease> {
+        let mut ids: Vec<Id> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.deadline > now)
+            .map(|(id, _)| *id)
+            .collect();
+        let limit = limit.min(ids.len());
+        if limit < ids.len() {
+            ids.select_nth_unstable(limit);
+            ids.truncate(limit);
+        }
+        ids.sort_unstable();
+        ids.into_iter()
+            .map(|id| {
+                let l = &self.leases[&id];
+                HeldLease {
+                    id,
+                    item: l.item.id,
+                    attempt: l.item.attempts,
+                    consumer: l.consumer.clone(),
+                    deadline: l.deadline,
+                }
+            })
+            .collect()
     }
 
     /// The id and text of the item held by a live lease.

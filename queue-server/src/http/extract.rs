@@ -34,6 +34,32 @@ impl QueueName {
     }
 }
 
+/// The `X-Memq-Consumer` header of a dequeue: who takes the items (printable ASCII, at most
+/// [`memq::name::MAX_CONSUMER_NAME`] bytes), shown with the leases; absent, they are anonymous.
+pub struct Consumer(pub Option<std::sync::Arc<str>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Consumer {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        Consumer::of(&parts.headers)
+    }
+}
+
+impl Consumer {
+    /// The header of a request, checked.
+    pub fn of(headers: &axum::http::HeaderMap) -> Result<Self, Error> {
+        let Some(value) = headers.get(memq::types::headers::CONSUMER) else {
+            return Ok(Consumer(None));
+        };
+        // Not UTF-8 is not printable ASCII either: the check names the first bad byte.
+        let text = String::from_utf8_lossy(value.as_bytes());
+        memq::name::validate_consumer_name(&text)
+            .map_err(|why| Error::param("X-Memq-Consumer", why))?;
+        Ok(Consumer(Some(text.as_ref().into())))
+    }
+}
+
 /// The `{queue}` and `{lease}` path segments.
 pub struct LeasePath {
     /// Queue name (checked).

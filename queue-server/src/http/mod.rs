@@ -137,18 +137,25 @@ impl DirectCall {
         // The request is taken apart before any wait (a long poll's future should hold no
         // headers), as axum's extractors do.
         let params = extract::Params::of(req.uri());
+        let consumer = match self.route {
+            Direct::Dequeue => Some(extract::Consumer::of(req.headers())),
+            _ => None,
+        };
         let body = req.into_body();
         let answer = match self.route {
             Direct::Enqueue => match extract::QueueName::checked(self.queue) {
                 Ok(name) => queues::enqueue(State(state), name, params, body).await,
                 Err(e) => Err(e),
             },
-            Direct::Dequeue => match extract::QueueName::checked(self.queue) {
-                Ok(name) => {
+            Direct::Dequeue => match (
+                extract::QueueName::checked(self.queue),
+                consumer.expect("read for dequeues"),
+            ) {
+                (Ok(name), Ok(consumer)) => {
                     drop(body);
-                    queues::dequeue(State(state), name, params).await
+                    queues::dequeue(State(state), name, consumer, params).await
                 }
-                Err(e) => Err(e),
+                (Err(e), _) | (_, Err(e)) => Err(e),
             },
             Direct::Ack => match extract::LeasePath::checked(self.queue, self.lease) {
                 Ok(path) => {

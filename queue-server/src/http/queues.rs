@@ -9,13 +9,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use memq::types::headers;
 use memq::{
-    AckOutcome, AckResult, ApiError, CountResult, DeadLetter, DeadLetterList, Message, MessageList,
+    AckOutcome, AckResult, ApiError, CountResult, DeadLetter, DeadLetterList, LeaseEntry, LeaseList,
+    Message, MessageList,
     QueueConfigPatch, QueueObject, QueueStats, Stats,
 };
 
 use super::AppState;
 use super::batch::{BatchKind, check_item, check_key, parse_batch};
-use super::extract::{LeasePath, Params, QueueName, json_object, read_body, utf8};
+use super::extract::{Consumer, LeasePath, Params, QueueName, json_object, read_body, utf8};
 use super::openapi::{BatchMode, DequeueAnswer, EnqueueAnswer};
 use super::wire::{EnqueueResultOut, MessageListOut, MessageOut};
 use crate::broker::NewItem;
@@ -240,6 +241,7 @@ fn empty_response(depth: u64, inflight: u64, delayed: u64, paused: bool) -> Resp
         ("lease" = Option<String>, Query, description = "Lease instead of removing: a duration (0 < S <= 12 h), `true` (the queue's leaseSeconds) or `false`"),
         ("wait" = Option<String>, Query, description = "Long poll up to this long (0 to 60 s)"),
         ("max" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Up to N items, as a messageList"),
+        ("x-memq-consumer" = Option<String>, Header, description = "Who takes the items (printable ASCII, 1 to 253 bytes; e.g. the pod's name), listed with their leases"),
     ),
     responses(
         (status = 200, description = "An item (a message), or with max= a messageList", body = DequeueAnswer,
@@ -254,6 +256,7 @@ fn empty_response(depth: u64, inflight: u64, delayed: u64, paused: bool) -> Resp
 pub async fn dequeue(
     State(state): State<AppState>,
     QueueName(name): QueueName,
+    Consumer(consumer): Consumer,
     params: Params,
 ) -> Result<Response> {
     let lease = match params.get("lease") {
@@ -274,6 +277,7 @@ pub async fn dequeue(
         max: max.unwrap_or(1) as usize,
         lease,
         wait,
+        consumer,
     };
     // Not held through a long poll's wait.
     drop(params);
@@ -457,4 +461,33 @@ pub async fn peek(
         .map(|(id, body)| MessageOut::new(*id, body, None))
         .collect();
     Ok(MessageListOut::new(messages).into_response())
+}
+
+/// `GET /queues/{q}/leases?limit=N` (default 100): the leases held now, oldest first.
+#[utoipa::path(get, path = "/memq/server/queues/{queue}/leases", tag = "leases",
+    params(QueuePath, ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most leases (default 100)")),
+    responses((status = 200, description = "Running leases, oldest first: who holds which item, since when, until when", body = LeaseList)))]
+pub async fn leases(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+    params: Params,
+) -> Result<Json<LeaseList>> {
+    let limit = params
+        .int("limit", 1, u64::from(MAX_DEQUEUE))?
+        .unwrap_or(100) as usize;
+    let held = state.store.leases(&name, limit).await?;
+    Ok(Json(LeaseList {
+        kind: "leaseList".into(),
+        leases: held
+            .into_iter()
+            .map(|l| LeaseEntry {
+                id: l.id.to_string(),
+                item_id: l.item.to_string(),
+                attempt: l.attempt,
+                consumer: l.consumer.map(|c| c.to_string()),
+                leased_at: rfc3339_ms(l.id.timestamp_ms()),
+                expires_at: rfc3339_ms(l.deadline),
+            })
+            .collect(),
+    }))
 }

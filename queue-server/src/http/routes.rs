@@ -201,6 +201,7 @@ pub fn table() -> Table {
     .add(TOKEN, routes!(queues::purge_dead))
     .add(TOKEN, routes!(queues::requeue_dead))
     .add(TOKEN, routes!(queues::peek))
+    .add(PUBLIC, routes!(queues::leases))
     .add(PAGE, routes!(page::index))
     .add(TOKEN, routes!(page::session))
     .add(OPEN, routes!(page::app_js))
@@ -285,6 +286,7 @@ mod tests {
             [
                 "GET /memq/server/stats",
                 "GET /memq/server/queues/{queue}",
+                "GET /memq/server/queues/{queue}/leases",
                 "GET /memq/server/stats/stream",
                 "GET /memq/server/stats/history",
             ]

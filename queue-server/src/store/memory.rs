@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::journal::{self, DataDir, Lsn, RecordRef};
 use super::{
-    Clock, Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, StoreOptions, apply_patch,
+    Clock, Delivery, DequeueOutcome, DequeueRequest, HeldLease, LeaseSpec, StoreOptions, apply_patch,
     parse_lease,
 };
 use crate::broker::{
@@ -473,9 +473,10 @@ impl MemoryStore {
     pub async fn dequeue(&self, name: &str, req: DequeueRequest) -> Result<DequeueOutcome> {
         self.check_writable()?;
         let shared = self.get(name)?;
-        let look = |_left| self.try_dequeue(name, &shared, req);
+        let wait = req.wait;
+        let look = |_left| self.try_dequeue(name, &shared, req.clone());
         let waiting = &self.inner.waiting;
-        super::long_poll(&shared.ready, req.wait, &self.inner.shutdown, waiting, look).await
+        super::long_poll(&shared.ready, wait, &self.inner.shutdown, waiting, look).await
     }
 
     async fn try_dequeue(
@@ -497,6 +498,10 @@ impl MemoryStore {
         let Outcome::Taken(taken) = outcome else {
             return Err(unexpected(outcome));
         };
+        if let (Some(consumer), Taken::Items(items)) = (&req.consumer, &taken) {
+            let leases = items.iter().filter_map(|h| Some(h.lease?.id));
+            shared.state.lock().queue.name_leases(leases, consumer);
+        }
         match taken {
             Taken::Items(items) => {
                 self.settle(lsn).await?;
@@ -633,6 +638,11 @@ impl MemoryStore {
     /// `GET /messages`.
     pub fn peek(&self, name: &str, limit: usize) -> Result<Vec<(Id, Box<str>)>> {
         self.read(name, |q, _| q.peek(limit))
+    }
+
+    /// `GET /queues/{q}/leases`: up to `limit` running leases, oldest first.
+    pub fn leases(&self, name: &str, limit: usize) -> Result<Vec<HeldLease>> {
+        self.read(name, |q, now| q.held_leases(limit, now))
     }
 
     /// Whether the store can serve requests (`/readyz`).

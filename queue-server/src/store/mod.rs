@@ -21,6 +21,7 @@ use memq::{QueueConfigPatch, QueueStats};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Autoscale, DeadItem, Id, LeaseInfo, NewItem, QueueConfig};
+pub use crate::broker::HeldLease;
 use crate::error::{Error, Result};
 use memq::limits::{MAX_LEASE, MAX_PARALLELISM};
 
@@ -36,7 +37,7 @@ pub enum LeaseSpec {
 }
 
 /// One dequeue request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DequeueRequest {
     /// Most items to hand out.
     pub max: usize,
@@ -44,7 +45,10 @@ pub struct DequeueRequest {
     pub lease: LeaseSpec,
     /// Long-poll time; zero answers at once.
     pub wait: Duration,
+    /// Who takes the items (`X-Memq-Consumer`), kept with their leases.
+    pub consumer: Option<std::sync::Arc<str>>,
 }
+
 
 /// An item handed out, ready for the wire.
 #[derive(Debug)]
@@ -367,6 +371,14 @@ impl Store {
         match self {
             Store::Memory(s) => s.peek(name, limit),
             Store::Redis(s) => s.peek(name, limit).await,
+        }
+    }
+
+    /// Up to `limit` running leases, oldest first.
+    pub async fn leases(&self, name: &str, limit: usize) -> Result<Vec<HeldLease>> {
+        match self {
+            Store::Memory(s) => s.leases(name, limit),
+            Store::Redis(s) => s.leases(name, limit).await,
         }
     }
 

@@ -257,6 +257,8 @@ pub(super) struct Dequeue {
     /// `""` (kuard's dequeue), `"default"` or the lease length in ms.
     pub lease: String,
     pub wait_ms: u64,
+    /// Who takes the items (`X-Memq-Consumer`), kept with their leases.
+    pub consumer: Option<std::sync::Arc<str>>,
     /// One fresh lease id per item that may be handed out (none without a lease).
     pub leases: Vec<Id>,
 }
@@ -287,7 +289,10 @@ impl Kind for Dequeues {
             "dequeue",
             batch,
             |cmd, d| {
-                cmd.arg(d.max).arg(&d.lease).arg(d.wait_ms);
+                cmd.arg(d.max)
+                    .arg(&d.lease)
+                    .arg(d.wait_ms)
+                    .arg(d.consumer.as_deref().unwrap_or(""));
                 for lease in &d.leases {
                     cmd.arg(lease.to_string());
                 }

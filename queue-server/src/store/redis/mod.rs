@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Clock, DequeueOutcome, DequeueRequest, LeaseSpec, apply_patch};
+use super::{Clock, DequeueOutcome, DequeueRequest, HeldLease, LeaseSpec, apply_patch};
 use crate::broker::{
     DeadItem, EXPIRED_LEASES_REMEMBERED, Id, IdGen, KEY_RETENTION_MS, LeaseInfo, QueueConfig,
 };
@@ -42,7 +42,7 @@ use reply::{Reply, groups, id, int, malformed, text, uint};
 use wake::Waiters;
 
 /// The per-queue keys, in the order `queue.lua` takes them as KEYS.
-const KEY_SUFFIXES: [&str; 13] = [
+const KEY_SUFFIXES: [&str; 14] = [
     "meta",
     "items",
     "attempts",
@@ -56,6 +56,7 @@ const KEY_SUFFIXES: [&str; 13] = [
     "keyof",
     "released",
     "expired",
+    "holders",
 ];
 
 /// How often each replica sweeps every queue, not only those whose deadlines it knows: this
@@ -540,11 +541,13 @@ impl RedisStore {
         }
         let waiter = self.inner.waiters.register(name);
         // A wait of at least 1 ms tells the script to announce items for this poll.
-        let look = |left: Duration| self.try_dequeue(name, req, (left.as_millis() as u64).max(1));
+        let wait = req.wait;
+        let look =
+            |left: Duration| self.try_dequeue(name, req.clone(), (left.as_millis() as u64).max(1));
         let waiting = &self.inner.waiting;
         super::long_poll(
             waiter.notify(),
-            req.wait,
+            wait,
             &self.inner.shutdown,
             waiting,
             look,
@@ -570,6 +573,7 @@ impl RedisStore {
             max: req.max,
             lease,
             wait_ms,
+            consumer: req.consumer,
             leases,
         };
         self.coalesced::<coalesce::Dequeues>(name, request).await
@@ -652,6 +656,33 @@ impl RedisStore {
                     body: text(next())?.into_boxed_str(),
                     attempts: uint(&next())? as u32,
                     died_at: uint(&next())?,
+                })
+            })
+            .collect()
+    }
+
+    /// `GET /queues/{q}/leases`: up to `limit` running leases, oldest first.
+    pub async fn leases(&self, name: &str, limit: usize) -> Result<Vec<HeldLease>> {
+        let reply = self
+            .call(name, "leases", |cmd| {
+                cmd.arg(limit);
+            })
+            .await?;
+        groups(reply.at(0)?.clone(), 5)?
+            .into_iter()
+            .map(|g| {
+                let mut g = g.into_iter();
+                let mut next = || g.next().expect("five values");
+                let lease = id(next())?;
+                let item = id(next())?;
+                let attempt = uint(&next())? as u32;
+                let consumer = text(next())?;
+                Ok(HeldLease {
+                    id: lease,
+                    item,
+                    attempt,
+                    consumer: (!consumer.is_empty()).then(|| consumer.into()),
+                    deadline: uint(&next())?,
                 })
             })
             .collect()

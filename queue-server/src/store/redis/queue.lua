@@ -13,9 +13,10 @@
 -- KEYS, always all of them and in this order; they share the hash tag {queue}, so the queue
 -- lives in one Redis Cluster slot:
 local K_META, K_ITEMS, K_ATTEMPTS, K_READY, K_DELAYED, K_LEASES, K_DEADLINES, K_DEAD, K_DIED,
-    K_KEYS, K_KEYOF, K_RELEASED, K_EXPIRED
+    K_KEYS, K_KEYOF, K_RELEASED, K_EXPIRED, K_HOLDERS
 -- K_META      hash: config (lease_ms, max_attempts, max_depth, paused), running totals,
---             wait_until (ms until which some replica has a long poll waiting), due (see below)
+--             wait_until (ms until which some replica has a long poll waiting), due (see below),
+--             named ('1' once a lease was taken by a named consumer: K_HOLDERS is in use)
 -- K_ITEMS     hash: item id -> body (ready, delayed, leased and dead items)
 -- K_ATTEMPTS  hash: item id -> deliveries so far (absent: 0)
 -- K_READY     list: ready item ids in hand-out order
@@ -26,6 +27,7 @@ local K_META, K_ITEMS, K_ATTEMPTS, K_READY, K_DELAYED, K_LEASES, K_DEADLINES, K_
 -- K_KEYS      hash: producer key -> item id;  K_KEYOF hash: item id -> key (while in the queue)
 -- K_RELEASED  zset: key scored by the ms its item left the queue (freed after the retention)
 -- K_EXPIRED   zset: recently expired lease ids (to answer 410 rather than 404)
+-- K_HOLDERS   hash: lease id -> the consumer that took it (X-Memq-Consumer), when it said
 --
 -- ARGV[1] op, ARGV[2] wake channel, ARGV[3] the calling replica's tag, ARGV[4] queue name,
 -- ARGV[5..] the op's own arguments.
@@ -111,6 +113,13 @@ local function forget(items)
     end
 end
 
+-- The consumer of a lease that ended (only on queues whose consumers ever named themselves).
+local function forget_holder(lease)
+    if META[7] == '1' then
+        redis.call('HDEL', K_HOLDERS, lease)
+    end
+end
+
 local function remember_expired(lease)
     redis.call('ZADD', K_EXPIRED, now, lease)
     -- Trimmed in steps of 1000, not on every expiry.
@@ -164,6 +173,7 @@ local function sweep(max_attempts, always)
             local lease = due[i]
             local item = redis.call('HGET', K_LEASES, lease)
             redis.call('HDEL', K_LEASES, lease)
+            forget_holder(lease)
             remember_expired(lease)
             if item then
                 give_back(item, 0, max_attempts)
@@ -275,6 +285,7 @@ end
 local function drop_lease(lease)
     redis.call('HDEL', K_LEASES, lease)
     redis.call('ZREM', K_DEADLINES, lease)
+    forget_holder(lease)
 end
 
 local ops = {}
@@ -463,12 +474,13 @@ function ops.enqueue()
 end
 
 -- One request's hand-out, from ARGV[at]: max, lease ('' = kuard's dequeue, removed for good;
--- 'default'; or ms), wait (ms; > 0: a long poll will wait for items), then `max` lease ids when
--- leasing. Returns the next request's position and the result: {'ok', deadline, {id, body,
+-- 'default'; or ms), wait (ms; > 0: a long poll will wait for items), consumer ('' = did not
+-- say), then `max` lease ids when leasing. Returns the next request's position and the result: {'ok', deadline, {id, body,
 -- lease or '', attempt, ...}}, or {'empty' or 'paused', ready, leased, delayed}.
 local function dequeue_group(at, lease_default, paused)
     local max, lease_arg, wait = tonumber(ARGV[at]), ARGV[at + 1], tonumber(ARGV[at + 2])
-    local next_at = at + 3
+    local consumer = ARGV[at + 3]
+    local next_at = at + 4
     if lease_arg ~= '' then
         next_at = next_at + max
     end
@@ -509,12 +521,16 @@ local function dequeue_group(at, lease_default, paused)
         lease_ms = tonumber(lease_arg)
     end
     local deadline = now + lease_ms
-    local leases, deadlines = {}, {}
+    local leases, deadlines, holders = {}, {}, {}
     for i, id in ipairs(ids) do
-        local lease = ARGV[at + 2 + i]
+        local lease = ARGV[at + 3 + i]
         local attempt = redis.call('HINCRBY', K_ATTEMPTS, id, 1)
         leases[#leases + 1] = lease
         leases[#leases + 1] = id
+        if consumer ~= '' then
+            holders[#holders + 1] = lease
+            holders[#holders + 1] = consumer
+        end
         deadlines[#deadlines + 1] = deadline
         deadlines[#deadlines + 1] = lease
         out[#out + 1] = id
@@ -524,6 +540,13 @@ local function dequeue_group(at, lease_default, paused)
     end
     chunked('HSET', K_LEASES, leases, 2)
     chunked('ZADD', K_DEADLINES, deadlines, 2)
+    if #holders > 0 then
+        chunked('HSET', K_HOLDERS, holders, 2)
+        if META[7] ~= '1' then
+            META[7] = '1'
+            redis.call('HSET', K_META, 'named', '1')
+        end
+    end
     note_due(deadline)
     return next_at, { 'ok', deadline, out }
 end
@@ -644,6 +667,33 @@ function ops.purge_dead()
     return reply('ok', #ids)
 end
 
+-- leases: ARGV[5] limit. Reply: ..., {lease, item id, attempt, consumer ('' = none), deadline,
+-- ...} for up to `limit` running leases, oldest first (lease ids sort in the order they were
+-- made). Reads every lease id of the queue: an operator's look, not a worker's.
+function ops.leases()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    local ids = redis.call('HKEYS', K_LEASES)
+    table.sort(ids)
+    local limit = tonumber(ARGV[5])
+    local out = {}
+    for _, lease in ipairs(ids) do
+        if #out >= 5 * limit then
+            break
+        end
+        local deadline = tonumber(redis.call('ZSCORE', K_DEADLINES, lease)) or 0
+        if deadline > now then
+            local item = redis.call('HGET', K_LEASES, lease)
+            out[#out + 1] = lease
+            out[#out + 1] = item
+            out[#out + 1] = tonumber(redis.call('HGET', K_ATTEMPTS, item)) or 0
+            out[#out + 1] = (META[7] == '1' and redis.call('HGET', K_HOLDERS, lease)) or ''
+            out[#out + 1] = deadline
+        end
+    end
+    return reply('ok', out)
+end
+
 -- peek: ARGV[5] limit. Reply: ..., {id, body, ...} in hand-out order, not leased.
 function ops.peek()
     local _, max_attempts = config()
@@ -660,13 +710,13 @@ end
 local function call(keys, args)
     KEYS, ARGV = keys, args
     K_META, K_ITEMS, K_ATTEMPTS, K_READY, K_DELAYED, K_LEASES, K_DEADLINES, K_DEAD, K_DIED,
-        K_KEYS, K_KEYOF, K_RELEASED, K_EXPIRED = unpack(keys)
+        K_KEYS, K_KEYOF, K_RELEASED, K_EXPIRED, K_HOLDERS = unpack(keys)
     OP, CHANNEL, ORIGIN, QUEUE = args[1], args[2], args[3], args[4]
     local t = redis.call('TIME')
     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     readied, wake_all, more, changed, due_changed = 0, false, 0, false, false
     META = redis.call('HMGET', K_META, 'lease_ms', 'max_attempts', 'max_depth', 'paused', 'due',
-        'wait_until')
+        'wait_until', 'named')
     next_due = tonumber(META[5]) or 0
     wait_until = tonumber(META[6]) or 0
     local op = ops[OP]
