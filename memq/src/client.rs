@@ -176,6 +176,19 @@ impl Client {
         Self::json(req).await
     }
 
+    /// `GET /queues/{q}/items/{id}`: where an item is now (ready, delayed, leased or dead).
+    pub async fn item(&self, queue: &str, id: &str) -> Result<crate::ItemInfo, Error> {
+        let mut path = Self::queue_path(queue, "/items/");
+        path.extend(form_escape(id));
+        Self::json(self.request(Method::GET, &path)).await
+    }
+
+    /// `GET /queues/{q}/items?key=KEY`: where the item enqueued with producer key `key` is now.
+    pub async fn item_by_key(&self, queue: &str, key: &str) -> Result<crate::ItemInfo, Error> {
+        let req = self.request(Method::GET, &Self::queue_path(queue, "/items"));
+        Self::json(req.query(&[("key", key)])).await
+    }
+
     /// The base URL this client talks to.
     pub fn base_url(&self) -> &str {
         &self.base

@@ -330,6 +330,40 @@ pub struct LeaseEntry {
     pub expires_at: String,
 }
 
+/// `GET /queues/{q}/items/{id}` and `GET /queues/{q}/items?key=KEY`: where an item is now.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemInfo {
+    /// Always `"item"`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^item$"))]
+    pub kind: String,
+    /// The item's id.
+    pub id: String,
+    /// `ready`, `delayed`, `leased` or `dead`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(ready|delayed|leased|dead)$"))]
+    pub state: String,
+    /// Deliveries so far.
+    pub attempts: u32,
+    /// When it was enqueued (the time in its id).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub enqueued_at: String,
+    /// Ready: how many items are handed out before it (0: it is next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// Delayed: when it becomes ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub ready_at: Option<String>,
+    /// Leased: the lease that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseEntry>,
+    /// Dead: when it became a dead letter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub dead_at: Option<String>,
+}
+
 /// `GET /queues/{q}/leases`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -108,6 +108,9 @@ pub enum Error {
     /// No consumer Job of this server has that name.
     #[error("no consumer Job {0:?} launched by this server")]
     JobNotFound(String),
+    /// No such item in the queue now (`GET /queues/{q}/items/...`).
+    #[error("{0}")]
+    ItemNotFound(String),
 }
 
 impl Error {
@@ -135,6 +138,7 @@ impl Error {
         "invalid_job",
         "kubernetes_error",
         "job_not_found",
+        "item_not_found",
     ];
 
     /// Shorthand for [`Error::InvalidParameter`].
@@ -151,7 +155,8 @@ impl Error {
             Error::QueueNotFound(_)
             | Error::LeaseNotFound(_)
             | Error::RouteNotFound(_)
-            | Error::JobNotFound(_) => StatusCode::NOT_FOUND,
+            | Error::JobNotFound(_)
+            | Error::ItemNotFound(_) => StatusCode::NOT_FOUND,
             Error::InvalidQueueName(_)
             | Error::InvalidParameter { .. }
             | Error::InvalidBody(_)
@@ -200,6 +205,7 @@ impl Error {
             Error::KubernetesInvalid(_) => "invalid_job",
             Error::Kubernetes(_) => "kubernetes_error",
             Error::JobNotFound(_) => "job_not_found",
+            Error::ItemNotFound(_) => "item_not_found",
         }
     }
 }
@@ -290,6 +296,7 @@ mod tests {
             Error::KubernetesInvalid("k".into()),
             Error::Kubernetes("k".into()),
             Error::JobNotFound("j".into()),
+            Error::ItemNotFound("i".into()),
         ];
         let codes: Vec<&str> = every.iter().map(Error::code).collect();
         assert_eq!(codes, Error::CODES);

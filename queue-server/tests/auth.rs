@@ -20,7 +20,14 @@ fn routes() -> Vec<(Method, String, Access)> {
                 .replace("{queue}", "q")
                 .replace("{lease}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
                 .replace("{name}", "consumers-1")
-                .replace("{file}", "index.html");
+                .replace("{file}", "index.html")
+                .replace("{item}", "01ARZ3NDEKTSV4RRFFQ69G5FAV");
+            // The one route whose query parameter is required.
+            let path = if path.ends_with("/items") {
+                format!("{path}?key=k")
+            } else {
+                path
+            };
             let method = Method::from_bytes(r.method.as_str().as_bytes()).unwrap();
             (method, path, r.rule.access)
         })

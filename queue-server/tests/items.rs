@@ -306,3 +306,85 @@ async fn peek_does_not_take_items() {
     assert_eq!(client.queue("q").await.unwrap().depth, 3);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_item_is_found_by_id_or_key_and_bad_lookups_say_why() {
+    let (server, client) = server_with_queue(Config::default()).await;
+    let keyed = EnqueueOptions {
+        id: Some("order-7".into()),
+        ..Default::default()
+    };
+    let first = client.enqueue("q", "a", &keyed).await.unwrap();
+    let second = client
+        .enqueue("q", "b", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    let info = client.item("q", &second.id).await.unwrap();
+    assert_eq!(
+        (
+            info.kind.as_str(),
+            info.state.as_str(),
+            info.position,
+            info.attempts
+        ),
+        ("item", "ready", Some(1), 0)
+    );
+    assert_eq!(info.enqueued_at, second.creation_timestamp);
+    let by_key = client.item_by_key("q", "order-7").await.unwrap();
+    assert_eq!(
+        (by_key.id.as_str(), by_key.position),
+        (first.id.as_str(), Some(0))
+    );
+
+    // Leased: the lease, with who holds it; the JSON has only the fields of its state.
+    let pod = client.clone().with_consumer(Some("pod-9".into()));
+    let opts = DequeueOptions {
+        lease: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let Dequeued::Messages(got) = pod.dequeue("q", &opts).await.unwrap() else {
+        panic!("an item")
+    };
+    let url = format!("{}/memq/server/queues/q/items/{}", server.url(), first.id);
+    let raw: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(raw["state"], "leased");
+    assert_eq!(
+        raw["lease"]["id"],
+        got[0].lease.as_ref().unwrap().id.as_str()
+    );
+    assert_eq!(raw["lease"]["consumer"], "pod-9");
+    assert_eq!(raw["lease"]["itemId"], first.id.as_str());
+    assert!(
+        raw.get("position").is_none() && raw.get("readyAt").is_none(),
+        "{raw}"
+    );
+    pod.ack("q", &got[0].lease.as_ref().unwrap().id)
+        .await
+        .unwrap();
+
+    // Not there: 404 item_not_found, saying so; bad input: 400 naming it; no queue: 404.
+    let gone = client.item("q", &first.id).await.unwrap_err();
+    assert_eq!(
+        (gone.status(), gone.code()),
+        (Some(404), Some("item_not_found"))
+    );
+    let gone = client.item_by_key("q", "order-7").await.unwrap_err();
+    assert_eq!(
+        (gone.status(), gone.code()),
+        (Some(404), Some("item_not_found"))
+    );
+    let bad = client.item("q", "not-an-id").await.unwrap_err();
+    assert_eq!(
+        (bad.status(), bad.code()),
+        (Some(400), Some("invalid_parameter"))
+    );
+    let resp = reqwest::get(format!("{}/memq/server/queues/q/items", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert!(err["message"].as_str().unwrap().contains("key"), "{err}");
+    let missing = client.item("nope", &second.id).await.unwrap_err();
+    assert_eq!(missing.code(), Some("queue_not_found"));
+    server.shutdown().await;
+}

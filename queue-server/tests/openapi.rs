@@ -16,6 +16,7 @@ fn concrete(path: &str) -> String {
         .replace("{lease}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
         .replace("{name}", "consumer-q-x7k2p")
         .replace("{file}", "index.html")
+        .replace("{item}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ use memq::QueueConfigPatch;
 use queue_server::broker::{Id, NewItem};
 use queue_server::error::Error;
 use queue_server::store::{
-    DequeueOutcome, DequeueRequest, LeaseSpec, RedisOptions, Store, StoreOptions,
+    DequeueOutcome, DequeueRequest, ItemRef, LeaseSpec, RedisOptions, Store, StoreOptions,
+    Whereabouts,
 };
 use queue_server::testing::{RedisCluster, RedisServer, eventually, unique_prefix};
 use tokio_util::sync::CancellationToken;
@@ -143,6 +144,7 @@ on_every_store!(
     a_long_poll_wakes_for_an_enqueue,
     concurrent_enqueues_each_get_their_own_answer,
     the_lease_list_shows_who_holds_which_item_oldest_first,
+    an_item_is_found_where_it_is_by_id_or_key,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -764,7 +766,10 @@ async fn concurrent_enqueues_each_get_their_own_answer(store: &Store) {
 
 async fn the_lease_list_shows_who_holds_which_item_oldest_first(store: &Store) {
     store.create_queue("q", None).await.unwrap();
-    store.enqueue("q", items(&["a", "b", "c", "d"]), 0).await.unwrap();
+    store
+        .enqueue("q", items(&["a", "b", "c", "d"]), 0)
+        .await
+        .unwrap();
     let named = |max, consumer: Option<&str>, lease_ms| DequeueRequest {
         max,
         lease: LeaseSpec::Millis(lease_ms),
@@ -800,20 +805,27 @@ async fn the_lease_list_shows_who_holds_which_item_oldest_first(store: &Store) {
 
     // Acked, nacked and expired leases leave the list; an extended one stays, with its holder.
     store.ack("q", &lease(&first[0]).to_string()).await.unwrap();
-    store.nack("q", &lease(&second[0]).to_string(), 0).await.unwrap();
+    store
+        .nack("q", &lease(&second[0]).to_string(), 0)
+        .await
+        .unwrap();
     store
         .extend("q", &lease(&first[1]).to_string(), Some(120_000))
         .await
         .unwrap();
-    eventually(Duration::from_secs(10), "the short lease ran out", || async {
-        let held = store.leases("q", 100).await.unwrap();
-        let ids: Vec<Id> = held.iter().map(|l| l.id).collect();
-        if ids == [lease(&first[1])] {
-            Ok(())
-        } else {
-            Err(format!("{held:?}"))
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the short lease ran out",
+        || async {
+            let held = store.leases("q", 100).await.unwrap();
+            let ids: Vec<Id> = held.iter().map(|l| l.id).collect();
+            if ids == [lease(&first[1])] {
+                Ok(())
+            } else {
+                Err(format!("{held:?}"))
+            }
+        },
+    )
     .await;
     let held = store.leases("q", 100).await.unwrap();
     assert_eq!(held[0].consumer.as_deref(), Some("pod-a"));
@@ -828,6 +840,91 @@ async fn the_lease_list_shows_who_holds_which_item_oldest_first(store: &Store) {
     );
     assert!(matches!(
         store.leases("nope", 10).await,
+        Err(Error::QueueNotFound(_))
+    ));
+}
+
+async fn an_item_is_found_where_it_is_by_id_or_key(store: &Store) {
+    create(
+        store,
+        "q",
+        QueueConfigPatch {
+            max_attempts: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ids: Vec<Id> = store
+        .enqueue("q", items(&["a", "b", "c"]), 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let (keyed_id, _) = store.enqueue("q", keyed("d", "order-7"), 0).await.unwrap()[0];
+    let (later, _) = store.enqueue("q", items(&["e"]), 60_000).await.unwrap()[0];
+    let find = async |item: ItemRef<'_>| store.find_item("q", item).await;
+    let by_id = async |id: Id| find(ItemRef::Id(&id.to_string())).await.unwrap();
+
+    for (i, id) in ids.iter().enumerate() {
+        let found = by_id(*id).await;
+        assert_eq!(
+            (found.id, found.attempts, found.state),
+            (*id, 0, Whereabouts::Ready { position: i as u64 })
+        );
+    }
+    let found = find(ItemRef::Key("order-7")).await.unwrap();
+    assert_eq!(
+        (found.id, found.state),
+        (keyed_id, Whereabouts::Ready { position: 3 })
+    );
+    let Whereabouts::Delayed { at } = by_id(later).await.state else {
+        panic!("delayed")
+    };
+    assert!(at >= later.timestamp_ms() + 59_000, "{at}");
+
+    // a is leased (by someone who said who), b goes to the dead letters (1 attempt), c moves up.
+    let req = DequeueRequest {
+        max: 2,
+        lease: LeaseSpec::Millis(60_000),
+        wait: Duration::ZERO,
+        consumer: Some("pod-a".into()),
+    };
+    let DequeueOutcome::Items(got) = store.dequeue("q", req).await.unwrap() else {
+        panic!("items")
+    };
+    store
+        .nack("q", &got[1].lease.unwrap().id.to_string(), 0)
+        .await
+        .unwrap();
+    let Whereabouts::Leased(held) = by_id(ids[0]).await.state else {
+        panic!("leased")
+    };
+    assert_eq!(
+        (held.id, held.attempt, held.consumer.as_deref()),
+        (got[0].lease.unwrap().id, 1, Some("pod-a"))
+    );
+    let dead = by_id(ids[1]).await;
+    assert!(matches!(dead.state, Whereabouts::Dead { .. }), "{dead:?}");
+    assert_eq!(dead.attempts, 1);
+    assert_eq!(
+        by_id(ids[2]).await.state,
+        Whereabouts::Ready { position: 0 }
+    );
+
+    // Gone once acked; its key too (the key stays taken, but no item is there).
+    store
+        .ack("q", &got[0].lease.unwrap().id.to_string())
+        .await
+        .unwrap();
+    let gone = |r: Result<_, Error>| matches!(r, Err(Error::ItemNotFound(_)));
+    assert!(gone(find(ItemRef::Id(&ids[0].to_string())).await));
+    assert!(gone(find(ItemRef::Key("never-used")).await));
+    assert!(gone(find(ItemRef::Id(UNKNOWN_LEASE)).await));
+    store.drain("q").await.unwrap();
+    assert!(gone(find(ItemRef::Key("order-7")).await));
+    assert!(matches!(
+        store.find_item("nope", ItemRef::Id(UNKNOWN_LEASE)).await,
         Err(Error::QueueNotFound(_))
     ));
 }

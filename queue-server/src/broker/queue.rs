@@ -151,6 +151,30 @@ pub struct HeldLease {
     pub deadline: u64,
 }
 
+/// Where an item is now (`GET /queues/{q}/items/...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whereabouts {
+    /// Ready: this many items are handed out before it.
+    Ready { position: u64 },
+    /// Waiting for its delay, ready at this time (ms since epoch).
+    Delayed { at: u64 },
+    /// Held by a lease.
+    Leased(HeldLease),
+    /// A dead letter since this time (ms since epoch).
+    Dead { at: u64 },
+}
+
+/// An item found in a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundItem {
+    /// Item id.
+    pub id: Id,
+    /// Deliveries so far.
+    pub attempts: u32,
+    /// Where it is.
+    pub state: Whereabouts,
+}
+
 /// An item handed out by a dequeue.
 #[derive(Debug)]
 pub struct Handed {
@@ -560,6 +584,44 @@ impl Queue {
         self.expiry.push(Reverse((deadline, lease)));
         self.compact_expiry();
         Ok(info)
+    }
+
+    /// The item that a producer's key names now (also after the item left: then
+    /// [`Queue::find`] finds nothing).
+    pub fn key_holder(&self, key: &str) -> Option<Id> {
+        self.keys.holder(key)
+    }
+
+    /// Where item `id` is, looked up by walking the queue's lists (no index: an item costs no
+    /// more memory for this), so O(items) under the queue's lock: a look for people.
+    pub fn find(&self, id: Id) -> Option<FoundItem> {
+        let found = |attempts, state| {
+            Some(FoundItem {
+                id,
+                attempts,
+                state,
+            })
+        };
+        if let Some(position) = self.ready.iter().position(|i| i.id == id) {
+            let attempts = self.ready[position].attempts;
+            let position = position as u64;
+            return found(attempts, Whereabouts::Ready { position });
+        }
+        if let Some(Reverse(d)) = self.delayed.iter().find(|Reverse(d)| d.item.id == id) {
+            return found(d.item.attempts, Whereabouts::Delayed { at: d.at });
+        }
+        if let Some((lease, l)) = self.leases.iter().find(|(_, l)| l.item.id == id) {
+            let held = HeldLease {
+                id: *lease,
+                item: id,
+                attempt: l.item.attempts,
+                consumer: l.consumer.clone(),
+                deadline: l.deadline,
+            };
+            return found(l.item.attempts, Whereabouts::Leased(held));
+        }
+        let dead = self.dead.iter().find(|d| d.id == id)?;
+        found(dead.attempts, Whereabouts::Dead { at: dead.died_at })
     }
 
     /// Names who took `leases` (a dequeue's `X-Memq-Consumer`). Kept beside the journal: a

@@ -60,6 +60,32 @@ impl Consumer {
     }
 }
 
+/// The `{queue}` and `{item}` path segments.
+pub struct ItemPath {
+    /// Queue name (checked).
+    pub queue: String,
+    /// Item id (well-formed: anything else is a 400).
+    pub item: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ItemPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let Path((queue, item)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::InvalidQueueName(format!("bad path: {e}")))?;
+        let QueueName(queue) = QueueName::checked(queue)?;
+        if crate::broker::Id::parse(&item).is_none() {
+            return Err(Error::param(
+                "item",
+                format!("{item:?} is not an item id (a 26-character ULID, as the enqueue answered)"),
+            ));
+        }
+        Ok(ItemPath { queue, item })
+    }
+}
+
 /// The `{queue}` and `{lease}` path segments.
 pub struct LeasePath {
     /// Queue name (checked).

@@ -9,19 +9,24 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use memq::types::headers;
 use memq::{
-    AckOutcome, AckResult, ApiError, CountResult, DeadLetter, DeadLetterList, LeaseEntry, LeaseList,
-    Message, MessageList,
+    AckOutcome, AckResult, ApiError, CountResult, DeadLetter, DeadLetterList, ItemInfo, LeaseEntry,
+    LeaseList, Message, MessageList,
     QueueConfigPatch, QueueObject, QueueStats, Stats,
 };
 
 use super::AppState;
 use super::batch::{BatchKind, check_item, check_key, parse_batch};
-use super::extract::{Consumer, LeasePath, Params, QueueName, json_object, read_body, utf8};
+use super::extract::{
+    Consumer, ItemPath, LeasePath, Params, QueueName, json_object, read_body, utf8,
+};
 use super::openapi::{BatchMode, DequeueAnswer, EnqueueAnswer};
 use super::wire::{EnqueueResultOut, MessageListOut, MessageOut};
 use crate::broker::NewItem;
 use crate::error::{Error, Result};
-use crate::store::{Delivery, DequeueOutcome, DequeueRequest, LeaseSpec, rfc3339_ms};
+use crate::store::{
+    Delivery, DequeueOutcome, DequeueRequest, FoundItem, HeldLease, ItemRef, LeaseSpec, Whereabouts,
+    rfc3339_ms,
+};
 
 use memq::limits::{MAX_DELAY, MAX_DEQUEUE, MAX_LEASE, MAX_WAIT};
 
@@ -478,16 +483,85 @@ pub async fn leases(
     let held = state.store.leases(&name, limit).await?;
     Ok(Json(LeaseList {
         kind: "leaseList".into(),
-        leases: held
-            .into_iter()
-            .map(|l| LeaseEntry {
-                id: l.id.to_string(),
-                item_id: l.item.to_string(),
-                attempt: l.attempt,
-                consumer: l.consumer.map(|c| c.to_string()),
-                leased_at: rfc3339_ms(l.id.timestamp_ms()),
-                expires_at: rfc3339_ms(l.deadline),
-            })
-            .collect(),
+        leases: held.into_iter().map(lease_entry).collect(),
     }))
+}
+
+fn lease_entry(l: HeldLease) -> LeaseEntry {
+    LeaseEntry {
+        id: l.id.to_string(),
+        item_id: l.item.to_string(),
+        attempt: l.attempt,
+        consumer: l.consumer.map(|c| c.to_string()),
+        leased_at: rfc3339_ms(l.id.timestamp_ms()),
+        expires_at: rfc3339_ms(l.deadline),
+    }
+}
+
+fn item_info(found: FoundItem) -> ItemInfo {
+    let mut info = ItemInfo {
+        kind: "item".into(),
+        id: found.id.to_string(),
+        state: String::new(),
+        attempts: found.attempts,
+        enqueued_at: rfc3339_ms(found.id.timestamp_ms()),
+        position: None,
+        ready_at: None,
+        lease: None,
+        dead_at: None,
+    };
+    info.state = match found.state {
+        Whereabouts::Ready { position } => {
+            info.position = Some(position);
+            "ready"
+        }
+        Whereabouts::Delayed { at } => {
+            info.ready_at = Some(rfc3339_ms(at));
+            "delayed"
+        }
+        Whereabouts::Leased(lease) => {
+            info.lease = Some(lease_entry(lease));
+            "leased"
+        }
+        Whereabouts::Dead { at } => {
+            info.dead_at = Some(rfc3339_ms(at));
+            "dead"
+        }
+    }
+    .into();
+    info
+}
+
+/// `GET /queues/{q}/items/{item}`: where an item is now.
+#[utoipa::path(get, path = "/memq/server/queues/{queue}/items/{item}", tag = "items",
+    params(QueuePath, ("item" = String, Path, description = "Item id (ULID), as the enqueue answered it")),
+    responses(
+        (status = 200, description = "Ready (with how many are ahead), delayed (with when it is ready), leased (with its lease) or dead", body = ItemInfo),
+        (status = 404, description = "Not in the queue now (`item_not_found`): acked, drained, taken, purged or never there", body = ApiError),
+    ))]
+pub async fn find_item(
+    State(state): State<AppState>,
+    ItemPath { queue, item }: ItemPath,
+) -> Result<Json<ItemInfo>> {
+    let found = state.store.find_item(&queue, ItemRef::Id(&item)).await?;
+    Ok(Json(item_info(found)))
+}
+
+/// `GET /queues/{q}/items?key=KEY`: where the item enqueued with a producer key is now.
+#[utoipa::path(get, path = "/memq/server/queues/{queue}/items", tag = "items",
+    params(QueuePath, ("key" = String, Query, description = "The producer key (`?id=` of the enqueue)")),
+    responses(
+        (status = 200, description = "As for an item id", body = ItemInfo),
+        (status = 404, description = "No item holds the key now (`item_not_found`)", body = ApiError),
+    ))]
+pub async fn find_item_by_key(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+    params: Params,
+) -> Result<Json<ItemInfo>> {
+    let key = params
+        .get("key")
+        .ok_or_else(|| Error::param("key", "required: the producer key to look up"))?;
+    let found = state.store.find_item(&name, ItemRef::Key(key)).await?;
+    Ok(Json(item_info(found)))
 }

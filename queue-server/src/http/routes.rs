@@ -202,6 +202,8 @@ pub fn table() -> Table {
     .add(TOKEN, routes!(queues::requeue_dead))
     .add(TOKEN, routes!(queues::peek))
     .add(PUBLIC, routes!(queues::leases))
+    .add(TOKEN, routes!(queues::find_item))
+    .add(TOKEN, routes!(queues::find_item_by_key))
     .add(PAGE, routes!(page::index))
     .add(TOKEN, routes!(page::session))
     .add(OPEN, routes!(page::app_js))

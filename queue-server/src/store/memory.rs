@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::journal::{self, DataDir, Lsn, RecordRef};
 use super::{
-    Clock, Delivery, DequeueOutcome, DequeueRequest, HeldLease, LeaseSpec, StoreOptions, apply_patch,
+    Clock, Delivery, DequeueOutcome, DequeueRequest, FoundItem, HeldLease, ItemRef, LeaseSpec,
+    StoreOptions, apply_patch,
     parse_lease,
 };
 use crate::broker::{
@@ -638,6 +639,18 @@ impl MemoryStore {
     /// `GET /messages`.
     pub fn peek(&self, name: &str, limit: usize) -> Result<Vec<(Id, Box<str>)>> {
         self.read(name, |q, _| q.peek(limit))
+    }
+
+    /// `GET /queues/{q}/items/...`: where an item is (a walk of the queue, see [`Queue::find`]).
+    pub fn find_item(&self, name: &str, item: ItemRef<'_>) -> Result<FoundItem> {
+        self.read(name, |q, _| {
+            let id = match item {
+                ItemRef::Id(text) => Id::parse(text),
+                ItemRef::Key(key) => q.key_holder(key),
+            };
+            id.and_then(|id| q.find(id))
+        })?
+        .ok_or_else(|| item.not_found(name))
     }
 
     /// `GET /queues/{q}/leases`: up to `limit` running leases, oldest first.

@@ -21,7 +21,7 @@ use memq::{QueueConfigPatch, QueueStats};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Autoscale, DeadItem, Id, LeaseInfo, NewItem, QueueConfig};
-pub use crate::broker::HeldLease;
+pub use crate::broker::{FoundItem, HeldLease, Whereabouts};
 use crate::error::{Error, Result};
 use memq::limits::{MAX_LEASE, MAX_PARALLELISM};
 
@@ -34,6 +34,33 @@ pub enum LeaseSpec {
     QueueDefault,
     /// Leased for this many milliseconds.
     Millis(u64),
+}
+
+/// An item as `GET /queues/{q}/items/...` names it.
+#[derive(Debug, Clone, Copy)]
+pub enum ItemRef<'a> {
+    /// Its id (as given: a malformed one is not found).
+    Id(&'a str),
+    /// The producer key it was enqueued with (`?id=` of the enqueue).
+    Key(&'a str),
+}
+
+impl ItemRef<'_> {
+    /// The 404 for an item the queue does not hold.
+    pub fn not_found(self, queue: &str) -> Error {
+        let what = match self {
+            ItemRef::Id(id) => format!("item {id:?}"),
+            ItemRef::Key(key) => format!("no item with key {key:?}"),
+        };
+        match self {
+            ItemRef::Id(_) => Error::ItemNotFound(format!(
+                "{what} is not in queue {queue:?}: acked, drained, taken by a kuard-style dequeue, purged, or never there"
+            )),
+            ItemRef::Key(_) => Error::ItemNotFound(format!(
+                "{what} is in queue {queue:?}: its item left (acked, drained, taken, purged) or the key was never used"
+            )),
+        }
+    }
 }
 
 /// One dequeue request.
@@ -371,6 +398,14 @@ impl Store {
         match self {
             Store::Memory(s) => s.peek(name, limit),
             Store::Redis(s) => s.peek(name, limit).await,
+        }
+    }
+
+    /// Where an item is: by its id, or by the producer key it was enqueued with.
+    pub async fn find_item(&self, name: &str, item: ItemRef<'_>) -> Result<FoundItem> {
+        match self {
+            Store::Memory(s) => s.find_item(name, item),
+            Store::Redis(s) => s.find_item(name, item).await,
         }
     }
 

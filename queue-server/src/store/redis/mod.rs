@@ -32,7 +32,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Clock, DequeueOutcome, DequeueRequest, HeldLease, LeaseSpec, apply_patch};
+use super::{
+    Clock, DequeueOutcome, DequeueRequest, FoundItem, HeldLease, ItemRef, LeaseSpec, Whereabouts,
+    apply_patch,
+};
 use crate::broker::{
     DeadItem, EXPIRED_LEASES_REMEMBERED, Id, IdGen, KEY_RETENTION_MS, LeaseInfo, QueueConfig,
 };
@@ -659,6 +662,53 @@ impl RedisStore {
                 })
             })
             .collect()
+    }
+
+    /// `GET /queues/{q}/items/...`: where an item is (one call; see `item` in queue.lua).
+    pub async fn find_item(&self, name: &str, item: ItemRef<'_>) -> Result<FoundItem> {
+        let (by_id, by_key) = match item {
+            ItemRef::Id(id) if Id::parse(id).is_none() => return Err(item.not_found(name)),
+            ItemRef::Id(id) => (id, ""),
+            ItemRef::Key(key) => ("", key),
+        };
+        let reply = self
+            .call(name, "item", |cmd| {
+                cmd.arg(by_id).arg(by_key);
+            })
+            .await?;
+        let state = text(reply.at(0)?.clone())?;
+        if state == "none" {
+            return Err(item.not_found(name));
+        }
+        let item_id = id(reply.at(1)?.clone())?;
+        let attempts = uint(reply.at(2)?)? as u32;
+        let state = match state.as_str() {
+            "ready" => Whereabouts::Ready {
+                position: uint(reply.at(3)?)?,
+            },
+            "delayed" => Whereabouts::Delayed {
+                at: uint(reply.at(3)?)?,
+            },
+            "dead" => Whereabouts::Dead {
+                at: uint(reply.at(3)?)?,
+            },
+            "leased" => {
+                let consumer = text(reply.at(5)?.clone())?;
+                Whereabouts::Leased(HeldLease {
+                    id: id(reply.at(3)?.clone())?,
+                    item: item_id,
+                    attempt: attempts,
+                    consumer: (!consumer.is_empty()).then(|| consumer.into()),
+                    deadline: uint(reply.at(4)?)?,
+                })
+            }
+            other => return Err(malformed(&format!("item state {other:?}"))),
+        };
+        Ok(FoundItem {
+            id: item_id,
+            attempts,
+            state,
+        })
     }
 
     /// `GET /queues/{q}/leases`: up to `limit` running leases, oldest first.

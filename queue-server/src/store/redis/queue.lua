@@ -667,6 +667,45 @@ function ops.purge_dead()
     return reply('ok', #ids)
 end
 
+-- item: ARGV[5] an item id, or '' and ARGV[6] a producer key. Reply: ..., 'none'; or state, id,
+-- attempts, then for 'ready' how many are ahead, for 'delayed' when it is ready, for 'dead' when
+-- it died, for 'leased' the lease, its deadline and its consumer ('' = none). Walks the ready
+-- list (LPOS) or the lease hash: a look for people.
+function ops.item()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    local id = ARGV[5]
+    if id == '' then
+        id = redis.call('HGET', K_KEYS, ARGV[6])
+    end
+    if not id or redis.call('HEXISTS', K_ITEMS, id) == 0 then
+        return reply('ok', 'none')
+    end
+    local attempts = tonumber(redis.call('HGET', K_ATTEMPTS, id)) or 0
+    local position = redis.call('LPOS', K_READY, id)
+    if position then
+        return reply('ok', 'ready', id, attempts, position)
+    end
+    local at = redis.call('ZSCORE', K_DELAYED, id)
+    if at then
+        return reply('ok', 'delayed', id, attempts, tonumber(at))
+    end
+    local died = redis.call('HGET', K_DIED, id)
+    if died then
+        return reply('ok', 'dead', id, attempts, tonumber(died))
+    end
+    local leases = redis.call('HGETALL', K_LEASES)
+    for i = 1, #leases, 2 do
+        if leases[i + 1] == id then
+            local lease = leases[i]
+            local deadline = tonumber(redis.call('ZSCORE', K_DEADLINES, lease)) or 0
+            local holder = (META[7] == '1' and redis.call('HGET', K_HOLDERS, lease)) or ''
+            return reply('ok', 'leased', id, attempts, lease, deadline, holder)
+        end
+    end
+    return reply('ok', 'none')
+end
+
 -- leases: ARGV[5] limit. Reply: ..., {lease, item id, attempt, consumer ('' = none), deadline,
 -- ...} for up to `limit` running leases, oldest first (lease ids sort in the order they were
 -- made). Reads every lease id of the queue: an operator's look, not a worker's.
