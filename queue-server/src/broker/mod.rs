@@ -15,8 +15,8 @@ pub use ids::{Id, IdGen};
 pub use image::{ItemImage, QueueImage};
 pub use op::{Applied, Op, Outcome};
 pub use queue::{
-    Autoscale, Counters, DeadItem, FoundItem, Handed, HeldLease, LeaseError, LeaseInfo, NewItem, Queue, QueueConfig,
-    QueueFull, Taken, Tick, Whereabouts,
+    Autoscale, Counters, DeadItem, FoundItem, Handed, HeldLease, LeaseError, LeaseInfo, NewItem,
+    Queue, QueueConfig, QueueFull, Taken, Tick, Whereabouts,
 };
 
 /// How long a dedup key stays taken after its item left the queue.

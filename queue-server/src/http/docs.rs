@@ -52,9 +52,18 @@ pub async fn docs_file(Path(file): Path<String>) -> Response {
                 [
                     (header::CONTENT_TYPE, content_type),
                     (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-                    (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-                    (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
-                    (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)),
+                    (
+                        header::X_CONTENT_TYPE_OPTIONS,
+                        HeaderValue::from_static("nosniff"),
+                    ),
+                    (
+                        header::REFERRER_POLICY,
+                        HeaderValue::from_static("no-referrer"),
+                    ),
+                    (
+                        header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static(CSP),
+                    ),
                 ],
                 found.bytes.into_owned(),
             )

@@ -79,7 +79,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ItemPath {
         if crate::broker::Id::parse(&item).is_none() {
             return Err(Error::param(
                 "item",
-                format!("{item:?} is not an item id (a 26-character ULID, as the enqueue answered)"),
+                format!(
+                    "{item:?} is not an item id (a 26-character ULID, as the enqueue answered)"
+                ),
             ));
         }
         Ok(ItemPath { queue, item })

@@ -3,9 +3,9 @@
 //! Handlers parse and check input, call the store, and shape answers; they hold no queue logic.
 
 mod auth;
-mod docs;
 pub mod batch;
 pub(crate) mod dashboard;
+mod docs;
 pub(crate) mod extract;
 mod jobs;
 pub mod openapi;

@@ -10,8 +10,7 @@ use axum::response::{IntoResponse, Response};
 use memq::types::headers;
 use memq::{
     AckOutcome, AckResult, ApiError, CountResult, DeadLetter, DeadLetterList, ItemInfo, LeaseEntry,
-    LeaseList, Message, MessageList,
-    QueueConfigPatch, QueueObject, QueueStats, Stats,
+    LeaseList, Message, MessageList, QueueConfigPatch, QueueObject, QueueStats, Stats,
 };
 
 use super::AppState;
@@ -24,8 +23,8 @@ use super::wire::{EnqueueResultOut, MessageListOut, MessageOut};
 use crate::broker::NewItem;
 use crate::error::{Error, Result};
 use crate::store::{
-    Delivery, DequeueOutcome, DequeueRequest, FoundItem, HeldLease, ItemRef, LeaseSpec, Whereabouts,
-    rfc3339_ms,
+    Delivery, DequeueOutcome, DequeueRequest, FoundItem, HeldLease, ItemRef, LeaseSpec,
+    Whereabouts, rfc3339_ms,
 };
 
 use memq::limits::{MAX_DELAY, MAX_DEQUEUE, MAX_LEASE, MAX_WAIT};

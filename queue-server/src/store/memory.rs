@@ -21,8 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::journal::{self, DataDir, Lsn, RecordRef};
 use super::{
     Clock, Delivery, DequeueOutcome, DequeueRequest, FoundItem, HeldLease, ItemRef, LeaseSpec,
-    StoreOptions, apply_patch,
-    parse_lease,
+    StoreOptions, apply_patch, parse_lease,
 };
 use crate::broker::{
     DeadItem, Id, LeaseError, LeaseInfo, NewItem, Op, Outcome, Queue, QueueConfig, Taken, item_cost,

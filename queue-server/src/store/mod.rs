@@ -76,7 +76,6 @@ pub struct DequeueRequest {
     pub consumer: Option<std::sync::Arc<str>>,
 }
 
-
 /// An item handed out, ready for the wire.
 #[derive(Debug)]
 pub struct Delivery {

@@ -440,7 +440,18 @@ async fn floor(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f
     let keys = ["memq-floor:meta", "memq-floor:items", "memq-floor:ready"];
     redis::cmd("HSET")
         .arg(keys[0])
-        .arg(&["lease_ms", "30000", "max_attempts", "0", "max_depth", "0", "paused", "0"][..])
+        .arg(
+            &[
+                "lease_ms",
+                "30000",
+                "max_attempts",
+                "0",
+                "max_depth",
+                "0",
+                "paused",
+                "0",
+            ][..],
+        )
         .query_async::<()>(conn)
         .await?;
     reset(conn).await?;
@@ -475,7 +486,13 @@ async fn cluster(b: &mut Bench) -> anyhow::Result<()> {
         anyhow::anyhow!("the Redis Cluster did not start (why: above); is redis-server installed?")
     })?;
     let urls = cluster.urls();
-    let args = ["--redis", &urls, "--redis-cluster", "--redis-prefix", "memq-bench"];
+    let args = [
+        "--redis",
+        &urls,
+        "--redis-cluster",
+        "--redis-prefix",
+        "memq-bench",
+    ];
     let server = b.server("redis-cluster", &args).await?;
     b.api.ready(&server.url).await?;
     for i in 0..SPREAD_QUEUES {
@@ -501,7 +518,10 @@ async fn cluster(b: &mut Bench) -> anyhow::Result<()> {
         usec.iter().copied().min().unwrap_or(0),
         usec.iter().copied().max().unwrap_or(0),
     );
-    let each: Vec<String> = usec.iter().map(|u| format!("{:.1}", *u as f64 / 1e6)).collect();
+    let each: Vec<String> = usec
+        .iter()
+        .map(|u| format!("{:.1}", *u as f64 / 1e6))
+        .collect();
     let spread = ratio(most as f64, least as f64);
     b.row([
         "redis_cluster_spread",
@@ -519,7 +539,14 @@ async fn cluster(b: &mut Bench) -> anyhow::Result<()> {
 
     b.api.create(&server.url, "hot").await?;
     let at = format!("{}{Q}/hot/enqueue", server.url);
-    let hot = wrk::run(&b.cfg, "redis-cluster-hot", CONNS, &at, Load::lua("post.lua")).await?;
+    let hot = wrk::run(
+        &b.cfg,
+        "redis-cluster-hot",
+        CONNS,
+        &at,
+        Load::lua("post.lua"),
+    )
+    .await?;
     b.row([
         "redis_cluster_hot",
         "single enqueue, one queue (one slot: one primary's share), 1 replica",

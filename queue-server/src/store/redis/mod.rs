@@ -548,14 +548,7 @@ impl RedisStore {
         let look =
             |left: Duration| self.try_dequeue(name, req.clone(), (left.as_millis() as u64).max(1));
         let waiting = &self.inner.waiting;
-        super::long_poll(
-            waiter.notify(),
-            wait,
-            &self.inner.shutdown,
-            waiting,
-            look,
-        )
-        .await
+        super::long_poll(waiter.notify(), wait, &self.inner.shutdown, waiting, look).await
     }
 
     /// One look for items (a long poll's included): `wait_ms` > 0 tells the script that this
