@@ -150,6 +150,14 @@ pub struct QueueStats {
     /// Autoscaling settings, when the queue opted in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<Autoscale>,
+    /// Dedup keys kept after their item left (`--dedup-window`): a producer's rerun still finds
+    /// them, and they still take memory.
+    #[serde(default)]
+    pub retained_keys: u64,
+    /// What the retained keys count for `--max-memory` (absent with Redis, whose own memory
+    /// holds them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_key_bytes: Option<u64>,
 }
 
 /// `GET/PUT/DELETE /queues/{q}` answer: a stats row with `"kind":"queue"`.

@@ -72,6 +72,12 @@ pub struct Config {
     #[arg(long, env = "MEMQ_MAX_MEMORY", default_value = "auto")]
     pub max_memory: MemoryLimit,
 
+    /// How long a producer's dedup key (`?id=`) stays taken after its item left the queue, so a
+    /// rerun of the producer adds nothing twice (e.g. 10m, 1h; 0: only while the item is in the
+    /// queue). Each key held counts its length plus about 200 bytes for --max-memory.
+    #[arg(long, env = "MEMQ_DEDUP_WINDOW", default_value = "10m", value_parser = parse_window)]
+    pub dedup_window: Duration,
+
     /// Lease length of new queues that do not set leaseSeconds (e.g. 30s, 2m).
     #[arg(long, env = "MEMQ_DEFAULT_LEASE", default_value = "30s", value_parser = parse_lease)]
     pub default_lease: Duration,
@@ -154,6 +160,14 @@ pub const DEFAULT_CONSUMER_IMAGE: &str = "memq-rs:0.1.0";
 
 /// The queue server's URL inside the cluster: the Service `queue` of manifests/base.
 pub const DEFAULT_SERVER_URL: &str = "http://queue:8080/memq/server";
+
+fn parse_window(text: &str) -> Result<Duration, String> {
+    let d = memq::duration::parse_duration(text)?;
+    if d > Duration::from_secs(7 * 24 * 3600) {
+        return Err("the dedup window is at most 7 days".into());
+    }
+    Ok(d)
+}
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let d = memq::duration::parse_duration(text)?;

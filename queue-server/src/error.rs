@@ -53,8 +53,9 @@ pub enum Error {
     QueueFull(#[from] crate::broker::QueueFull),
     /// Enqueuing would pass `--max-memory`.
     #[error(
-        "the server's items hold {held} bytes; {adding} more would pass its limit of {max} bytes \
-         (--max-memory); consume or drain items, or retry later"
+        "the server's items and their dedup keys hold {held} bytes{holders}; {adding} more would \
+         pass its limit of {max} bytes (--max-memory); consume or drain items, lower \
+         --dedup-window if retained keys hold the memory, or retry later"
     )]
     MemoryFull {
         /// Bytes held now.
@@ -63,6 +64,8 @@ pub enum Error {
         adding: u64,
         /// The limit.
         max: u64,
+        /// What holds them (", of which ..."), or empty.
+        holders: String,
     },
     /// The Redis store is at its `maxmemory` and refuses writes.
     #[error("{0}; consume or drain items, raise Redis' maxmemory, or retry later")]
@@ -282,6 +285,7 @@ mod tests {
                 held: 1,
                 adding: 1,
                 max: 1,
+                holders: String::new(),
             },
             Error::TooManyQueues { max: 1 },
             Error::RequestTimeout {

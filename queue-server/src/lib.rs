@@ -66,6 +66,7 @@ pub async fn serve(
         }),
         max_memory,
         max_queues: config.max_queues,
+        key_retention_ms: config.dedup_window.as_millis() as u64,
     };
     let store = {
         let cancel = cancel.clone();

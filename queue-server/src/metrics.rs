@@ -279,7 +279,7 @@ impl Collector for QueueCollector {
         let memory = [
             (
                 "memq_item_memory_bytes",
-                "What the items of all queues count for --max-memory (bodies plus bookkeeping)",
+                "What the items of all queues and their dedup keys count for --max-memory (bodies, keys and bookkeeping)",
                 held,
             ),
             (
@@ -299,7 +299,7 @@ impl Collector for QueueCollector {
             ConstGauge::new(value as i64).encode(family)?;
         }
         type Get = fn(&memq::QueueStats) -> u64;
-        let gauges: [(&str, &str, Get); 4] = [
+        let gauges: [(&str, &str, Get); 5] = [
             ("memq_queue_depth", "Ready items", |s| s.depth),
             ("memq_queue_inflight", "Leased items not yet acked", |s| {
                 s.inflight
@@ -308,6 +308,11 @@ impl Collector for QueueCollector {
                 s.delayed
             }),
             ("memq_queue_dead", "Items in the dead letters", |s| s.dead),
+            (
+                "memq_queue_retained_keys",
+                "Dedup keys kept after their item left (--dedup-window)",
+                |s| s.retained_keys,
+            ),
         ];
         for (name, help, get) in gauges {
             let mut family = encoder.encode_descriptor(
@@ -319,6 +324,22 @@ impl Collector for QueueCollector {
             for s in stats.iter() {
                 let labels = [("queue", s.name.as_str())];
                 ConstGauge::new(get(s) as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        // Memory store only: Redis's own memory holds its keys.
+        if stats.iter().any(|s| s.retained_key_bytes.is_some()) {
+            let mut family = encoder.encode_descriptor(
+                "memq_queue_retained_key_bytes",
+                "What the dedup keys kept after their item left count for --max-memory",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for s in stats.iter() {
+                let Some(bytes) = s.retained_key_bytes else {
+                    continue;
+                };
+                let labels = [("queue", s.name.as_str())];
+                ConstGauge::new(bytes as i64).encode(family.encode_family(&labels)?)?;
             }
         }
         let counters: [(&str, &str, Get); 5] = [

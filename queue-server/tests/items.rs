@@ -388,3 +388,52 @@ async fn an_item_is_found_by_id_or_key_and_bad_lookups_say_why() {
     assert_eq!(missing.code(), Some("queue_not_found"));
     server.shutdown().await;
 }
+
+/// `--dedup-window` on every store (this suite also runs on Redis): a key is kept after its
+/// item left, counted in `retainedKeys`, and free once the window passed.
+#[tokio::test]
+async fn the_dedup_window_keeps_a_key_after_its_item_left_and_then_frees_it() {
+    let (server, client) = server_with_queue(Config {
+        dedup_window: Duration::from_millis(800),
+        ..Config::default()
+    })
+    .await;
+    let keyed = EnqueueOptions {
+        id: Some("rerun-1".into()),
+        ..Default::default()
+    };
+    client.enqueue("q", "a", &keyed).await.unwrap();
+    assert_eq!(client.queue("q").await.unwrap().retained_keys, 0);
+    client
+        .dequeue("q", &DequeueOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(client.queue("q").await.unwrap().retained_keys, 1);
+    assert!(client.enqueue("q", "a", &keyed).await.unwrap().duplicate);
+    queue_server::testing::eventually(Duration::from_secs(10), "the key is free", || async {
+        let q = client.queue("q").await.map_err(|e| e.to_string())?;
+        if q.retained_keys == 0 {
+            Ok(())
+        } else {
+            Err(format!("{q:?}"))
+        }
+    })
+    .await;
+    assert!(!client.enqueue("q", "a", &keyed).await.unwrap().duplicate);
+
+    // A window of 0: the key is free as soon as its item left.
+    let (server0, client0) = server_with_queue(Config {
+        dedup_window: Duration::ZERO,
+        ..Config::default()
+    })
+    .await;
+    client0.enqueue("q", "a", &keyed).await.unwrap();
+    client0
+        .dequeue("q", &DequeueOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(client0.queue("q").await.unwrap().retained_keys, 0);
+    assert!(!client0.enqueue("q", "a", &keyed).await.unwrap().duplicate);
+    server.shutdown().await;
+    server0.shutdown().await;
+}

@@ -7,7 +7,7 @@ use memq::{BatchItem, DequeueOptions, Dequeued, EnqueueOptions};
 use queue_server::Config;
 use queue_server::broker::item_cost;
 use queue_server::config::MemoryLimit;
-use queue_server::testing::TestServer;
+use queue_server::testing::{TestServer, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -358,4 +358,93 @@ async fn shutdown_closes_stalled_connections_at_once_and_finishes_requests_in_fl
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(closed_by_server(stalled, Duration::from_secs(1)).await);
+}
+
+/// The issue operators hit: keys of drained items are kept for the dedup window and hold
+/// memory while the queue shows nothing. They count for --max-memory, show in the queue's
+/// figures and /metrics, the 507 says they hold the memory, and they are freed on time.
+#[tokio::test]
+async fn retained_dedup_keys_count_for_max_memory_are_shown_and_freed_after_the_window() {
+    let key_cost = queue_server::broker::key_cost("k-000");
+    let server = TestServer::start_as_given(Config {
+        max_memory: MemoryLimit::Bytes(40 * (item_cost("x") + key_cost)),
+        dedup_window: Duration::from_millis(1500),
+        ..Config::default()
+    })
+    .await;
+    let client = server.client();
+    client.create_queue("keyed", None).await.unwrap();
+    let mut enqueued = 0;
+    let err = loop {
+        let opts = EnqueueOptions {
+            id: Some(format!("k-{enqueued:03}")),
+            ..Default::default()
+        };
+        match client.enqueue("keyed", "x", &opts).await {
+            Ok(_) => enqueued += 1,
+            Err(e) => break e,
+        }
+        assert!(enqueued < 1000, "no 507 within 1,000 keyed items");
+    };
+    assert_eq!(err.status(), Some(507));
+    client.queue_action("keyed", "drain").await.unwrap();
+    let q = client.queue("keyed").await.unwrap();
+    assert_eq!((q.depth, q.retained_keys), (0, enqueued));
+    assert_eq!(q.retained_key_bytes, Some(enqueued * key_cost));
+    let metrics = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "memq_queue_retained_keys{{queue=\"keyed\"}} {enqueued}"
+        )),
+        "{metrics}"
+    );
+    // The queue is empty, yet a large enqueue is refused: the message says why and where.
+    let big = "y".repeat((enqueued as usize / 2) * key_cost as usize);
+    let err = client
+        .enqueue("keyed", &big, &EnqueueOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(507));
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("{} are dedup keys kept", enqueued * key_cost))
+            && message.contains("queue \"keyed\" holds the most")
+            && message.contains("--dedup-window"),
+        "{message}"
+    );
+    // Within the window a rerun is still a duplicate; after it, the keys are free (and the
+    // memory with them) without any request to the queue.
+    let again = EnqueueOptions {
+        id: Some("k-000".into()),
+        ..Default::default()
+    };
+    assert!(
+        client
+            .enqueue("keyed", "x", &again)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    eventually(Duration::from_secs(10), "the keys are freed", || async {
+        let q = client.queue("keyed").await.map_err(|e| e.to_string())?;
+        if q.retained_keys == 0 && q.retained_key_bytes == Some(0) {
+            Ok(())
+        } else {
+            Err(format!("{q:?}"))
+        }
+    })
+    .await;
+    assert!(
+        !client
+            .enqueue("keyed", "x", &again)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    server.shutdown().await;
 }

@@ -1,5 +1,5 @@
-//! Producer dedup keys (taken from enqueue until [`KEY_RETENTION_MS`] after the item leaves),
-//! and a bounded memory of expired lease ids.
+//! Producer dedup keys (taken from enqueue until the retention window, [`KEY_RETENTION_MS`] by
+//! default, after the item leaves), and a bounded memory of expired lease ids.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -8,6 +8,16 @@ use foldhash::fast::RandomState;
 
 use super::{Id, KEY_RETENTION_MS};
 
+/// Bytes a dedup key counts for `--max-memory` beyond its text: its shared string's header,
+/// its entries in the key and item maps (with their share of the tables' spare room) and its
+/// place in the release order.
+pub const KEY_OVERHEAD_BYTES: u64 = 200;
+
+/// What one key counts for `--max-memory`.
+pub fn key_cost(key: &str) -> u64 {
+    key.len() as u64 + KEY_OVERHEAD_BYTES
+}
+
 #[derive(Debug)]
 struct KeyEntry {
     item: Id,
@@ -15,14 +25,55 @@ struct KeyEntry {
 }
 
 /// Which keys are taken, by which item, and when released keys become free again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Keys {
     by_key: HashMap<Arc<str>, KeyEntry, RandomState>,
     by_item: HashMap<Id, Arc<str>, RandomState>,
     released: VecDeque<(u64, Arc<str>)>,
+    /// How long a key stays taken after its item left (`--dedup-window`; 0: not at all).
+    retention_ms: u64,
+    /// What all keys count ([`key_cost`]), and the part of it held by released keys.
+    bytes: u64,
+    retained_bytes: u64,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys {
+            by_key: HashMap::default(),
+            by_item: HashMap::default(),
+            released: VecDeque::new(),
+            retention_ms: KEY_RETENTION_MS,
+            bytes: 0,
+            retained_bytes: 0,
+        }
+    }
 }
 
 impl Keys {
+    /// Sets how long a key stays taken after its item left; keys released before keep the
+    /// time they were released at.
+    pub fn set_retention(&mut self, ms: u64) {
+        self.retention_ms = ms;
+    }
+
+    /// What all keys count for `--max-memory`.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Keys kept after their item left (still refusing a second enqueue), and what they count.
+    pub fn retained(&self) -> (u64, u64) {
+        (self.released.len() as u64, self.retained_bytes)
+    }
+
+    /// When the next retained key becomes free.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.released
+            .front()
+            .map(|(at, _)| at.saturating_add(self.retention_ms))
+    }
+
     /// The item holding `key`, if the key is taken.
     pub fn holder(&self, key: &str) -> Option<Id> {
         self.by_key.get(key).map(|e| e.item)
@@ -31,6 +82,7 @@ impl Keys {
     /// Marks `key` taken by `item`. The caller checked [`Keys::holder`] first.
     pub fn take(&mut self, key: &str, item: Id) {
         let key: Arc<str> = Arc::from(key);
+        self.bytes += key_cost(&key);
         self.by_item.insert(item, key.clone());
         self.by_key.insert(
             key,
@@ -43,27 +95,36 @@ impl Keys {
 
     /// Starts the retention clock of `item`'s key, if it has one: it left the queue at `now`.
     pub fn release(&mut self, item: Id, now: u64) {
-        if let Some(key) = self.by_item.remove(&item) {
-            if let Some(entry) = self.by_key.get_mut(&key) {
-                entry.released_at = Some(now);
-            }
-            self.released.push_back((now, key));
+        let Some(key) = self.by_item.remove(&item) else {
+            return;
+        };
+        if self.retention_ms == 0 {
+            self.by_key.remove(&key);
+            self.bytes -= key_cost(&key);
+            return;
         }
+        if let Some(entry) = self.by_key.get_mut(&key) {
+            entry.released_at = Some(now);
+        }
+        self.retained_bytes += key_cost(&key);
+        self.released.push_back((now, key));
     }
 
     /// Frees the keys whose retention ran out by `now`.
     pub fn prune(&mut self, now: u64) {
         while let Some((at, _)) = self.released.front() {
-            if at.saturating_add(KEY_RETENTION_MS) > now {
+            if at.saturating_add(self.retention_ms) > now {
                 break;
             }
             let (at, key) = self.released.pop_front().expect("front exists");
+            self.retained_bytes -= key_cost(&key);
             if self
                 .by_key
                 .get(&key)
                 .is_some_and(|e| e.released_at == Some(at))
             {
                 self.by_key.remove(&key);
+                self.bytes -= key_cost(&key);
             }
         }
     }

@@ -13,6 +13,7 @@ mod queue;
 
 pub use ids::{Id, IdGen};
 pub use image::{ItemImage, QueueImage};
+pub use keys::{KEY_OVERHEAD_BYTES, key_cost};
 pub use op::{Applied, Op, Outcome};
 pub use queue::{
     Autoscale, Counters, DeadItem, FoundItem, Handed, HeldLease, LeaseError, LeaseInfo, NewItem,

@@ -315,10 +315,21 @@ impl Queue {
         self.dead.len() as u64
     }
 
-    /// What the items this queue holds (ready, delayed, leased and dead) count for
-    /// `--max-memory`: their bodies plus [`super::ITEM_OVERHEAD_BYTES`] each.
+    /// What this queue holds counts for `--max-memory`: its items (ready, delayed, leased and
+    /// dead: their bodies plus [`super::ITEM_OVERHEAD_BYTES`] each) and their dedup keys, also
+    /// those kept after their item left ([`super::keys::key_cost`] each).
     pub fn held_bytes(&self) -> u64 {
-        self.held_bytes
+        self.held_bytes + self.keys.bytes()
+    }
+
+    /// Dedup keys kept after their item left, and what they count for `--max-memory`.
+    pub fn retained_keys(&self) -> (u64, u64) {
+        self.keys.retained()
+    }
+
+    /// How long a dedup key stays taken after its item left (`--dedup-window`).
+    pub fn set_key_retention(&mut self, ms: u64) {
+        self.keys.set_retention(ms);
     }
 
     /// Forgets an item that leaves the queue for good.
@@ -349,14 +360,15 @@ impl Queue {
         }
     }
 
-    /// The earliest time at which [`Queue::tick`] has work (a lease or a delay runs out).
+    /// The earliest time at which [`Queue::tick`] has work (a lease or a delay runs out, a
+    /// retained key becomes free).
     pub fn next_deadline(&self) -> Option<u64> {
         let lease = self.expiry.peek().map(|Reverse((t, _))| *t);
         let delay = self.delayed.peek().map(|Reverse(d)| d.at);
-        match (lease, delay) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [lease, delay, self.keys.next_expiry()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Adds one item; see [`Queue::enqueue_batch`].
@@ -1179,13 +1191,14 @@ mod tests {
         q.enqueue(item("later"), 10_000, T0).unwrap();
         let all = cost("aaaa") + cost("bb") + cost("c") + cost("dddddd") + cost("later");
         assert_eq!(q.held_bytes(), all);
-        // A duplicate key adds nothing.
+        // A keyed item counts its key too; a duplicate key adds nothing.
         q.enqueue(keyed("k", "x"), 0, T0).unwrap();
         q.enqueue(keyed("k", "x"), 0, T0).unwrap();
-        assert_eq!(q.held_bytes(), all + cost("x"));
+        let all = all + cost("x") + super::super::key_cost("k");
+        assert_eq!(q.held_bytes(), all);
         // kuard's dequeue removes for good.
         assert_eq!(bodies(q.dequeue(1, None, T0)), ["aaaa"]);
-        assert_eq!(q.held_bytes(), all + cost("x") - cost("aaaa"));
+        assert_eq!(q.held_bytes(), all - cost("aaaa"));
         // A lease holds the item; an ack lets it go; an expiry into the dead letters keeps it.
         let (_, acked) = lease_one(&mut q, 1_000, T0);
         let (_, dies) = lease_one(&mut q, 1_000, T0);
@@ -1196,9 +1209,30 @@ mod tests {
         assert_eq!(q.dead(), 1);
         assert_eq!(q.nack(dies.id, 0, T0 + 1_000), Err(LeaseError::Expired));
         assert_eq!(q.held_bytes(), held - cost("bb"));
-        // Purge and drain release the rest.
+        // Purge and drain release the items; the key stays (and counts) for its retention,
+        // and the queue says when it will be free.
         q.purge_dead(T0 + 1_000);
         q.drain(T0 + 1_000);
-        assert_eq!(q.held_bytes(), 0);
+        let key = super::super::key_cost("k");
+        assert_eq!(q.held_bytes(), key);
+        assert_eq!(q.retained_keys(), (1, key));
+        let free_at = T0 + 1_000 + crate::broker::KEY_RETENTION_MS;
+        assert_eq!(q.next_deadline(), Some(free_at));
+        q.tick(free_at - 1);
+        assert_eq!(q.held_bytes(), key);
+        q.tick(free_at);
+        assert_eq!((q.held_bytes(), q.retained_keys()), (0, (0, 0)));
+        assert_eq!(q.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_dedup_window_of_zero_frees_a_key_when_its_item_leaves() {
+        let mut q = Queue::new(QueueConfig::default());
+        q.set_key_retention(0);
+        q.enqueue(keyed("k", "x"), 0, T0).unwrap();
+        assert_eq!(bodies(q.dequeue(1, None, T0)), ["x"]);
+        assert_eq!((q.held_bytes(), q.retained_keys()), (0, (0, 0)));
+        let (_, dup) = q.enqueue(keyed("k", "again"), 0, T0).unwrap();
+        assert!(!dup, "the key is free at once");
     }
 }

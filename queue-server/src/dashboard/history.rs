@@ -268,6 +268,8 @@ mod tests {
             max_attempts: 5,
             max_depth: 0,
             autoscale: None,
+            retained_keys: 0,
+            retained_key_bytes: None,
         }
     }
 

@@ -24,7 +24,8 @@ use super::{
     StoreOptions, apply_patch, parse_lease,
 };
 use crate::broker::{
-    DeadItem, Id, LeaseError, LeaseInfo, NewItem, Op, Outcome, Queue, QueueConfig, Taken, item_cost,
+    DeadItem, Id, LeaseError, LeaseInfo, NewItem, Op, Outcome, Queue, QueueConfig, Taken,
+    item_cost, key_cost,
 };
 use crate::error::{Error, Result};
 
@@ -109,6 +110,8 @@ fn stats_of(name: &str, q: &Queue, now: u64) -> QueueStats {
             max_parallelism: a.max_parallelism,
             items_per_pod: a.items_per_pod,
         }),
+        retained_keys: q.retained_keys().0,
+        retained_key_bytes: Some(q.retained_keys().1),
     }
 }
 
@@ -138,7 +141,8 @@ impl MemoryStore {
         let mut held = 0u64;
         if let Some(dir) = &options.data_dir {
             let started = std::time::Instant::now();
-            let (dir_handle, recovery) = journal::open(dir, options.fsync)?;
+            let (dir_handle, recovery) =
+                journal::open(dir, options.fsync, options.key_retention_ms)?;
             for line in &recovery.dropped {
                 tracing::warn!(damage = %line, "journal damage cut during recovery");
             }
@@ -227,9 +231,12 @@ impl MemoryStore {
         }
         let now = self.inner.clock.now_ms();
         let reserved = match &op {
-            Op::Enqueue { items, .. } => {
-                self.reserve(items.iter().map(|i| item_cost(&i.body)).sum())?
-            }
+            Op::Enqueue { items, .. } => self.reserve(
+                items
+                    .iter()
+                    .map(|i| item_cost(&i.body) + i.key.as_deref().map_or(0, key_cost))
+                    .sum(),
+            )?,
             _ => 0,
         };
         let held_before = state.queue.held_bytes();
@@ -279,6 +286,7 @@ impl MemoryStore {
                 held,
                 adding: bytes,
                 max,
+                holders: String::new(),
             })?;
         Ok(bytes)
     }
@@ -292,6 +300,32 @@ impl MemoryStore {
         // Add before subtracting, so the count never dips below zero on the way.
         held.fetch_add(grown, Ordering::AcqRel);
         held.fetch_sub(shrunk, Ordering::AcqRel);
+    }
+
+    /// What holds the memory, for a `memory_full` message: the dedup keys kept after their item
+    /// left, and the queue that holds the most.
+    fn memory_holders(&self) -> String {
+        let queues: Vec<(Box<str>, Arc<Shared>)> = self
+            .inner
+            .queues
+            .read()
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        let (mut retained, mut top) = (0, None::<(Box<str>, u64)>);
+        for (name, shared) in queues {
+            let state = shared.state.lock();
+            retained += state.queue.retained_keys().1;
+            let held = state.queue.held_bytes();
+            if top.as_ref().is_none_or(|(_, most)| held > *most) {
+                top = Some((name, held));
+            }
+        }
+        let mut text = format!(", of which {retained} are dedup keys kept after their items left");
+        if let Some((name, held)) = top {
+            text.push_str(&format!("; queue {name:?} holds the most, {held} bytes"));
+        }
+        text
     }
 
     /// Bytes the items of all queues count for `--max-memory`, and the limit (`u64::MAX`: none).
@@ -374,7 +408,8 @@ impl MemoryStore {
             } else if max > 0 && queues.len() >= max {
                 return Err(Error::TooManyQueues { max });
             } else {
-                let queue = Queue::new(config);
+                let mut queue = Queue::new(config);
+                queue.set_key_retention(self.inner.options.key_retention_ms);
                 let stats = stats_of(name, &queue, self.inner.clock.now_ms());
                 let lsn = self.inner.data.as_ref().map(|d| {
                     let record = RecordRef::Create {
@@ -463,7 +498,21 @@ impl MemoryStore {
         items: Vec<NewItem>,
         delay_ms: u64,
     ) -> Result<Vec<(Id, bool)>> {
-        match self.change(name, Op::Enqueue { items, delay_ms }).await? {
+        let changed = match self.change(name, Op::Enqueue { items, delay_ms }).await {
+            // Taken apart here, with no queue's lock held: what holds the memory.
+            Err(Error::MemoryFull {
+                held, adding, max, ..
+            }) => {
+                return Err(Error::MemoryFull {
+                    held,
+                    adding,
+                    max,
+                    holders: self.memory_holders(),
+                });
+            }
+            other => other?,
+        };
+        match changed {
             Outcome::Enqueued(result) => Ok(result?),
             other => Err(unexpected(other)),
         }

@@ -202,6 +202,8 @@ pub struct StoreOptions {
     pub max_memory: u64,
     /// Most queues; 0: no limit.
     pub max_queues: usize,
+    /// How long a dedup key stays taken after its item left (`--dedup-window`), ms.
+    pub key_retention_ms: u64,
 }
 
 impl Default for StoreOptions {
@@ -214,6 +216,7 @@ impl Default for StoreOptions {
             redis: None,
             max_memory: u64::MAX,
             max_queues: 0,
+            key_retention_ms: crate::broker::KEY_RETENTION_MS,
         }
     }
 }
@@ -288,6 +291,7 @@ impl Store {
                 redis,
                 options.default_lease_ms,
                 options.max_queues,
+                options.key_retention_ms,
                 shutdown,
             )?));
         }

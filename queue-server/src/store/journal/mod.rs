@@ -113,8 +113,14 @@ fn io_context(what: String) -> impl FnOnce(std::io::Error) -> anyhow::Error {
     move |e| anyhow::anyhow!("{what}: {e}")
 }
 
-/// Opens (creating if needed) and locks `dir`, recovers its queues and starts the journal writer.
-pub fn open(dir: &Path, mode: FsyncMode) -> anyhow::Result<(DataDir, Recovery)> {
+/// Opens (creating if needed) and locks `dir`, recovers its queues (with dedup keys kept
+/// `key_retention_ms` after their item left, as the live server keeps them) and starts the
+/// journal writer.
+pub fn open(
+    dir: &Path,
+    mode: FsyncMode,
+    key_retention_ms: u64,
+) -> anyhow::Result<(DataDir, Recovery)> {
     std::fs::create_dir_all(dir).map_err(io_context(format!(
         "cannot create data directory {}",
         dir.display()
@@ -137,7 +143,7 @@ pub fn open(dir: &Path, mode: FsyncMode) -> anyhow::Result<(DataDir, Recovery)> 
             anyhow::bail!("cannot lock {}: {e}", lock_path.display())
         }
     }
-    let recovery = recover(dir)?;
+    let recovery = recover(dir, key_retention_ms)?;
     let writer = Writer::start(dir, recovery.next_segment, mode).map_err(io_context(format!(
         "cannot start the journal in {}",
         dir.display()
@@ -152,7 +158,7 @@ pub fn open(dir: &Path, mode: FsyncMode) -> anyhow::Result<(DataDir, Recovery)> 
     ))
 }
 
-fn recover(dir: &Path) -> anyhow::Result<Recovery> {
+fn recover(dir: &Path, key_retention_ms: u64) -> anyhow::Result<Recovery> {
     let mut rec = Recovery::default();
     let snapshots = numbered(dir, "snapshot-", ".snap")?;
     let mut queues: std::collections::BTreeMap<String, Queue> = Default::default();
@@ -160,6 +166,9 @@ fn recover(dir: &Path) -> anyhow::Result<Recovery> {
     if let Some(&n) = snapshots.last() {
         let path = snapshot_path(dir, n);
         queues = snapshot::read(&path)?.into_iter().collect();
+        for q in queues.values_mut() {
+            q.set_key_retention(key_retention_ms);
+        }
         rec.snapshot = Some(n);
         first_segment = n;
     }
@@ -192,7 +201,7 @@ fn recover(dir: &Path) -> anyhow::Result<Recovery> {
         } = record::read_frames(&data);
         for record in records {
             rec.records += 1;
-            apply(&mut queues, record);
+            apply(&mut queues, record, key_retention_ms);
         }
         if damage.is_none() && end < data.len() {
             // The zeros a writer that did not stop cleanly had written ahead of its records.
@@ -226,10 +235,16 @@ fn recover(dir: &Path) -> anyhow::Result<Recovery> {
 
 /// Replays one record. Records only ever name queues that existed when they were written, so
 /// a record for an unknown queue means the log was damaged before it: it is skipped.
-fn apply(queues: &mut std::collections::BTreeMap<String, Queue>, record: Record) {
+fn apply(
+    queues: &mut std::collections::BTreeMap<String, Queue>,
+    record: Record,
+    key_retention_ms: u64,
+) {
     match record {
         Record::Create { queue, config, ids } => {
-            queues.insert(queue, Queue::with_ids(config, IdGen::from_state(ids)));
+            let mut q = Queue::with_ids(config, IdGen::from_state(ids));
+            q.set_key_retention(key_retention_ms);
+            queues.insert(queue, q);
         }
         Record::Delete { queue } => {
             queues.remove(&queue);

@@ -36,9 +36,7 @@ use super::{
     Clock, DequeueOutcome, DequeueRequest, FoundItem, HeldLease, ItemRef, LeaseSpec, Whereabouts,
     apply_patch,
 };
-use crate::broker::{
-    DeadItem, EXPIRED_LEASES_REMEMBERED, Id, IdGen, KEY_RETENTION_MS, LeaseInfo, QueueConfig,
-};
+use crate::broker::{DeadItem, EXPIRED_LEASES_REMEMBERED, Id, IdGen, LeaseInfo, QueueConfig};
 use crate::error::{Error, Result};
 use conn::{CONNECT_TIMEOUT, Conn};
 use reply::{Reply, groups, id, int, malformed, text, uint};
@@ -160,7 +158,7 @@ fn stats_of(name: &str, v: &Value, now_ms: u64) -> Result<QueueStats> {
     let Value::Array(f) = v else {
         return Err(malformed("stats"));
     };
-    if f.len() != 16 {
+    if f.len() != 17 {
         return Err(malformed("stats length"));
     }
     let autoscale = text(f[15].clone())?;
@@ -193,6 +191,8 @@ fn stats_of(name: &str, v: &Value, now_ms: u64) -> Result<QueueStats> {
         dead: n(12)?,
         oldest_age_seconds: oldest.map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1000.0),
         autoscale,
+        retained_keys: n(16)?,
+        retained_key_bytes: None,
     })
 }
 
@@ -202,6 +202,7 @@ impl RedisStore {
         options: &RedisOptions,
         default_lease_ms: u64,
         max_queues: usize,
+        key_retention_ms: u64,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let prefix = options.prefix.clone();
@@ -210,7 +211,7 @@ impl RedisStore {
         }
         let (conn, pubsub) = Conn::open(&options.url, options.cluster)?;
         let script_code = include_str!("queue.lua")
-            .replace("{{KEY_RETENTION_MS}}", &KEY_RETENTION_MS.to_string())
+            .replace("{{KEY_RETENTION_MS}}", &key_retention_ms.to_string())
             .replace(
                 "{{EXPIRED_LEASES_REMEMBERED}}",
                 &EXPIRED_LEASES_REMEMBERED.to_string(),

@@ -96,13 +96,18 @@ local function config()
         META[4] == '1'
 end
 
--- The item left the queue: its key stays taken for RETENTION from now.
+-- The item left the queue: its key stays taken for RETENTION from now (--dedup-window; 0:
+-- the key is free at once).
 local function release(item)
     local key = redis.call('HGET', K_KEYOF, item)
     if key then
         redis.call('HDEL', K_KEYOF, item)
-        redis.call('ZADD', K_RELEASED, now, key)
-        note_due(now + RETENTION)
+        if RETENTION == 0 then
+            redis.call('HDEL', K_KEYS, key)
+        else
+            redis.call('ZADD', K_RELEASED, now, key)
+            note_due(now + RETENTION)
+        end
     end
 end
 
@@ -222,7 +227,7 @@ local function stats()
         redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES), redis.call('ZCARD', K_DELAYED),
         redis.call('LLEN', K_DEAD),
         redis.call('LINDEX', K_READY, 0) or '', redis.call('LINDEX', K_READY, -1) or '',
-        m[10] or '',
+        m[10] or '', redis.call('ZCARD', K_RELEASED),
     }
 end
 
