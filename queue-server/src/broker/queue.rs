@@ -636,8 +636,8 @@ impl Queue {
         found(dead.attempts, Whereabouts::Dead { at: dead.died_at })
     }
 
-    /// Names who took `leases` (a dequeue's `X-Memq-Consumer`). Kept beside the journal: a
-    /// durable server that restarts lists its leases without their consumers.
+    /// Names who took `leases` (a dequeue's `X-Memq-Consumer`). Not journaled: leases do not
+    /// outlive a restart ([`Queue::recover_leases`]), and a name is only ever shown with its lease.
     pub fn name_leases(&mut self, leases: impl IntoIterator<Item = Id>, consumer: &Arc<str>) {
         for lease in leases {
             if let Some(l) = self.leases.get_mut(&lease) {
