@@ -500,11 +500,123 @@ await test("with --token the page asks for the token once and keeps it for the t
   }
 });
 
+/** Takes one item of `queue` with a 60 s lease, as `consumer` (no X-Memq-Consumer header when null). */
+async function takeLease(server, queue, consumer) {
+  const headers = { Authorization: `Bearer ${TOKEN}` };
+  if (consumer) headers["X-Memq-Consumer"] = consumer;
+  const resp = await fetch(`${server.url}/memq/server/queues/${queue}/dequeue?lease=60`, { method: "POST", headers });
+  if (resp.status !== 200) throw new Error(`dequeue from ${queue}: ${resp.status} ${await resp.text()}`);
+  return resp.json();
+}
+
+const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+await test("the queue panel lists the leases and releases one after a confirm, once per click", async () => {
+  const server = await new Server("leases server", ["--token", TOKEN]).start();
+  try {
+    await server.createQueue("leased", null, TOKEN);
+    await server.enqueueLines("leased", ["job-1", "job-2", "job-3"], TOKEN);
+    const a = await takeLease(server, "leased", "pod-a");
+    const b = await takeLease(server, "leased", null);
+    const figures = async () => {
+      const { json } = await server.api("GET", "/queues/leased", { token: TOKEN });
+      return `depth ${json.depth}, inflight ${json.inflight}`;
+    };
+    if ((await figures()) !== "depth 1, inflight 2") throw new Error(`before: ${await figures()}`);
+    // The page itself comes with a 401 (it asks for the token).
+    const p = await openPage(`${server.url}/`, [/status of 401 .*@ http:\/\/127\.0\.0\.1:\d+\/(dashboard\/session)?$/]);
+    const nacks = [];
+    p.on("request", (r) => {
+      if (/\/nack$/.test(r.url())) nacks.push(`${r.method()} ${r.url().slice(server.url.length)}`);
+    });
+    await waitFor(p, () => document.querySelector("#token-dialog").open, null, "the token dialog");
+    await p.fill("#token-input", TOKEN);
+    await p.click("#token-form button[type=submit]");
+    await waitFor(p, () => !document.querySelector("#token-dialog").open, null, "the dialog to close");
+    await p.click(`${row("leased")} .qname`);
+    await waitText(p, "#detail-title", "leased");
+    await waitFor(p, () => document.querySelectorAll("#leases tr").length === 2, null, "two leases in the table");
+    const shown = await p.$$eval("#leases tr", (trs) =>
+      trs.map((tr) => ({
+        lease: tr.dataset.lease,
+        item: tr.cells[0].title,
+        consumer: tr.cells[1].textContent,
+        attempt: tr.cells[2].textContent,
+        held: tr.cells[3].textContent,
+        expires: tr.cells[4].textContent,
+        release: tr.cells[5].querySelector("button")?.checkVisibility() ?? false,
+      })),
+    );
+    // Oldest first: pod-a's lease, then the anonymous one.
+    const want = [
+      { lease: a.lease.id, item: a.id, consumer: "pod-a", attempt: "1" },
+      { lease: b.lease.id, item: b.id, consumer: "—", attempt: "1" },
+    ];
+    want.forEach((w, i) => {
+      const s = shown[i];
+      const ok =
+        Object.entries(w).every(([k, v]) => s[k] === v) && /^\d+s$/.test(s.held) && /^(1m|5\ds)$/.test(s.expires) && s.release;
+      if (!ok) throw new Error(`lease row ${i + 1}: wanted ${JSON.stringify(w)}, held for Ns, expires in ~1m and a Release button; saw ${JSON.stringify(s)}`);
+    });
+    const note = await p.textContent("#leases-note");
+    if (note !== "") throw new Error(`note under two leases: ${JSON.stringify(note)}`);
+    fs.mkdirSync(SHOTS, { recursive: true });
+    await p.$eval("#leases-title", (el) => el.scrollIntoView({ block: "center" }));
+    await p.mouse.move(0, 0);
+    await p.screenshot({ path: path.join(SHOTS, "leases.png") });
+
+    // Release pod-a's lease with a double click: one question, one request.
+    const questions = [];
+    const accept = (d) => {
+      questions.push(d.message());
+      d.accept();
+    };
+    p.on("dialog", accept);
+    try {
+      await p.dblclick(`#leases tr[data-lease="${a.lease.id}"] button`);
+      await waitFor(p, (id) => !document.querySelector(`#leases tr[data-lease="${id}"]`), a.lease.id, "pod-a's lease to leave the table");
+    } finally {
+      p.off("dialog", accept);
+    }
+    await waitText(p, "#toast", /^Released item …\w{6}: it is ready again\.$/);
+    if (questions.length !== 1 || !questions[0].startsWith(`Release the lease of pod-a on item …${a.id.slice(-6)} (attempt 1)?`)) {
+      throw new Error(`confirm asked ${JSON.stringify(questions)}`);
+    }
+    if (nacks.join() !== `POST /memq/server/queues/leased/leases/${a.lease.id}/nack`) throw new Error(`release requests: ${JSON.stringify(nacks)}`);
+    if ((await figures()) !== "depth 2, inflight 1") throw new Error(`after the release: ${await figures()}`);
+    if ((await p.$$eval("#leases tr", (trs) => trs.map((tr) => tr.dataset.lease))).join() !== b.lease.id) throw new Error("the other lease left the table too");
+
+    // The other lease ends behind the page's back while the operator reads the question (the
+    // page cannot refresh under a confirm): the row is stale when the release goes out. Its 404
+    // is expected.
+    p.allowed.push(new RegExp(`status of 404 .*@ ${escapeRe(server.url)}/memq/server/queues/leased/leases/${b.lease.id}/nack$`));
+    let behindBack = 0;
+    p.once("dialog", async (d) => {
+      behindBack = (await server.api("POST", `/queues/leased/leases/${b.lease.id}/nack`, { token: TOKEN })).status;
+      await d.accept();
+    });
+    await p.click(`#leases tr[data-lease="${b.lease.id}"] button`);
+    await waitText(p, "#toast", /already ended: acked, released or expired/);
+    if (behindBack !== 200) throw new Error(`the release through the API answered ${behindBack}`);
+    await waitFor(p, () => document.querySelectorAll("#leases tr").length === 0, null, "the stale lease to leave the table");
+    await waitText(p, "#leases-note", "No leases.");
+    if (nacks.length !== 2) throw new Error(`release requests: ${JSON.stringify(nacks)}`);
+    if ((await figures()) !== "depth 3, inflight 0") throw new Error(`at the end: ${await figures()}`);
+    assertClean(p);
+    await p.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 await test("with --public-reads the page shows read-only views without a token", async () => {
   const server = await new Server("public-reads server", ["--token", TOKEN, "--public-reads"]).start();
   try {
     await server.createQueue("visible", null, TOKEN);
     await server.enqueueLines("visible", ["one", "two"], TOKEN);
+    await server.createQueue("held", null, TOKEN);
+    await server.enqueueLines("held", ["x"], TOKEN);
+    await takeLease(server, "held", "pod-z");
     const p = await openPage(`${server.url}/`);
     await waitText(p, cell("visible", "depth"), "2");
     if (await p.evaluate(() => document.querySelector("#token-dialog").open)) throw new Error("asked for a token");
@@ -514,11 +626,17 @@ await test("with --public-reads the page shows read-only views without a token",
     await waitText(p, "#detail-title", "visible");
     if (await p.isVisible(".actions")) throw new Error("actions shown read-only");
     await waitText(p, "#peek-note", /Sign in/);
+    // Leases are a public read, like the figures; releasing one is not.
+    await p.click(`${row("held")} .qname`);
+    await waitText(p, "#leases tr td.consumer", "pod-z");
+    if (await p.isVisible("#leases tr button")) throw new Error("Release shown read-only");
     // Signing in turns the actions on.
     await p.click("#sign-in");
     await p.fill("#token-input", TOKEN);
     await p.click("#token-form button[type=submit]");
     await waitFor(p, () => !document.querySelector(".actions").hidden, null, "the actions after signing in");
+    await waitFor(p, () => document.querySelector("#leases tr button")?.checkVisibility(), null, "Release after signing in");
+    await p.click(`${row("visible")} .qname`);
     await waitText(p, "#peek li:nth-child(1) code", "one");
     assertClean(p);
     await p.close();

@@ -30,7 +30,9 @@ const state = {
   selectedSeen: false, // the selected queue has been in a snapshot (so its absence means deleted)
   history: null, // { name, loading, t: [], depth: [], inflight: [], rateIn: [], rateOut: [] }
   items: { name: null, signature: "", loadedAt: 0, busy: false },
+  leases: null, // the selected queue's leases: see resetLeases
   lastTime: 0,
+  skews: [], // server time minus our time, at the last few snapshots (see serverNow)
   live: false,
   everLive: false,
 };
@@ -348,6 +350,8 @@ function arrange() {
 function applySnapshot(snap) {
   const time = Date.parse(snap.time) || Date.now();
   state.lastTime = time;
+  state.skews.push(time - Date.now());
+  if (state.skews.length > 10) state.skews.shift();
   const seen = new Set();
   const totals = { depth: 0, inflight: 0, dead: 0, rateIn: 0, rateOut: 0 };
   for (const data of snap.queues) {
@@ -405,6 +409,7 @@ function select(name) {
   history.replaceState(null, "", name ? `#queue=${encodeURIComponent(name)}` : location.pathname);
   $("detail-hint").hidden = Boolean(name);
   $("detail-body").hidden = !name;
+  resetLeases(name);
   if (!name) return;
   state.rows.get(name)?.tr.classList.add("selected");
   $("detail-title").textContent = name;
@@ -498,6 +503,8 @@ function updateDetail(time) {
     drawCharts();
   }
   refreshItems(d);
+  refreshLeases(d);
+  tickLeases();
   // Ages of the items shown move on between reloads of the lists.
   const now = Date.now();
   for (const el of document.querySelectorAll("#detail-body .age[data-since]")) {
@@ -685,6 +692,194 @@ async function loadItems(name) {
   );
   const total = state.rows.get(name)?.data?.dead ?? dead.messages.length;
   setText("dead-note", dead.messages.length === 0 ? "None." : total > dead.messages.length ? `… and ${fmtCount(total - dead.messages.length)} more.` : "");
+}
+
+// ---------- leases ----------
+
+const LEASE_LIMIT = 100;
+
+/** Our best guess of the server's clock: lease times are the server's, our clock may be off. A
+ * snapshot is at most a second old when it arrives, so the largest recent difference is the
+ * closest. */
+function serverNow() {
+  return Date.now() + (state.skews.length ? Math.max(...state.skews) : 0);
+}
+
+function resetLeases(name) {
+  // A new record each time: answers meant for the old one are dropped on arrival.
+  state.leases = { name, list: [], trs: new Map(), signature: "", loadedAt: 0, busy: false, seq: 0, loaded: false, releasing: new Set() };
+  $("leases").replaceChildren();
+  setText("leases-note", "");
+}
+
+/** Reloads the leases when the queue's figures say they changed (at most every 2 s), and every
+ * 10 s while any are held (an extend changes no figure). Nothing is asked once the panel closes. */
+function refreshLeases(d) {
+  const L = state.leases;
+  if (!L || L.name !== d.name || L.busy) return;
+  const signature = [d.inflight, d.dequeued, d.acked, d.requeued, d.dead].join("/");
+  const age = Date.now() - L.loadedAt;
+  if (signature !== L.signature ? age < 2000 : d.inflight === 0 || age < 10_000) return;
+  L.signature = signature;
+  loadLeases(L);
+}
+
+async function loadLeases(L) {
+  const seq = ++L.seq; // a later load (after a release) overrides one under way
+  L.busy = true;
+  try {
+    const data = await api(`${q(L.name)}/leases?limit=${LEASE_LIMIT}`);
+    if (state.leases !== L || seq !== L.seq) return;
+    L.list = data?.leases ?? [];
+    L.loaded = true;
+    renderLeases(L);
+  } catch (e) {
+    if (state.leases !== L || seq !== L.seq) return;
+    L.signature = ""; // try again in 2 s
+    if (e.status !== 404 && e.status !== 401) setText("leases-note", `Could not load leases: ${e.message}`);
+  } finally {
+    if (seq === L.seq) {
+      L.busy = false;
+      L.loadedAt = Date.now();
+    }
+  }
+}
+
+const shortId = (id) => `…${id.slice(-6)}`;
+
+function makeLeaseRow(L, l) {
+  const tr = document.createElement("tr");
+  tr.dataset.lease = l.id;
+  const item = document.createElement("td");
+  item.className = "item";
+  const code = document.createElement("code");
+  code.textContent = shortId(l.itemId);
+  item.title = l.itemId;
+  item.append(code);
+  const consumer = document.createElement("td");
+  consumer.className = "consumer";
+  if (l.consumer == null) {
+    consumer.classList.add("anon");
+    consumer.textContent = "—";
+    consumer.title = "The consumer gave no name (X-Memq-Consumer)";
+  } else {
+    // Pod names differ at their end: a long name is cut in its middle (app.css), never its end.
+    const c = l.consumer;
+    if (c.length > 9) {
+      const wrap = document.createElement("span");
+      wrap.className = "mid";
+      const head = document.createElement("span");
+      head.textContent = c.slice(0, -7);
+      const tail = document.createElement("span");
+      tail.textContent = c.slice(-7);
+      wrap.append(head, tail);
+      consumer.append(wrap);
+    } else {
+      consumer.textContent = c;
+    }
+    consumer.title = c;
+  }
+  const attempt = document.createElement("td");
+  attempt.className = "attempt";
+  attempt.textContent = String(l.attempt);
+  const held = document.createElement("td");
+  held.className = "held";
+  held.title = `leased at ${l.leasedAt}`;
+  const expires = document.createElement("td");
+  expires.className = "expires";
+  const actions = document.createElement("td");
+  actions.className = "release";
+  const btn = document.createElement("button");
+  btn.type = "button";
+  btn.className = "btn small danger";
+  btn.textContent = "Release";
+  btn.title = "Give the item back to the queue now (nack)";
+  btn.setAttribute("aria-label", `Release the lease on item ${shortId(l.itemId)}`);
+  btn.addEventListener("click", () => releaseLease(L, l));
+  actions.append(btn);
+  tr.append(item, consumer, attempt, held, expires, actions);
+  return { tr, held, expires, btn, since: Date.parse(l.leasedAt), until: 0, expiresAt: "" };
+}
+
+function renderLeases(L) {
+  const trs = new Map();
+  const rows = L.list.map((l) => {
+    const r = L.trs.get(l.id) || makeLeaseRow(L, l);
+    trs.set(l.id, r);
+    if (r.expiresAt !== l.expiresAt) {
+      // An extend moves it.
+      r.expiresAt = l.expiresAt;
+      r.until = Date.parse(l.expiresAt);
+      r.expires.title = `expires at ${l.expiresAt}`;
+    }
+    r.btn.disabled = L.releasing.has(l.id);
+    return r.tr;
+  });
+  L.trs = trs;
+  const tbody = $("leases");
+  const shown = tbody.children;
+  if (rows.length !== shown.length || rows.some((tr, i) => tr !== shown[i])) {
+    const focused = document.activeElement;
+    tbody.replaceChildren(...rows);
+    if (focused && focused !== document.activeElement && focused.isConnected) focused.focus({ preventScroll: true });
+  }
+  tickLeases();
+}
+
+/** The times of the leases shown, and the note under them; once a second, with the snapshots. */
+function tickLeases() {
+  const L = state.leases;
+  if (!L?.loaded) return;
+  const now = serverNow();
+  for (const r of L.trs.values()) {
+    const held = fmtDuration(Math.floor((now - r.since) / 1000));
+    if (r.held.textContent !== held) r.held.textContent = held;
+    const left = (r.until - now) / 1000;
+    const text = left <= 0 ? "expired" : fmtDuration(Math.ceil(left));
+    if (r.expires.textContent !== text) {
+      r.expires.textContent = text;
+      r.expires.classList.toggle("expired", left <= 0);
+    }
+  }
+  const n = L.list.length;
+  const inflight = state.rows.get(L.name)?.data?.inflight ?? n;
+  setText("leases-note", n === 0 ? "No leases." : n >= LEASE_LIMIT && inflight > n ? `First ${n} of ${inflight.toLocaleString()} in flight (oldest first).` : "");
+}
+
+/** Release = nack: the item is ready again at the front of the queue (or, on its last attempt,
+ * a dead letter). One request per lease, however often the button is clicked. */
+function releaseLease(L, l) {
+  if (L.releasing.has(l.id) || state.leases !== L) return;
+  const d = state.rows.get(L.name)?.data;
+  const last = Boolean(d?.maxAttempts) && l.attempt >= d.maxAttempts;
+  const item = shortId(l.itemId);
+  const who = l.consumer == null ? "an unnamed consumer" : l.consumer;
+  const fate = last
+    ? `This is the item's last attempt (max ${d.maxAttempts}): it goes to the dead letters.`
+    : `The item goes back to the front of ${L.name}.`;
+  act(
+    async () => {
+      if (L.releasing.has(l.id)) return;
+      L.releasing.add(l.id);
+      const r = L.trs.get(l.id);
+      if (r) r.btn.disabled = true;
+      try {
+        await api(`${q(L.name)}/leases/${encodeURIComponent(l.id)}/nack`, { method: "POST" });
+      } catch (e) {
+        if (e.status === 404 || e.status === 410) {
+          throw new ApiError(e.status, e.code, `The lease on item ${item} already ended: acked, released or expired.`);
+        }
+        // Nothing changed: the operator may try again.
+        L.releasing.delete(l.id);
+        if (r) r.btn.disabled = false;
+        throw e;
+      } finally {
+        if (state.leases === L) loadLeases(L);
+      }
+    },
+    last ? `Released item ${item}: it is a dead letter now.` : `Released item ${item}: it is ready again.`,
+    `Release the lease of ${who} on item ${item} (attempt ${l.attempt})? ${fate} The consumer's ack or nack for it will fail.`,
+  );
 }
 
 // ---------- actions ----------
