@@ -140,9 +140,12 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
         .collect();
     assert_eq!(
         names,
-        ["base", "durable", "redis"],
+        ["base", "durable", "keda", "redis"],
         "a new overlay: check it here too"
     );
+    // The keda overlay's ScaledJob and TriggerAuthentication: validated by the API server
+    // against KEDA's own CRDs.
+    install_keda_crds(&cluster).await;
 
     for (dir, name) in kustomizations.iter().zip(&names) {
         let ns = cluster.namespace(&format!("manifests-{name}")).await;
@@ -200,6 +203,107 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
                 .await;
             assert_eq!(replicas, "3");
         }
+        assert_eq!(has("ScaledJob"), name == "keda", "{name}: {kinds:?}");
+        if name == "keda" {
+            // KEDA starts the consumers: no fixed Job, and the server's autoscaler is off.
+            let jobs = cluster
+                .kubectl_ok(&["get", "-n", &ns, "jobs", "-o", "name"])
+                .await;
+            assert!(!jobs.contains("job.batch/consumers"), "{jobs}");
+            let env = cluster
+                .kubectl_ok(&[
+                    "get",
+                    "-n",
+                    &ns,
+                    "replicaset",
+                    "queue",
+                    "-o",
+                    "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"MEMQ_AUTOSCALE\")].value}",
+                ])
+                .await;
+            assert_eq!(env, "false");
+            let trigger: Value = serde_json::from_str(
+                &cluster
+                    .kubectl_ok(&["get", "-n", &ns, "scaledjob", "consumers", "-o", "json"])
+                    .await,
+            )
+            .unwrap();
+            let trigger = &trigger["spec"]["triggers"][0];
+            assert_eq!(trigger["type"], "metrics-api");
+            assert_eq!(trigger["metadata"]["valueLocation"], "depth");
+            assert_eq!(trigger["authenticationRef"]["name"], "memq-token");
+        }
+    }
+    // A field KEDA's schema does not have is refused: the CRDs are really checking.
+    let ns = cluster.namespace("manifests-keda-bad").await;
+    let bad = r#"{"apiVersion":"keda.sh/v1alpha1","kind":"ScaledJob","metadata":{"name":"x"},
+        "spec":{"jobTargetRef":{"template":{"spec":{"containers":[{"name":"c","image":"i"}]}}},
+        "triggers":[{"type":"metrics-api","metadata":{}}],"noSuchField":1}}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.json");
+    std::fs::write(&file, bad).unwrap();
+    let refused = cluster
+        .kubectl(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-n",
+            &ns,
+            "-f",
+            &file.display().to_string(),
+        ])
+        .await
+        .unwrap_err();
+    assert!(refused.contains("noSuchField"), "{refused}");
+}
+
+/// KEDA's CRDs of this release, from its Go module (`config/crd/bases`), fetched through the
+/// Go module proxy into Go's module cache (once per machine).
+const KEDA_MODULE: &str = "github.com/kedacore/keda/v2@v2.21.0";
+
+/// Installs KEDA's CRDs (server-side apply: idempotent; they stay for the cluster's life).
+async fn install_keda_crds(cluster: &Cluster) {
+    let scratch = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new("go")
+        .args(["mod", "download", "-json", KEDA_MODULE])
+        // Outside any module: only the download.
+        .current_dir(scratch.path())
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .await
+        .expect("go (installed with the Kubernetes control plane's tools) runs");
+    assert!(
+        out.status.success(),
+        "go mod download {KEDA_MODULE} failed (is the Go module proxy reachable?): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let crds = Path::new(info["Dir"].as_str().unwrap()).join("config/crd/bases");
+    for crd in [
+        "keda.sh_scaledjobs.yaml",
+        "keda.sh_triggerauthentications.yaml",
+    ] {
+        let file = crds.join(crd).display().to_string();
+        cluster
+            .kubectl_ok(&[
+                "apply",
+                "--server-side",
+                "--field-manager=memq-test",
+                "-f",
+                &file,
+            ])
+            .await;
+    }
+    for crd in ["scaledjobs.keda.sh", "triggerauthentications.keda.sh"] {
+        cluster
+            .kubectl_ok(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                &format!("crd/{crd}"),
+            ])
+            .await;
     }
 }
 
