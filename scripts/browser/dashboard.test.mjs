@@ -609,6 +609,135 @@ await test("the queue panel lists the leases and releases one after a confirm, o
   }
 });
 
+await test("the queue panel finds an item by id or by key: leased, ready, next, not found", async () => {
+  const server = await new Server("item search server", ["--token", TOKEN]).start();
+  try {
+    await server.createQueue("orders", null, TOKEN);
+    await server.createQueue("other", null, TOKEN);
+    const enqueue = async (query, body) => {
+      const resp = await fetch(`${server.url}/memq/server/queues/orders/enqueue${query}`, {
+        method: "POST",
+        body,
+        headers: { Authorization: `Bearer ${TOKEN}` },
+      });
+      if (!resp.ok) throw new Error(`enqueue${query}: ${resp.status} ${await resp.text()}`);
+      return resp.json();
+    };
+    const keyed = await enqueue("?id=order-7", "a");
+    const second = await enqueue("", "b");
+    const third = await enqueue("", "c");
+    // The keyed item is first: the dequeue takes it.
+    const taken = await takeLease(server, "orders", "pod-s");
+    if (taken.id !== keyed.id) throw new Error(`the dequeue took ${taken.id}, not the keyed item ${keyed.id}`);
+    const missingId = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    const missingKey = "not a ulid key";
+    const items = "/memq/server/queues/orders/items";
+    const missingKeyPath = `${items}?key=not%20a%20ulid%20key`;
+    // What the server says of the two misses, to be shown as it says it.
+    const said = async (p) => {
+      const resp = await fetch(`${server.url}${p}`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+      const json = await resp.json();
+      if (resp.status !== 404 || json.code !== "item_not_found" || !json.message) throw new Error(`GET ${p}: ${resp.status} ${JSON.stringify(json)}`);
+      return json.message;
+    };
+    const missingIdMessage = await said(`${items}/${missingId}`);
+    const missingKeyMessage = await said(missingKeyPath);
+    // The page comes with a 401 (it asks for the token); the two misses are 404s, expected.
+    const p = await openPage(`${server.url}/`, [
+      /status of 401 .*@ http:\/\/127\.0\.0\.1:\d+\/(dashboard\/session)?$/,
+      new RegExp(`status of 404 .*@ ${escapeRe(`${server.url}${items}/${missingId}`)}$`),
+      new RegExp(`status of 404 .*@ ${escapeRe(`${server.url}${missingKeyPath}`)}$`),
+    ]);
+    const finds = [];
+    p.on("request", (r) => {
+      const u = r.url().slice(server.url.length);
+      if (u.startsWith(items)) finds.push(`${r.method()} ${u}${r.headers().authorization === `Bearer ${TOKEN}` ? "" : " (no token)"}`);
+    });
+    await waitFor(p, () => document.querySelector("#token-dialog").open, null, "the token dialog");
+    await p.fill("#token-input", TOKEN);
+    await p.click("#token-form button[type=submit]");
+    await waitFor(p, () => !document.querySelector("#token-dialog").open, null, "the dialog to close");
+    await p.click(`${row("orders")} .qname`);
+    await waitText(p, "#detail-title", "orders");
+    if (!(await p.isVisible("#find-input")) || (await p.isVisible("#find-result"))) throw new Error("the search box is not shown empty");
+    const result = () =>
+      p.evaluate(() => ({
+        state: document.querySelector("#find-state").textContent,
+        badge: document.querySelector("#find-state").className,
+        where: document.querySelector("#find-where").textContent,
+        meta: document.querySelector("#find-meta").textContent,
+        id: document.querySelector("#find-id").textContent,
+        found: document.querySelector("#find-found").checkVisibility(),
+        msg: document.querySelector("#find-msg").checkVisibility() ? document.querySelector("#find-msg").textContent : null,
+      }));
+
+    // By key (Find clicked): the keyed item, leased by pod-s.
+    await p.fill("#find-input", "order-7");
+    await p.click("#find-submit");
+    await waitText(p, "#find-where", /^held by pod-s, /);
+    let r = await result();
+    if (
+      r.state !== "leased" ||
+      r.badge !== "badge state-leased" ||
+      !/^held by pod-s, attempt 1, expires in (1m|5\ds)$/.test(r.where) ||
+      !/^1 attempt · enqueued \d+s ago$/.test(r.meta) ||
+      r.id !== keyed.id ||
+      !r.found ||
+      r.msg !== null
+    ) {
+      throw new Error(`order-7: wanted leased, held by pod-s, attempt 1, expires in ~1m, 1 attempt, id ${keyed.id}; saw ${JSON.stringify(r)}`);
+    }
+    fs.mkdirSync(SHOTS, { recursive: true });
+    await p.$eval("#find-title", (el) => el.scrollIntoView({ block: "center" }));
+    await p.mouse.move(0, 0);
+    await p.screenshot({ path: path.join(SHOTS, "item-search.png") });
+
+    // By id (in lower case, Enter in the input): the 3rd item is ready with the 2nd ahead of it.
+    await p.fill("#find-input", third.id.toLowerCase());
+    await p.press("#find-input", "Enter");
+    await waitText(p, "#find-state", "ready");
+    r = await result();
+    if (r.where !== "1 ahead" || !/^not handed out yet · enqueued \d+s ago$/.test(r.meta) || r.id !== third.id || r.badge !== "badge state-ready" || r.msg !== null) {
+      throw new Error(`3rd item: wanted ready, 1 ahead, id ${third.id}; saw ${JSON.stringify(r)}`);
+    }
+    await p.fill("#find-input", second.id);
+    await p.press("#find-input", "Enter");
+    await waitText(p, "#find-id", second.id);
+    r = await result();
+    if (r.state !== "ready" || r.where !== "next") throw new Error(`2nd item: wanted ready, next; saw ${JSON.stringify(r)}`);
+
+    // A made-up ULID, and a text that is no ULID (so a key): the server's word for each.
+    await p.fill("#find-input", missingId);
+    await p.click("#find-submit");
+    await waitText(p, "#find-msg", missingIdMessage);
+    r = await result();
+    if (r.found) throw new Error(`the found item stays shown beside the miss: ${JSON.stringify(r)}`);
+    await p.fill("#find-input", missingKey);
+    await p.press("#find-input", "Enter");
+    await waitText(p, "#find-msg", missingKeyMessage);
+    const want = [
+      `GET ${items}?key=order-7`,
+      `GET ${items}/${third.id}`,
+      `GET ${items}/${second.id}`,
+      `GET ${items}/${missingId}`,
+      `GET ${missingKeyPath}`,
+    ];
+    if (finds.join("\n") !== want.join("\n")) throw new Error(`lookups:\n    ${finds.join("\n    ")}\nwanted:\n    ${want.join("\n    ")}`);
+
+    // Another queue opens with no result; the way back too.
+    await p.click(`${row("other")} .qname`);
+    await waitText(p, "#detail-title", "other");
+    if (await p.isVisible("#find-result")) throw new Error("the result stayed when another queue was opened");
+    await p.click(`${row("orders")} .qname`);
+    await waitText(p, "#detail-title", "orders");
+    if (await p.isVisible("#find-result")) throw new Error("an old result came back with the queue");
+    assertClean(p);
+    await p.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 await test("with --public-reads the page shows read-only views without a token", async () => {
   const server = await new Server("public-reads server", ["--token", TOKEN, "--public-reads"]).start();
   try {
@@ -626,6 +755,9 @@ await test("with --public-reads the page shows read-only views without a token",
     await waitText(p, "#detail-title", "visible");
     if (await p.isVisible(".actions")) throw new Error("actions shown read-only");
     await waitText(p, "#peek-note", /Sign in/);
+    // Finding an item needs the token, also with --public-reads: a note instead of the box.
+    if (await p.isVisible("#find-form")) throw new Error("the item search is shown read-only");
+    await waitText(p, "#find-note", "Sign in with the token to find items.");
     // Leases are a public read, like the figures; releasing one is not.
     await p.click(`${row("held")} .qname`);
     await waitText(p, "#leases tr td.consumer", "pod-z");
@@ -636,6 +768,7 @@ await test("with --public-reads the page shows read-only views without a token",
     await p.click("#token-form button[type=submit]");
     await waitFor(p, () => !document.querySelector(".actions").hidden, null, "the actions after signing in");
     await waitFor(p, () => document.querySelector("#leases tr button")?.checkVisibility(), null, "Release after signing in");
+    if (!(await p.isVisible("#find-form")) || (await p.isVisible("#find-note"))) throw new Error("no item search after signing in");
     await p.click(`${row("visible")} .qname`);
     await waitText(p, "#peek li:nth-child(1) code", "one");
     assertClean(p);

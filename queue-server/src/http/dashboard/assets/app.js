@@ -410,6 +410,7 @@ function select(name) {
   $("detail-hint").hidden = Boolean(name);
   $("detail-body").hidden = !name;
   resetLeases(name);
+  resetFind();
   if (!name) return;
   state.rows.get(name)?.tr.classList.add("selected");
   $("detail-title").textContent = name;
@@ -505,6 +506,7 @@ function updateDetail(time) {
   refreshItems(d);
   refreshLeases(d);
   tickLeases();
+  tickFind();
   // Ages of the items shown move on between reloads of the lists.
   const now = Date.now();
   for (const el of document.querySelectorAll("#detail-body .age[data-since]")) {
@@ -882,6 +884,160 @@ function releaseLease(L, l) {
   );
 }
 
+// ---------- where is my item ----------
+
+// An item id as the enqueue answers it: a ULID, Crockford's base32 (no I, L, O, U). Anything
+// else is a producer key (the ?id= of an enqueue).
+const ULID_RE = /^[0-9A-HJKMNP-TV-Z]{26}$/i;
+const ITEM_STATES = new Set(["ready", "delayed", "leased", "dead"]);
+let findSeq = 0; // answers to an older search, or for another queue, are dropped on arrival
+
+function resetFind() {
+  findSeq++;
+  $("find-result").hidden = true;
+  $("find-result").removeAttribute("aria-busy");
+  $("find-found").hidden = true;
+  $("find-msg").hidden = true;
+  $("find-submit").disabled = false;
+}
+
+async function findItem() {
+  const name = state.selected;
+  const text = $("find-input").value.trim();
+  if (!name || !text || !canWrite()) {
+    $("find-input").focus();
+    return;
+  }
+  const path = ULID_RE.test(text)
+    ? `${q(name)}/items/${text.toUpperCase()}`
+    : `${q(name)}/items?key=${encodeURIComponent(text)}`;
+  const seq = ++findSeq;
+  $("find-submit").disabled = true;
+  $("find-result").setAttribute("aria-busy", "true");
+  try {
+    const item = await api(path);
+    if (seq === findSeq) showFound(item);
+  } catch (e) {
+    if (seq !== findSeq) return;
+    if (e.status === 401) {
+      resetFind(); // the page asks for the token
+      return;
+    }
+    // 404: the server says what may have become of it; 400: what is wrong with the id.
+    showFindMessage(e instanceof ApiError ? e.message : `Could not look it up: ${e.message}`, e.status === 404);
+  } finally {
+    if (seq === findSeq) {
+      $("find-submit").disabled = false;
+      $("find-result").removeAttribute("aria-busy");
+    }
+  }
+}
+
+function showFindMessage(text, notFound) {
+  const msg = $("find-msg");
+  msg.textContent = text;
+  msg.className = notFound ? "find-msg" : "find-msg error";
+  msg.hidden = false;
+  $("find-found").hidden = true;
+  $("find-result").hidden = false;
+}
+
+/** A phrase whose time runs on: "expires in 42s", then (once passed) `past`. Counted down with
+ * the snapshots, on the server's clock as far as we know it; screen readers hear it once. */
+function countdown(iso, lead, past) {
+  const span = document.createElement("span");
+  span.dataset.until = String(Date.parse(iso));
+  span.dataset.lead = lead;
+  span.dataset.past = past;
+  span.setAttribute("aria-live", "off");
+  span.title = iso;
+  return span;
+}
+
+/** "enqueued 3m ago", counted up with the snapshots. */
+function ago(iso, lead) {
+  const span = document.createElement("span");
+  span.dataset.since = String(Date.parse(iso));
+  span.dataset.lead = lead;
+  span.setAttribute("aria-live", "off");
+  span.title = iso;
+  return span;
+}
+
+function wherePhrase(it) {
+  switch (it.state) {
+    case "ready": {
+      const n = it.position;
+      if (n == null) return [];
+      const span = document.createElement("span");
+      span.textContent = n === 0 ? "next" : `${n.toLocaleString()} ahead`;
+      span.title = n === 0 ? "The next dequeue takes it" : `${n.toLocaleString()} items are handed out before it`;
+      return [span];
+    }
+    case "delayed":
+      return it.readyAt ? [countdown(it.readyAt, "ready in ", "ready by now")] : [];
+    case "leased": {
+      const l = it.lease || {};
+      const who = document.createElement("span");
+      who.className = "find-consumer";
+      if (l.consumer == null) {
+        who.classList.add("anon");
+        who.textContent = "—";
+        who.title = "The consumer gave no name (X-Memq-Consumer)";
+      } else {
+        who.textContent = l.consumer;
+        who.title = l.consumer;
+      }
+      const parts = ["held by ", who, `, attempt ${l.attempt ?? it.attempts}`];
+      if (l.expiresAt) parts.push(", ", countdown(l.expiresAt, "expires in ", "lease expired"));
+      return parts;
+    }
+    case "dead": {
+      if (!it.deadAt) return [];
+      const at = new Date(it.deadAt);
+      const today = at.toDateString() === new Date().toDateString();
+      const span = document.createElement("span");
+      span.textContent = `dead since ${today ? at.toLocaleTimeString() : at.toLocaleString()}`;
+      span.title = it.deadAt;
+      return [span];
+    }
+    default:
+      return [];
+  }
+}
+
+function showFound(it) {
+  const badge = $("find-state");
+  badge.textContent = it.state;
+  badge.className = `badge state-${ITEM_STATES.has(it.state) ? it.state : "other"}`;
+  $("find-where").replaceChildren(...wherePhrase(it));
+  const n = it.attempts ?? 0;
+  const meta = [n === 0 ? "not handed out yet" : `${n.toLocaleString()} attempt${n === 1 ? "" : "s"}`];
+  if (it.enqueuedAt) meta.push(" · ", ago(it.enqueuedAt, "enqueued "));
+  $("find-meta").replaceChildren(...meta);
+  $("find-id").textContent = it.id;
+  $("find-id").title = `item id ${it.id}`;
+  $("find-msg").hidden = true;
+  $("find-found").hidden = false;
+  $("find-result").hidden = false;
+  tickFind();
+}
+
+/** The times of the item found; once a second, with the snapshots. */
+function tickFind() {
+  if ($("find-result").hidden) return;
+  const now = serverNow();
+  for (const el of document.querySelectorAll("#find-result [data-until]")) {
+    const left = (Number(el.dataset.until) - now) / 1000;
+    const text = left > 0 ? el.dataset.lead + fmtDuration(Math.ceil(left)) : el.dataset.past;
+    if (el.textContent !== text) el.textContent = text;
+  }
+  for (const el of document.querySelectorAll("#find-result [data-since]")) {
+    const text = `${el.dataset.lead}${fmtDuration(Math.floor((now - Number(el.dataset.since)) / 1000))} ago`;
+    if (el.textContent !== text) el.textContent = text;
+  }
+}
+
 // ---------- actions ----------
 
 function toast(text, bad = false) {
@@ -987,6 +1143,11 @@ function wireActions() {
     );
   });
   $("detail-close").addEventListener("click", () => select(null));
+  // A form: Enter in the input submits it.
+  $("find-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    findItem();
+  });
 }
 
 // ---------- token ----------
@@ -997,6 +1158,10 @@ function applyAuthView() {
   document.body.classList.toggle("readonly", !canWrite());
   for (const el of document.querySelectorAll(".write")) el.hidden = !canWrite();
   $("sign-in").hidden = AUTH === "open" || Boolean(state.token);
+  // Finding an item needs the token whenever the server has one (also with --public-reads).
+  $("find-note").textContent = canWrite() ? "" : "Sign in with the token to find items.";
+  $("find-note").hidden = canWrite();
+  if (!canWrite()) resetFind();
 }
 
 async function tokenWorks(token) {
