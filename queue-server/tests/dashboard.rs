@@ -359,3 +359,104 @@ async fn public_reads_open_the_page_stream_and_history_but_not_the_token_check()
     assert_eq!(session.status(), 401);
     server.shutdown().await;
 }
+
+/// `?changes=true`: the whole snapshot first, then only the rows that changed and the queues
+/// that went; idle queues are not sent again (a page of a server with many idle queues gets
+/// almost nothing).
+#[tokio::test]
+async fn the_stream_with_changes_sends_only_what_changed() {
+    let server = TestServer::start(Config::default()).await;
+    let client = server.client();
+    for name in ["busy", "idle-1", "idle-2", "doomed"] {
+        client.create_queue(name, None).await.unwrap();
+    }
+    client
+        .enqueue("idle-1", "waits", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/stats/stream?changes=true", server.base_url());
+    let mut events = Events::open(&http, &url, None).await;
+    // The first event is whole, then deltas: applied in turn, they show all four queues.
+    let first = events.next().await.expect("an event");
+    assert_eq!(first["kind"], "stats", "{first}");
+    let mut seq = first["seq"].as_u64().unwrap();
+    let mut known: Vec<String> = first["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    for _ in 0..10 {
+        if known.len() == 4 {
+            break;
+        }
+        let event = events.next().await.expect("an event");
+        assert_eq!(event["kind"], "statsDelta", "{event}");
+        assert_eq!(event["seq"].as_u64().unwrap(), seq + 1);
+        seq += 1;
+        for row in event["queues"].as_array().unwrap() {
+            let name = row["name"].as_str().unwrap().to_string();
+            if !known.contains(&name) {
+                known.push(name);
+            }
+        }
+    }
+    assert_eq!(known.len(), 4, "{known:?}");
+    // Let the rates of the enqueue above settle (they average over 10 s): from then on the
+    // idle queues stay out of the deltas.
+    let names = |event: &Value| -> Vec<String> {
+        event["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Bounded: one event a second, the rates settle within 10 s.
+    let mut empty = false;
+    for _ in 0..30 {
+        let event = events.next().await.expect("an event");
+        assert_eq!(event["kind"], "statsDelta", "{event}");
+        let next = event["seq"].as_u64().unwrap();
+        assert_eq!(next, seq + 1, "deltas follow one another");
+        seq = next;
+        if event["queues"].as_array().unwrap().is_empty() {
+            empty = true;
+            break;
+        }
+    }
+    assert!(empty, "no empty delta within 30 samples");
+
+    client
+        .enqueue("busy", "x", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    client.delete_queue("doomed").await.unwrap();
+    let (mut changed, mut removed) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let event = events.next().await.expect("an event");
+        assert_eq!(event["kind"], "statsDelta", "{event}");
+        changed.extend(names(&event));
+        removed.extend(
+            event["removed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_string()),
+        );
+        if changed.contains(&"busy".to_string()) && removed.contains(&"doomed".to_string()) {
+            break;
+        }
+    }
+    assert!(changed.iter().all(|n| n == "busy"), "{changed:?}");
+    assert_eq!(removed, ["doomed"]);
+
+    let bad = http
+        .get(format!("{}/stats/stream?changes=maybe", server.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    server.shutdown().await;
+}

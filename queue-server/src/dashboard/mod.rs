@@ -9,4 +9,4 @@ mod history;
 mod sampler;
 
 pub use history::{History, QueueSeries, RATE_WINDOW, Rates, Window, taken_total};
-pub use sampler::{Dashboard, SAMPLE_EVERY, SAMPLES_KEPT, Sampler};
+pub use sampler::{Dashboard, Published, SAMPLE_EVERY, SAMPLES_KEPT, Sampler};

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::dashboard::{QueueSeries, SAMPLE_EVERY, SAMPLES_KEPT};
+use crate::dashboard::{Published, QueueSeries, SAMPLE_EVERY, SAMPLES_KEPT};
 use crate::error::Result;
 use crate::http::AppState;
 use crate::http::extract::Params;
@@ -24,19 +24,26 @@ use crate::store::rfc3339_ms;
 /// How long a browser's `EventSource` waits before it reconnects.
 const RECONNECT_HINT: Duration = Duration::from_secs(2);
 
-/// `GET /memq/server/stats/stream`: the latest snapshot at once, then each new one, until the
-/// client leaves or the server shuts down.
+/// `GET /memq/server/stats/stream`: the latest snapshot at once, then each new one (or with
+/// `?changes=true` only what changed), until the client leaves or the server shuts down.
 #[utoipa::path(get, path = "/memq/server/stats/stream", tag = "dashboard",
-    responses((status = 200, description = "Server-sent events: one `data:` line per stats snapshot (a stats object with rateIn and rateOut per queue), the first at once, then one a second",
+    params(("changes" = Option<bool>, Query, description = "After the first snapshot, send only what changed: `statsDelta` events with the rows that changed and `removed`, the queues that went (a whole `stats` snapshot again whenever a sample was skipped)")),
+    responses((status = 200, description = "Server-sent events: one `data:` line per stats snapshot (a stats object with rateIn and rateOut per queue and the sample's `seq`), the first at once, then one a second",
         body = String, content_type = "text/event-stream")))]
-pub async fn stats_stream(State(state): State<AppState>) -> Response {
+pub async fn stats_stream(State(state): State<AppState>, params: Params) -> Result<Response> {
+    let changes = match params.get("changes") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(crate::Error::param("changes", "true or false")),
+    };
     let events = snapshots(
         state.dashboard.subscribe(),
         state.dashboard.shutdown().clone(),
+        changes,
     )
     .map(Ok::<_, Infallible>);
     let sse = Sse::new(events).keep_alive(KeepAlive::default());
-    (
+    Ok((
         // Proxies such as nginx would otherwise hold the events back in a buffer.
         [(
             HeaderName::from_static("x-accel-buffering"),
@@ -44,19 +51,22 @@ pub async fn stats_stream(State(state): State<AppState>) -> Response {
         )],
         sse,
     )
-        .into_response()
+        .into_response())
 }
 
 /// One event per snapshot: the current one first, then each new one, ending at `shutdown`.
+/// With `changes`, a sample that follows the one sent before goes as its delta; after a gap (a
+/// slow client skipped samples) the whole snapshot goes again.
 fn snapshots(
-    mut live: watch::Receiver<Arc<str>>,
+    mut live: watch::Receiver<Arc<Published>>,
     shutdown: CancellationToken,
+    changes: bool,
 ) -> impl Stream<Item = Event> + Send + 'static {
     // The current snapshot counts as unseen, so a new client gets it without waiting a second.
     live.mark_changed();
     stream::unfold(
-        (live, shutdown, true),
-        |(mut live, shutdown, first)| async move {
+        (live, shutdown, None::<u64>),
+        move |(mut live, shutdown, sent)| async move {
             tokio::select! {
                 // Shutdown first: once it fires, no more events even if a snapshot is waiting.
                 biased;
@@ -64,12 +74,16 @@ fn snapshots(
                 _ = shutdown.cancelled() => return None,
                 changed = live.changed() => changed.ok()?,
             }
-            let json = live.borrow_and_update().clone();
-            let mut event = Event::default().data(&*json);
-            if first {
+            let sample = live.borrow_and_update().clone();
+            let data = match sent {
+                Some(seq) if changes && sample.seq == seq + 1 => &sample.delta,
+                _ => &sample.full,
+            };
+            let mut event = Event::default().data(&**data);
+            if sent.is_none() {
                 event = event.retry(RECONNECT_HINT);
             }
-            Some((event, (live, shutdown, false)))
+            Some((event, (live, shutdown, Some(sample.seq))))
         },
     )
 }
@@ -127,19 +141,41 @@ mod tests {
 
     use super::*;
 
+    fn sample(seq: u64) -> Arc<Published> {
+        Arc::new(Published {
+            seq,
+            full: format!("full {seq}").into(),
+            delta: format!("delta {seq}").into(),
+        })
+    }
+
+    fn text(event: Option<Option<Event>>) -> String {
+        let event = event.flatten().expect("an event");
+        // The event as it goes on the wire; its data line is what the tests compare.
+        let wire = format!("{event:?}");
+        ["full", "delta"]
+            .iter()
+            .find_map(|kind| {
+                let at = wire.find(&format!("{kind} "))?;
+                let digits: String = wire[at + kind.len() + 1..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                Some(format!("{kind} {digits}"))
+            })
+            .unwrap_or(wire)
+    }
+
     #[tokio::test]
     async fn a_new_client_gets_the_current_snapshot_at_once_then_each_new_one() {
-        let (tx, rx) = watch::channel(Arc::<str>::from("{}"));
+        let (tx, rx) = watch::channel(sample(1));
         let shutdown = CancellationToken::new();
-        let mut events = Box::pin(snapshots(rx, shutdown.clone()));
-        assert!(
-            events.next().now_or_never().flatten().is_some(),
-            "the current snapshot, without waiting for the next"
-        );
+        let mut events = Box::pin(snapshots(rx, shutdown.clone(), false));
+        assert_eq!(text(events.next().now_or_never()), "full 1", "at once");
         assert!(events.next().now_or_never().is_none(), "nothing new yet");
-        tx.send_replace(Arc::from("{\"kind\":\"stats\"}"));
-        assert!(events.next().now_or_never().flatten().is_some());
-        tx.send_replace(Arc::from("{}"));
+        tx.send_replace(sample(2));
+        assert_eq!(text(events.next().now_or_never()), "full 2");
+        tx.send_replace(sample(3));
         shutdown.cancel();
         assert!(
             matches!(events.next().now_or_never(), Some(None)),
@@ -148,9 +184,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_changes_a_client_gets_deltas_and_the_whole_snapshot_after_a_gap() {
+        let (tx, rx) = watch::channel(sample(5));
+        let mut events = Box::pin(snapshots(rx, CancellationToken::new(), true));
+        assert_eq!(text(events.next().now_or_never()), "full 5");
+        tx.send_replace(sample(6));
+        assert_eq!(text(events.next().now_or_never()), "delta 6");
+        // The client was slow: 7 was replaced by 8 before it read; 8's delta would miss 7's.
+        tx.send_replace(sample(7));
+        tx.send_replace(sample(8));
+        assert_eq!(text(events.next().now_or_never()), "full 8");
+        tx.send_replace(sample(9));
+        assert_eq!(text(events.next().now_or_never()), "delta 9");
+    }
+
+    #[tokio::test]
     async fn the_stream_ends_when_the_sampler_is_gone() {
-        let (tx, rx) = watch::channel(Arc::<str>::from("{}"));
-        let mut events = Box::pin(snapshots(rx, CancellationToken::new()));
+        let (tx, rx) = watch::channel(sample(1));
+        let mut events = Box::pin(snapshots(rx, CancellationToken::new(), true));
         assert!(events.next().now_or_never().flatten().is_some());
         drop(tx);
         assert!(matches!(events.next().now_or_never(), Some(None)));
