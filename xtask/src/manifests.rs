@@ -72,11 +72,8 @@ pub fn run(out: &Path) -> anyhow::Result<bool> {
         let file = out.join(format!("rendered-{stem}.yaml"));
         // Custom resources (KEDA's) have no schema among Kubernetes' own: the real API server
         // checks them against their CRDs (queue-server/tests/real_kube.rs).
-        let (custom, builtin): (Vec<Value>, Vec<Value>) = rendered
-            .docs
-            .iter()
-            .cloned()
-            .partition(is_custom_resource);
+        let (custom, builtin): (Vec<Value>, Vec<Value>) =
+            rendered.docs.iter().cloned().partition(is_custom_resource);
         write_docs(&file, &builtin)?;
         writeln!(list, "{dir}\t{}", file.display())?;
         if !custom.is_empty() {
@@ -293,7 +290,7 @@ fn is_custom_resource(doc: &Value) -> bool {
     let api = doc["apiVersion"].as_str().unwrap_or_default();
     match api.split_once('/') {
         None => false,
-        Some((group, _)) => !(group.ends_with(".k8s.io") || !group.contains('.')),
+        Some((group, _)) => !group.ends_with(".k8s.io") && group.contains('.'),
     }
 }
 
