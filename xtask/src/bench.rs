@@ -19,6 +19,7 @@
 //! reading its output, [`http`] the queue API calls, [`process`] the servers and their
 //! processes, [`sections`], [`memory`] and [`redis`] the figures.
 
+mod dashboard;
 mod http;
 mod memory;
 mod process;
@@ -38,7 +39,7 @@ use self::http::Api;
 use self::process::{Server, start_baseline, start_server};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 12] = [
+pub const SECTIONS: [&str; 13] = [
     "enqueue",
     "dequeue",
     "lease_ack",
@@ -50,6 +51,7 @@ pub const SECTIONS: [&str; 12] = [
     "deep",
     "longpoll",
     "durable",
+    "dashboard",
     "redis",
 ];
 
@@ -271,6 +273,7 @@ async fn section(bench: &mut Bench, name: &str) -> anyhow::Result<()> {
         "deep" => memory::deep(bench).await,
         "longpoll" => memory::longpoll(bench).await,
         "durable" => sections::durable(bench).await,
+        "dashboard" => dashboard::section(bench).await,
         "redis" => redis::section(bench).await,
         _ => bail!("no section {name}"),
     }
