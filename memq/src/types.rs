@@ -150,6 +150,10 @@ pub struct QueueStats {
     /// Autoscaling settings, when the queue opted in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<Autoscale>,
+    /// Consumers that hold leases now, by the names they gave (`X-Memq-Consumer`); leases of
+    /// consumers that gave none are not counted.
+    #[serde(default)]
+    pub consumers: u64,
     /// Dedup keys kept after their item left (`--dedup-window`): a producer's rerun still finds
     /// them, and they still take memory.
     #[serde(default)]

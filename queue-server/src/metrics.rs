@@ -299,7 +299,7 @@ impl Collector for QueueCollector {
             ConstGauge::new(value as i64).encode(family)?;
         }
         type Get = fn(&memq::QueueStats) -> u64;
-        let gauges: [(&str, &str, Get); 5] = [
+        let gauges: [(&str, &str, Get); 6] = [
             ("memq_queue_depth", "Ready items", |s| s.depth),
             ("memq_queue_inflight", "Leased items not yet acked", |s| {
                 s.inflight
@@ -308,6 +308,11 @@ impl Collector for QueueCollector {
                 s.delayed
             }),
             ("memq_queue_dead", "Items in the dead letters", |s| s.dead),
+            (
+                "memq_queue_consumers",
+                "Named consumers (X-Memq-Consumer) holding leases",
+                |s| s.consumers,
+            ),
             (
                 "memq_queue_retained_keys",
                 "Dedup keys kept after their item left (--dedup-window)",

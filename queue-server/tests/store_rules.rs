@@ -801,6 +801,8 @@ async fn the_lease_list_shows_who_holds_which_item_oldest_first(store: &Store) {
         ]
     );
     assert_eq!(held[0].deadline, first[0].lease.unwrap().deadline);
+    // Two named consumers hold leases (the anonymous one is not counted).
+    assert_eq!(store.queue("q").await.unwrap().consumers, 2);
     assert_eq!(store.leases("q", 1).await.unwrap(), held[..1]);
 
     // Acked, nacked and expired leases leave the list; an extended one stays, with its holder.
@@ -829,6 +831,7 @@ async fn the_lease_list_shows_who_holds_which_item_oldest_first(store: &Store) {
     .await;
     let held = store.leases("q", 100).await.unwrap();
     assert_eq!(held[0].consumer.as_deref(), Some("pod-a"));
+    assert_eq!(store.queue("q").await.unwrap().consumers, 1);
     assert!(held[0].deadline >= first[1].lease.unwrap().deadline + 50_000);
     // The item that came back is taken again: its second delivery, by someone else.
     let again = take(named(1, Some("pod-d"), 60_000)).await;

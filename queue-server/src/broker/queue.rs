@@ -322,6 +322,16 @@ impl Queue {
         self.held_bytes + self.keys.bytes()
     }
 
+    /// How many named consumers hold leases now (a walk of the leases: O(in flight)).
+    pub fn consumers(&self) -> u64 {
+        let names: std::collections::HashSet<&str> = self
+            .leases
+            .values()
+            .filter_map(|l| l.consumer.as_deref())
+            .collect();
+        names.len() as u64
+    }
+
     /// Dedup keys kept after their item left, and what they count for `--max-memory`.
     pub fn retained_keys(&self) -> (u64, u64) {
         self.keys.retained()

@@ -268,6 +268,7 @@ mod tests {
             max_attempts: 5,
             max_depth: 0,
             autoscale: None,
+            consumers: 0,
             retained_keys: 0,
             retained_key_bytes: None,
         }

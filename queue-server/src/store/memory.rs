@@ -110,6 +110,7 @@ fn stats_of(name: &str, q: &Queue, now: u64) -> QueueStats {
             max_parallelism: a.max_parallelism,
             items_per_pod: a.items_per_pod,
         }),
+        consumers: q.consumers(),
         retained_keys: q.retained_keys().0,
         retained_key_bytes: Some(q.retained_keys().1),
     }

@@ -158,7 +158,7 @@ fn stats_of(name: &str, v: &Value, now_ms: u64) -> Result<QueueStats> {
     let Value::Array(f) = v else {
         return Err(malformed("stats"));
     };
-    if f.len() != 17 {
+    if f.len() != 18 {
         return Err(malformed("stats length"));
     }
     let autoscale = text(f[15].clone())?;
@@ -192,6 +192,7 @@ fn stats_of(name: &str, v: &Value, now_ms: u64) -> Result<QueueStats> {
         oldest_age_seconds: oldest.map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1000.0),
         autoscale,
         retained_keys: n(16)?,
+        consumers: n(17)?,
         retained_key_bytes: None,
     })
 }

@@ -217,6 +217,22 @@ local function sweep(max_attempts, always)
     note_due(key_due and key_due + RETENTION)
 end
 
+-- How many named consumers hold leases (only on queues whose consumers ever named themselves;
+-- a walk of the holders: O(in flight)).
+local function consumers()
+    if META[7] ~= '1' then
+        return 0
+    end
+    local seen, n = {}, 0
+    for _, name in ipairs(redis.call('HVALS', K_HOLDERS)) do
+        if not seen[name] then
+            seen[name] = true
+            n = n + 1
+        end
+    end
+    return n
+end
+
 local function stats()
     local m = redis.call('HMGET', K_META, 'enqueued', 'dequeued', 'drained', 'acked', 'requeued',
         'paused', 'lease_ms', 'max_attempts', 'max_depth', 'autoscale')
@@ -227,7 +243,7 @@ local function stats()
         redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES), redis.call('ZCARD', K_DELAYED),
         redis.call('LLEN', K_DEAD),
         redis.call('LINDEX', K_READY, 0) or '', redis.call('LINDEX', K_READY, -1) or '',
-        m[10] or '', redis.call('ZCARD', K_RELEASED),
+        m[10] or '', redis.call('ZCARD', K_RELEASED), consumers(),
     }
 end
 
