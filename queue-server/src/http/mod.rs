@@ -210,10 +210,15 @@ impl App {
         let app = &*self.0;
         let started = Instant::now();
         let method = req.method().clone();
+        let mut subject = None;
         let (label, rule, direct) = match app.table.at(req.uri().path()) {
             Ok(found) => {
                 let path = &app.paths[*found.value];
                 let rule = path.rule(&method);
+                if rule.audit.is_some() {
+                    subject = path_param(found.params.get("queue"))
+                        .or_else(|| path_param(found.params.get("name")));
+                }
                 let direct = rule.direct.and_then(|route| {
                     Some(DirectCall {
                         route,
@@ -235,11 +240,39 @@ impl App {
             auth::Verdict::Pass => app.within_time_limit(req, rule, direct).await,
             auth::Verdict::AskForToken => auth::refused(verdict, Some(app.route(req, None).await)),
         };
+        let status = resp.status().as_u16();
+        if let Some(action) = rule.audit {
+            audit(action, subject.as_deref(), verdict, &app.state, status);
+        }
         app.state
             .metrics
-            .observe(&method, label, resp.status().as_u16(), started.elapsed());
+            .observe(&method, label, status, started.elapsed());
         resp
     }
+}
+
+/// One line of the audit trail (target `memq::audit`, at info, in the JSON log format too): the
+/// action, its queue or Job, who asked (never the token itself) and how it ended.
+fn audit(action: &str, subject: Option<&str>, verdict: auth::Verdict, state: &AppState, status: u16) {
+    let who = match verdict {
+        _ if state.config.token.is_none() => "anyone (no --token)",
+        auth::Verdict::Pass => "the admin token",
+        _ => "no valid token",
+    };
+    let outcome = match status {
+        200..=299 => "done",
+        401 | 403 => "refused",
+        _ => "failed",
+    };
+    tracing::info!(
+        target: "memq::audit",
+        action,
+        subject = subject.unwrap_or("-"),
+        who,
+        outcome,
+        status,
+        "audit"
+    );
 }
 
 impl AppInner {

@@ -55,6 +55,9 @@ pub struct Rule {
     pub direct: Option<Direct>,
     /// Its `?wait=` (a long poll) extends its time limit beyond `--request-timeout`.
     pub long_poll: bool,
+    /// An administrative action, logged once per request with who asked and how it ended
+    /// (the audit trail): its name.
+    pub audit: Option<&'static str>,
 }
 
 impl Rule {
@@ -72,6 +75,7 @@ impl Rule {
             access,
             direct: None,
             long_poll: false,
+            audit: None,
         }
     }
 
@@ -85,6 +89,13 @@ impl Rule {
     const fn long_poll(self) -> Self {
         Rule {
             long_poll: true,
+            ..self
+        }
+    }
+
+    const fn audit(self, action: &'static str) -> Self {
+        Rule {
+            audit: Some(action),
             ..self
         }
     }
@@ -183,11 +194,11 @@ pub fn table() -> Table {
     }
     .add(PUBLIC, routes!(queues::stats))
     .add(PUBLIC, routes!(queues::get_queue))
-    .add(TOKEN, routes!(queues::create_queue))
-    .add(TOKEN, routes!(queues::delete_queue))
-    .add(TOKEN, routes!(queues::drain))
-    .add(TOKEN, routes!(queues::pause))
-    .add(TOKEN, routes!(queues::resume))
+    .add(TOKEN.audit("queue.create"), routes!(queues::create_queue))
+    .add(TOKEN.audit("queue.delete"), routes!(queues::delete_queue))
+    .add(TOKEN.audit("queue.drain"), routes!(queues::drain))
+    .add(TOKEN.audit("queue.pause"), routes!(queues::pause))
+    .add(TOKEN.audit("queue.resume"), routes!(queues::resume))
     .add(TOKEN.direct(Direct::Enqueue), routes!(queues::enqueue))
     .add(
         TOKEN.direct(Direct::Dequeue).long_poll(),
@@ -198,8 +209,8 @@ pub fn table() -> Table {
     .add(TOKEN, routes!(queues::nack))
     .add(TOKEN, routes!(queues::extend))
     .add(TOKEN, routes!(queues::dead_letters))
-    .add(TOKEN, routes!(queues::purge_dead))
-    .add(TOKEN, routes!(queues::requeue_dead))
+    .add(TOKEN.audit("dead.purge"), routes!(queues::purge_dead))
+    .add(TOKEN.audit("dead.requeue"), routes!(queues::requeue_dead))
     .add(TOKEN, routes!(queues::peek))
     .add(PUBLIC, routes!(queues::leases))
     .add(TOKEN, routes!(queues::find_item))
@@ -212,8 +223,8 @@ pub fn table() -> Table {
     .add(PUBLIC, routes!(stream::stats_stream))
     .add(PUBLIC, routes!(stream::stats_history))
     .add(TOKEN, routes!(jobs::list_jobs))
-    .add(TOKEN, routes!(jobs::create_job))
-    .add(TOKEN, routes!(jobs::delete_job))
+    .add(TOKEN.audit("job.create"), routes!(jobs::create_job))
+    .add(TOKEN.audit("job.delete"), routes!(jobs::delete_job))
     .add(OPEN, routes!(ops::healthz))
     .add(OPEN, routes!(ops::readyz))
     .add(OPEN, routes!(ops::metrics))
@@ -291,6 +302,31 @@ mod tests {
                 "GET /memq/server/queues/{queue}/leases",
                 "GET /memq/server/stats/stream",
                 "GET /memq/server/stats/history",
+            ]
+        );
+    }
+
+    /// The audit trail covers every change to a queue's life or config, the dead letters as a
+    /// whole, and Jobs; never the work routes (enqueue, dequeue, acks) nor reads.
+    #[test]
+    fn administrative_actions_and_only_those_are_audited() {
+        let audited: Vec<String> = table()
+            .routes()
+            .iter()
+            .filter_map(|r| Some(format!("{} {} {}", r.rule.audit?, r.method, r.path)))
+            .collect();
+        assert_eq!(
+            audited,
+            [
+                "queue.create PUT /memq/server/queues/{queue}",
+                "queue.delete DELETE /memq/server/queues/{queue}",
+                "queue.drain POST /memq/server/queues/{queue}/drain",
+                "queue.pause POST /memq/server/queues/{queue}/pause",
+                "queue.resume POST /memq/server/queues/{queue}/resume",
+                "dead.purge DELETE /memq/server/queues/{queue}/dead",
+                "dead.requeue POST /memq/server/queues/{queue}/dead/requeue",
+                "job.create POST /jobs",
+                "job.delete DELETE /jobs/{name}",
             ]
         );
     }

@@ -1,0 +1,108 @@
+//! The audit trail: every administrative action is logged once, at info, with who asked, its
+//! queue and how it ended, in the JSON log format too; the token never appears in the log.
+
+use std::io::Read;
+use std::time::Duration;
+
+use queue_server::testing::eventually;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
+const TOKEN: &str = "audit-s3cret-token";
+
+#[tokio::test]
+async fn administrative_actions_are_logged_once_each_with_who_and_outcome_never_the_token() {
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .args(["--token", TOKEN])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(30), "the server answers", || async {
+        reqwest::get(format!("{url}/healthz"))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let q = format!("{url}/memq/server/queues");
+    let call = async |method: reqwest::Method, at: String, token: bool| {
+        let mut req = http.request(method, at);
+        if token {
+            req = req.bearer_auth(TOKEN);
+        }
+        req.send().await.unwrap().status().as_u16()
+    };
+    use reqwest::Method;
+    assert_eq!(call(Method::PUT, format!("{q}/orders"), true).await, 201);
+    assert_eq!(
+        call(Method::POST, format!("{q}/orders/enqueue"), true).await,
+        200
+    );
+    assert_eq!(
+        call(Method::POST, format!("{q}/orders/drain"), true).await,
+        200
+    );
+    assert_eq!(
+        call(Method::DELETE, format!("{q}/orders"), false).await,
+        401
+    );
+    assert_eq!(
+        call(Method::POST, format!("{q}/nope/pause"), true).await,
+        404
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+
+    let mut text = String::new();
+    log.reopen().unwrap().read_to_string(&mut text).unwrap();
+    assert!(!text.contains(TOKEN), "the token is in the log:\n{text}");
+    let audit: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "memq::audit")
+        .collect();
+    let seen: Vec<(String, String, String, String, u64)> = audit
+        .iter()
+        .map(|v| {
+            let f = v;
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (
+                s("action"),
+                s("subject"),
+                s("who"),
+                s("outcome"),
+                f["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("queue.create", "orders", "the admin token", "done", 201),
+            ("queue.drain", "orders", "the admin token", "done", 200),
+            ("queue.delete", "orders", "no valid token", "refused", 401),
+            ("queue.pause", "nope", "the admin token", "failed", 404),
+        ]
+        .map(|(a, s, w, o, c)| (a.into(), s.into(), w.into(), o.into(), c)),
+        "{text}"
+    );
+    assert!(audit.iter().all(|v| v["level"] == "INFO"), "{audit:?}");
+}
