@@ -253,7 +253,13 @@ impl App {
 
 /// One line of the audit trail (target `memq::audit`, at info, in the JSON log format too): the
 /// action, its queue or Job, who asked (never the token itself) and how it ended.
-fn audit(action: &str, subject: Option<&str>, verdict: auth::Verdict, state: &AppState, status: u16) {
+fn audit(
+    action: &str,
+    subject: Option<&str>,
+    verdict: auth::Verdict,
+    state: &AppState,
+    status: u16,
+) {
     let who = match verdict {
         _ if state.config.token.is_none() => "anyone (no --token)",
         auth::Verdict::Pass => "the admin token",
