@@ -40,7 +40,12 @@ pub async fn docs() -> Redirect {
 #[utoipa::path(get, path = "/docs/{file}", tag = "operations", summary = "Interactive API docs: a file",
     params(("file" = String, Path, description = "index.html, or a file it loads")),
     responses(
-        (status = 200, description = "The file", body = String),
+        (status = 200, description = "The file", content(
+            (String = "text/html"),
+            (String = "text/css"),
+            (String = "text/javascript"),
+            (String = "image/png"),
+        )),
         (status = 404, description = "No such file", body = memq::ApiError),
     ))]
 pub async fn docs_file(Path(file): Path<String>) -> Response {
