@@ -628,3 +628,61 @@ async fn recovered_items_count_for_max_memory_as_before_the_crash() {
         .unwrap_err();
     assert_eq!(err.status(), Some(507));
 }
+
+/// The journal decides duplicates again on replay, so it must replay with the dedup window it
+/// was written with, whatever the flag says at the restart: a window changed across a crash
+/// loses no confirmed item and changes no id.
+#[tokio::test]
+async fn a_dedup_window_changed_across_a_crash_replays_with_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut server = ServerProcess::start(BIN, &["--data-dir", data, "--dedup-window", "0"]).await;
+    let client = memq::Client::new(server.base_url()).unwrap();
+    client.create_queue("q", None).await.unwrap();
+    let keyed = EnqueueOptions {
+        id: Some("k".into()),
+        ..Default::default()
+    };
+    client.enqueue("q", "a", &keyed).await.unwrap();
+    let lease = DequeueOptions {
+        lease: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let Dequeued::Messages(got) = client.dequeue("q", &lease).await.unwrap() else {
+        panic!("an item")
+    };
+    client
+        .ack("q", &got[0].lease.as_ref().unwrap().id)
+        .await
+        .unwrap();
+    // Window 0: the key was freed when `a` left, so `b` is a new item.
+    let b = client.enqueue("q", "b", &keyed).await.unwrap();
+    assert!(!b.duplicate);
+    let c = client
+        .enqueue("q", "c", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    server.kill();
+
+    let server = ServerProcess::start(BIN, &["--data-dir", data, "--dedup-window", "10m"]).await;
+    let client = memq::Client::new(server.base_url()).unwrap();
+    let peek: Vec<(String, String)> = client
+        .peek("q", Some(10))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.id, m.body))
+        .collect();
+    assert_eq!(peek, [(b.id, "b".to_string()), (c.id, "c".to_string())]);
+    // From now on the new window holds: `b`'s key stays taken after it leaves.
+    drain_all(&client, "q").await;
+    assert!(
+        client
+            .enqueue("q", "again", &keyed)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    let recorded = std::fs::read_to_string(dir.path().join("dedup-window-ms")).unwrap();
+    assert_eq!(recorded.trim(), "600000");
+}

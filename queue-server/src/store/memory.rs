@@ -142,14 +142,28 @@ impl MemoryStore {
         let mut held = 0u64;
         if let Some(dir) = &options.data_dir {
             let started = std::time::Instant::now();
-            let (dir_handle, recovery) =
-                journal::open(dir, options.fsync, options.key_retention_ms)?;
+            // The journal replays with the window it was written with; the flag's window
+            // applies from the snapshot written below on (see `record_key_retention`).
+            let written = journal::written_key_retention(dir)?;
+            let (dir_handle, recovery) = journal::open(
+                dir,
+                options.fsync,
+                written.unwrap_or(crate::broker::KEY_RETENTION_MS),
+            )?;
+            if written.is_some_and(|w| w != options.key_retention_ms) {
+                tracing::info!(
+                    was_ms = written,
+                    now_ms = options.key_retention_ms,
+                    "the dedup window changed: the journal was replayed with the old one, the new one applies from now"
+                );
+            }
             for line in &recovery.dropped {
                 tracing::warn!(damage = %line, "journal damage cut during recovery");
             }
             let mut items = 0u64;
             let mut leases = 0usize;
             for (name, mut queue) in recovery.queues {
+                queue.set_key_retention(options.key_retention_ms);
                 leases += queue.recover_leases();
                 items += queue.depth() + queue.delayed() + queue.dead();
                 held += queue.held_bytes();
@@ -180,9 +194,12 @@ impl MemoryStore {
                 waiting: AtomicU64::new(0),
             }),
         };
-        if store.inner.data.is_some() {
-            // The recovered state (leases returned) becomes the new base; old files go.
+        if let Some(data) = &store.inner.data {
+            // The recovered state (leases returned) becomes the new base; old files go. Only
+            // then does the journal carry the flag's dedup window (nothing left to replay was
+            // written with another).
             store.compact_now()?;
+            journal::record_key_retention(data.path(), store.inner.options.key_retention_ms)?;
         }
         for shared in store.inner.queues.read().values() {
             if let Some(deadline) = shared.state.lock().queue.next_deadline() {

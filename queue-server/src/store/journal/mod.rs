@@ -63,6 +63,42 @@ pub(super) fn snapshot_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("snapshot-{segment:020}.snap"))
 }
 
+/// The file that says which dedup window (`--dedup-window`) the journal was written with:
+/// replay decides duplicates again, so it must use that window, not the one of the flags.
+const DEDUP_WINDOW_FILE: &str = "dedup-window-ms";
+
+/// The dedup window the data directory's journal was written with (`None`: a directory from
+/// before the window could be set, written with [`crate::broker::KEY_RETENTION_MS`]).
+pub fn written_key_retention(dir: &Path) -> anyhow::Result<Option<u64>> {
+    let path = dir.join(DEDUP_WINDOW_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{} does not hold a number of milliseconds ({e}); restore it, or remove it if the \
+                 journal was written with the default window of 10 minutes",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Records the dedup window the journal is written with from now on (after a snapshot that
+/// holds everything before): written to a temporary file, synced, renamed over the old one.
+pub fn record_key_retention(dir: &Path, ms: u64) -> anyhow::Result<()> {
+    let path = dir.join(DEDUP_WINDOW_FILE);
+    let tmp = dir.join(format!("{DEDUP_WINDOW_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{ms}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(dir)
+    };
+    write().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
 /// Syncs a directory, so that files created or renamed in it stay after a crash.
 pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
