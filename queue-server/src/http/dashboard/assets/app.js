@@ -14,16 +14,28 @@ const SPANS = [
   [600_000, 120_000],
   [WINDOW_MS, 300_000],
 ];
-const STALL_MS = 6000; // the server sends a snapshot a second; silence this long means trouble
+const STALL_MS = 6000; // the server sends an event a second; silence this long means trouble
 // Whether the server launches consumer Jobs (--jobs with a cluster): only then is /jobs asked.
 const JOBS = document.querySelector('meta[name="memq-jobs"]')?.content === "on";
 
 const $ = (id) => document.getElementById(id);
 
+// Names in natural order, everywhere the page sorts by name: q2 before q10, case aside. Ties
+// (names equal but for case) go by code units, so the order is total.
+const COLLATOR = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+const compareNames = (a, b) => COLLATOR.compare(a, b) || (a < b ? -1 : a > b ? 1 : 0);
+
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "",
-  rows: new Map(), // name -> row record
-  order: [], // names in table order, as shown
+  // The model: name -> record { name, lower, rank, data (the row as last sent), at (time of
+  // the event that sent it), view (its <tr> and cells while the row is rendered, else null) }.
+  rows: new Map(),
+  seq: null, // number of the sample the model holds; null: the next event must be whole
+  byName: [], // every record in natural order of names; rank is the index here
+  sorted: [], // every record in table order
+  order: [], // the records the table lists: sorted and filtered
+  shown: [], // the records whose rows are in the DOM (the window onto `order`), in order
+  rowHeight: 0, // measured once the first row is drawn
   sort: { key: "name", dir: 1 },
   filter: "",
   selected: null,
@@ -165,6 +177,7 @@ function connect() {
   }
   const ctl = new AbortController();
   stream = ctl;
+  state.seq = null; // a new connection starts with a whole snapshot
   if (!state.live) setConn(state.everLive ? "offline" : "connecting", state.everLive ? "offline · retrying" : "connecting…");
   follow(ctl).then(
     () => lost(ctl),
@@ -187,7 +200,9 @@ function armStall(ctl) {
 }
 
 async function follow(ctl) {
-  const resp = await fetch(`${API}/stats/stream`, {
+  // Only what changed, after the first (whole) snapshot: an idle server of many queues costs a
+  // page almost nothing.
+  const resp = await fetch(`${API}/stats/stream?changes=true`, {
     headers: authHeaders({ Accept: "text/event-stream" }),
     signal: ctl.signal,
     cache: "no-store",
@@ -200,17 +215,21 @@ async function follow(ctl) {
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   armStall(ctl);
   let buf = "";
+  let from = 0; // where to look for the end of the event: a whole snapshot comes in many chunks
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
     armStall(ctl);
     buf += value;
     let end;
-    while ((end = buf.indexOf("\n\n")) >= 0) {
+    while ((end = buf.indexOf("\n\n", from)) >= 0) {
       const block = buf.slice(0, end);
       buf = buf.slice(end + 2);
+      from = 0;
       onEvent(block);
+      if (ctl !== stream || ctl.signal.aborted) return; // the event asked for a new connection (a gap in seq)
     }
+    from = Math.max(0, buf.length - 1);
   }
 }
 
@@ -221,9 +240,9 @@ function onEvent(block) {
     if (line.startsWith("data:")) data.push(line.slice(line[5] === " " ? 6 : 5));
   }
   if (data.length === 0) return; // a keep-alive comment
-  let snap;
+  let ev;
   try {
-    snap = JSON.parse(data.join("\n"));
+    ev = JSON.parse(data.join("\n"));
   } catch {
     return;
   }
@@ -236,34 +255,43 @@ function onEvent(block) {
     // Samples were missed while away (or the server restarted): fetch the charts anew.
     if (wasOffline && state.selected) loadHistory(state.selected);
   }
-  applySnapshot(snap);
+  applyEvent(ev);
 }
 
 // ---------- queue table ----------
 
+/** Age of the queue's oldest ready item now: the server sends a row again when its figures
+ * change, not because its oldest item grew older, so the time since that row came is added. */
+function ageOf(rec) {
+  const d = rec.data;
+  if (!(d.depth > 0)) return d.oldestAgeSeconds || 0;
+  return (d.oldestAgeSeconds || 0) + Math.max(0, state.lastTime - rec.at) / 1000;
+}
+
 const COLUMNS = [
-  { key: "depth", get: (r) => r.depth, fmt: fmtCount, zero: true },
-  { key: "delayed", get: (r) => r.delayed, fmt: fmtCount, zero: true },
-  { key: "inflight", get: (r) => r.inflight, fmt: fmtCount, zero: true },
-  { key: "dead", get: (r) => r.dead, fmt: fmtCount, zero: true, warn: true },
-  { key: "enqueued", get: (r) => r.enqueued, fmt: fmtCount, zero: true },
-  { key: "acked", get: (r) => r.acked, fmt: fmtCount, zero: true },
-  { key: "rateIn", get: (r) => r.rateIn, fmt: fmtRate, zero: true },
-  { key: "rateOut", get: (r) => r.rateOut, fmt: fmtRate, zero: true },
-  { key: "oldest", get: (r) => r.oldestAgeSeconds, fmt: fmtAge, zero: true },
-  { key: "eta", get: (r) => r.eta.sec, text: (r) => r.eta.text, title: (r) => r.eta.title, zero: true },
+  { key: "depth", get: (d) => d.depth, fmt: fmtCount, zero: true },
+  { key: "delayed", get: (d) => d.delayed, fmt: fmtCount, zero: true },
+  { key: "inflight", get: (d) => d.inflight, fmt: fmtCount, zero: true },
+  { key: "dead", get: (d) => d.dead, fmt: fmtCount, zero: true, warn: true },
+  { key: "enqueued", get: (d) => d.enqueued, fmt: fmtCount, zero: true },
+  { key: "acked", get: (d) => d.acked, fmt: fmtCount, zero: true },
+  { key: "rateIn", get: (d) => d.rateIn, fmt: fmtRate, zero: true },
+  { key: "rateOut", get: (d) => d.rateOut, fmt: fmtRate, zero: true },
+  { key: "oldest", get: (d, rec) => ageOf(rec), fmt: fmtAge, zero: true },
+  { key: "eta", get: (d) => d.eta.sec, text: (d) => d.eta.text, title: (d) => d.eta.title, zero: true },
 ];
 
-function makeRow(name) {
+function makeView(rec) {
   const tr = document.createElement("tr");
-  tr.dataset.queue = name;
+  tr.dataset.queue = rec.name;
+  if (rec.name === state.selected) tr.classList.add("selected");
   const nameCell = document.createElement("td");
   nameCell.className = "name";
   const btn = document.createElement("button");
   btn.type = "button";
   btn.className = "qname";
-  btn.textContent = name;
-  btn.title = name;
+  btn.textContent = rec.name;
+  btn.title = rec.name;
   const badge = document.createElement("span");
   badge.className = "badge paused";
   badge.textContent = "paused";
@@ -279,103 +307,181 @@ function makeRow(name) {
     cells[col.key] = td;
     shown[col.key] = null;
   }
-  return { name, tr, badge, cells, shown, flags: {}, data: null };
+  return { tr, badge, cells, shown, flags: {}, index: 0 };
 }
 
-function toggleClass(row, key, cls, on) {
+function toggleClass(view, key, cls, on) {
   const id = `${key}.${cls}`;
-  if (row.flags[id] !== on) {
-    row.flags[id] = on;
-    row.cells[key].classList.toggle(cls, on);
+  if (view.flags[id] !== on) {
+    view.flags[id] = on;
+    view.cells[key].classList.toggle(cls, on);
   }
 }
 
-function updateRow(row, data) {
-  row.data = data;
-  if (row.badge.hidden === data.paused) row.badge.hidden = !data.paused;
+/** Brings a rendered row's cells to its record, touching only the cells whose text changed. */
+function updateRow(rec) {
+  const view = rec.view;
+  const data = rec.data;
+  if (view.badge.hidden === data.paused) view.badge.hidden = !data.paused;
   for (const col of COLUMNS) {
-    const value = col.get(data);
+    const value = col.get(data, rec);
     const text = col.text ? col.text(data) : col.fmt(value);
-    if (row.shown[col.key] !== text) {
-      row.shown[col.key] = text;
-      const td = row.cells[col.key];
+    if (view.shown[col.key] !== text) {
+      view.shown[col.key] = text;
+      const td = view.cells[col.key];
       td.textContent = text;
       const full = col.title ? col.title(data) : text !== String(value) && col.fmt === fmtCount ? value.toLocaleString() : "";
       if (td.title !== full) td.title = full;
     }
-    if (col.zero) toggleClass(row, col.key, "zero", !value);
-    if (col.warn) toggleClass(row, col.key, "warn", value > 0);
+    if (col.zero) toggleClass(view, col.key, "zero", !value);
+    if (col.warn) toggleClass(view, col.key, "warn", value > 0);
   }
 }
 
-function sortValue(row, key) {
-  if (key === "name") return row.name;
-  if (key === "oldest") return row.data.oldestAgeSeconds;
-  if (key === "eta") return row.data.eta.sec;
-  return row.data[key];
+function sortValue(rec, key) {
+  if (key === "oldest") return ageOf(rec);
+  if (key === "eta") return rec.data.eta.sec;
+  return rec.data[key];
 }
 
-function compareRows(a, b) {
+function compareRecs(a, b) {
   const { key, dir } = state.sort;
   const x = sortValue(a, key);
   const y = sortValue(b, key);
-  if (x !== y) {
-    if (key === "name") return x < y ? -dir : dir;
-    return (x < y ? -1 : 1) * dir;
-  }
-  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+  if (x !== y) return (x < y ? -1 : 1) * dir;
+  return a.rank - b.rank;
 }
 
-/** Puts the rows in order, touching the DOM only when the order changed. */
-function arrange() {
-  const filter = state.filter;
-  const rows = [];
-  for (const row of state.rows.values()) {
-    if (!filter || row.name.toLowerCase().includes(filter)) rows.push(row);
+/** Natural order of every name, after queues came or went. */
+function rankNames(added) {
+  const byName = added ? [...state.rows.values()].sort((a, b) => compareNames(a.name, b.name)) : state.byName.filter((r) => state.rows.get(r.name) === r);
+  byName.forEach((r, i) => (r.rank = i));
+  state.byName = byName;
+}
+
+/** Puts every record in table order (after a change of sort, or of figures it sorts by), then
+ * filters and renders. Ages grow alike on all rows, so they need no new sort by themselves. */
+function arrange(resort = true) {
+  if (resort) {
+    const { key, dir } = state.sort;
+    if (key === "name") state.sorted = dir > 0 ? state.byName : state.byName.slice().reverse();
+    else state.sorted = state.byName.slice().sort(compareRecs);
   }
-  rows.sort(compareRows);
-  const names = rows.map((r) => r.name);
-  const same = names.length === state.order.length && names.every((n, i) => n === state.order[i]);
-  if (!same) {
+  const filter = state.filter;
+  state.order = filter ? state.sorted.filter((r) => r.lower.includes(filter)) : state.sorted;
+  render();
+}
+
+// The table renders only the rows in sight, and a few more each side; spacers above and below
+// stand for the rest at a fixed row height, so the scroll bar is that of the whole table.
+const OVERSCAN = 8;
+const HEAD_HEIGHT = 34;
+let renderQueued = false;
+
+function renderSoon() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+function setPad(id, px) {
+  const body = $(id);
+  if (body.hidden !== (px === 0)) body.hidden = px === 0;
+  const td = body.firstElementChild.firstElementChild;
+  const h = `${px}px`;
+  if (td.style.height !== h) td.style.height = h;
+}
+
+function render() {
+  const wrap = $("table-wrap");
+  const order = state.order;
+  const n = order.length;
+  const rh = state.rowHeight || 36;
+  const fit = Math.ceil(Math.max(wrap.clientHeight - HEAD_HEIGHT, rh * 10) / rh) + 1;
+  const first = Math.floor(wrap.scrollTop / rh);
+  const start = Math.max(0, Math.min(first - OVERSCAN, n - fit - OVERSCAN));
+  const end = Math.min(n, start + fit + 2 * OVERSCAN);
+  const list = order.slice(start, end);
+  const old = state.shown;
+  if (list.length !== old.length || list.some((r, i) => r !== old[i])) {
+    const keep = new Set(list);
+    for (const r of old) if (!keep.has(r)) r.view = null;
     const focused = document.activeElement;
     const frag = document.createDocumentFragment();
-    for (const row of rows) frag.append(row.tr);
+    for (const r of list) {
+      if (!r.view) r.view = makeView(r);
+      frag.append(r.view.tr);
+    }
     $("rows").replaceChildren(frag);
-    state.order = names;
+    state.shown = list;
     if (focused && focused !== document.activeElement && focused.isConnected) focused.focus({ preventScroll: true });
   }
+  setPad("pad-top", start * rh);
+  setPad("pad-bottom", (n - end) * rh);
+  list.forEach((r, i) => {
+    const index = start + i + 2; // row 1 is the heading
+    if (r.view.index !== index) {
+      r.view.index = index;
+      r.view.tr.setAttribute("aria-rowindex", String(index));
+    }
+    updateRow(r);
+  });
+  const count = String(n + 1);
+  const table = $("queue-table");
+  if (table.getAttribute("aria-rowcount") !== count) table.setAttribute("aria-rowcount", count);
   $("empty").hidden = state.rows.size > 0;
+  if (!state.rowHeight && list.length) {
+    const h = list[0].view.tr.getBoundingClientRect().height;
+    if (h > 0) {
+      state.rowHeight = h;
+      if (Math.abs(h - rh) > 0.5) render();
+    }
+  }
 }
 
-function applySnapshot(snap) {
-  const time = Date.parse(snap.time) || Date.now();
+/** One event of the stream: a whole snapshot (`stats`, at any time: it replaces the model) or
+ * the change since the sample before (`statsDelta`: rows that changed, queues `removed`). */
+function applyEvent(ev) {
+  if (ev?.kind !== "stats" && ev?.kind !== "statsDelta") return; // not ours to read
+  const whole = ev.kind === "stats";
+  if (!whole && (state.seq === null || ev.seq !== state.seq + 1)) {
+    connect(); // a change to a sample we do not hold: start again from a whole snapshot
+    return;
+  }
+  const time = Date.parse(ev.time) || Date.now();
   state.lastTime = time;
+  state.seq = Number.isFinite(ev.seq) ? ev.seq : null;
   state.skews.push(time - Date.now());
   if (state.skews.length > 10) state.skews.shift();
-  const seen = new Set();
-  const totals = { depth: 0, inflight: 0, dead: 0, rateIn: 0, rateOut: 0 };
-  for (const data of snap.queues) {
+  const queues = Array.isArray(ev.queues) ? ev.queues : [];
+  const seen = whole ? new Set() : null;
+  let added = false;
+  for (const data of queues) {
     data.rateIn = data.rateIn || 0;
     data.rateOut = data.rateOut || 0;
     data.eta = eta(data);
-    seen.add(data.name);
-    let row = state.rows.get(data.name);
-    if (!row) {
-      row = makeRow(data.name);
-      state.rows.set(data.name, row);
-      if (data.name === state.selected) row.tr.classList.add("selected");
+    seen?.add(data.name);
+    let rec = state.rows.get(data.name);
+    if (!rec) {
+      rec = { name: data.name, lower: data.name.toLowerCase(), rank: 0, data, at: time, view: null };
+      state.rows.set(data.name, rec);
+      added = true;
     }
-    updateRow(row, data);
-    for (const k in totals) totals[k] += data[k];
+    rec.data = data;
+    rec.at = time;
   }
-  for (const [name, row] of state.rows) {
-    if (!seen.has(name)) {
-      row.tr.remove();
-      state.rows.delete(name);
-    }
-  }
-  arrange();
-  setText("t-queues", fmtCount(snap.queues.length));
+  const gone = whole ? [...state.rows.keys()].filter((name) => !seen.has(name)) : Array.isArray(ev.removed) ? ev.removed : [];
+  let removed = false;
+  for (const name of gone) removed = state.rows.delete(name) || removed;
+  if (added || removed) rankNames(added);
+  if (added || removed || (queues.length > 0 && state.sort.key !== "name")) arrange();
+  else render();
+  const totals = { depth: 0, inflight: 0, dead: 0, rateIn: 0, rateOut: 0 };
+  for (const rec of state.rows.values()) for (const k in totals) totals[k] += rec.data[k];
+  setText("t-queues", fmtCount(state.rows.size));
   setText("t-depth", fmtCount(totals.depth));
   setText("t-inflight", fmtCount(totals.inflight));
   setText("t-dead", fmtCount(totals.dead));
@@ -403,7 +509,7 @@ function setSort(key) {
 
 function select(name) {
   if (state.selected === name) return;
-  state.rows.get(state.selected)?.tr.classList.remove("selected");
+  state.rows.get(state.selected)?.view?.tr.classList.remove("selected");
   state.selected = name;
   state.selectedSeen = false;
   history.replaceState(null, "", name ? `#queue=${encodeURIComponent(name)}` : location.pathname);
@@ -412,7 +518,7 @@ function select(name) {
   resetLeases(name);
   resetFind();
   if (!name) return;
-  state.rows.get(name)?.tr.classList.add("selected");
+  state.rows.get(name)?.view?.tr.classList.add("selected");
   $("detail-title").textContent = name;
   $("detail-title").title = name;
   $("enqueue-text").value = "";
@@ -481,7 +587,7 @@ function updateDetail(time) {
   setText("d-inflight", fmtCount(d.inflight));
   setText("d-delayed", fmtCount(d.delayed));
   setText("d-dead", fmtCount(d.dead));
-  setText("d-oldest", fmtAge(d.oldestAgeSeconds));
+  setText("d-oldest", fmtAge(ageOf(row)));
   setText("d-eta", d.eta.text);
   $("d-eta").title = d.eta.title || "";
   setText("d-lease", fmtDuration(d.leaseSeconds));
@@ -1328,16 +1434,25 @@ function renderJobs(data) {
 }
 
 function wireJobs() {
-  $("job-queue").addEventListener("focus", () => {
-    const list = $("queue-names");
-    list.replaceChildren(
-      ...[...state.rows.keys()].slice(0, 500).map((n) => {
+  // Suggestions: the first names (in natural order) that hold what was typed.
+  const suggest = () => {
+    const typed = $("job-queue").value.trim().toLowerCase();
+    const names = [];
+    for (const rec of state.byName) {
+      if (typed && !rec.lower.includes(typed)) continue;
+      names.push(rec.name);
+      if (names.length === 200) break;
+    }
+    $("queue-names").replaceChildren(
+      ...names.map((n) => {
         const o = document.createElement("option");
         o.value = n;
         return o;
       }),
     );
-  });
+  };
+  $("job-queue").addEventListener("focus", suggest);
+  $("job-queue").addEventListener("input", suggest);
   $("job-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const queue = $("job-queue").value.trim();
@@ -1371,8 +1486,9 @@ function wireTable() {
   }
   $("filter").addEventListener("input", (e) => {
     state.filter = e.target.value.trim().toLowerCase();
-    arrange();
+    arrange(false);
   });
+  $("table-wrap").addEventListener("scroll", renderSoon, { passive: true });
   document.addEventListener("keydown", (e) => {
     if ($("token-dialog").open) return;
     const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName);
@@ -1382,13 +1498,14 @@ function wireTable() {
     } else if (e.key === "Escape" && state.selected && !typing) {
       const name = state.selected;
       select(null);
-      state.rows.get(name)?.tr.querySelector(".qname")?.focus();
+      state.rows.get(name)?.view?.tr.querySelector(".qname")?.focus();
     }
   });
   let resizeTimer = 0;
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(drawCharts, 100);
+    renderSoon();
   });
 }
 
