@@ -596,6 +596,8 @@ await test("the queue panel lists the leases and releases one after a confirm, o
     await waitFor(p, () => !document.querySelector("#token-dialog").open, null, "the dialog to close");
     await p.click(`${row("leased")} .qname`);
     await waitText(p, "#detail-title", "leased");
+    // In flight: two leases, one of a named consumer (pod-a), one anonymous.
+    await waitText(p, cell("leased", "inflight"), "2 by 1");
     await waitFor(p, () => document.querySelectorAll("#leases tr").length === 2, null, "two leases in the table");
     const shown = await p.$$eval("#leases tr", (trs) =>
       trs.map((tr) => ({

@@ -271,7 +271,18 @@ function ageOf(rec) {
 const COLUMNS = [
   { key: "depth", get: (d) => d.depth, fmt: fmtCount, zero: true },
   { key: "delayed", get: (d) => d.delayed, fmt: fmtCount, zero: true },
-  { key: "inflight", get: (d) => d.inflight, fmt: fmtCount, zero: true },
+  // With the number of named consumers (X-Memq-Consumer) that hold those leases.
+  {
+    key: "inflight",
+    get: (d) => d.inflight,
+    fmt: fmtCount,
+    text: (d) => (d.consumers > 0 ? `${fmtCount(d.inflight)} by ${d.consumers}` : fmtCount(d.inflight)),
+    title: (d) =>
+      d.consumers > 0
+        ? `${d.inflight.toLocaleString()} in flight, held by ${d.consumers.toLocaleString()} named consumer${d.consumers === 1 ? "" : "s"}`
+        : "",
+    zero: true,
+  },
   { key: "dead", get: (d) => d.dead, fmt: fmtCount, zero: true, warn: true },
   { key: "enqueued", get: (d) => d.enqueued, fmt: fmtCount, zero: true },
   { key: "acked", get: (d) => d.acked, fmt: fmtCount, zero: true },
