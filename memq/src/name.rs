@@ -12,7 +12,12 @@ pub const MAX_CONSUMER_NAME: usize = 253;
 /// Checks a consumer name (`X-Memq-Consumer`): 1 to [`MAX_CONSUMER_NAME`] bytes of printable
 /// ASCII.
 pub fn validate_consumer_name(name: &str) -> Result<(), String> {
-    let bytes = name.as_bytes();
+    consumer_name(name.as_bytes()).map(drop)
+}
+
+/// A consumer name from raw bytes (a header's), checked as [`validate_consumer_name`] does; the
+/// error names the first byte that is not printable ASCII.
+pub fn consumer_name(bytes: &[u8]) -> Result<&str, String> {
     if bytes.is_empty() || bytes.len() > MAX_CONSUMER_NAME {
         return Err(format!(
             "a consumer name is 1 to {MAX_CONSUMER_NAME} bytes, got {}",
@@ -24,7 +29,7 @@ pub fn validate_consumer_name(name: &str) -> Result<(), String> {
             "a consumer name is printable ASCII; byte 0x{bad:02x} is not"
         ));
     }
-    Ok(())
+    Ok(std::str::from_utf8(bytes).expect("printable ASCII is UTF-8"))
 }
 
 /// Checks a queue name against the contract's rule, saying what is wrong when it fails.

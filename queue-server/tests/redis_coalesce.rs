@@ -156,3 +156,46 @@ async fn concurrent_enqueues_share_calls_and_each_connection_keeps_its_order() {
 async fn client_stats(server: &TestServer) -> memq::QueueStats {
     server.client().queue("q").await.unwrap()
 }
+
+/// The sweeps every replica makes of every queue (every 2 s) write nothing while nothing is
+/// due: an idle queue costs Redis reads only, not replicated or AOF writes.
+#[tokio::test]
+async fn sweeps_of_an_idle_queue_write_nothing() {
+    let redis = RedisServer::start(&[]).await;
+    let server = TestServer::start_as_given(Config {
+        redis: Some(redis.url()),
+        redis_prefix: unique_prefix(),
+        ..Config::default()
+    })
+    .await;
+    let client = server.client();
+    client.create_queue("idle", None).await.unwrap();
+    client
+        .enqueue("idle", "waits", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    let writes = calls(&redis, "hset").await + calls(&redis, "hincrby").await;
+    // Two of the replica's full sweeps of the queue, as Redis receives them.
+    let monitor = redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_monitor()
+        .await
+        .unwrap();
+    let mut lines = monitor.into_on_message::<String>();
+    let mut sweeps = 0;
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(line) = futures_util::StreamExt::next(&mut lines).await {
+            if line.contains("\"sweep\"") && line.contains("\"idle\"") {
+                sweeps += 1;
+                if sweeps == 2 {
+                    break;
+                }
+            }
+        }
+    })
+    .await
+    .expect("two sweeps of the queue within 15 s");
+    let after = calls(&redis, "hset").await + calls(&redis, "hincrby").await;
+    assert_eq!(after, writes, "writes while the queue was idle");
+    server.shutdown().await;
+}

@@ -893,10 +893,13 @@ await test("the API docs at /docs list the routes, take the token and run an enq
     await p.$eval(`${op} button.execute`, (el) => el.scrollIntoView());
     await p.mouse.move(0, 0);
     await p.screenshot({ path: path.join(SHOTS, "docs.png") });
-    // persistAuthorization: a reload keeps the token.
+    // The token stays in this page only: nothing in the origin's storage (which the dashboard
+    // could read) and none after a reload.
+    const stored = await p.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
+    if (stored.includes(TOKEN)) throw new Error(`the token was stored: ${stored}`);
     await p.reload();
     await waitFor(p, () => document.querySelectorAll(".opblock").length >= 25, null, "the routes after a reload", 10_000);
-    if (!(await p.isVisible(".auth-wrapper button.authorize.locked"))) throw new Error("the token was lost on reload");
+    if (await p.isVisible(".auth-wrapper button.authorize.locked")) throw new Error("the token outlived a reload");
     const away = requests.filter((r) => !r.slice(r.indexOf(" ") + 1).startsWith(`${server.url}/`));
     if (away.length) throw new Error(`requests left ${server.url}:\n    ${away.join("\n    ")}`);
     if (!requests.some((r) => r === `POST ${server.url}/memq/server/queues/docs-q/enqueue`)) throw new Error(`no enqueue among the requests:\n    ${requests.join("\n    ")}`);

@@ -656,20 +656,20 @@ impl Queue {
         }
     }
 
-    /// Up to `limit` leases still running at `now`, oldest first (lease ids are made in time
-    /// order).
+    /// Of the leases still running at `now`, the `limit` that run out soonest, listed oldest
+    /// first (lease ids are made in time order): the same choice as the Redis store's.
     pub fn held_leases(&self, limit: usize, now: u64) -> Vec<HeldLease> {
-        let mut ids: Vec<Id> = self
+        let mut running: Vec<(u64, Id)> = self
             .leases
             .iter()
             .filter(|(_, l)| l.deadline > now)
-            .map(|(id, _)| *id)
+            .map(|(id, l)| (l.deadline, *id))
             .collect();
-        let limit = limit.min(ids.len());
-        if limit < ids.len() {
-            ids.select_nth_unstable(limit);
-            ids.truncate(limit);
+        if limit < running.len() {
+            running.select_nth_unstable(limit);
+            running.truncate(limit);
         }
+        let mut ids: Vec<Id> = running.into_iter().map(|(_, id)| id).collect();
         ids.sort_unstable();
         ids.into_iter()
             .map(|id| {

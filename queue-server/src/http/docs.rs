@@ -1,6 +1,6 @@
 //! `GET /docs`: interactive API docs (Swagger UI) for `/openapi.json`, compiled into the binary
-//! so they work offline. With `--token`, "Authorize" takes the token once (kept in the tab's
-//! storage) and "Try it out" sends it.
+//! so they work offline. With `--token`, "Authorize" takes the token (kept by the page only,
+//! never in the browser's storage, so it is gone with a reload) and "Try it out" sends it.
 
 use std::sync::{Arc, LazyLock};
 
@@ -12,12 +12,12 @@ use utoipa_swagger_ui::Config;
 use crate::error::Error;
 
 /// The page's settings (its `swagger-initializer.js`): our own description, no validator badge
-/// (it would load from another origin), the token kept across reloads.
+/// (it would load from another origin). Not `persistAuthorization`: Swagger UI would keep the
+/// token in `localStorage`, for every page of the origin to read, after the browser closed.
 static CONFIG: LazyLock<Arc<Config<'static>>> = LazyLock::new(|| {
     Arc::new(
         Config::new(["/openapi.json"])
             .validator_url("none")
-            .persist_authorization(true)
             .try_it_out_enabled(true)
             .display_request_duration(true),
     )

@@ -52,11 +52,9 @@ impl Consumer {
         let Some(value) = headers.get(memq::types::headers::CONSUMER) else {
             return Ok(Consumer(None));
         };
-        // Not UTF-8 is not printable ASCII either: the check names the first bad byte.
-        let text = String::from_utf8_lossy(value.as_bytes());
-        memq::name::validate_consumer_name(&text)
+        let name = memq::name::consumer_name(value.as_bytes())
             .map_err(|why| Error::param("X-Memq-Consumer", why))?;
-        Ok(Consumer(Some(text.as_ref().into())))
+        Ok(Consumer(Some(name.into())))
     }
 }
 

@@ -16,7 +16,8 @@ local K_META, K_ITEMS, K_ATTEMPTS, K_READY, K_DELAYED, K_LEASES, K_DEADLINES, K_
     K_KEYS, K_KEYOF, K_RELEASED, K_EXPIRED, K_HOLDERS
 -- K_META      hash: config (lease_ms, max_attempts, max_depth, paused), running totals,
 --             wait_until (ms until which some replica has a long poll waiting), due (see below),
---             named ('1' once a lease was taken by a named consumer: K_HOLDERS is in use)
+--             named ('1' once a lease was taken by a named consumer: K_HOLDERS is in use),
+--             consumers (how many named consumers hold leases now)
 -- K_ITEMS     hash: item id -> body (ready, delayed, leased and dead items)
 -- K_ATTEMPTS  hash: item id -> deliveries so far (absent: 0)
 -- K_READY     list: ready item ids in hand-out order
@@ -27,7 +28,8 @@ local K_META, K_ITEMS, K_ATTEMPTS, K_READY, K_DELAYED, K_LEASES, K_DEADLINES, K_
 -- K_KEYS      hash: producer key -> item id;  K_KEYOF hash: item id -> key (while in the queue)
 -- K_RELEASED  zset: key scored by the ms its item left the queue (freed after the retention)
 -- K_EXPIRED   zset: recently expired lease ids (to answer 410 rather than 404)
--- K_HOLDERS   hash: lease id -> the consumer that took it (X-Memq-Consumer), when it said
+-- K_HOLDERS   hash: lease id -> the consumer that took it (X-Memq-Consumer), when it said;
+--             and '#' .. consumer -> how many leases it holds (absent at 0)
 --
 -- ARGV[1] op, ARGV[2] wake channel, ARGV[3] the calling replica's tag, ARGV[4] queue name,
 -- ARGV[5..] the op's own arguments.
@@ -121,7 +123,14 @@ end
 -- The consumer of a lease that ended (only on queues whose consumers ever named themselves).
 local function forget_holder(lease)
     if META[7] == '1' then
-        redis.call('HDEL', K_HOLDERS, lease)
+        local name = redis.call('HGET', K_HOLDERS, lease)
+        if name then
+            redis.call('HDEL', K_HOLDERS, lease)
+            if redis.call('HINCRBY', K_HOLDERS, '#' .. name, -1) <= 0 then
+                redis.call('HDEL', K_HOLDERS, '#' .. name)
+                redis.call('HINCRBY', K_META, 'consumers', -1)
+            end
+        end
     end
 end
 
@@ -211,26 +220,20 @@ local function sweep(max_attempts, always)
         end
         key_due = earliest(K_RELEASED)
     end
-    next_due, due_changed = 0, true
+    next_due = 0
     note_due(lease_due)
     note_due(delay_due)
     note_due(key_due and key_due + RETENTION)
+    -- Written back only when it moved: an idle queue's sweeps write nothing.
+    due_changed = next_due ~= tonumber(META[5])
 end
 
--- How many named consumers hold leases (only on queues whose consumers ever named themselves;
--- a walk of the holders: O(in flight)).
+-- How many named consumers hold leases (counted as leases are taken and end).
 local function consumers()
     if META[7] ~= '1' then
         return 0
     end
-    local seen, n = {}, 0
-    for _, name in ipairs(redis.call('HVALS', K_HOLDERS)) do
-        if not seen[name] then
-            seen[name] = true
-            n = n + 1
-        end
-    end
-    return n
+    return tonumber(redis.call('HGET', K_META, 'consumers')) or 0
 end
 
 local function stats()
@@ -567,6 +570,9 @@ local function dequeue_group(at, lease_default, paused)
             META[7] = '1'
             redis.call('HSET', K_META, 'named', '1')
         end
+        if redis.call('HINCRBY', K_HOLDERS, '#' .. consumer, #holders / 2) == #holders / 2 then
+            redis.call('HINCRBY', K_META, 'consumers', 1)
+        end
     end
     note_due(deadline)
     return next_at, { 'ok', deadline, out }
@@ -728,27 +734,23 @@ function ops.item()
 end
 
 -- leases: ARGV[5] limit. Reply: ..., {lease, item id, attempt, consumer ('' = none), deadline,
--- ...} for up to `limit` running leases, oldest first (lease ids sort in the order they were
--- made). Reads every lease id of the queue: an operator's look, not a worker's.
+-- ...}: of the running leases, the `limit` that run out soonest, listed oldest first (lease ids
+-- sort in the order they were made). O(log n + limit): a range of the deadlines.
 function ops.leases()
     local _, max_attempts = config()
     sweep(max_attempts)
-    local ids = redis.call('HKEYS', K_LEASES)
+    local ids = redis.call('ZRANGEBYSCORE', K_DEADLINES, '(' .. now, '+inf', 'LIMIT', 0,
+        tonumber(ARGV[5]))
     table.sort(ids)
-    local limit = tonumber(ARGV[5])
     local out = {}
     for _, lease in ipairs(ids) do
-        if #out >= 5 * limit then
-            break
-        end
-        local deadline = tonumber(redis.call('ZSCORE', K_DEADLINES, lease)) or 0
-        if deadline > now then
-            local item = redis.call('HGET', K_LEASES, lease)
+        local item = redis.call('HGET', K_LEASES, lease)
+        if item then
             out[#out + 1] = lease
             out[#out + 1] = item
             out[#out + 1] = tonumber(redis.call('HGET', K_ATTEMPTS, item)) or 0
             out[#out + 1] = (META[7] == '1' and redis.call('HGET', K_HOLDERS, lease)) or ''
-            out[#out + 1] = deadline
+            out[#out + 1] = tonumber(redis.call('ZSCORE', K_DEADLINES, lease))
         end
     end
     return reply('ok', out)
