@@ -483,6 +483,7 @@ async fn redis_killed_under_load_with_appendfsync_always_loses_no_confirmed_work
 
     let confirmed = Arc::new(Mutex::new(Vec::<String>::new()));
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let unsure = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let produce = {
         let (confirmed, stop) = (confirmed.clone(), stop.clone());
@@ -504,7 +505,7 @@ async fn redis_killed_under_load_with_appendfsync_always_loses_no_confirmed_work
         })
     };
     let consume = {
-        let (acked, stop) = (acked.clone(), stop.clone());
+        let (acked, unsure, stop) = (acked.clone(), unsure.clone(), stop.clone());
         tokio::spawn(async move {
             let opts = leased(10, Duration::from_secs(2), Duration::ZERO);
             while !stop.load(Ordering::SeqCst) {
@@ -514,8 +515,11 @@ async fn redis_killed_under_load_with_appendfsync_always_loses_no_confirmed_work
                 };
                 for m in msgs {
                     let lease = m.lease.unwrap().id;
-                    if consumer.ack("q", &lease).await.is_ok() {
-                        acked.lock().push(m.body);
+                    match consumer.ack("q", &lease).await {
+                        Ok(()) => acked.lock().push(m.body),
+                        // Redis may have applied (and synced) the ack and died before it
+                        // answered: this item may be gone or back, either is right.
+                        Err(_) => unsure.lock().push(m.body),
                     }
                 }
             }
@@ -583,9 +587,16 @@ async fn redis_killed_under_load_with_appendfsync_always_loses_no_confirmed_work
         "acked before the kill, back after it: {back:?}"
     );
     let confirmed = std::mem::take(&mut *confirmed.lock());
+    let unsure = std::mem::take(&mut *unsure.lock());
+    let unsure_set: HashSet<&String> = unsure.iter().collect();
+    assert!(
+        unsure.len() <= 10,
+        "{} acks without an answer",
+        unsure.len()
+    );
     let lost: Vec<&String> = confirmed
         .iter()
-        .filter(|b| !acked_set.contains(b) && !left_set.contains(b))
+        .filter(|b| !acked_set.contains(b) && !left_set.contains(b) && !unsure_set.contains(b))
         .collect();
     assert!(
         lost.is_empty(),
