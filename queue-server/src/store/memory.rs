@@ -320,16 +320,21 @@ impl MemoryStore {
         held.fetch_sub(shrunk, Ordering::AcqRel);
     }
 
-    /// What holds the memory, for a `memory_full` message: the dedup keys kept after their item
-    /// left, and the queue that holds the most.
-    fn memory_holders(&self) -> String {
-        let queues: Vec<(Box<str>, Arc<Shared>)> = self
-            .inner
+    /// Every queue with its name, taken from the registry without holding it (each queue's own
+    /// lock is taken after, one at a time).
+    fn queue_list(&self) -> Vec<(Box<str>, Arc<Shared>)> {
+        self.inner
             .queues
             .read()
             .iter()
             .map(|(n, s)| (n.clone(), s.clone()))
-            .collect();
+            .collect()
+    }
+
+    /// What holds the memory, for a `memory_full` message: the dedup keys kept after their item
+    /// left, and the queue that holds the most.
+    fn memory_holders(&self) -> String {
+        let queues = self.queue_list();
         let (mut retained, mut top) = (0, None::<(Box<str>, u64)>);
         for (name, shared) in queues {
             let state = shared.state.lock();
@@ -494,13 +499,7 @@ impl MemoryStore {
 
     /// `GET /stats`: every queue, sorted by name.
     pub fn stats(&self) -> Vec<QueueStats> {
-        let mut queues: Vec<(Box<str>, Arc<Shared>)> = self
-            .inner
-            .queues
-            .read()
-            .iter()
-            .map(|(n, s)| (n.clone(), s.clone()))
-            .collect();
+        let mut queues = self.queue_list();
         queues.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let now = self.inner.clock.now_ms();
         queues
