@@ -708,6 +708,10 @@ impl MemoryStore {
 
     /// `GET /queues/{q}/items/...`: where an item is (a walk of the queue, see [`Queue::find`]).
     pub fn find_item(&self, name: &str, item: ItemRef<'_>) -> Result<FoundItem> {
+        // Time acts first (as every Redis call does): a lease past its deadline is not shown
+        // as held, its item is back where it went.
+        let shared = self.get(name)?;
+        self.apply(name, &shared, Op::Tick)?;
         self.read(name, |q, _| {
             let id = match item {
                 ItemRef::Id(text) => Id::parse(text),
