@@ -59,6 +59,19 @@ pub(super) struct Leased {
     pub(super) consumer: Option<Arc<str>>,
 }
 
+impl Leased {
+    /// This lease (id `lease`) as the lease list and the item lookup show it.
+    fn held(&self, lease: Id) -> HeldLease {
+        HeldLease {
+            id: lease,
+            item: self.item.id,
+            attempt: self.item.attempts,
+            consumer: self.consumer.clone(),
+            deadline: self.deadline,
+        }
+    }
+}
+
 /// An item waiting for its delay; ordered by (ready time, arrival) so equal times stay FIFO.
 #[derive(Debug)]
 pub(super) struct Delayed {
@@ -633,14 +646,7 @@ impl Queue {
             return found(d.item.attempts, Whereabouts::Delayed { at: d.at });
         }
         if let Some((lease, l)) = self.leases.iter().find(|(_, l)| l.item.id == id) {
-            let held = HeldLease {
-                id: *lease,
-                item: id,
-                attempt: l.item.attempts,
-                consumer: l.consumer.clone(),
-                deadline: l.deadline,
-            };
-            return found(l.item.attempts, Whereabouts::Leased(held));
+            return found(l.item.attempts, Whereabouts::Leased(l.held(*lease)));
         }
         let dead = self.dead.iter().find(|d| d.id == id)?;
         found(dead.attempts, Whereabouts::Dead { at: dead.died_at })
@@ -672,16 +678,7 @@ impl Queue {
         let mut ids: Vec<Id> = running.into_iter().map(|(_, id)| id).collect();
         ids.sort_unstable();
         ids.into_iter()
-            .map(|id| {
-                let l = &self.leases[&id];
-                HeldLease {
-                    id,
-                    item: l.item.id,
-                    attempt: l.item.attempts,
-                    consumer: l.consumer.clone(),
-                    deadline: l.deadline,
-                }
-            })
+            .map(|id| self.leases[&id].held(id))
             .collect()
     }
 

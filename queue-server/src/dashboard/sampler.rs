@@ -28,7 +28,7 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub const SAMPLES_KEPT: usize = 900;
 
 /// A stats row of the live stream: the `/stats` row plus its rates.
-#[derive(Serialize)]
+#[derive(Clone, Copy, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct LiveRow<'a> {
     #[serde(flatten)]
@@ -190,11 +190,7 @@ impl Sampler {
         for (row, r) in rows.iter().zip(&rates) {
             let key = RowKey::of(row.stats, r);
             if last.1.get(&row.stats.name) != Some(&key) {
-                changed.push(LiveRow {
-                    stats: row.stats,
-                    rate_in: row.rate_in,
-                    rate_out: row.rate_out,
-                });
+                changed.push(*row);
             }
             keys.insert(row.stats.name.clone(), key);
         }

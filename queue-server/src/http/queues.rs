@@ -498,37 +498,36 @@ fn lease_entry(l: HeldLease) -> LeaseEntry {
 }
 
 fn item_info(found: FoundItem) -> ItemInfo {
-    let mut info = ItemInfo {
-        kind: "item".into(),
-        id: found.id.to_string(),
-        state: String::new(),
-        attempts: found.attempts,
-        enqueued_at: rfc3339_ms(found.id.timestamp_ms()),
-        position: None,
-        ready_at: None,
-        lease: None,
-        dead_at: None,
-    };
-    info.state = match found.state {
-        Whereabouts::Ready { position } => {
-            info.position = Some(position);
+    let (mut position, mut ready_at, mut lease, mut dead_at) = (None, None, None, None);
+    let state = match found.state {
+        Whereabouts::Ready { position: ahead } => {
+            position = Some(ahead);
             "ready"
         }
         Whereabouts::Delayed { at } => {
-            info.ready_at = Some(rfc3339_ms(at));
+            ready_at = Some(rfc3339_ms(at));
             "delayed"
         }
-        Whereabouts::Leased(lease) => {
-            info.lease = Some(lease_entry(lease));
+        Whereabouts::Leased(held) => {
+            lease = Some(lease_entry(held));
             "leased"
         }
         Whereabouts::Dead { at } => {
-            info.dead_at = Some(rfc3339_ms(at));
+            dead_at = Some(rfc3339_ms(at));
             "dead"
         }
+    };
+    ItemInfo {
+        kind: "item".into(),
+        id: found.id.to_string(),
+        state: state.into(),
+        attempts: found.attempts,
+        enqueued_at: rfc3339_ms(found.id.timestamp_ms()),
+        position,
+        ready_at,
+        lease,
+        dead_at,
     }
-    .into();
-    info
 }
 
 /// `GET /queues/{q}/items/{item}`: where an item is now.

@@ -48,18 +48,14 @@ pub enum ItemRef<'a> {
 impl ItemRef<'_> {
     /// The 404 for an item the queue does not hold.
     pub fn not_found(self, queue: &str) -> Error {
-        let what = match self {
-            ItemRef::Id(id) => format!("item {id:?}"),
-            ItemRef::Key(key) => format!("no item with key {key:?}"),
-        };
-        match self {
-            ItemRef::Id(_) => Error::ItemNotFound(format!(
-                "{what} is not in queue {queue:?}: acked, drained, taken by a kuard-style dequeue, purged, or never there"
-            )),
-            ItemRef::Key(_) => Error::ItemNotFound(format!(
-                "{what} is in queue {queue:?}: its item left (acked, drained, taken, purged) or the key was never used"
-            )),
-        }
+        Error::ItemNotFound(match self {
+            ItemRef::Id(id) => format!(
+                "item {id:?} is not in queue {queue:?}: acked, drained, taken by a kuard-style dequeue, purged, or never there"
+            ),
+            ItemRef::Key(key) => format!(
+                "no item with key {key:?} is in queue {queue:?}: its item left (acked, drained, taken, purged) or the key was never used"
+            ),
+        })
     }
 }
 

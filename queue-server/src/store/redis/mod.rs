@@ -39,7 +39,7 @@ use super::{
 use crate::broker::{DeadItem, EXPIRED_LEASES_REMEMBERED, Id, IdGen, LeaseInfo, QueueConfig};
 use crate::error::{Error, Result};
 use conn::{CONNECT_TIMEOUT, Conn};
-use reply::{Reply, groups, id, int, malformed, text, uint};
+use reply::{Reply, array, groups, id, int, malformed, text, uint};
 use wake::Waiters;
 
 /// The per-queue keys, in the order `queue.lua` takes them as KEYS.
@@ -152,6 +152,22 @@ fn lease_status(status: i64, lease: &str) -> Result<()> {
         404 => Err(Error::LeaseNotFound(lease.to_string())),
         _ => Err(malformed("lease status")),
     }
+}
+
+/// A lease as `held` in queue.lua gives it: {lease, item id, attempt, consumer ('' = none),
+/// deadline}.
+fn held_lease(v: Value) -> Result<HeldLease> {
+    let [lease, item, attempt, consumer, deadline]: [Value; 5] = array(v)?
+        .try_into()
+        .map_err(|_| malformed("a lease of five values"))?;
+    let consumer = text(consumer)?;
+    Ok(HeldLease {
+        id: id(lease)?,
+        item: id(item)?,
+        attempt: uint(&attempt)? as u32,
+        consumer: (!consumer.is_empty()).then(|| consumer.into()),
+        deadline: uint(&deadline)?,
+    })
 }
 
 fn stats_of(name: &str, v: &Value, now_ms: u64) -> Result<QueueStats> {
@@ -687,16 +703,7 @@ impl RedisStore {
             "dead" => Whereabouts::Dead {
                 at: uint(reply.at(3)?)?,
             },
-            "leased" => {
-                let consumer = text(reply.at(5)?.clone())?;
-                Whereabouts::Leased(HeldLease {
-                    id: id(reply.at(3)?.clone())?,
-                    item: item_id,
-                    attempt: attempts,
-                    consumer: (!consumer.is_empty()).then(|| consumer.into()),
-                    deadline: uint(reply.at(4)?)?,
-                })
-            }
+            "leased" => Whereabouts::Leased(held_lease(reply.at(3)?.clone())?),
             other => return Err(malformed(&format!("item state {other:?}"))),
         };
         Ok(FoundItem {
@@ -713,23 +720,9 @@ impl RedisStore {
                 cmd.arg(limit);
             })
             .await?;
-        groups(reply.at(0)?.clone(), 5)?
+        array(reply.at(0)?.clone())?
             .into_iter()
-            .map(|g| {
-                let mut g = g.into_iter();
-                let mut next = || g.next().expect("five values");
-                let lease = id(next())?;
-                let item = id(next())?;
-                let attempt = uint(&next())? as u32;
-                let consumer = text(next())?;
-                Ok(HeldLease {
-                    id: lease,
-                    item,
-                    attempt,
-                    consumer: (!consumer.is_empty()).then(|| consumer.into()),
-                    deadline: uint(&next())?,
-                })
-            })
+            .map(held_lease)
             .collect()
     }
 

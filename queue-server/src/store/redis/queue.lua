@@ -228,17 +228,10 @@ local function sweep(max_attempts, always)
     due_changed = next_due ~= tonumber(META[5])
 end
 
--- How many named consumers hold leases (counted as leases are taken and end).
-local function consumers()
-    if META[7] ~= '1' then
-        return 0
-    end
-    return tonumber(redis.call('HGET', K_META, 'consumers')) or 0
-end
 
 local function stats()
     local m = redis.call('HMGET', K_META, 'enqueued', 'dequeued', 'drained', 'acked', 'requeued',
-        'paused', 'lease_ms', 'max_attempts', 'max_depth', 'autoscale')
+        'paused', 'lease_ms', 'max_attempts', 'max_depth', 'autoscale', 'consumers')
     return {
         tonumber(m[1]) or 0, tonumber(m[2]) or 0, tonumber(m[3]) or 0, tonumber(m[4]) or 0,
         tonumber(m[5]) or 0, m[6] == '1' and 1 or 0, tonumber(m[7]) or 0, tonumber(m[8]) or 0,
@@ -246,7 +239,7 @@ local function stats()
         redis.call('LLEN', K_READY), redis.call('HLEN', K_LEASES), redis.call('ZCARD', K_DELAYED),
         redis.call('LLEN', K_DEAD),
         redis.call('LINDEX', K_READY, 0) or '', redis.call('LINDEX', K_READY, -1) or '',
-        m[10] or '', redis.call('ZCARD', K_RELEASED), consumers(),
+        m[10] or '', redis.call('ZCARD', K_RELEASED), tonumber(m[11]) or 0,
     }
 end
 
@@ -694,10 +687,17 @@ function ops.purge_dead()
     return reply('ok', #ids)
 end
 
+-- A running lease as the lease list and the item lookup give it: {lease, item id, attempt,
+-- consumer ('' = none), deadline}.
+local function held(lease, item, deadline)
+    return { lease, item, tonumber(redis.call('HGET', K_ATTEMPTS, item)) or 0,
+        (META[7] == '1' and redis.call('HGET', K_HOLDERS, lease)) or '', deadline }
+end
+
 -- item: ARGV[5] an item id, or '' and ARGV[6] a producer key. Reply: ..., 'none'; or state, id,
 -- attempts, then for 'ready' how many are ahead, for 'delayed' when it is ready, for 'dead' when
--- it died, for 'leased' the lease, its deadline and its consumer ('' = none). Walks the ready
--- list (LPOS) or the lease hash: a look for people.
+-- it died, for 'leased' its lease (see `held`). Walks the ready list (LPOS) or the lease hash: a
+-- look for people.
 function ops.item()
     local _, max_attempts = config()
     sweep(max_attempts)
@@ -726,31 +726,30 @@ function ops.item()
         if leases[i + 1] == id then
             local lease = leases[i]
             local deadline = tonumber(redis.call('ZSCORE', K_DEADLINES, lease)) or 0
-            local holder = (META[7] == '1' and redis.call('HGET', K_HOLDERS, lease)) or ''
-            return reply('ok', 'leased', id, attempts, lease, deadline, holder)
+            return reply('ok', 'leased', id, attempts, held(lease, id, deadline))
         end
     end
     return reply('ok', 'none')
 end
 
--- leases: ARGV[5] limit. Reply: ..., {lease, item id, attempt, consumer ('' = none), deadline,
--- ...}: of the running leases, the `limit` that run out soonest, listed oldest first (lease ids
--- sort in the order they were made). O(log n + limit): a range of the deadlines.
+-- leases: ARGV[5] limit. Reply: ..., {held lease, ...} (see `held`): of the running leases, the
+-- `limit` that run out soonest, listed oldest first (lease ids sort in the order they were
+-- made). O(log n + limit): a range of the deadlines.
 function ops.leases()
     local _, max_attempts = config()
     sweep(max_attempts)
-    local ids = redis.call('ZRANGEBYSCORE', K_DEADLINES, '(' .. now, '+inf', 'LIMIT', 0,
-        tonumber(ARGV[5]))
-    table.sort(ids)
+    local found = redis.call('ZRANGEBYSCORE', K_DEADLINES, '(' .. now, '+inf', 'WITHSCORES',
+        'LIMIT', 0, tonumber(ARGV[5]))
+    local running = {}
+    for i = 1, #found, 2 do
+        running[#running + 1] = { found[i], tonumber(found[i + 1]) }
+    end
+    table.sort(running, function(a, b) return a[1] < b[1] end)
     local out = {}
-    for _, lease in ipairs(ids) do
-        local item = redis.call('HGET', K_LEASES, lease)
+    for _, l in ipairs(running) do
+        local item = redis.call('HGET', K_LEASES, l[1])
         if item then
-            out[#out + 1] = lease
-            out[#out + 1] = item
-            out[#out + 1] = tonumber(redis.call('HGET', K_ATTEMPTS, item)) or 0
-            out[#out + 1] = (META[7] == '1' and redis.call('HGET', K_HOLDERS, lease)) or ''
-            out[#out + 1] = tonumber(redis.call('ZSCORE', K_DEADLINES, lease))
+            out[#out + 1] = held(l[1], item, l[2])
         end
     end
     return reply('ok', out)
