@@ -32,6 +32,13 @@ pub struct Config {
     #[arg(long, env = "MEMQ_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// Scoped tokens, one per line: `NAME ROLE QUEUES TOKEN` (roles reader, producer,
+    /// consumer, admin; QUEUES a glob such as `keygen*`; TOKEN the secret or `sha256:HEX` of
+    /// it). Re-read when it changes; a broken file keeps the last good tokens. With --token too,
+    /// that one is an admin token beside them.
+    #[arg(long, env = "MEMQ_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+
     /// With --token: let stats, queue objects and the dashboard be read without the token.
     #[arg(long, env = "MEMQ_PUBLIC_READS")]
     pub public_reads: bool,

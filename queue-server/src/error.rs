@@ -98,6 +98,10 @@ pub enum Error {
     /// server cannot be reached.
     #[error("Kubernetes Jobs unavailable: {0}")]
     KubernetesUnavailable(String),
+    /// The request's token is known, but its role or queues do not allow this: what it is and
+    /// what it would need.
+    #[error("{0}")]
+    Forbidden(String),
     /// The Kubernetes API server denied a call to this server's credentials (its 403): the
     /// verb, resource and its words.
     #[error("{0}")]
@@ -177,7 +181,7 @@ impl Error {
             Error::BackendUnavailable(_) | Error::KubernetesUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Error::KubernetesForbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::KubernetesForbidden(_) => StatusCode::FORBIDDEN,
             Error::KubernetesInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Kubernetes(_) => StatusCode::BAD_GATEWAY,
         }
@@ -204,7 +208,7 @@ impl Error {
             Error::MethodNotAllowed => "method_not_allowed",
             Error::BackendUnavailable(_) => "backend_unavailable",
             Error::KubernetesUnavailable(_) => "kubernetes_unavailable",
-            Error::KubernetesForbidden(_) => "forbidden",
+            Error::Forbidden(_) | Error::KubernetesForbidden(_) => "forbidden",
             Error::KubernetesInvalid(_) => "invalid_job",
             Error::Kubernetes(_) => "kubernetes_error",
             Error::JobNotFound(_) => "job_not_found",
@@ -296,13 +300,16 @@ mod tests {
             Error::MethodNotAllowed,
             Error::BackendUnavailable("b".into()),
             Error::KubernetesUnavailable("k".into()),
+            Error::Forbidden("f".into()),
             Error::KubernetesForbidden("k".into()),
             Error::KubernetesInvalid("k".into()),
             Error::Kubernetes("k".into()),
             Error::JobNotFound("j".into()),
             Error::ItemNotFound("i".into()),
         ];
-        let codes: Vec<&str> = every.iter().map(Error::code).collect();
+        let mut codes: Vec<&str> = every.iter().map(Error::code).collect();
+        // A token's 403 and the API server's 403 share `forbidden`.
+        codes.dedup();
         assert_eq!(codes, Error::CODES);
     }
 }

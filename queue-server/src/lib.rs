@@ -12,7 +12,7 @@
 //! - [`kube`]: consumer Jobs through the Kubernetes API (`/jobs`) and the autoscaler that
 //!   launches them by queue depth; it only reads the store's stats.
 //! - [`connections`]: the accept loop and the limits that protect the server (connections,
-//!   header size and time); [`metrics`]: Prometheus exposition; [`config`]: flags; [`error`]:
+//!   header size and time); [`tokens`]: who may do what (roles, queues); [`metrics`]: Prometheus exposition; [`config`]: flags; [`error`]:
 //!   the JSON errors.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
@@ -30,6 +30,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tokens;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,8 +50,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     config.load_token_file()?;
-    if config.token.is_none() {
-        tracing::warn!("no --token set: anyone who can reach this port can change the queues");
+    let tokens = Arc::new(tokens::Tokens::load(
+        config.token.as_ref().map(config::Token::expose),
+        config.tokens_file.as_deref(),
+    )?);
+    if !tokens.enabled() {
+        tracing::warn!(
+            "no --token or --tokens-file set: anyone who can reach this port can change the queues"
+        );
     }
     let max_memory = config.max_memory.resolve();
     let cancel = CancellationToken::new();
@@ -87,12 +94,14 @@ pub async fn serve(
         metrics: metrics.clone(),
         dashboard,
         jobs: jobs.clone(),
+        tokens: tokens.clone(),
     });
     let app = http::app(state);
 
     // After the last fallible step, so that an early return leaves no task behind.
     let background = tokio::spawn(store.clone().run_background());
     let sampler = tokio::spawn(sampler.run());
+    let watcher = tokio::spawn(tokens.watch(cancel.clone()));
     let autoscaler = match (&jobs, autoscale) {
         (kube::Jobs::Ready(launcher), true) => {
             let autoscaler = kube::Autoscaler::new(
@@ -126,7 +135,7 @@ pub async fn serve(
     .await;
     cancel.cancel();
     // All awaited before any failure is reported: no task outlives serve().
-    let (background, sampled) = (background.await, sampler.await);
+    let (background, sampled, watched) = (background.await, sampler.await, watcher.await);
     let scaled = match autoscaler {
         Some(task) => task.await,
         None => Ok(()),
@@ -134,6 +143,7 @@ pub async fn serve(
     store.close().await;
     background?;
     sampled?;
+    watched?;
     scaled?;
     tracing::info!("queue server stopped");
     Ok(())

@@ -1,55 +1,82 @@
-//! Bearer-token check (`--token`, `--token-file`), compared in constant time.
-//!
-//! Both tokens are hashed (SHA-256) before the comparison, so that neither the time taken nor
-//! an early exit on a length mismatch tells anything about the token's length or prefix.
+//! The bearer-token check of each request, by its route's [`Rule`]: is the token known (401
+//! if not), does its role grant the route and does it cover the route's queue (403 if not).
+//! The tokens themselves, and their constant-time comparison, are in [`crate::tokens`].
+
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ring::digest::{SHA256, digest};
-use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::routes::Access;
+use super::routes::{Access, Rule};
 use crate::error::Error;
+use crate::tokens::{Grant, Role};
 
 /// What the token check says about a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Verdict {
-    /// No token set, an open path, or the right token: serve it.
-    Pass,
-    /// The dashboard page without the token: serve it, as a 401 that asks for the token.
+    /// No tokens configured, an open route, or `--public-reads` opens it: serve it.
+    Open,
+    /// A known token whose role and queues allow the route: serve it.
+    Granted(Arc<Grant>),
+    /// The dashboard page without a valid token: serve it, as a 401 that asks for the token.
     AskForToken,
-    /// 401.
+    /// No token, or an unknown one: 401.
     Refuse,
+    /// A known token that may not do this: 403, saying what it would need.
+    Forbidden(Arc<Grant>, Need),
 }
 
-/// Checks `Authorization: Bearer` when a token is set, by the route's [`Access`]. A plain
-/// function rather than a middleware of its own: a long poll holds its middleware futures for
-/// its whole wait.
-pub fn check(state: &AppState, access: Access, headers: &HeaderMap) -> Verdict {
-    let Some(token) = state.config.token.as_ref() else {
-        return Verdict::Pass;
-    };
-    match access {
-        Access::Open => return Verdict::Pass,
-        Access::Page | Access::PublicRead if state.config.public_reads => return Verdict::Pass,
+/// What a refused token lacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A role that grants the route.
+    Role(Role),
+    /// The route's queue is outside the token's glob.
+    Queue,
+    /// The route acts on no single queue (`/jobs`) and needs a token for every queue (`*`).
+    AllQueues,
+}
+
+/// Checks `Authorization: Bearer` by the route's rule; `queue` is the route's `{queue}`. A
+/// plain function rather than a middleware of its own: a long poll holds its middleware
+/// futures for its whole wait.
+pub fn check(state: &AppState, rule: Rule, queue: Option<&str>, headers: &HeaderMap) -> Verdict {
+    if !state.tokens.enabled() {
+        return Verdict::Open;
+    }
+    match rule.access {
+        Access::Open => return Verdict::Open,
+        Access::Page | Access::PublicRead if state.config.public_reads => return Verdict::Open,
         _ => {}
     }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or_default();
-    if same_token(given, token.expose().as_bytes()) {
-        Verdict::Pass
-    } else if access == Access::Page {
-        Verdict::AskForToken
+    let Some(grant) = state.tokens.find(given) else {
+        return match rule.access {
+            Access::Page => Verdict::AskForToken,
+            _ => Verdict::Refuse,
+        };
+    };
+    let need = if !grant.role.grants(rule.role) {
+        Some(Need::Role(rule.role))
     } else {
-        Verdict::Refuse
+        match queue {
+            Some(queue) if !grant.queues.covers(queue) => Some(Need::Queue),
+            None if rule.role == Role::Admin && !grant.queues.is_all() => Some(Need::AllQueues),
+            _ => None,
+        }
+    };
+    match need {
+        Some(need) => Verdict::Forbidden(grant, need),
+        None => Verdict::Granted(grant),
     }
 }
 
 /// The answer to a request the check refused, or the page served with [`Verdict::AskForToken`].
-pub fn refused(verdict: Verdict, page: Option<Response>) -> Response {
+pub fn refused(verdict: &Verdict, queue: Option<&str>, page: Option<Response>) -> Response {
     match (verdict, page) {
         (Verdict::AskForToken, Some(mut resp)) => {
             *resp.status_mut() = StatusCode::UNAUTHORIZED;
@@ -57,26 +84,31 @@ pub fn refused(verdict: Verdict, page: Option<Response>) -> Response {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             resp
         }
+        (Verdict::Forbidden(grant, need), _) => {
+            Error::Forbidden(forbidden_message(grant, *need, queue)).into_response()
+        }
         _ => Error::Unauthorized.into_response(),
     }
 }
 
-/// Constant-time equality of two tokens of any lengths.
-fn same_token(given: &[u8], expected: &[u8]) -> bool {
-    let (a, b) = (digest(&SHA256, given), digest(&SHA256, expected));
-    bool::from(a.as_ref().ct_eq(b.as_ref()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_compare_by_content_whatever_their_length() {
-        assert!(same_token(b"s3cret", b"s3cret"));
-        assert!(!same_token(b"s3cre", b"s3cret"));
-        assert!(!same_token(b"s3cretX", b"s3cret"));
-        assert!(!same_token(b"", b"s3cret"));
-        assert!(!same_token(b"S3cret", b"s3cret"));
+/// Says what the token is and what it would need; names the token, never shows it.
+fn forbidden_message(grant: &Grant, need: Need, queue: Option<&str>) -> String {
+    let what = format!(
+        "token {:?} is a {} token for queues {:?}",
+        grant.name,
+        grant.role.as_str(),
+        grant.queues.as_str()
+    );
+    match need {
+        Need::Role(role) => format!(
+            "this needs a{} {} token: {what}",
+            if role == Role::Admin { "n" } else { "" },
+            role.as_str()
+        ),
+        Need::Queue => format!(
+            "{what}, which does not cover queue {:?}",
+            queue.unwrap_or_default()
+        ),
+        Need::AllQueues => format!("this needs an admin token for every queue (`*`): {what}"),
     }
 }

@@ -50,6 +50,8 @@ pub struct Shared {
     pub dashboard: Dashboard,
     /// Consumer Jobs through the Kubernetes API, or why not.
     pub jobs: Jobs,
+    /// The tokens accepted, with what each may do.
+    pub tokens: Arc<crate::tokens::Tokens>,
 }
 
 impl AppState {
@@ -210,19 +212,22 @@ impl App {
         let app = &*self.0;
         let started = Instant::now();
         let method = req.method().clone();
+        let mut queue = None;
         let mut subject = None;
         let (label, rule, direct) = match app.table.at(req.uri().path()) {
             Ok(found) => {
                 let path = &app.paths[*found.value];
                 let rule = path.rule(&method);
+                queue = path_param(found.params.get("queue"));
                 if rule.audit.is_some() {
-                    subject = path_param(found.params.get("queue"))
+                    subject = queue
+                        .clone()
                         .or_else(|| path_param(found.params.get("name")));
                 }
                 let direct = rule.direct.and_then(|route| {
                     Some(DirectCall {
                         route,
-                        queue: path_param(found.params.get("queue"))?,
+                        queue: queue.clone()?,
                         lease: match route {
                             Direct::Ack => path_param(found.params.get("lease"))?,
                             _ => String::new(),
@@ -233,16 +238,27 @@ impl App {
             }
             Err(_) => ("unmatched", Rule::TOKEN, None),
         };
-        let verdict = auth::check(&app.state, rule.access, req.headers());
-        let req = req.map(Body::new);
-        let resp = match verdict {
-            auth::Verdict::Refuse => auth::refused(verdict, None),
-            auth::Verdict::Pass => app.within_time_limit(req, rule, direct).await,
-            auth::Verdict::AskForToken => auth::refused(verdict, Some(app.route(req, None).await)),
+        let verdict = auth::check(&app.state, rule, queue.as_deref(), req.headers());
+        let mut req = req.map(Body::new);
+        let resp = match &verdict {
+            auth::Verdict::Open => app.within_time_limit(req, rule, direct).await,
+            auth::Verdict::Granted(grant) => {
+                if direct.is_none() {
+                    // For the handlers that say what the token may do (`/dashboard/session`).
+                    req.extensions_mut().insert(grant.clone());
+                }
+                app.within_time_limit(req, rule, direct).await
+            }
+            auth::Verdict::AskForToken => {
+                auth::refused(&verdict, None, Some(app.route(req, None).await))
+            }
+            auth::Verdict::Refuse | auth::Verdict::Forbidden(..) => {
+                auth::refused(&verdict, queue.as_deref(), None)
+            }
         };
         let status = resp.status().as_u16();
         if let Some(action) = rule.audit {
-            audit(action, subject.as_deref(), verdict, &app.state, status);
+            audit(action, subject.as_deref(), &verdict, status);
         }
         app.state
             .metrics
@@ -252,18 +268,12 @@ impl App {
 }
 
 /// One line of the audit trail (target `memq::audit`, at info, in the JSON log format too): the
-/// action, its queue or Job, who asked (never the token itself) and how it ended.
-fn audit(
-    action: &str,
-    subject: Option<&str>,
-    verdict: auth::Verdict,
-    state: &AppState,
-    status: u16,
-) {
+/// action, its queue or Job, who asked (a token's name, never the token) and how it ended.
+fn audit(action: &str, subject: Option<&str>, verdict: &auth::Verdict, status: u16) {
     let who = match verdict {
-        _ if state.config.token.is_none() => "anyone (no --token)",
-        auth::Verdict::Pass => "the admin token",
-        _ => "no valid token",
+        auth::Verdict::Open => "anyone (no token set)",
+        auth::Verdict::Granted(grant) | auth::Verdict::Forbidden(grant, _) => &grant.name,
+        auth::Verdict::AskForToken | auth::Verdict::Refuse => "no valid token",
     };
     let outcome = match status {
         200..=299 => "done",

@@ -15,8 +15,11 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use super::{AppState, dashboard, docs, jobs, openapi, ops, queues};
+use crate::tokens::Role;
 
-/// Who may call a route when the server has a token (`--token`, `--token-file`).
+/// Who may call a route when the server has tokens (`--token`, `--token-file`, `--tokens-file`);
+/// with [`Access::PublicRead`], [`Access::Page`] and [`Access::Token`], the token's role must
+/// grant the route's [`Rule::role`], and cover its queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// Never needs the token: probes, the metrics scrape, the API description and the
@@ -51,6 +54,8 @@ pub enum Direct {
 pub struct Rule {
     /// Who may call it.
     pub access: Access,
+    /// The least role a token needs for it (unless [`Access::Open`]).
+    pub role: Role,
     /// Served without axum's router.
     pub direct: Option<Direct>,
     /// Its `?wait=` (a long poll) extends its time limit beyond `--request-timeout`.
@@ -67,16 +72,21 @@ impl Rule {
     pub const PAGE: Rule = Rule::new(Access::Page);
     /// [`Access::PublicRead`].
     pub const PUBLIC: Rule = Rule::new(Access::PublicRead);
-    /// [`Access::Token`].
+    /// [`Access::Token`], for any role.
     pub const TOKEN: Rule = Rule::new(Access::Token);
 
     const fn new(access: Access) -> Self {
         Rule {
             access,
+            role: Role::Reader,
             direct: None,
             long_poll: false,
             audit: None,
         }
+    }
+
+    const fn role(self, role: Role) -> Self {
+        Rule { role, ..self }
     }
 
     const fn direct(self, direct: Direct) -> Self {
@@ -187,44 +197,47 @@ pub fn table() -> Table {
     const OPEN: Rule = Rule::OPEN;
     const PAGE: Rule = Rule::PAGE;
     const PUBLIC: Rule = Rule::PUBLIC;
-    const TOKEN: Rule = Rule::TOKEN;
+    const READ: Rule = Rule::TOKEN;
+    const ADMIN: Rule = Rule::TOKEN.role(Role::Admin);
+    const PRODUCE: Rule = Rule::TOKEN.role(Role::Producer);
+    const CONSUME: Rule = Rule::TOKEN.role(Role::Consumer);
     Table {
         router: OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()),
         routes: Vec::new(),
     }
     .add(PUBLIC, routes!(queues::stats))
     .add(PUBLIC, routes!(queues::get_queue))
-    .add(TOKEN.audit("queue.create"), routes!(queues::create_queue))
-    .add(TOKEN.audit("queue.delete"), routes!(queues::delete_queue))
-    .add(TOKEN.audit("queue.drain"), routes!(queues::drain))
-    .add(TOKEN.audit("queue.pause"), routes!(queues::pause))
-    .add(TOKEN.audit("queue.resume"), routes!(queues::resume))
-    .add(TOKEN.direct(Direct::Enqueue), routes!(queues::enqueue))
+    .add(ADMIN.audit("queue.create"), routes!(queues::create_queue))
+    .add(ADMIN.audit("queue.delete"), routes!(queues::delete_queue))
+    .add(ADMIN.audit("queue.drain"), routes!(queues::drain))
+    .add(ADMIN.audit("queue.pause"), routes!(queues::pause))
+    .add(ADMIN.audit("queue.resume"), routes!(queues::resume))
+    .add(PRODUCE.direct(Direct::Enqueue), routes!(queues::enqueue))
     .add(
-        TOKEN.direct(Direct::Dequeue).long_poll(),
+        CONSUME.direct(Direct::Dequeue).long_poll(),
         routes!(queues::dequeue),
     )
-    .add(TOKEN, routes!(queues::ack_batch))
-    .add(TOKEN.direct(Direct::Ack), routes!(queues::ack))
-    .add(TOKEN, routes!(queues::nack))
-    .add(TOKEN, routes!(queues::extend))
-    .add(TOKEN, routes!(queues::dead_letters))
-    .add(TOKEN.audit("dead.purge"), routes!(queues::purge_dead))
-    .add(TOKEN.audit("dead.requeue"), routes!(queues::requeue_dead))
-    .add(TOKEN, routes!(queues::peek))
+    .add(CONSUME, routes!(queues::ack_batch))
+    .add(CONSUME.direct(Direct::Ack), routes!(queues::ack))
+    .add(CONSUME, routes!(queues::nack))
+    .add(CONSUME, routes!(queues::extend))
+    .add(READ, routes!(queues::dead_letters))
+    .add(ADMIN.audit("dead.purge"), routes!(queues::purge_dead))
+    .add(ADMIN.audit("dead.requeue"), routes!(queues::requeue_dead))
+    .add(READ, routes!(queues::peek))
     .add(PUBLIC, routes!(queues::leases))
-    .add(TOKEN, routes!(queues::find_item))
-    .add(TOKEN, routes!(queues::find_item_by_key))
+    .add(READ, routes!(queues::find_item))
+    .add(READ, routes!(queues::find_item_by_key))
     .add(PAGE, routes!(page::index))
-    .add(TOKEN, routes!(page::session))
+    .add(READ, routes!(page::session))
     .add(OPEN, routes!(page::app_js))
     .add(OPEN, routes!(page::app_css))
     .add(OPEN, routes!(page::icon_svg))
     .add(PUBLIC, routes!(stream::stats_stream))
     .add(PUBLIC, routes!(stream::stats_history))
-    .add(TOKEN, routes!(jobs::list_jobs))
-    .add(TOKEN.audit("job.create"), routes!(jobs::create_job))
-    .add(TOKEN.audit("job.delete"), routes!(jobs::delete_job))
+    .add(ADMIN, routes!(jobs::list_jobs))
+    .add(ADMIN.audit("job.create"), routes!(jobs::create_job))
+    .add(ADMIN.audit("job.delete"), routes!(jobs::delete_job))
     .add(OPEN, routes!(ops::healthz))
     .add(OPEN, routes!(ops::readyz))
     .add(OPEN, routes!(ops::metrics))

@@ -1,11 +1,14 @@
 //! The page and its assets, compiled into the binary so the dashboard works offline.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 
 use crate::http::AppState;
+use crate::tokens::{Grant, Role};
 
 /// One embedded file. The page's script, style and icon hold no data, so they are served
 /// without the token (a browser cannot add an `Authorization` header to `<script src>`).
@@ -44,10 +47,10 @@ fn headers(content_type: &'static str) -> [(header::HeaderName, HeaderValue); 4]
 }
 
 fn auth_mode(state: &AppState) -> &'static str {
-    match (&state.config.token, state.config.public_reads) {
-        (None, _) => "open",
-        (Some(_), false) => "token",
-        (Some(_), true) => "public-reads",
+    match (state.tokens.enabled(), state.config.public_reads) {
+        (false, _) => "open",
+        (true, false) => "token",
+        (true, true) => "public-reads",
     }
 }
 
@@ -79,14 +82,33 @@ pub async fn index(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /dashboard/session`: changes nothing and needs the token whenever one is set (also with
-/// `--public-reads`), so the page checks a token with it before keeping it.
+/// `GET /dashboard/session`: changes nothing and needs a token whenever tokens are set (also
+/// with `--public-reads`), so the page checks a token with it before keeping it, and learns
+/// what the token may do (its role and queues) to offer only that.
 #[utoipa::path(get, path = "/dashboard/session", tag = "dashboard",
-    responses((status = 200, description = "How the server guards its API; checks a token", body = Session)))]
-pub async fn session(State(state): State<AppState>) -> Json<serde_json::Value> {
+    responses((status = 200, description = "How the server guards its API and what this token may do", body = Session)))]
+pub async fn session(
+    State(state): State<AppState>,
+    grant: Option<Extension<Arc<Grant>>>,
+) -> Json<serde_json::Value> {
+    // No token needed: anyone may do anything.
+    let (name, role, queues) = match &grant {
+        Some(Extension(grant)) => (Some(&*grant.name), grant.role, grant.queues.as_str()),
+        None => (None, Role::Admin, "*"),
+    };
     Json(serde_json::json!({
         "kind": "session",
         "auth": auth_mode(&state),
+        "token": name,
+        "role": role.as_str(),
+        "queues": queues,
+        "may": {
+            "read": true,
+            "enqueue": role.grants(Role::Producer),
+            "consume": role.grants(Role::Consumer),
+            "admin": role.grants(Role::Admin),
+            "jobs": role.grants(Role::Admin) && queues == "*",
+        },
     }))
 }
 
@@ -100,6 +122,31 @@ pub struct Session {
     /// `open` (no token), `token`, or `public-reads`.
     #[schema(pattern = "^(open|token|public-reads)$")]
     auth: String,
+    /// The token's name (`the admin token` for `--token`), `null` when no token is needed.
+    token: Option<String>,
+    /// The token's role (`admin` when no token is needed).
+    #[schema(pattern = "^(reader|producer|consumer|admin)$")]
+    role: String,
+    /// The queues it covers, as a glob (`*` for all).
+    queues: String,
+    /// What it may do, on the queues it covers.
+    may: SessionMay,
+}
+
+/// What a token may do (`GET /dashboard/session`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SessionMay {
+    /// Stats, queue figures, leases, items, dead letters.
+    read: bool,
+    /// Enqueue.
+    enqueue: bool,
+    /// Dequeue, ack, nack (release), extend.
+    consume: bool,
+    /// Create, configure, delete, drain, pause, resume queues; requeue and purge dead letters.
+    admin: bool,
+    /// List, launch and delete consumer Jobs.
+    jobs: bool,
 }
 
 /// `GET /dashboard/app.js`.
