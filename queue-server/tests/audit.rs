@@ -17,6 +17,12 @@ async fn administrative_actions_are_logged_once_each_with_who_and_outcome_never_
         .unwrap()
         .port();
     let log = tempfile::NamedTempFile::new().unwrap();
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        tokens.path(),
+        "ops admin * ops-s3cret-token\nworker consumer * worker-s3cret-token\n",
+    )
+    .unwrap();
     let mut child = std::process::Command::new(BIN)
         .args([
             "--listen",
@@ -25,6 +31,7 @@ async fn administrative_actions_are_logged_once_each_with_who_and_outcome_never_
             "json",
         ])
         .args(["--token", TOKEN])
+        .args(["--tokens-file", tokens.path().to_str().unwrap()])
         .env("RUST_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -41,12 +48,15 @@ async fn administrative_actions_are_logged_once_each_with_who_and_outcome_never_
     .await;
     let http = reqwest::Client::new();
     let q = format!("{url}/memq/server/queues");
-    let call = async |method: reqwest::Method, at: String, token: bool| {
+    let call_as = async |method: reqwest::Method, at: String, token: Option<&str>| {
         let mut req = http.request(method, at);
-        if token {
-            req = req.bearer_auth(TOKEN);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
         }
         req.send().await.unwrap().status().as_u16()
+    };
+    let call = async |method: reqwest::Method, at: String, token: bool| {
+        call_as(method, at, token.then_some(TOKEN)).await
     };
     use reqwest::Method;
     assert_eq!(call(Method::PUT, format!("{q}/orders"), true).await, 201);
@@ -66,6 +76,20 @@ async fn administrative_actions_are_logged_once_each_with_who_and_outcome_never_
         call(Method::POST, format!("{q}/nope/pause"), true).await,
         404
     );
+    let worker = Some("worker-s3cret-token");
+    assert_eq!(
+        call_as(Method::POST, format!("{q}/orders/drain"), worker).await,
+        403
+    );
+    let ops = Some("ops-s3cret-token");
+    assert_eq!(
+        call_as(Method::DELETE, format!("{q}/orders"), ops).await,
+        200
+    );
+    assert_eq!(
+        call_as(Method::DELETE, format!("{url}/jobs/consumers-1"), ops).await,
+        503
+    );
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -73,7 +97,9 @@ async fn administrative_actions_are_logged_once_each_with_who_and_outcome_never_
 
     let mut text = String::new();
     log.reopen().unwrap().read_to_string(&mut text).unwrap();
-    assert!(!text.contains(TOKEN), "the token is in the log:\n{text}");
+    for token in [TOKEN, "ops-s3cret", "worker-s3cret"] {
+        assert!(!text.contains(token), "a token is in the log:\n{text}");
+    }
     let audit: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -100,6 +126,9 @@ async fn administrative_actions_are_logged_once_each_with_who_and_outcome_never_
             ("queue.drain", "orders", "the admin token", "done", 200),
             ("queue.delete", "orders", "no valid token", "refused", 401),
             ("queue.pause", "nope", "the admin token", "failed", 404),
+            ("queue.drain", "orders", "worker", "refused", 403),
+            ("queue.delete", "orders", "ops", "done", 200),
+            ("job.delete", "consumers-1", "ops", "failed", 503),
         ]
         .map(|(a, s, w, o, c)| (a.into(), s.into(), w.into(), o.into(), c)),
         "{text}"

@@ -171,10 +171,10 @@ impl DirectCall {
     }
 }
 
-/// A path parameter, percent-decoded as axum's `Path` does; `None` when that fails (the
-/// router then answers as it would).
+/// A path parameter, percent-decoded as axum's `Path` does; `None` when the route has none
+/// or decoding fails (the router then answers as it would).
 fn path_param(raw: Option<&str>) -> Option<String> {
-    let raw = raw.unwrap_or_default();
+    let raw = raw?;
     if !raw.as_bytes().contains(&b'%') {
         return Some(raw.to_owned());
     }
