@@ -43,6 +43,59 @@ pub async fn enqueue(b: &mut Bench) -> anyhow::Result<()> {
     b.api.delete(&mem, "e").await
 }
 
+/// Single enqueue with a scoped token (`--tokens-file` of 16 tokens, the producer's covering
+/// the queue by a glob) against the in-memory server without tokens, the same requests (that
+/// server ignores the header), rounds alternated.
+pub async fn auth(b: &mut Bench) -> anyhow::Result<()> {
+    log("single enqueue with a scoped token, beside no token");
+    let file = b.work.path().join("tokens");
+    let mut text = String::new();
+    for scope in ["alpha*", "beta*", "gamma*", "bench*"] {
+        for role in ["reader", "consumer", "admin", "producer"] {
+            let name = format!("{role}-{}", scope.trim_end_matches('*'));
+            text.push_str(&format!("{name} {role} {scope} {name}-0123456789abcdef\n"));
+        }
+    }
+    std::fs::write(&file, text)?;
+    let scoped = b
+        .server("scoped", &["--tokens-file", &file.to_string_lossy()])
+        .await?;
+    let token = "producer-bench-0123456789abcdef";
+    let admin = "admin-bench-0123456789abcdef";
+    let http = reqwest::Client::new();
+    for url in [&b.mem.url, &scoped.url] {
+        let status = http
+            .put(format!("{url}{Q}/bench-auth"))
+            .bearer_auth(admin)
+            .send()
+            .await?
+            .status();
+        if !status.is_success() {
+            bail!("PUT {url}{Q}/bench-auth: {status}");
+        }
+    }
+    let (none, with) = wrk::pair(
+        &b.cfg,
+        "enqueue-scoped-token",
+        CONNS,
+        &format!("{}{Q}/bench-auth/enqueue", b.mem.url),
+        &format!("{}{Q}/bench-auth/enqueue", scoped.url),
+        Load::lua("post.lua").with_token(token),
+    )
+    .await?;
+    b.versus(
+        [
+            "enqueue_scoped_token",
+            "single enqueue with a scoped token (baseline: no token)",
+            "req/s",
+        ],
+        with,
+        none,
+        Some((">= 0.95 x no token", 0.95)),
+    );
+    b.api.delete(&b.mem.url, "bench-auth").await
+}
+
 /// kuard dequeue from 2,000,000 queued.
 pub async fn dequeue(b: &mut Bench) -> anyhow::Result<()> {
     log("kuard dequeue (2,000,000 queued)");

@@ -22,6 +22,8 @@ pub struct Load<'a> {
     pub queue_path: Option<&'a str>,
     /// `BENCH_QUEUES` for post-queues.lua: how many queues.
     pub queues: Option<u32>,
+    /// `BENCH_TOKEN` for post.lua: sent as `Authorization: Bearer`.
+    pub token: Option<&'a str>,
 }
 
 impl<'a> Load<'a> {
@@ -31,6 +33,7 @@ impl<'a> Load<'a> {
         latency: false,
         queue_path: None,
         queues: None,
+        token: None,
     };
 
     /// The requests of `scripts/bench/NAME`.
@@ -40,12 +43,20 @@ impl<'a> Load<'a> {
             latency: false,
             queue_path: None,
             queues: None,
+            token: None,
         }
     }
 
     pub const fn with_latency(self) -> Self {
         Load {
             latency: true,
+            ..self
+        }
+    }
+
+    pub const fn with_token(self, token: &'a str) -> Self {
+        Load {
+            token: Some(token),
             ..self
         }
     }
@@ -97,6 +108,9 @@ pub fn command(
     }
     if let Some(n) = load.queues {
         cmd.env("BENCH_QUEUES", n.to_string());
+    }
+    if let Some(token) = load.token {
+        cmd.env("BENCH_TOKEN", token);
     }
     cmd.arg(url);
     both_into(&mut cmd, out)?;
