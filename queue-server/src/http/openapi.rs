@@ -17,8 +17,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Document, RefOr};
 use utoipa::{OpenApi, ToSchema};
 
-use super::routes::{Access, Route, operations_mut};
+use super::routes::{Access, Route, Rule, operations_mut};
 use crate::error::Error;
+use crate::tokens::Role;
 
 /// `?batch=` of an enqueue.
 #[derive(ToSchema)]
@@ -87,8 +88,9 @@ pub fn json() -> &'static str {
                        leases, acks, dead letters, long polling and batches. Durations in query \
                        strings are seconds (`30`, `1.5`) or `500ms`, `30s`, `2m`, `1m30s`. \
                        Every error is `{\"kind\":\"error\",\"code\":...,\"message\":...}`. \
-                       With `--token`, every route that lists the `bearer` security scheme \
-                       needs `Authorization: Bearer TOKEN`."
+                       With `--token` or `--tokens-file`, every route that lists the `bearer` \
+                       security scheme needs `Authorization: Bearer TOKEN`, of a role that \
+                       allows it."
     ),
     components(schemas(ApiError, memq::BatchItem)),
     tags(
@@ -146,7 +148,7 @@ pub fn complete(doc: &mut Document, routes: &[Route]) {
                 .iter()
                 .find(|r| r.method == method && r.path == *path)
                 .expect("every described operation comes from the route table");
-            shared_errors(path, &method, route.rule.access, op, &bearer);
+            shared_errors(path, &method, route.rule, op, &bearer);
         }
     }
 }
@@ -154,10 +156,11 @@ pub fn complete(doc: &mut Document, routes: &[Route]) {
 fn shared_errors(
     path: &str,
     method: &Method,
-    access: Access,
+    rule: Rule,
     op: &mut Operation,
     bearer: &SecurityRequirement,
 ) {
+    let access = rule.access;
     let mut add = |status: &str, response: ApiResponse| {
         op.responses
             .responses
@@ -206,9 +209,20 @@ fn shared_errors(
         if access != Access::Page {
             add(
                 "401",
-                error_response("Missing or wrong bearer token (with --token) (`unauthorized`)")
+                error_response("Missing or unknown bearer token (`unauthorized`)")
                     .header("www-authenticate", header_string("`Bearer`"))
                     .build(),
+            );
+        }
+        // A valid token can fall short only by its role or its queues.
+        if rule.role != Role::Reader || path.contains("{queue}") {
+            add(
+                "403",
+                error_response(
+                    "The token's role or queues (`--tokens-file`) do not allow this \
+                     (`forbidden`, naming the role it needs)",
+                )
+                .build(),
             );
         }
         op.security = Some(vec![bearer.clone()]);
@@ -236,6 +250,9 @@ mod tests {
                 assert_eq!(open, route.rule.access == Access::Open, "{method} {path}");
                 let asks = op["responses"]["401"].is_object();
                 assert_eq!(asks, route.rule.access != Access::Open, "{method} {path}");
+                if route.rule.access != Access::Open && route.rule.role != Role::Reader {
+                    assert!(op["responses"]["403"].is_object(), "{method} {path}");
+                }
             }
         }
         assert_eq!(described, table.routes().len());
