@@ -841,6 +841,131 @@ await test("with --public-reads the page shows read-only views without a token",
   }
 });
 
+await test("scoped tokens: the page names the token, turns off what it may not do, and shows a 403's message", async () => {
+  // A tokens file in a directory of the test's own: NAME ROLE QUEUES TOKEN.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memq-tokens-"));
+  const secret = { watch: "reader-token-1", make: "producer-token-2", ops: "admin-token-3", side: "admin-token-4" };
+  const file = path.join(dir, "tokens");
+  fs.writeFileSync(
+    file,
+    `# NAME ROLE QUEUES TOKEN\nwatch reader * ${secret.watch}\nmake producer q* ${secret.make}\nops admin * ${secret.ops}\nside admin other* ${secret.side}\n`,
+  );
+  const server = await new Server("tokens-file server", ["--tokens-file", file, "--jobs", "--namespace", JOBS_NAMESPACE], 0, {
+    KUBECONFIG: JOBS_KUBECONFIG,
+  }).start();
+  try {
+    await server.createQueue("q1", null, secret.ops);
+    await server.createQueue("reports", null, secret.ops);
+    await server.enqueueLines("q1", ["a", "b"], secret.ops);
+    // The page comes with a 401 (it asks for the token); the one 403 provoked below is expected.
+    const signedIn = async (name) => {
+      const p = await openPage(`${server.url}/`, [
+        /status of 401 .*@ http:\/\/127\.0\.0\.1:\d+\/(dashboard\/session)?$/,
+        new RegExp(`status of 403 .*@ ${escapeRe(server.url)}/memq/server/queues/q9$`),
+      ]);
+      p.jobsAsked = [];
+      p.on("request", (r) => {
+        if (new URL(r.url()).pathname.startsWith("/jobs")) p.jobsAsked.push(`${r.method()} ${r.url()}`);
+      });
+      await waitFor(p, () => document.querySelector("#token-dialog").open, null, "the token dialog");
+      await p.fill("#token-input", secret[name]);
+      await p.click("#token-form button[type=submit]");
+      await waitFor(p, () => !document.querySelector("#token-dialog").open, null, "the dialog to close");
+      await p.click(`${row("q1")} .qname`);
+      await waitText(p, "#d-depth", "2");
+      return p;
+    };
+    // Each control: off, and why (its title); all in sight (turned off, not hidden).
+    const controls = (p) =>
+      p.evaluate(() =>
+        Object.fromEntries(
+          ["a-pause", "a-drain", "a-delete", "a-requeue", "a-purge", "create-submit", "enqueue-submit", "job-submit"].map((id) => {
+            const el = document.getElementById(id);
+            return [id, { off: el.disabled, title: el.title, seen: el.checkVisibility() }];
+          }),
+        ),
+      );
+    const expectControls = async (p, who, want) => {
+      const got = await controls(p);
+      const bad = Object.entries(want).filter(([id, w]) => got[id].off !== w.off || got[id].title !== w.title || !got[id].seen);
+      if (bad.length) throw new Error(`${who}: wanted ${JSON.stringify(want)}, saw ${JSON.stringify(got)}`);
+    };
+    const ADMIN = "needs an admin token";
+    const JOBS = "needs an admin token for every queue (*)";
+
+    // A reader: everything that changes a queue is off, saying it needs an admin (a producer) token.
+    let p = await signedIn("watch");
+    await waitText(p, "#session", "watch · reader · *");
+    await expectControls(p, "reader", {
+      "a-pause": { off: true, title: ADMIN },
+      "a-drain": { off: true, title: ADMIN },
+      "a-delete": { off: true, title: ADMIN },
+      "a-requeue": { off: true, title: ADMIN },
+      "a-purge": { off: true, title: ADMIN },
+      "create-submit": { off: true, title: ADMIN },
+      "enqueue-submit": { off: true, title: "needs a producer token" },
+      "job-submit": { off: true, title: JOBS },
+    });
+    await waitText(p, "#peek li:nth-child(1) code", "a");
+    fs.mkdirSync(SHOTS, { recursive: true });
+    await p.mouse.move(0, 0);
+    await p.screenshot({ path: path.join(SHOTS, "scoped-reader.png"), fullPage: true });
+    if (p.jobsAsked.length) throw new Error(`a reader's page asked for Jobs: ${p.jobsAsked}`);
+    assertClean(p);
+    await p.close();
+
+    // A producer for q*: enqueues on q1, not on reports (outside its glob), whose items it may
+    // not read either (the page does not ask: no 403 in the console).
+    p = await signedIn("make");
+    await waitText(p, "#session", "make · producer · q*");
+    await expectControls(p, "producer on q1", { "a-delete": { off: true, title: ADMIN }, "enqueue-submit": { off: false, title: "" } });
+    await p.click(`${row("reports")} .qname`);
+    await waitText(p, "#detail-title", "reports");
+    await expectControls(p, "producer on reports", { "enqueue-submit": { off: true, title: "token make covers queues q*, not reports" } });
+    await waitText(p, "#peek-note", "Token make covers queues q*, not reports.");
+    assertClean(p);
+    await p.close();
+
+    // An admin of every queue: all on (Drain too: q1 holds items).
+    p = await signedIn("ops");
+    await waitText(p, "#session", "ops · admin · *");
+    await expectControls(p, "admin", {
+      "a-pause": { off: false, title: "" },
+      "a-drain": { off: false, title: "" },
+      "a-delete": { off: false, title: "" },
+      "create-submit": { off: false, title: "" },
+      "enqueue-submit": { off: false, title: "" },
+      "job-submit": { off: false, title: "" },
+    });
+    await waitFor(p, () => !document.querySelector("#jobs").hidden, null, "the Jobs panel");
+    if (!p.jobsAsked.length) throw new Error("an admin's page did not ask for the Jobs");
+    assertClean(p);
+    await p.close();
+
+    // An admin of other*: q1's actions are off; creating q9 is refused (403) and the page shows
+    // what the server said, word for word.
+    const refused = await fetch(`${server.url}/memq/server/queues/q9`, { method: "PUT", headers: { Authorization: `Bearer ${secret.side}` } });
+    const said = await refused.json();
+    if (refused.status !== 403 || said.code !== "forbidden" || !said.message) throw new Error(`PUT q9 as side: ${refused.status} ${JSON.stringify(said)}`);
+    p = await signedIn("side");
+    await waitText(p, "#session", "side · admin · other*");
+    await expectControls(p, "admin of other* on q1", {
+      "a-drain": { off: true, title: "token side covers queues other*, not q1" },
+      "job-submit": { off: true, title: JOBS },
+    });
+    await p.fill("#create-name", "q9");
+    await p.click("#create-submit");
+    await waitText(p, "#toast", said.message);
+    if (!(await p.evaluate(() => document.querySelector("#toast").classList.contains("bad")))) throw new Error("the 403 is not shown as a failure");
+    if (p.jobsAsked.length) throw new Error(`the page of an admin of other* asked for Jobs: ${p.jobsAsked}`);
+    assertClean(p);
+    await p.close();
+  } finally {
+    await server.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 await test("the API docs at /docs list the routes, take the token and run an enqueue", async () => {
   const server = await new Server("docs server", ["--token", TOKEN]).start();
   try {

@@ -20,6 +20,16 @@ const JOBS = document.querySelector('meta[name="memq-jobs"]')?.content === "on";
 
 const $ = (id) => document.getElementById(id);
 
+// A server without tokens lets anyone do anything (what /dashboard/session answers then).
+const OPEN_SESSION = Object.freeze({
+  kind: "session",
+  auth: "open",
+  token: null,
+  role: "admin",
+  queues: "*",
+  may: Object.freeze({ read: true, enqueue: true, consume: true, admin: true, jobs: true }),
+});
+
 // Names in natural order, everywhere the page sorts by name: q2 before q10, case aside. Ties
 // (names equal but for case) go by code units, so the order is total.
 const COLLATOR = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
@@ -27,6 +37,9 @@ const compareNames = (a, b) => COLLATOR.compare(a, b) || (a < b ? -1 : a > b ? 1
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "",
+  // What the token may do, as /dashboard/session says: { token, role, queues, may }. Without
+  // tokens on the server, anything; null while it is asked, and without a token (read-only).
+  session: AUTH === "open" ? OPEN_SESSION : null,
   // The model: name -> record { name, lower, rank, data (the row as last sent), at (time of
   // the event that sent it), view (its <tr> and cells while the row is rendered, else null) }.
   rows: new Map(),
@@ -125,8 +138,114 @@ function authHeaders(extra = {}) {
   return state.token ? { ...extra, Authorization: `Bearer ${state.token}` } : extra;
 }
 
+/** Whether requests go out with credentials: without tokens on the server, or with a token.
+ * Reads beyond the figures (items, dead letters, item lookups) need that, also with
+ * --public-reads; what the token may change is `denied`'s to say. */
 function canWrite() {
   return AUTH === "open" || Boolean(state.token);
+}
+
+// ---------- what the token may do ----------
+
+/** A token's queues glob as the server reads it: `*` any run of characters (none too), `?`
+ * exactly one, anything else itself; the whole name must match. */
+function globMatch(glob, name) {
+  let g = 0;
+  let n = 0;
+  let star = -1; // where the last `*` was, to try it on one more character
+  let from = 0; // the first character that `*` has not taken yet
+  while (n < name.length) {
+    if (g < glob.length && glob[g] === "*") {
+      star = g++;
+      from = n;
+    } else if (g < glob.length && (glob[g] === "?" || glob[g] === name[n])) {
+      g++;
+      n++;
+    } else if (star >= 0) {
+      g = star + 1;
+      n = ++from;
+    } else {
+      return false;
+    }
+  }
+  while (g < glob.length && glob[g] === "*") g++;
+  return g === glob.length;
+}
+
+const NEEDS = { read: "a token", enqueue: "a producer token", consume: "a consumer token", admin: "an admin token" };
+
+/** Whether the token covers `name` (true with no session: then the server alone decides). */
+function covers(name) {
+  const s = state.session;
+  return !s || globMatch(s.queues, name);
+}
+
+function outsideNote(name) {
+  const s = state.session;
+  return `Token ${s.token} covers queues ${s.queues}, not ${name}.`;
+}
+
+/** Why the token may not do `what` (read, enqueue, consume, admin, jobs) on queue `queue` (or
+ * on none), as a button's title says it; null when it may. */
+function denied(what, queue = null) {
+  const s = state.session;
+  if (!s) return state.token ? "checking what this token may do…" : "needs a token: sign in";
+  if (what === "jobs") return s.may.jobs ? null : "needs an admin token for every queue (*)";
+  if (!s.may[what]) return `needs ${NEEDS[what]}`;
+  if (queue != null && !globMatch(s.queues, queue)) return `token ${s.token} covers queues ${s.queues}, not ${queue}`;
+  return null;
+}
+
+/** Turns a control off (kept in sight) with the reason as its title, or on again with the
+ * title it came with; `busy`: off for a reason of its own (nothing to drain, a request out). */
+function permit(el, why, busy = false) {
+  if (el.dataset.title === undefined) el.dataset.title = el.title;
+  const off = Boolean(why) || busy;
+  if (el.disabled !== off) el.disabled = off;
+  const title = why || el.dataset.title;
+  if (el.title !== title) el.title = title;
+}
+
+/** Asks /dashboard/session what `token` may do: its answer, or null when the server refuses
+ * the token; throws when the server cannot be reached. */
+async function fetchSession(token) {
+  const resp = await fetch("/dashboard/session", { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+  const data = await resp.json().catch(() => null);
+  if (resp.status === 401) return null;
+  if (!resp.ok || data?.kind !== "session" || !data.may) throw new Error(`the session answered ${resp.status}`);
+  return data;
+}
+
+let sessionAsked = null;
+
+/** Asks again what the stored token may do (at start, after a 403, now and then: a tokens
+ * file can change under the page) and shows it. */
+function refreshSession() {
+  if (AUTH === "open" || !state.token) return Promise.resolve();
+  if (sessionAsked) return sessionAsked;
+  const token = state.token;
+  sessionAsked = fetchSession(token)
+    .then(
+      (session) => {
+        if (state.token !== token) return;
+        if (session) setSession(session);
+        else tokenRefused();
+      },
+      () => {}, // offline: asked again once the stream is back
+    )
+    .finally(() => (sessionAsked = null));
+  return sessionAsked;
+}
+
+function setSession(session) {
+  const before = JSON.stringify(state.session);
+  state.session = session;
+  if (JSON.stringify(session) === before) return;
+  // Other rights: the lists of the open queue load again, as they may now.
+  state.items.loadedAt = 0;
+  state.items.signature = "";
+  if (state.selected) resetLeases(state.selected);
+  applyAuthView();
 }
 
 async function api(path, { method = "GET", body, type } = {}) {
@@ -142,6 +261,8 @@ async function api(path, { method = "GET", body, type } = {}) {
     tokenRefused();
     throw new ApiError(401, "unauthorized", "The server wants a token.");
   }
+  // Beyond the token's role or queues: its rights may have changed under the page.
+  if (resp.status === 403) refreshSession();
   if (!resp.ok) {
     throw new ApiError(resp.status, data?.code, data?.message || `${resp.status} ${resp.statusText}`);
   }
@@ -254,6 +375,7 @@ function onEvent(block) {
     setConn("live", "live");
     // Samples were missed while away (or the server restarted): fetch the charts anew.
     if (wasOffline && state.selected) loadHistory(state.selected);
+    if (state.token && !state.session) refreshSession();
   }
   applyEvent(ev);
 }
@@ -609,9 +731,7 @@ function updateDetail(time) {
   setText("l-in", `${fmtRate(d.rateIn)}/s`);
   setText("l-out", `${fmtRate(d.rateOut)}/s`);
   setText("a-pause", d.paused ? "Resume" : "Pause");
-  $("a-requeue").disabled = d.dead === 0;
-  $("a-purge").disabled = d.dead === 0;
-  $("a-drain").disabled = d.depth + d.delayed === 0;
+  applyQueuePermissions();
 
   const h = state.history;
   if (h && h.name === name) {
@@ -629,6 +749,34 @@ function updateDetail(time) {
   for (const el of document.querySelectorAll("#detail-body .age[data-since]")) {
     const text = fmtDuration((now - Number(el.dataset.since)) / 1000);
     if (el.textContent !== text) el.textContent = text;
+  }
+}
+
+/** The open queue's controls, on or off by what the token may do on it. */
+function applyQueuePermissions() {
+  const name = state.selected;
+  if (!name) return;
+  const d = state.rows.get(name)?.data;
+  const admin = denied("admin", name);
+  permit($("a-pause"), admin);
+  permit($("a-drain"), admin, !d || d.depth + d.delayed === 0);
+  permit($("a-delete"), admin);
+  permit($("a-requeue"), admin, !d || d.dead === 0);
+  permit($("a-purge"), admin, !d || d.dead === 0);
+  const enqueue = denied("enqueue", name);
+  permit($("enqueue-text"), enqueue);
+  permit($("enqueue-submit"), enqueue);
+  const read = denied("read", name);
+  permit($("find-input"), read);
+  permit($("find-submit"), read, finding);
+  // Finding an item needs a token whenever the server has them (also with --public-reads).
+  const note = !canWrite() ? "Sign in with the token to find items." : state.session && !covers(name) ? outsideNote(name) : "";
+  setText("find-note", note);
+  if ($("find-note").hidden !== !note) $("find-note").hidden = !note;
+  const L = state.leases;
+  if (L?.name === name) {
+    const consume = denied("consume", name);
+    for (const [id, r] of L.trs) permit(r.btn, consume, L.releasing.has(id));
   }
 }
 
@@ -751,6 +899,15 @@ function refreshItems(d) {
     setText("dead-note", d.dead ? `${fmtCount(d.dead)} dead letters. Sign in with the token to see them.` : "None.");
     return;
   }
+  if (!state.session) return; // asking what the token may do
+  if (!covers(d.name)) {
+    // The server would refuse (403): the token's glob does not hold this queue.
+    $("peek").replaceChildren();
+    $("dead").replaceChildren();
+    setText("peek-note", outsideNote(d.name));
+    setText("dead-note", d.dead ? `${fmtCount(d.dead)} dead letters.` : "None.");
+    return;
+  }
   const signature = [d.enqueued, d.dequeued, d.requeued, d.drained, d.dead, d.depth].join("/");
   const now = Date.now();
   if (it.busy || (signature === it.signature && now - it.loadedAt < 15000) || now - it.loadedAt < 2000) return;
@@ -836,6 +993,12 @@ function resetLeases(name) {
 function refreshLeases(d) {
   const L = state.leases;
   if (!L || L.name !== d.name || L.busy) return;
+  if (state.token && (!state.session || !covers(d.name))) {
+    // Asking what the token may do; or its glob does not hold this queue (the server would
+    // refuse, also with --public-reads: a token given is a token checked).
+    if (state.session) setText("leases-note", outsideNote(d.name));
+    return;
+  }
   const signature = [d.inflight, d.dequeued, d.acked, d.requeued, d.dead].join("/");
   const age = Date.now() - L.loadedAt;
   if (signature !== L.signature ? age < 2000 : d.inflight === 0 || age < 10_000) return;
@@ -931,7 +1094,7 @@ function renderLeases(L) {
       r.until = Date.parse(l.expiresAt);
       r.expires.title = `expires at ${l.expiresAt}`;
     }
-    r.btn.disabled = L.releasing.has(l.id);
+    permit(r.btn, denied("consume", L.name), L.releasing.has(l.id));
     return r.tr;
   });
   L.trs = trs;
@@ -981,7 +1144,7 @@ function releaseLease(L, l) {
       if (L.releasing.has(l.id)) return;
       L.releasing.add(l.id);
       const r = L.trs.get(l.id);
-      if (r) r.btn.disabled = true;
+      if (r) permit(r.btn, null, true);
       try {
         await api(`${q(L.name)}/leases/${encodeURIComponent(l.id)}/nack`, { method: "POST" });
       } catch (e) {
@@ -990,7 +1153,7 @@ function releaseLease(L, l) {
         }
         // Nothing changed: the operator may try again.
         L.releasing.delete(l.id);
-        if (r) r.btn.disabled = false;
+        if (r) permit(r.btn, denied("consume", L.name));
         throw e;
       } finally {
         if (state.leases === L) loadLeases(L);
@@ -1008,6 +1171,7 @@ function releaseLease(L, l) {
 const ULID_RE = /^[0-9A-HJKMNP-TV-Z]{26}$/i;
 const ITEM_STATES = new Set(["ready", "delayed", "leased", "dead"]);
 let findSeq = 0; // answers to an older search, or for another queue, are dropped on arrival
+let finding = false; // a lookup is out: Find stays off until it answers
 
 function resetFind() {
   findSeq++;
@@ -1015,13 +1179,14 @@ function resetFind() {
   $("find-result").removeAttribute("aria-busy");
   $("find-found").hidden = true;
   $("find-msg").hidden = true;
-  $("find-submit").disabled = false;
+  finding = false;
+  permit($("find-submit"), state.selected ? denied("read", state.selected) : null);
 }
 
 async function findItem() {
   const name = state.selected;
   const text = $("find-input").value.trim();
-  if (!name || !text || !canWrite()) {
+  if (!name || !text || !canWrite() || denied("read", name)) {
     $("find-input").focus();
     return;
   }
@@ -1029,7 +1194,8 @@ async function findItem() {
     ? `${q(name)}/items/${text.toUpperCase()}`
     : `${q(name)}/items?key=${encodeURIComponent(text)}`;
   const seq = ++findSeq;
-  $("find-submit").disabled = true;
+  finding = true;
+  permit($("find-submit"), null, true);
   $("find-result").setAttribute("aria-busy", "true");
   try {
     const item = await api(path);
@@ -1044,7 +1210,8 @@ async function findItem() {
     showFindMessage(e instanceof ApiError ? e.message : `Could not look it up: ${e.message}`, e.status === 404);
   } finally {
     if (seq === findSeq) {
-      $("find-submit").disabled = false;
+      finding = false;
+      permit($("find-submit"), denied("read", name));
       $("find-result").removeAttribute("aria-busy");
     }
   }
@@ -1271,21 +1438,34 @@ function wireActions() {
 
 let asking = null;
 
+/** Shows what this tab may do: without a token (with --public-reads) the changes are not
+ * offered at all; with one, those its role or queues do not allow are off, saying why. */
 function applyAuthView() {
   document.body.classList.toggle("readonly", !canWrite());
   for (const el of document.querySelectorAll(".write")) el.hidden = !canWrite();
-  $("sign-in").hidden = AUTH === "open" || Boolean(state.token);
-  // Finding an item needs the token whenever the server has one (also with --public-reads).
-  $("find-note").textContent = canWrite() ? "" : "Sign in with the token to find items.";
-  $("find-note").hidden = canWrite();
+  const signIn = $("sign-in");
+  signIn.hidden = AUTH === "open";
+  signIn.textContent = state.token ? "Switch token" : "Sign in";
+  signIn.title = state.token ? "Sign in with another token" : "";
+  const s = state.session;
+  const label = $("session");
+  label.hidden = AUTH === "open" || !s;
+  if (s && AUTH !== "open") {
+    const part = (cls, text) => {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text;
+      return span;
+    };
+    label.replaceChildren(part("s-name", s.token ?? "no token"), " · ", part("s-role", s.role), " · ", part("s-queues", s.queues));
+    label.title = `Signed in with token ${s.token}: a ${s.role} token for queues ${s.queues}`;
+  }
+  const admin = denied("admin");
+  permit($("create-name"), admin);
+  permit($("create-submit"), admin);
   if (!canWrite()) resetFind();
-}
-
-async function tokenWorks(token) {
-  // Needs the token even with --public-reads, and changes nothing.
-  const resp = await fetch("/dashboard/session", { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
-  await resp.text().catch(() => "");
-  return resp.ok;
+  applyQueuePermissions();
+  probeJobs();
 }
 
 /** Shows the token dialog; resolves true once a token the server takes is stored. */
@@ -1307,20 +1487,22 @@ function askToken(why) {
       e.preventDefault();
       const token = $("token-input").value.trim();
       if (!token) return;
-      let ok = false;
+      // Needs a token even with --public-reads, changes nothing, and says what the token may do.
+      let session = null;
       try {
-        ok = await tokenWorks(token);
+        session = await fetchSession(token);
       } catch {
         $("token-error").textContent = "The server cannot be reached right now.";
         return;
       }
-      if (!ok) {
+      if (!session) {
         $("token-error").textContent = "The server refused that token.";
         $("token-input").select();
         return;
       }
       state.token = token;
       sessionStorage.setItem(TOKEN_KEY, token);
+      setSession(session);
       finish(true);
     };
     $("token-cancel").onclick = () => finish(false);
@@ -1339,7 +1521,6 @@ async function signIn(why) {
   applyAuthView();
   if (ok) {
     connect();
-    probeJobs();
     if (state.selected) {
       state.items.loadedAt = 0;
       loadHistory(state.selected);
@@ -1351,6 +1532,7 @@ async function signIn(why) {
 function tokenRefused() {
   const had = Boolean(state.token);
   state.token = "";
+  state.session = null;
   sessionStorage.removeItem(TOKEN_KEY);
   applyAuthView();
   signIn(had ? "The server refused the stored token; it may have changed." : "");
@@ -1358,16 +1540,31 @@ function tokenRefused() {
 
 // ---------- Kubernetes Jobs (shown only when the server has a launcher) ----------
 
-let jobsPath = null;
+const jobsPath = "/jobs";
 let jobsTimer = 0;
 
-async function probeJobs() {
-  // Jobs are not a public read: without a token (and with one required) there is nothing to ask.
-  if (!JOBS || jobsPath || (AUTH !== "open" && !state.token)) return;
-  jobsPath = "/jobs";
-  $("jobs").hidden = false;
-  await refreshJobs();
+/** Shows the panel and follows the Jobs when the token may (an admin token for every queue);
+ * otherwise asks nothing of /jobs and says why. Again whenever the token or its rights change. */
+function probeJobs() {
+  // Jobs are not a public read: without a token (and with one required) there is nothing to show.
+  if (!JOBS) return;
+  $("jobs").hidden = !canWrite();
+  const why = denied("jobs");
+  for (const id of ["job-queue", "job-parallelism", "job-submit"]) permit($(id), why);
+  if (why) {
+    clearInterval(jobsTimer);
+    jobsTimer = 0;
+    $("jobs-rows").replaceChildren();
+    const s = state.session;
+    $("jobs-empty").textContent = s
+      ? `Consumer Jobs are listed and launched with an admin token for every queue (*): token ${s.token} is a ${s.role} token for queues ${s.queues}.`
+      : "";
+    $("jobs-empty").hidden = !s;
+    return;
+  }
+  if (jobsTimer) return;
   jobsTimer = setInterval(refreshJobs, 5000);
+  refreshJobs();
 }
 
 /** Reloads the Jobs; while the API server refuses or cannot be reached, the panel says why. */
@@ -1379,7 +1576,9 @@ async function refreshJobs() {
     return; // offline: the connection pill says so already
   }
   const data = await resp.json().catch(() => null);
+  if (!jobsTimer) return; // the token changed meanwhile
   if (!resp.ok) {
+    if (resp.status === 403) refreshSession();
     $("jobs-rows").replaceChildren();
     $("jobs-empty").textContent = data?.message || `Jobs cannot be listed: ${resp.status}`;
     $("jobs-empty").hidden = false;
@@ -1387,6 +1586,14 @@ async function refreshJobs() {
   }
   $("jobs-empty").textContent = "No consumer Jobs.";
   renderJobs(data);
+}
+
+/** The server's word on a refused Jobs request (a 403 says what the token lacks). */
+async function jobsError(resp, what) {
+  const data = await resp.json().catch(() => null);
+  if (resp.status === 401) tokenRefused();
+  if (resp.status === 403) refreshSession();
+  return new ApiError(resp.status, data?.code, data?.message || `${what}: ${resp.status}`);
 }
 
 function jobList(data) {
@@ -1424,11 +1631,12 @@ function renderJobs(data) {
       del.type = "button";
       del.className = "btn danger";
       del.textContent = "Delete";
+      permit(del, denied("jobs"));
       del.addEventListener("click", () =>
         act(
           async () => {
             const resp = await fetch(`${jobsPath}/${encodeURIComponent(name)}`, { method: "DELETE", headers: authHeaders() });
-            if (!resp.ok) throw new ApiError(resp.status, "", `Deleting ${name} failed: ${resp.status}`);
+            if (!resp.ok) throw await jobsError(resp, `Deleting ${name} failed`);
             refreshJobs();
           },
           `Deleted Job ${name}.`,
@@ -1468,7 +1676,7 @@ function wireJobs() {
     e.preventDefault();
     const queue = $("job-queue").value.trim();
     const parallelism = Number($("job-parallelism").value);
-    if (!queue || !jobsPath) return;
+    if (!queue || denied("jobs")) return;
     act(
       async () => {
         const resp = await fetch(jobsPath, {
@@ -1476,8 +1684,7 @@ function wireJobs() {
           headers: authHeaders({ "Content-Type": "application/json" }),
           body: JSON.stringify({ queue, parallelism }),
         });
-        const data = await resp.json().catch(() => null);
-        if (!resp.ok) throw new ApiError(resp.status, data?.code, data?.message || `Launching failed: ${resp.status}`);
+        if (!resp.ok) throw await jobsError(resp, "Launching failed");
         refreshJobs();
       },
       `Launched a Job for ${queue} with parallelism ${parallelism}.`,
@@ -1528,13 +1735,15 @@ function start() {
   applyAuthView();
   const wanted = new URLSearchParams(location.hash.slice(1)).get("queue");
   if (wanted) select(wanted);
+  // What the token may do, now and then again: the server re-reads its tokens file.
+  setInterval(refreshSession, 30_000);
   if (needsToken()) {
     setConn("connecting", "signed out");
     signIn();
     return;
   }
+  refreshSession(); // a token kept from before in this tab
   connect();
-  probeJobs();
 }
 
 start();
