@@ -107,7 +107,7 @@ async fn post_jobs_creates_exactly_the_template_job_for_the_queue() {
                             {
                                 "name": "MEMQ_TOKEN",
                                 "valueFrom": { "secretKeyRef": {
-                                    "name": "memq-token", "key": "token", "optional": true,
+                                    "name": "memq-token-consumer", "key": "token",
                                 } },
                             },
                             { "name": "MEMQ_SERVER", "value": "http://queue:8080/memq/server" },
@@ -209,7 +209,7 @@ async fn built_in_template_runs_the_consumer_image() {
     );
     assert_eq!(
         pod["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
-        "memq-token"
+        "memq-token-consumer"
     );
     assert_eq!(
         body["metadata"]["labels"],

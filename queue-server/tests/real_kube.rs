@@ -9,8 +9,12 @@
 //! - refusals of the real API server answer what they are (403, 422, 503) and the server goes
 //!   on serving queues;
 //! - the autoscaler against real Pending pods, then running ones;
-//! - the seed's walkthrough: the producer Job, then the consumers Job with `parallelism: 5`,
-//!   to `Complete`, with one consumer SIGKILLed and restarted as `restartPolicy` says.
+//! - the seed's walkthrough with the Secrets of scripts/make-tokens.sh and the server on its
+//!   tokens file: the producer Job (the queue made by its init container with the admin token,
+//!   the items by the producer token), then the consumers Job with `parallelism: 5`, to
+//!   `Complete`, with one consumer SIGKILLed and restarted as `restartPolicy` says; the
+//!   consumer token is refused an admin action; a rerun keeps the tokens, `--rotate` replaces
+//!   them and the server takes the new file without a restart.
 
 mod kube_cluster;
 
@@ -19,8 +23,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use kube_cluster::{Cluster, Kubelet, repo_root};
+use kube_cluster::{Cluster, Kubelet, kubectl_path, repo_root};
 use memq::{Autoscale, CreateJobRequest, QueueConfigPatch};
 use queue_server::kube::RBAC_VERBS;
 use queue_server::testing::{ServerProcess, eventually, metric};
@@ -231,7 +236,20 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
             let trigger = &trigger["spec"]["triggers"][0];
             assert_eq!(trigger["type"], "metrics-api");
             assert_eq!(trigger["metadata"]["valueLocation"], "depth");
-            assert_eq!(trigger["authenticationRef"]["name"], "memq-token");
+            // KEDA reads the depth with the reader token, nothing more.
+            assert_eq!(trigger["authenticationRef"]["name"], "memq-token-reader");
+            let auth = cluster
+                .kubectl_ok(&[
+                    "get",
+                    "-n",
+                    &ns,
+                    "triggerauthentication",
+                    "memq-token-reader",
+                    "-o",
+                    "jsonpath={.spec.secretTargetRef[0].name}",
+                ])
+                .await;
+            assert_eq!(auth, "memq-token-reader");
         }
     }
     // A field KEDA's schema does not have is refused: the CRDs are really checking.
@@ -949,16 +967,91 @@ async fn the_autoscaler_backs_off_from_a_refusing_api_server() {
     );
 }
 
+/// Runs scripts/make-tokens.sh as the admin of `cluster` in namespace `ns`; what it said.
+async fn make_tokens(cluster: &Cluster, ns: &str, extra: &[&str]) -> String {
+    let out = tokio::process::Command::new("bash")
+        .arg(repo_root().join("scripts/make-tokens.sh"))
+        .args(["--namespace", ns])
+        .args(extra)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("KUBECTL", kubectl_path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run scripts/make-tokens.sh");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "scripts/make-tokens.sh failed: {said}"
+    );
+    said
+}
+
+/// Key `key` of Secret `name` in `ns`, read through the API.
+async fn secret_value(cluster: &Cluster, ns: &str, name: &str, key: &str) -> String {
+    let secret = Api::<Secret>::namespaced(cluster.client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("Secret {name}: {e}"));
+    let data = secret.data.unwrap_or_default();
+    let value = data
+        .get(key)
+        .unwrap_or_else(|| panic!("Secret {name} has no key {key}"));
+    String::from_utf8(value.0.clone()).unwrap()
+}
+
+/// The token of each role, from the Secrets memq-token-ROLE.
+async fn role_tokens(cluster: &Cluster, ns: &str) -> Vec<(&'static str, String)> {
+    let mut tokens = Vec::new();
+    for role in ["reader", "producer", "consumer", "admin"] {
+        let token = secret_value(cluster, ns, &format!("memq-token-{role}"), "token").await;
+        tokens.push((role, token));
+    }
+    tokens
+}
+
 #[tokio::test]
 async fn the_walkthrough_runs_to_complete_on_the_real_job_controller() {
     let cluster = Cluster::connect().await;
     let ns = cluster.namespace("walkthrough").await;
-    // The queue server of the walkthrough, reached by the pods as the Service `queue`.
-    let server = ServerProcess::start(BIN, &[]).await;
-    let kubelet = Kubelet::start(&cluster, &ns, &[("queue:8080", host_port(&server))], false).await;
-    let client = client_of(&server);
-    let objects = rendered(&cluster, &repo_root().join("manifests/base"), &ns).await;
+    // The Secrets, as the README has them made: one token per role, and the server's file.
+    let said = make_tokens(&cluster, &ns, &[]).await;
+    assert_eq!(said.matches(": new token").count(), 4, "{said}");
+    let tokens = role_tokens(&cluster, &ns).await;
+    let token = |role: &str| tokens.iter().find(|(r, _)| *r == role).unwrap().1.clone();
+    let file_text = secret_value(&cluster, &ns, "memq-tokens", "tokens").await;
+    for (role, secret) in &tokens {
+        assert_eq!(secret.len(), 64, "{role}: 32 random bytes in hex");
+        assert!(
+            !file_text.contains(secret.as_str()),
+            "the server's file holds a token"
+        );
+        assert!(
+            !said.contains(secret.as_str()),
+            "make-tokens.sh printed a token"
+        );
+        assert!(
+            file_text
+                .lines()
+                .any(|l| l.starts_with(&format!("{role} {role} * sha256:"))),
+            "{file_text}"
+        );
+    }
+    // The queue server of the walkthrough, reached by the pods as the Service `queue`, on the
+    // tokens file as the pod mounts it.
     let files = tempfile::tempdir().unwrap();
+    let tokens_file = files.path().join("tokens");
+    std::fs::write(&tokens_file, &file_text).unwrap();
+    let tokens_arg = tokens_file.display().to_string();
+    let server = ServerProcess::start(BIN, &["--tokens-file", &tokens_arg]).await;
+    let kubelet = Kubelet::start(&cluster, &ns, &[("queue:8080", host_port(&server))], false).await;
+    let client = client_of(&server).with_token(Some(token("admin")));
+    let as_role = |role: &str| client_of(&server).with_token(Some(token(role)));
+    let objects = rendered(&cluster, &repo_root().join("manifests/base"), &ns).await;
     let job_file = |name: &str| {
         let job = objects
             .iter()
@@ -1062,5 +1155,49 @@ async fn the_walkthrough_runs_to_complete_on_the_real_job_controller() {
         .unwrap()[0]
         .restart_count;
     assert!(restarts >= 1, "restartCount {restarts}");
+
+    // What the consumers' token cannot do: an admin action is refused, naming the role.
+    let consumer = as_role("consumer");
+    let err = consumer.delete_queue("keygen").await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    assert_eq!(err.code(), Some("forbidden"));
+    assert!(err.to_string().contains("admin"), "{err}");
+    let err = as_role("producer")
+        .delete_queue("keygen")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    assert_eq!(consumer.queue("keygen").await.unwrap().acked, 100);
+
+    // Again: every token kept, the same file. --rotate: four new tokens, and the server takes
+    // the new file (as the kubelet swaps the mounted Secret) without a restart.
+    let said = make_tokens(&cluster, &ns, &[]).await;
+    assert_eq!(said.matches(": kept").count(), 4, "{said}");
+    assert_eq!(role_tokens(&cluster, &ns).await, tokens);
+    assert_eq!(
+        secret_value(&cluster, &ns, "memq-tokens", "tokens").await,
+        file_text
+    );
+    make_tokens(&cluster, &ns, &["--rotate"]).await;
+    let rotated = role_tokens(&cluster, &ns).await;
+    for ((role, old), (_, new)) in tokens.iter().zip(&rotated) {
+        assert_ne!(old, new, "{role}: not rotated");
+    }
+    std::fs::write(
+        &tokens_file,
+        secret_value(&cluster, &ns, "memq-tokens", "tokens").await,
+    )
+    .unwrap();
+    let new_consumer = rotated.iter().find(|(r, _)| *r == "consumer").unwrap();
+    let new_consumer = client_of(&server).with_token(Some(new_consumer.1.clone()));
+    eventually(LIMIT, "the rotated tokens in force", || async {
+        let old = consumer.queue("keygen").await.map_err(|e| e.status());
+        let new = new_consumer.queue("keygen").await.map_err(|e| e.status());
+        match (old, new) {
+            (Err(Some(401)), Ok(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     kubelet.stop().await;
 }

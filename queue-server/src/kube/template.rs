@@ -43,10 +43,11 @@ spec:
           image: "{image}"
           command: ["/usr/local/bin/consumer"]
           env:
+            # The consumer token (scripts/make-tokens.sh); none for a server without tokens.
             - name: MEMQ_TOKEN
               valueFrom:
                 secretKeyRef:
-                  name: memq-token
+                  name: memq-token-consumer
                   key: token
                   optional: true
           resources:

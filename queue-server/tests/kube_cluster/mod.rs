@@ -269,8 +269,9 @@ struct Ctx {
 }
 
 /// A node named after the test's namespace, kept Ready, that runs every pod the scheduler binds
-/// to it: the first container's command and args (`/usr/local/bin/X` is our binary X) as a local
-/// process with the pod's env (values, Secret and ConfigMap keys, the downward API's name and
+/// to it: its init containers one after the other, each to exit 0 (again after a failure unless
+/// `restartPolicy: Never`), then the first container's command and args (`/usr/local/bin/X` is
+/// our binary X), each as a local process with the pod's env (values, Secret and ConfigMap keys, the downward API's name and
 /// namespace), `HOSTNAME` the pod's name, and every `//SERVICE:PORT` in args and env replaced
 /// by the loopback address that serves it. It reports Running, restarts the container as the
 /// pod's `restartPolicy` says (counting `restartCount`), reports Succeeded or Failed with the
@@ -655,6 +656,21 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut deleting: watch::Receiver<bool>) {
             return;
         }
     };
+    match run_init_containers(&ctx, &pod, &policy, &log_path, &mut deleting).await {
+        Init::Done => {}
+        Init::Failed(why) => {
+            reporter
+                .send("Failed", 0, Some((1, "InitContainerFailed")), &why)
+                .await;
+            until_deleting(&mut deleting).await;
+            remove_pod(ctx.clone(), pod).await;
+            return;
+        }
+        Init::Deleting => {
+            remove_pod(ctx.clone(), pod).await;
+            return;
+        }
+    }
     let mut restarts = 0i32;
     loop {
         if *deleting.borrow() {
@@ -738,6 +754,87 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut deleting: watch::Receiver<bool>) {
     if *deleting.borrow() {
         remove_pod(ctx.clone(), pod).await;
     }
+}
+
+/// How a pod's init containers ended.
+enum Init {
+    /// Each exited 0 (or there are none).
+    Done,
+    /// One failed under `restartPolicy: Never`, or could not run: why.
+    Failed(String),
+    /// The pod is being deleted.
+    Deleting,
+}
+
+/// Runs the pod's init containers in order, as a kubelet does before the first container: each
+/// until it exits 0, again after a failure (short back-off) unless the policy is `Never`. The pod
+/// stays Pending meanwhile. Their output goes to the pod's log.
+async fn run_init_containers(
+    ctx: &Ctx,
+    pod: &Pod,
+    policy: &str,
+    log_path: &Path,
+    deleting: &mut watch::Receiver<bool>,
+) -> Init {
+    let spec = pod.spec.clone().unwrap_or_default();
+    for container in spec.init_containers.iter().flatten() {
+        let (program, args, env) = match container_command(ctx, pod, container).await {
+            Ok(c) => c,
+            Err(why) => {
+                let why = format!("init container {}: {why}", container.name);
+                let _ = std::fs::write(log_path, format!("test kubelet: cannot run: {why}\n"));
+                return Init::Failed(why);
+            }
+        };
+        let mut attempt = 0u32;
+        loop {
+            if *deleting.borrow() {
+                return Init::Deleting;
+            }
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log_path)
+                .expect("pod log file");
+            let spawned = tokio::process::Command::new(&program)
+                .args(&args)
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().expect("log file handle"))
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn();
+            let mut child = match spawned {
+                Ok(child) => child,
+                Err(e) => return Init::Failed(format!("init container {}: {e}", container.name)),
+            };
+            let status = tokio::select! {
+                status = child.wait() => status.ok(),
+                _ = until_deleting(deleting) => {
+                    let _ = child.kill().await;
+                    return Init::Deleting;
+                }
+            };
+            let code = status.map_or(128, |s| {
+                s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9))
+            });
+            if code == 0 {
+                break;
+            }
+            if policy == "Never" {
+                return Init::Failed(format!("init container {} exited {code}", container.name));
+            }
+            attempt += 1;
+            let pause =
+                Duration::from_millis(100 * (1u64 << attempt.min(5))).min(Duration::from_secs(3));
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = until_deleting(deleting) => return Init::Deleting,
+            }
+        }
+    }
+    Init::Done
 }
 
 /// Returns once the pod is being deleted (or its kubelet stops).
