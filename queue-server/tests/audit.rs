@@ -1,10 +1,7 @@
 //! The audit trail: every administrative action is logged once, at info, with who asked, its
 //! queue and how it ended, in the JSON log format too; the token never appears in the log.
 
-use std::io::Read;
-use std::time::Duration;
-
-use queue_server::testing::eventually;
+use queue_server::testing::ServerProcess;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
@@ -12,40 +9,26 @@ const TOKEN: &str = "audit-s3cret-token";
 
 #[tokio::test]
 async fn administrative_actions_are_logged_once_each_with_who_and_outcome_never_the_token() {
-    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let log = tempfile::NamedTempFile::new().unwrap();
     let tokens = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         tokens.path(),
         "ops admin * ops-s3cret-token\nworker consumer * worker-s3cret-token\n",
     )
     .unwrap();
-    let mut child = std::process::Command::new(BIN)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
+    let mut server = ServerProcess::start_logged(
+        BIN,
+        &[
             "--log-format",
             "json",
-        ])
-        .args(["--token", TOKEN])
-        .args(["--tokens-file", tokens.path().to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    eventually(Duration::from_secs(30), "the server answers", || async {
-        reqwest::get(format!("{url}/healthz"))
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
-    })
+            "--token",
+            TOKEN,
+            "--tokens-file",
+            tokens.path().to_str().unwrap(),
+        ],
+        &[("RUST_LOG", "info")],
+    )
     .await;
+    let url = server.url();
     let http = reqwest::Client::new();
     let q = format!("{url}/memq/server/queues");
     let call_as = async |method: reqwest::Method, at: String, token: Option<&str>| {
@@ -90,13 +73,9 @@ async fn administrative_actions_are_logged_once_each_with_who_and_outcome_never_
         call_as(Method::DELETE, format!("{url}/jobs/consumers-1"), ops).await,
         503
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    child.wait().unwrap();
+    server.terminate();
 
-    let mut text = String::new();
-    log.reopen().unwrap().read_to_string(&mut text).unwrap();
+    let text = server.log();
     for token in [TOKEN, "ops-s3cret", "worker-s3cret"] {
         assert!(!text.contains(token), "a token is in the log:\n{text}");
     }

@@ -2,12 +2,11 @@
 //! table written out here (a route missing from it fails the test); queue globs; the file
 //! re-read under load; bad files refused at start-up and kept out on reload.
 
-use std::io::Read;
 use std::time::Duration;
 
 use queue_server::Config;
 use queue_server::http::routes::{Access, table};
-use queue_server::testing::{TestServer, eventually};
+use queue_server::testing::{ServerProcess, TestServer, eventually};
 use reqwest::Method;
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
@@ -248,62 +247,6 @@ async fn the_session_says_what_the_token_may_do() {
     server.shutdown().await;
 }
 
-/// The real binary, its log (stderr) in a file.
-struct Process {
-    child: std::process::Child,
-    log: tempfile::NamedTempFile,
-    url: String,
-}
-
-impl Process {
-    fn spawn(args: &[&str]) -> (std::process::Child, tempfile::NamedTempFile, String) {
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let child = std::process::Command::new(BIN)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap();
-        (child, log, format!("http://127.0.0.1:{port}"))
-    }
-
-    async fn start(args: &[&str]) -> Self {
-        let (child, log, url) = Self::spawn(args);
-        eventually(Duration::from_secs(30), "the server answers", || async {
-            reqwest::get(format!("{url}/healthz"))
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
-        .await;
-        Process { child, log, url }
-    }
-
-    fn log(&self) -> String {
-        let mut text = String::new();
-        self.log
-            .reopen()
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
-        text
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Writes the file as Kubernetes updates a mounted Secret: a new file renamed over the old.
 fn replace(path: &std::path::Path, text: &str) {
     let next = path.with_extension("next");
@@ -316,9 +259,14 @@ async fn the_file_is_reloaded_under_load_and_a_broken_one_keeps_the_last_good_to
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens");
     std::fs::write(&file, "a producer load* a-s3cret\nops admin * ops-s3cret\n").unwrap();
-    let server = Process::start(&["--tokens-file", file.to_str().unwrap()]).await;
+    let server = ServerProcess::start_logged(
+        BIN,
+        &["--tokens-file", file.to_str().unwrap()],
+        &[("RUST_LOG", "info")],
+    )
+    .await;
     let http = reqwest::Client::new();
-    let q = format!("{}/memq/server/queues", server.url);
+    let q = format!("{}/memq/server/queues", server.url());
     let put = http
         .put(format!("{q}/load"))
         .bearer_auth("ops-s3cret")
@@ -437,11 +385,9 @@ async fn a_bad_tokens_file_stops_the_server_at_start_with_the_line_and_reason() 
     for (text, want) in cases {
         let file = dir.path().join("tokens");
         std::fs::write(&file, text).unwrap();
-        let (mut child, log, _) = Process::spawn(&["--tokens-file", file.to_str().unwrap()]);
-        let status = child.wait().unwrap();
+        let (status, err) =
+            ServerProcess::run_to_exit(BIN, &["--tokens-file", file.to_str().unwrap()]);
         assert!(!status.success(), "{text:?} was accepted");
-        let mut err = String::new();
-        log.reopen().unwrap().read_to_string(&mut err).unwrap();
         assert!(
             err.contains(want) && err.contains("--tokens-file"),
             "{text:?}: {err}"

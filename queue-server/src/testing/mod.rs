@@ -218,6 +218,8 @@ pub struct ServerProcess {
     env: Vec<(String, String)>,
     port: u16,
     child: Option<std::process::Child>,
+    /// Where its stderr (its log) goes, with [`ServerProcess::start_logged`].
+    log: Option<tempfile::NamedTempFile>,
 }
 
 impl ServerProcess {
@@ -232,10 +234,7 @@ impl ServerProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .expect("find a free loopback port")
-            .port();
+        let port = free_port();
         let mut server = Self {
             bin: bin.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -245,19 +244,87 @@ impl ServerProcess {
                 .collect(),
             port,
             child: None,
+            log: None,
         };
         server.spawn().await;
         server
     }
 
-    async fn spawn(&mut self) {
-        let child = std::process::Command::new(&self.bin)
-            .args(&self.args)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+    /// Like [`ServerProcess::start_with_env`], its log (stderr) kept in a file for
+    /// [`ServerProcess::log`].
+    pub async fn start_logged(
+        bin: impl Into<std::path::PathBuf>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let port = free_port();
+        let mut server = Self {
+            bin: bin.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            port,
+            child: None,
+            log: Some(tempfile::NamedTempFile::new().expect("a log file")),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// What it logged so far (with [`ServerProcess::start_logged`]; empty otherwise).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f.path()).ok())
+            .unwrap_or_default()
+    }
+
+    /// Runs `bin` with `args` on a free loopback port for a start that must fail: its exit
+    /// status and what it wrote to stderr. Fails the test if it is still running after 30 s.
+    pub fn run_to_exit(
+        bin: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+    ) -> (std::process::ExitStatus, String) {
+        let mut child = std::process::Command::new(bin)
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start queue-server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().expect("wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("queue-server kept running; it was expected to refuse to start");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().expect("its output");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.args(&self.args)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null());
+        if let Some(log) = &self.log {
+            // Appended: a restart keeps what was logged before.
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(log.path())
+                .expect("the log file");
+            cmd.stdout(std::process::Stdio::null()).stderr(file);
+        }
+        let child = cmd.spawn().expect("start queue-server");
         self.child = Some(child);
         let url = format!("{}/healthz", self.url());
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -312,6 +379,14 @@ impl ServerProcess {
             .status();
         child.wait().ok()
     }
+}
+
+/// A loopback port free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .expect("find a free loopback port")
+        .port()
 }
 
 impl Drop for ServerProcess {

@@ -676,20 +676,7 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Pod, mut deleting: watch::Receiver<bool>) {
         if *deleting.borrow() {
             break;
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("pod log file");
-        let spawned = tokio::process::Command::new(&program)
-            .args(&args)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().expect("log file handle"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn();
+        let spawned = spawn_container(&program, &args, &env, &log_path);
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
@@ -791,20 +778,7 @@ async fn run_init_containers(
             if *deleting.borrow() {
                 return Init::Deleting;
             }
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log_path)
-                .expect("pod log file");
-            let spawned = tokio::process::Command::new(&program)
-                .args(&args)
-                .env_clear()
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .stdin(std::process::Stdio::null())
-                .stdout(log.try_clone().expect("log file handle"))
-                .stderr(log)
-                .kill_on_drop(true)
-                .spawn();
+            let spawned = spawn_container(&program, &args, &env, log_path);
             let mut child = match spawned {
                 Ok(child) => child,
                 Err(e) => return Init::Failed(format!("init container {}: {e}", container.name)),
@@ -927,4 +901,27 @@ impl PodStatus {
             }
         }
     }
+}
+
+/// Starts one container's process with exactly `env`, its output appended to the pod's log.
+fn spawn_container(
+    program: &std::path::Path,
+    args: &[String],
+    env: &[(String, String)],
+    log_path: &std::path::Path,
+) -> std::io::Result<tokio::process::Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("pod log file");
+    tokio::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log file handle"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
 }
