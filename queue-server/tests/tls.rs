@@ -388,3 +388,51 @@ async fn a_pair_that_does_not_load_at_start_stops_the_server_naming_the_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
 }
+
+#[tokio::test]
+async fn the_memq_client_says_what_to_do_when_tls_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let server = start(dir.path(), &ca.issue(2040), Config::default()).await;
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    let trusting = memq::Client::new_trusting(server.base_url(), Some(&ca_file)).unwrap();
+    trusting.create_queue("q", None).await.unwrap();
+
+    let untrusting = memq::Client::new(server.base_url()).unwrap();
+    let err = untrusting.create_queue("q", None).await.unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "the server's certificate is not trusted: pass --ca-cert (MEMQ_CA_CERT) with the CA that signed it"
+        ),
+        "{err}"
+    );
+    assert!(!err.is_retryable(), "{err}");
+
+    let plain = format!("http://{}{}", server.addr(), memq::BASE_PATH);
+    let err = memq::Client::new(plain)
+        .unwrap()
+        .create_queue("q", None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("use an https:// URL"), "{err}");
+
+    let http_server = TestServer::start_as_given(Config::default()).await;
+    let https_to_plain = format!("https://{}{}", http_server.addr(), memq::BASE_PATH);
+    let err = memq::Client::new(https_to_plain)
+        .unwrap()
+        .create_queue("q", None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("is the server serving HTTPS"),
+        "{err}"
+    );
+
+    let err =
+        memq::Client::new_trusting(server.base_url(), Some(&dir.path().join("nope"))).unwrap_err();
+    assert!(err.to_string().contains("cannot use --ca-cert"), "{err}");
+    http_server.shutdown().await;
+    server.shutdown().await;
+}
