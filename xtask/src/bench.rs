@@ -39,8 +39,9 @@ use self::http::Api;
 use self::process::{Server, start_baseline, start_server};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 13] = [
+pub const SECTIONS: [&str; 14] = [
     "enqueue",
+    "tls",
     "dequeue",
     "lease_ack",
     "stats",
@@ -263,6 +264,7 @@ async fn run(only: &[String]) -> anyhow::Result<()> {
 async fn section(bench: &mut Bench, name: &str) -> anyhow::Result<()> {
     match name {
         "enqueue" => sections::enqueue(bench).await,
+        "tls" => sections::tls(bench).await,
         "dequeue" => sections::dequeue(bench).await,
         "lease_ack" => sections::lease_ack(bench).await,
         "stats" => sections::stats(bench).await,
