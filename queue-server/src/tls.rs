@@ -214,14 +214,24 @@ impl Tls {
     }
 
     /// Reads the files every [`RELOAD_INTERVAL`] until `cancel`, and serves a changed pair
-    /// once it loads. A changed pair that does not load is logged once (not again until the
-    /// files change again) and the old one stays.
+    /// once it loads. A changed pair that does not load, and still does not a tick later (a
+    /// writer replacing the two files one after the other gets that long), is logged once, not
+    /// again until the files change, and the old certificate stays.
     pub async fn reload_until(self: Arc<Self>, cancel: CancellationToken) {
         let files = self.files.clone();
-        let mut seen = tokio::fs::read(&files.cert)
-            .await
-            .ok()
-            .zip(tokio::fs::read(&files.key).await.ok());
+        let read = async || {
+            let cert = tokio::fs::read(&files.cert).await;
+            let key = tokio::fs::read(&files.key).await;
+            match (cert, key) {
+                (Ok(cert), Ok(key)) => Ok((cert, key)),
+                (Err(e), _) => Err(format!("cannot read {}: {e}", files.cert.display())),
+                (_, Err(e)) => Err(format!("cannot read {}: {e}", files.key.display())),
+            }
+        };
+        // The contents of the pair served now.
+        let mut served = read().await.ok();
+        // A pair that did not load: what was read, why, and whether that was logged.
+        let mut failing: Option<(Result<Pair, String>, String, bool)> = None;
         let mut tick = tokio::time::interval(RELOAD_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -229,44 +239,50 @@ impl Tls {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let (cert, key) = match (
-                tokio::fs::read(&files.cert).await,
-                tokio::fs::read(&files.key).await,
-            ) {
-                (Ok(cert), Ok(key)) => (cert, key),
-                (Err(e), _) | (_, Err(e)) => {
-                    if seen.take().is_some() {
-                        tracing::warn!(cert = %files.cert.display(), key = %files.key.display(), error = %e,
-                            "cannot read the TLS certificate or key; still serving the old certificate until both files are readable again");
-                    }
-                    continue;
-                }
-            };
-            if seen.as_ref().is_some_and(|(c, k)| *c == cert && *k == key) {
+            let now = read().await;
+            if now.as_ref().ok() == served.as_ref() {
+                failing = None;
                 continue;
             }
-            match load_pair(
-                &files.cert,
-                &cert,
-                &files.key,
-                &key,
-                &self.provider,
-                SystemTime::now(),
-            ) {
+            if let Some((seen, why, logged)) = &mut failing
+                && *seen == now
+            {
+                if !*logged {
+                    tracing::warn!(error = %why,
+                        "the new TLS certificate or key does not load; still serving the old certificate. Write a matching, unexpired PEM certificate and key to --tls-cert and --tls-key");
+                    *logged = true;
+                }
+                continue;
+            }
+            let loaded = match &now {
+                Ok((cert, key)) => load_pair(
+                    &files.cert,
+                    cert,
+                    &files.key,
+                    key,
+                    &self.provider,
+                    SystemTime::now(),
+                )
+                .map_err(|e| e.to_string()),
+                Err(why) => Err(why.clone()),
+            };
+            match loaded {
                 Ok(loaded) => {
                     tracing::info!(cert = %files.cert.display(), not_after = loaded.not_after,
                         "TLS certificate reloaded: new connections get the new one");
                     self.resolver.replace(loaded);
+                    served = now.ok();
+                    failing = None;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e,
-                        "the new TLS certificate or key does not load; still serving the old certificate. Write a matching, unexpired PEM certificate and key to --tls-cert and --tls-key");
-                }
+                // Logged at the next tick if the files are still the same.
+                Err(why) => failing = Some((now, why, false)),
             }
-            seen = Some((cert, key));
         }
     }
 }
+
+/// The contents of a certificate file and a key file.
+type Pair = (Vec<u8>, Vec<u8>);
 
 #[cfg(test)]
 mod tests {

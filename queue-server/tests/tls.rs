@@ -333,8 +333,34 @@ async fn a_renewal_that_does_not_load_keeps_the_old_certificate_and_says_why() {
             "{what}"
         );
     }
+    // A key file that goes away: the same.
+    std::fs::remove_file(&key).unwrap();
+    let warning = eventually(LIMIT, "the key file is gone", || async {
+        let warnings = server.warnings();
+        match warnings.get(3) {
+            Some(w) => Ok(w.clone()),
+            None => Err(format!("{} warnings", warnings.len())),
+        }
+    })
+    .await;
+    let error = warning["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot read") && error.contains(&key.display().to_string()),
+        "{warning}"
+    );
+    assert_eq!(peer_certificate(&ca, &url).await.unwrap(), good.der);
     // Each broken pair was said once, not once a second.
-    assert_eq!(server.warnings().len(), 3, "{}", server.text());
+    assert_eq!(server.warnings().len(), 4, "{}", server.text());
+    // And a good one after them is served.
+    let renewed = ca.issue(2042);
+    renewed.write(dir.path());
+    eventually(LIMIT, "the renewed certificate is served", || async {
+        match peer_certificate(&ca, &url).await? {
+            der if der == renewed.der => Ok(()),
+            _ => Err("still the old certificate".to_string()),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
