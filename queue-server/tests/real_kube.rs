@@ -270,6 +270,21 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
             )
             .await;
             assert_eq!(secret, "queue-tls");
+            // The key is readable by the server's group, not by every user.
+            let mode = jsonpath(
+                "replicaset",
+                "queue",
+                "{.spec.template.spec.volumes[?(@.name==\"tls\")].secret.defaultMode}",
+            )
+            .await;
+            assert_eq!(mode, "288", "0440");
+            let group = jsonpath(
+                "replicaset",
+                "queue",
+                "{.spec.template.spec.securityContext.fsGroup}",
+            )
+            .await;
+            assert_eq!(group, "65532");
             for job in ["producer", "consumers"] {
                 let args = jsonpath("job", job, &format!("{container}.args[0]}}")).await;
                 assert_eq!(args, "--server=https://queue:8080/memq/server", "{job}");
