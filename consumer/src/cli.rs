@@ -128,6 +128,11 @@ pub struct Args {
     #[arg(long, env = "MEMQ_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// PEM file of CA certificates to trust for an https:// server (e.g. the ca.crt of its
+    /// certificate's Secret), beside the public roots.
+    #[arg(long, env = "MEMQ_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
     /// The name the server lists this consumer's leases under (X-Memq-Consumer); default: the
     /// host name, which in a Job is the pod's name.
     #[arg(long, env = "MEMQ_CONSUMER_NAME", value_parser = parse_name)]

@@ -98,18 +98,20 @@ impl Summary {
     }
 }
 
-fn client(args: &Args) -> memq::Client {
+fn client(args: &Args) -> Result<memq::Client, Error> {
     // A ceiling for acks and extends against a server that accepts but never answers; the
     // client gives long polls their own, longer, timeout.
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .build()
-        .unwrap_or_default();
-    memq::Client::with_http(http, args.server.clone())
+        .tcp_nodelay(true);
+    if let Some(path) = &args.ca_cert {
+        http = memq::trust_ca_file(http, path).map_err(|e| Error::Usage(e.to_string()))?;
+    }
+    let http = http.build().map_err(|e| Error::Usage(e.to_string()))?;
+    Ok(memq::Client::with_http(http, args.server.clone())
         .with_token(args.token.clone())
-        .with_consumer(args.name.clone().or_else(cli::host_name))
+        .with_consumer(args.name.clone().or_else(cli::host_name)))
 }
 
 /// Drains the queue as the flags say, until finished, a limit, `shutdown`, or a fatal error.
@@ -128,7 +130,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<Summary, Err
     };
     let start = Instant::now();
     let slots = Arc::new(Slots {
-        client: client(&args),
+        client: client(&args)?,
         queue: args.queue.clone(),
         work,
         lease: (!args.kuard).then_some(args.lease),

@@ -557,3 +557,51 @@ async fn keygen_prints_one_key_per_item() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drains_an_https_server_with_ca_cert_and_says_what_to_do_without_it() {
+    let scratch = Scratch::new("https");
+    let ca = queue_server::testing::TestCa::new();
+    let (cert, key) = ca.issue(2040).write(&scratch.dir);
+    let ca_file = scratch.path("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let server = queue_server::testing::TestServer::start(queue_server::Config {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..Default::default()
+    })
+    .await;
+    let base = server.base_url();
+    assert!(base.starts_with("https://"));
+    let client = memq::Client::new_trusting(&base, Some(&ca_file)).unwrap();
+    let out = scratch.path("record");
+    load(&client, "q", None, &items(3)).await;
+
+    let mut untrusting = Consumer::start(
+        &scratch,
+        "untrusting",
+        &base,
+        "q",
+        &["--work", "noop"],
+        &out,
+    );
+    let status = untrusting.exit(LIMIT).await;
+    assert_eq!(status.code(), Some(1), "{}", untrusting.log());
+    assert!(
+        untrusting.log().contains("not trusted: pass --ca-cert"),
+        "{}",
+        untrusting.log()
+    );
+
+    let mut args = vec!["--ca-cert", ca_file.to_str().unwrap()];
+    args.extend(RECORD);
+    let mut trusting = Consumer::start(&scratch, "trusting", &base, "q", &args, &out);
+    assert_eq!(
+        trusting.exit(LIMIT).await.code(),
+        Some(0),
+        "{}",
+        trusting.log()
+    );
+    assert_eq!(record_counts(&out).len(), 3);
+    server.shutdown().await;
+}

@@ -22,9 +22,18 @@ pub enum Error {
         /// `Retry-After` of a 429/503, when given.
         retry_after: Option<Duration>,
     },
-    /// The request did not get an answer (connection refused, reset, timeout).
-    #[error("cannot reach the queue server: {0}")]
+    /// The request did not get an answer (connection refused, reset, timeout, a TLS
+    /// handshake that failed). Shown with its root cause and, for TLS, what to do.
+    #[error("cannot reach the queue server: {}", describe(.0))]
     Transport(#[from] reqwest::Error),
+    /// The CA bundle given to trust (`--ca-cert`) cannot be used.
+    #[error("cannot use --ca-cert {}: {why}", path.display())]
+    CaCert {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        why: String,
+    },
     /// The answer was not what the contract promises.
     #[error("unexpected answer from the queue server: {0}")]
     Decode(String),
@@ -51,10 +60,106 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Api { status, .. } => *status == 429 || *status >= 500,
-            Error::Transport(_) => true,
-            Error::Decode(_) => false,
+            // A certificate that is not trusted will not be trusted on the next try either.
+            Error::Transport(e) => !matches!(tls_problem(e), Some(TlsProblem::Certificate(_))),
+            Error::Decode(_) | Error::CaCert { .. } => false,
         }
     }
+}
+
+/// What went wrong in a TLS connection, as far as the client can tell.
+enum TlsProblem {
+    /// The server's certificate was refused; what to do about it.
+    Certificate(&'static str),
+    /// The other side does not speak TLS, or not the TLS we speak.
+    Protocol(&'static str),
+}
+
+/// The TLS problem behind a transport error, if any: a rustls error somewhere in its causes.
+fn tls_problem(err: &reqwest::Error) -> Option<TlsProblem> {
+    use rustls::{CertificateError as C, Error as R};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        // io::Error hides the error it wraps from source(): look inside it too.
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        let rustls = e
+            .downcast_ref::<R>()
+            .or_else(|| inner.and_then(|i| i.downcast_ref::<R>()));
+        if let Some(r) = rustls {
+            return Some(match r {
+                R::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                    TlsProblem::Certificate(
+                        "the server's certificate has expired: renew it where the server reads --tls-cert",
+                    )
+                }
+                R::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+                    TlsProblem::Certificate(
+                        "the server's certificate is not for this host name: use a name it was issued for in the server URL",
+                    )
+                }
+                R::InvalidCertificate(_) => TlsProblem::Certificate(
+                    "the server's certificate is not trusted: pass --ca-cert (MEMQ_CA_CERT) with the CA that signed it",
+                ),
+                _ => TlsProblem::Protocol(
+                    "the TLS handshake failed: is the server serving HTTPS on this port (--tls-cert)? Use http:// for a server without it",
+                ),
+            });
+        }
+        cause = inner.or_else(|| e.source());
+    }
+    None
+}
+
+/// A transport error with its root cause (reqwest shows only the outermost) and, when it is
+/// one of TLS or of HTTPS-vs-HTTP, what to do.
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut root: &dyn std::error::Error = err;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    if !std::ptr::addr_eq(root, err as &dyn std::error::Error) {
+        text = format!("{text}: {root}");
+    }
+    let hint = match tls_problem(err) {
+        Some(TlsProblem::Certificate(hint) | TlsProblem::Protocol(hint)) => Some(hint),
+        // Connected, then no HTTP answer: a TLS server answering a plain request, for one.
+        None if err.url().is_some_and(|u| u.scheme() == "http")
+            && !err.is_connect()
+            && !err.is_timeout() =>
+        {
+            Some("if the server serves HTTPS (--tls-cert), use an https:// URL")
+        }
+        None => None,
+    };
+    if let Some(hint) = hint {
+        text = format!("{text}; {hint}");
+    }
+    text
+}
+
+/// Adds the certificates of the PEM bundle at `path` to the CAs `builder` trusts (`--ca-cert`),
+/// beside the public roots.
+pub fn trust_ca_file(
+    builder: reqwest::ClientBuilder,
+    path: &std::path::Path,
+) -> Result<reqwest::ClientBuilder, Error> {
+    let fail = |why: String| Error::CaCert {
+        path: path.to_owned(),
+        why,
+    };
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| fail(format!("not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(fail("holds no PEM certificate".into()));
+    }
+    Ok(certs
+        .into_iter()
+        .fold(builder, |b, cert| b.add_root_certificate(cert)))
 }
 
 /// Options of `POST /queues/{q}/enqueue`.
@@ -133,14 +238,25 @@ fn secs(d: Duration) -> String {
 impl Client {
     /// A client for the server at `base` (the URL that ends in `/memq/server`).
     pub fn new(base: impl Into<String>) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
+        Self::new_trusting(base, None)
+    }
+
+    /// A client for the server at `base` that also trusts the CAs in the PEM file `ca_cert`
+    /// (for an `https://` server whose certificate a private CA signed).
+    pub fn new_trusting(
+        base: impl Into<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             // Below the server's --header-read-timeout (30 s by default), which closes idle
             // connections: the client lets them go first, so it never reuses one being closed.
-            .pool_idle_timeout(Duration::from_secs(20))
-            .build()?;
-        Ok(Self::with_http(http, base))
+            .pool_idle_timeout(Duration::from_secs(20));
+        if let Some(path) = ca_cert {
+            builder = trust_ca_file(builder, path)?;
+        }
+        Ok(Self::with_http(builder.build()?, base))
     }
 
     /// A client sharing an existing `reqwest::Client` (and its connection pool).

@@ -27,7 +27,7 @@ pub mod retry;
 pub mod types;
 
 #[cfg(feature = "client")]
-pub use client::{Client, DequeueOptions, Dequeued, EnqueueOptions, Error};
+pub use client::{Client, DequeueOptions, Dequeued, EnqueueOptions, Error, trust_ca_file};
 pub use types::*;
 
 /// Path under which the queue API lives on a server (kuard's MemQ base path).

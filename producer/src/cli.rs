@@ -64,6 +64,11 @@ pub struct Args {
     #[arg(long, env = "MEMQ_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// PEM file of CA certificates to trust for an https:// server (e.g. the ca.crt of its
+    /// certificate's Secret), beside the public roots.
+    #[arg(long, env = "MEMQ_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
     /// Create the queue first (does nothing when it exists).
     #[arg(long, env = "MEMQ_CREATE")]
     pub create: bool,

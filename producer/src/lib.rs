@@ -98,16 +98,18 @@ impl Summary {
 }
 
 /// Builds the client the flags describe.
-pub fn client(args: &Args) -> memq::Client {
+pub fn client(args: &Args) -> Result<memq::Client, Error> {
     // A request timeout so that a server that accepts but never answers counts as a failure to
     // retry rather than a hang; a big batch takes milliseconds, so a minute is generous.
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .build()
-        .unwrap_or_default();
-    memq::Client::with_http(http, args.server.clone()).with_token(args.token.clone())
+        .tcp_nodelay(true);
+    if let Some(path) = &args.ca_cert {
+        http = memq::trust_ca_file(http, path).map_err(|e| Error::Usage(e.to_string()))?;
+    }
+    let http = http.build().map_err(|e| Error::Usage(e.to_string()))?;
+    Ok(memq::Client::with_http(http, args.server.clone()).with_token(args.token.clone()))
 }
 
 /// Whether bars are drawn.
@@ -123,7 +125,7 @@ pub async fn run(args: Args) -> Result<Summary, Error> {
             "nothing to do: give ITEMs, --file or --json-lines (or --create / --wait)".into(),
         ));
     }
-    let client = client(&args);
+    let client = client(&args)?;
     let queue = args.queue.as_str();
     if args.create {
         let (stats, created) = retry("create queue", args.give_up_after, || {

@@ -345,3 +345,38 @@ async fn a_refused_batch_is_exit_1_with_the_servers_reason() {
     assert_one_line_error(&out, 1, "413");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_an_https_server_with_ca_cert_and_says_what_to_do_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = queue_server::testing::TestCa::new();
+    let (cert, key) = ca.issue(2040).write(dir.path());
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let server = TestServer::start(queue_server::Config {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..Default::default()
+    })
+    .await;
+    let base = server.base_url();
+    assert!(base.starts_with("https://"));
+
+    // Not retried for a minute: a certificate that is not trusted will not be on a retry.
+    let out = run(producer(&base, &["-q", "q", "--create", "a", "b"])).await;
+    assert_one_line_error(&out, 1, "not trusted: pass --ca-cert");
+
+    let mut trusting = producer(&base, &["-q", "q", "--create", "a", "b", "c"]);
+    trusting.env("MEMQ_CA_CERT", &ca_file);
+    let out = run(trusting).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let client = memq::Client::new_trusting(&base, Some(&ca_file)).unwrap();
+    assert_eq!(client.queue("q").await.unwrap().depth, 3);
+
+    let missing = dir.path().join("missing.crt");
+    let mut bad = producer(&base, &["-q", "q", "a"]);
+    bad.arg("--ca-cert").arg(&missing);
+    let out = run(bad).await;
+    assert_one_line_error(&out, 2, &missing.display().to_string());
+    server.shutdown().await;
+}

@@ -157,6 +157,15 @@ pub struct Config {
     #[arg(long, env = "MEMQ_REDIS_CLUSTER", requires = "redis")]
     pub redis_cluster: bool,
 
+    /// Serve HTTPS (HTTP/1.1 over TLS) with this PEM certificate chain, leaf first (with
+    /// --tls-key). Re-read every second: a renewed certificate is served to new connections.
+    #[arg(long, env = "MEMQ_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "MEMQ_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// The Kubernetes API to use instead of inferring one (tests, embedders); no flag.
     #[arg(skip)]
     pub kube_config: Option<::kube::Config>,
@@ -444,6 +453,17 @@ mod tests {
             ..Config::default()
         };
         assert!(both.load_token_file().is_err());
+    }
+
+    #[test]
+    fn tls_cert_and_key_come_together() {
+        for one in [["--tls-cert", "c"], ["--tls-key", "k"]] {
+            let parsed = Config::try_parse_from(["queue-server", one[0], one[1]]);
+            assert!(parsed.is_err(), "{one:?} alone");
+        }
+        let both =
+            Config::try_parse_from(["queue-server", "--tls-cert", "c", "--tls-key", "k"]).unwrap();
+        assert!(both.tls_cert.is_some() && both.tls_key.is_some());
     }
 
     #[test]

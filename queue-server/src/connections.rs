@@ -15,6 +15,10 @@
 //!   response body included), and close the others at once, idle or stalled in a request head,
 //!   rather than waiting up to `--header-read-timeout` for them.
 //!
+//! - With `--tls-cert`, each connection's task runs the TLS handshake first, within
+//!   `--header-read-timeout`; one that fails (plain HTTP, garbage, a client that does not trust
+//!   the certificate) ends that connection only, logged at debug.
+//!
 //! It knows nothing of the routes: it serves whatever handler it is given.
 
 use std::convert::Infallible;
@@ -33,6 +37,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -56,6 +61,7 @@ pub async fn serve_connections<H, F>(
     handler: H,
     limits: Limits,
     metrics: Arc<Metrics>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + 'static,
@@ -67,6 +73,7 @@ pub async fn serve_connections<H, F>(
     let mut http = http1::Builder::new();
     http.max_header_size(limits.max_header_bytes)
         .keep_alive(true);
+    let http = Arc::new(http);
     tokio::pin!(shutdown);
     loop {
         // A slot first, then accept: at the limit, new connections wait in the backlog.
@@ -90,60 +97,28 @@ pub async fn serve_connections<H, F>(
         };
         // Small request/response pairs: don't let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
-        let in_flight = InFlight::new();
-        let counted = {
-            let (handler, in_flight) = (handler.clone(), in_flight.clone());
-            hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let guard = in_flight.enter();
-                let answer = handler(req);
-                async move {
-                    let resp = answer.await;
-                    // Counted until the body is sent (or dropped), not just the head. Handed to
-                    // hyper as it is: a boxed body would cost an allocation per request.
-                    Ok::<_, Infallible>(resp.map(|body| Counted {
-                        body,
-                        _guard: guard,
-                    }))
-                }
-            })
-        };
-        let conn = http.serve_connection(TokioIo::new(tcp), counted);
-        let stop = stop.clone();
-        let metrics = metrics.clone();
+        let (http, handler, stop) = (http.clone(), handler.clone(), stop.clone());
+        let (metrics, tls) = (metrics.clone(), tls.clone());
         let idle_limit = limits.header_read_timeout;
         connections.spawn(async move {
             let _slot = slot;
             let _open = metrics.connection_opened();
-            tokio::pin!(conn);
-            let mut check_at = Instant::now() + idle_limit;
-            let result = loop {
-                tokio::select! {
-                    result = conn.as_mut() => break result,
-                    _ = tokio::time::sleep_until(check_at) => {
-                        match in_flight.idle_until(idle_limit) {
-                            // Serving: each request has its own time limit (--request-timeout).
-                            None => check_at = Instant::now() + idle_limit,
-                            Some(until) if until > Instant::now() => check_at = until,
-                            Some(_) => {
-                                tracing::debug!("closing a connection that sent no request for --header-read-timeout");
-                                break Ok(());
-                            }
-                        }
-                    }
-                    _ = stop.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        break if in_flight.is_idle() {
-                            // Idle, or stalled in a request head: nothing to finish.
-                            Ok(())
-                        } else {
-                            conn.await
-                        };
-                    }
-                }
+            let Some(tls) = tls else {
+                return serve_one(&http, tcp, handler, idle_limit, stop).await;
             };
-            if let Err(e) = result {
-                // Timeouts, oversized heads, resets: the client's doing, not worth more.
-                tracing::debug!(error = %e, "connection ended with an error");
+            // In this connection's task, never the accept loop: a client that stalls or
+            // speaks something else ends only its own connection. The handshake gets the time
+            // a request head gets.
+            let handshake = tokio::select! {
+                done = tokio::time::timeout(idle_limit, tls.accept(tcp)) => done,
+                _ = stop.cancelled() => return,
+            };
+            match handshake {
+                Ok(Ok(stream)) => serve_one(&http, stream, handler, idle_limit, stop).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => {
+                    tracing::debug!("closing a connection that did not finish its TLS handshake within --header-read-timeout");
+                }
             }
         });
     }
@@ -151,6 +126,70 @@ pub async fn serve_connections<H, F>(
     stop.cancel();
     connections.close();
     connections.wait().await;
+}
+
+/// Serves HTTP/1 on one connection (plain or TLS) until it closes, it idles past
+/// `idle_limit`, or `stop` (then it finishes the request it is serving).
+async fn serve_one<I, H, F>(
+    http: &http1::Builder,
+    io: I,
+    handler: H,
+    idle_limit: Duration,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = axum::response::Response> + Send + 'static,
+{
+    let in_flight = InFlight::new();
+    let counted = {
+        let in_flight = in_flight.clone();
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let guard = in_flight.enter();
+            let answer = handler(req);
+            async move {
+                let resp = answer.await;
+                // Counted until the body is sent (or dropped), not just the head. Handed to
+                // hyper as it is: a boxed body would cost an allocation per request.
+                Ok::<_, Infallible>(resp.map(|body| Counted {
+                    body,
+                    _guard: guard,
+                }))
+            }
+        })
+    };
+    let conn = http.serve_connection(TokioIo::new(io), counted);
+    tokio::pin!(conn);
+    let mut check_at = Instant::now() + idle_limit;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = tokio::time::sleep_until(check_at) => {
+                match in_flight.idle_until(idle_limit) {
+                    // Serving: each request has its own time limit (--request-timeout).
+                    None => check_at = Instant::now() + idle_limit,
+                    Some(until) if until > Instant::now() => check_at = until,
+                    Some(_) => {
+                        tracing::debug!("closing a connection that sent no request for --header-read-timeout");
+                        break Ok(());
+                    }
+                }
+            }
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                break if in_flight.is_idle() {
+                    // Idle, or stalled in a request head: nothing to finish.
+                    Ok(())
+                } else {
+                    conn.await
+                };
+            }
+        }
+    };
+    if let Err(e) = result {
+        // Timeouts, oversized heads, resets: the client's doing, not worth more.
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// Requests of one connection not yet fully answered, and since when it has had none.

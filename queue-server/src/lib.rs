@@ -12,8 +12,9 @@
 //! - [`kube`]: consumer Jobs through the Kubernetes API (`/jobs`) and the autoscaler that
 //!   launches them by queue depth; it only reads the store's stats.
 //! - [`connections`]: the accept loop and the limits that protect the server (connections,
-//!   header size and time); [`tokens`]: who may do what (roles, queues); [`metrics`]: Prometheus exposition; [`config`]: flags; [`error`]:
-//!   the JSON errors.
+//!   header size and time); [`tokens`]: who may do what (roles, queues); [`metrics`]:
+//!   Prometheus exposition; [`config`]: flags; [`error`]: the JSON errors; [`tls`]: HTTPS, its
+//!   certificate reloaded when the files change.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
 //! `127.0.0.1:0`; `testing::TestServer` (feature `testing`, on for tests) does exactly that.
@@ -30,6 +31,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod tokens;
 
 use std::future::Future;
@@ -59,6 +61,16 @@ pub async fn serve(
             "no --token or --tokens-file set: anyone who can reach this port can change the queues"
         );
     }
+    let metrics = Arc::new(metrics::Metrics::new());
+    // Before anything starts: a certificate that does not load stops the server here.
+    let tls = match (config.tls_cert.clone(), config.tls_key.clone()) {
+        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::load(
+            tls::TlsFiles { cert, key },
+            metrics.certificate_not_after(),
+        )?)),
+        (None, None) => None,
+        _ => anyhow::bail!("give both --tls-cert and --tls-key, or neither"),
+    };
     let max_memory = config.max_memory.resolve();
     let cancel = CancellationToken::new();
     let options = store::StoreOptions {
@@ -79,7 +91,6 @@ pub async fn serve(
         let cancel = cancel.clone();
         tokio::task::spawn_blocking(move || store::Store::open(options, cancel)).await??
     };
-    let metrics = Arc::new(metrics::Metrics::new());
     let jobs = kube::Jobs::start(&config).await?;
     let (dashboard, sampler) = dashboard::Dashboard::new(store.clone(), cancel.clone()).await;
     let (autoscale, autoscale_interval) = (config.autoscale, config.autoscale_interval);
@@ -119,15 +130,20 @@ pub async fn serve(
         }
         _ => None,
     };
+    let reloader = tls
+        .clone()
+        .map(|tls| tokio::spawn(tls.reload_until(cancel.clone())));
     tracing::info!(
         %addr,
+        scheme = if tls.is_some() { "https" } else { "http" },
         max_connections = limits.max_connections,
         max_memory = (max_memory != u64::MAX).then_some(max_memory),
         "queue server listening"
     );
     let stopping = cancel.clone();
     let handler = move |req| app.clone().handle(req);
-    connections::serve_connections(listener, handler, limits, metrics, async move {
+    let acceptor = tls.map(|tls| tls.acceptor.clone());
+    connections::serve_connections(listener, handler, limits, metrics, acceptor, async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         stopping.cancel();
@@ -140,11 +156,16 @@ pub async fn serve(
         Some(task) => task.await,
         None => Ok(()),
     };
+    let reloaded = match reloader {
+        Some(task) => task.await,
+        None => Ok(()),
+    };
     store.close().await;
     background?;
     sampled?;
     watched?;
     scaled?;
+    reloaded?;
     tracing::info!("queue server stopped");
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::Method;
@@ -31,7 +31,12 @@ pub struct Metrics {
     queues: Arc<Mutex<Scrape>>,
     /// One scrape encodes at a time, so each sees its own stats.
     scrape: Mutex<()>,
+    /// The serving certificate's notAfter in unix seconds; [`NO_CERTIFICATE`] without TLS.
+    certificate_not_after: Arc<AtomicI64>,
 }
+
+/// [`Metrics::certificate_not_after`] while no certificate is served: the gauge is absent.
+pub const NO_CERTIFICATE: i64 = i64::MIN;
 
 impl Metrics {
     /// An empty set of metrics.
@@ -66,6 +71,10 @@ impl Metrics {
         registry.register_collector(Box::new(QueueCollector {
             queues: queues.clone(),
         }));
+        let certificate_not_after = Arc::new(AtomicI64::new(NO_CERTIFICATE));
+        registry.register_collector(Box::new(CertificateCollector(
+            certificate_not_after.clone(),
+        )));
         Self {
             registry,
             requests,
@@ -74,6 +83,7 @@ impl Metrics {
             autoscaler,
             queues,
             scrape: Mutex::new(()),
+            certificate_not_after,
         }
     }
 
@@ -81,6 +91,12 @@ impl Metrics {
     pub fn set_long_polls(&self, waiting: u64) {
         self.long_polls
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// `memq_tls_certificate_expiry_timestamp_seconds`: the TLS setup stores the served
+    /// certificate's notAfter here (unix seconds), at start and on every reload.
+    pub fn certificate_not_after(&self) -> Arc<AtomicI64> {
+        self.certificate_not_after.clone()
     }
 
     /// The autoscaler's counters, for its loop to update.
@@ -249,6 +265,26 @@ pub struct OpenConnection(Gauge);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// `memq_tls_certificate_expiry_timestamp_seconds`, only while a certificate is served.
+#[derive(Debug)]
+struct CertificateCollector(Arc<AtomicI64>);
+
+impl Collector for CertificateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let not_after = self.0.load(Ordering::Relaxed);
+        if not_after == NO_CERTIFICATE {
+            return Ok(());
+        }
+        let family = encoder.encode_descriptor(
+            "memq_tls_certificate_expiry_timestamp_seconds",
+            "When the TLS certificate served to new connections expires (its notAfter), in unix seconds",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(not_after).encode(family)
     }
 }
 

@@ -197,12 +197,20 @@ fn check_naming(text: &str, openmetrics: bool) {
 
 #[tokio::test]
 async fn metric_names_follow_the_prometheus_naming_rules_in_both_formats() {
+    // Over HTTPS, so that the certificate's expiry gauge is checked too.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = queue_server::testing::TestCa::new();
+    let (tls_cert, tls_key) = ca.issue(2040).write(dir.path());
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
     let server = TestServer::start(Config {
         max_memory: queue_server::config::MemoryLimit::Bytes(1 << 20),
+        tls_cert: Some(tls_cert),
+        tls_key: Some(tls_key),
         ..Config::default()
     })
     .await;
-    let client = server.client();
+    let client = memq::Client::new_trusting(server.base_url(), Some(&ca_file)).unwrap();
     client.create_queue("keygen", None).await.unwrap();
     client
         .enqueue("keygen", "work-item-0", &EnqueueOptions::default())
@@ -212,7 +220,7 @@ async fn metric_names_follow_the_prometheus_naming_rules_in_both_formats() {
         .dequeue("keygen", &DequeueOptions::default())
         .await
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = ca.http_client();
     let url = format!("{}/metrics", server.url());
     let open = http
         .get(&url)
@@ -245,6 +253,7 @@ async fn metric_names_follow_the_prometheus_naming_rules_in_both_formats() {
     let plain = plain.text().await.unwrap();
     assert!(!plain.contains("# EOF"));
     check_naming(&plain, false);
+    assert!(plain.contains("\nmemq_tls_certificate_expiry_timestamp_seconds 2208988800\n"));
     server.shutdown().await;
 }
 

@@ -145,12 +145,14 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
         .collect();
     assert_eq!(
         names,
-        ["base", "durable", "keda", "redis"],
+        ["base", "durable", "keda", "redis", "tls"],
         "a new overlay: check it here too"
     );
-    // The keda overlay's ScaledJob and TriggerAuthentication: validated by the API server
-    // against KEDA's own CRDs.
-    install_keda_crds(&cluster).await;
+    // The keda overlay's ScaledJob and TriggerAuthentication, and the tls overlay's
+    // Certificates and Issuers: validated by the API server against KEDA's and cert-manager's
+    // own CRDs.
+    install_crds(&cluster, &KEDA_CRDS).await;
+    install_crds(&cluster, &CERT_MANAGER_CRDS).await;
 
     for (dir, name) in kustomizations.iter().zip(&names) {
         let ns = cluster.namespace(&format!("manifests-{name}")).await;
@@ -251,6 +253,98 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
                 .await;
             assert_eq!(auth, "memq-token-reader");
         }
+        assert_eq!(has("Certificate"), name == "tls", "{name}: {kinds:?}");
+        if name == "tls" {
+            let jsonpath = async |kind: &str, object: &str, path: &str| {
+                cluster
+                    .kubectl_ok(&[
+                        "get",
+                        "-n",
+                        &ns,
+                        kind,
+                        object,
+                        "-o",
+                        &format!("jsonpath={path}"),
+                    ])
+                    .await
+            };
+            let container = "{.spec.template.spec.containers[0]";
+            for (env, want) in [
+                ("MEMQ_TLS_CERT", "/etc/memq-tls/tls.crt"),
+                ("MEMQ_TLS_KEY", "/etc/memq-tls/tls.key"),
+                ("MEMQ_SERVER_URL", "https://queue:8080/memq/server"),
+            ] {
+                let path = format!("{container}.env[?(@.name==\"{env}\")].value}}");
+                assert_eq!(jsonpath("replicaset", "queue", &path).await, want, "{env}");
+            }
+            for probe in ["livenessProbe", "readinessProbe"] {
+                let path = format!("{container}.{probe}.httpGet.scheme}}");
+                assert_eq!(jsonpath("replicaset", "queue", &path).await, "HTTPS");
+            }
+            let secret = jsonpath(
+                "replicaset",
+                "queue",
+                "{.spec.template.spec.volumes[?(@.name==\"tls\")].secret.secretName}",
+            )
+            .await;
+            assert_eq!(secret, "queue-tls");
+            // The key is readable by the server's group, not by every user.
+            let mode = jsonpath(
+                "replicaset",
+                "queue",
+                "{.spec.template.spec.volumes[?(@.name==\"tls\")].secret.defaultMode}",
+            )
+            .await;
+            assert_eq!(mode, "288", "0440");
+            let group = jsonpath(
+                "replicaset",
+                "queue",
+                "{.spec.template.spec.securityContext.fsGroup}",
+            )
+            .await;
+            assert_eq!(group, "65532");
+            for job in ["producer", "consumers"] {
+                let args = jsonpath("job", job, &format!("{container}.args[0]}}")).await;
+                assert_eq!(args, "--server=https://queue:8080/memq/server", "{job}");
+                let ca = jsonpath(
+                    "job",
+                    job,
+                    &format!("{container}.env[?(@.name==\"MEMQ_CA_CERT\")].value}}"),
+                )
+                .await;
+                assert_eq!(ca, "/etc/memq-ca/ca.crt", "{job}");
+            }
+            let init = "{.spec.template.spec.initContainers[?(@.name==\"create-queue\")]";
+            let args = jsonpath("job", "producer", &format!("{init}.args[0]}}")).await;
+            assert_eq!(args, "--server=https://queue:8080/memq/server");
+            let ca = jsonpath(
+                "job",
+                "producer",
+                &format!("{init}.env[?(@.name==\"MEMQ_CA_CERT\")].value}}"),
+            )
+            .await;
+            assert_eq!(ca, "/etc/memq-ca/ca.crt");
+            let template = jsonpath(
+                "configmap",
+                "consumer-job-template",
+                "{.data.job-template\\.yaml}",
+            )
+            .await;
+            assert!(
+                template.contains("--server=https://queue:8080/memq/server")
+                    && template.contains("MEMQ_CA_CERT"),
+                "{template}"
+            );
+            let certificate: Value = serde_json::from_str(
+                &cluster
+                    .kubectl_ok(&["get", "-n", &ns, "certificate", "queue-tls", "-o", "json"])
+                    .await,
+            )
+            .unwrap();
+            assert_eq!(certificate["spec"]["secretName"], "queue-tls");
+            assert_eq!(certificate["spec"]["issuerRef"]["name"], "memq-ca");
+            assert_eq!(certificate["spec"]["dnsNames"][0], "queue");
+        }
     }
     // A field KEDA's schema does not have is refused: the CRDs are really checking.
     let ns = cluster.namespace("manifests-keda-bad").await;
@@ -273,17 +367,69 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
         .await
         .unwrap_err();
     assert!(refused.contains("noSuchField"), "{refused}");
+    // And cert-manager's: a Certificate without its secretName is refused.
+    let bad = r#"{"apiVersion":"cert-manager.io/v1","kind":"Certificate","metadata":{"name":"x"},
+        "spec":{"dnsNames":["queue"],"issuerRef":{"name":"memq-ca"}}}"#;
+    let file = dir.path().join("bad-certificate.json");
+    std::fs::write(&file, bad).unwrap();
+    let refused = cluster
+        .kubectl(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-n",
+            &ns,
+            "-f",
+            &file.display().to_string(),
+        ])
+        .await
+        .unwrap_err();
+    assert!(refused.contains("secretName"), "{refused}");
 }
 
-/// KEDA's CRDs of this release, from its Go module (`config/crd/bases`), fetched through the
-/// Go module proxy into Go's module cache (once per machine).
-const KEDA_MODULE: &str = "github.com/kedacore/keda/v2@v2.21.0";
+/// Custom resource definitions of a project, from a directory of its Go module.
+struct Crds {
+    /// `module@version`, fetched through the Go module proxy into Go's module cache (once per
+    /// machine).
+    module: &'static str,
+    /// The directory of plain CRD files in the module.
+    dir: &'static str,
+    /// (file, CRD name) of each CRD to install.
+    crds: &'static [(&'static str, &'static str)],
+}
 
-/// Installs KEDA's CRDs (server-side apply: idempotent; they stay for the cluster's life).
-async fn install_keda_crds(cluster: &Cluster) {
+/// KEDA's CRDs of this release (`config/crd/bases`).
+const KEDA_CRDS: Crds = Crds {
+    module: "github.com/kedacore/keda/v2@v2.21.0",
+    dir: "config/crd/bases",
+    crds: &[
+        ("keda.sh_scaledjobs.yaml", "scaledjobs.keda.sh"),
+        (
+            "keda.sh_triggerauthentications.yaml",
+            "triggerauthentications.keda.sh",
+        ),
+    ],
+};
+
+/// cert-manager's CRDs of this release: `deploy/crds` holds them as plain YAML, the source of
+/// the Helm chart's templated copies.
+const CERT_MANAGER_CRDS: Crds = Crds {
+    module: "github.com/cert-manager/cert-manager@v1.19.1",
+    dir: "deploy/crds",
+    crds: &[
+        (
+            "cert-manager.io_certificates.yaml",
+            "certificates.cert-manager.io",
+        ),
+        ("cert-manager.io_issuers.yaml", "issuers.cert-manager.io"),
+    ],
+};
+
+/// Installs `crds` (server-side apply: idempotent; they stay for the cluster's life).
+async fn install_crds(cluster: &Cluster, crds: &Crds) {
     let scratch = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new("go")
-        .args(["mod", "download", "-json", KEDA_MODULE])
+        .args(["mod", "download", "-json", crds.module])
         // Outside any module: only the download.
         .current_dir(scratch.path())
         .env("GOFLAGS", "-mod=mod")
@@ -292,17 +438,15 @@ async fn install_keda_crds(cluster: &Cluster) {
         .expect("go (installed with the Kubernetes control plane's tools) runs");
     assert!(
         out.status.success(),
-        "go mod download {KEDA_MODULE} failed (is the Go module proxy reachable?): {}{}",
+        "go mod download {} failed (is the Go module proxy reachable?): {}{}",
+        crds.module,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let crds = Path::new(info["Dir"].as_str().unwrap()).join("config/crd/bases");
-    for crd in [
-        "keda.sh_scaledjobs.yaml",
-        "keda.sh_triggerauthentications.yaml",
-    ] {
-        let file = crds.join(crd).display().to_string();
+    let dir = Path::new(info["Dir"].as_str().unwrap()).join(crds.dir);
+    for (file, _) in crds.crds {
+        let file = dir.join(file).display().to_string();
         cluster
             .kubectl_ok(&[
                 "apply",
@@ -313,7 +457,7 @@ async fn install_keda_crds(cluster: &Cluster) {
             ])
             .await;
     }
-    for crd in ["scaledjobs.keda.sh", "triggerauthentications.keda.sh"] {
+    for (_, crd) in crds.crds {
         cluster
             .kubectl_ok(&[
                 "wait",

@@ -39,9 +39,10 @@ use self::http::Api;
 use self::process::{Server, start_baseline, start_server};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 14] = [
+pub const SECTIONS: [&str; 15] = [
     "enqueue",
     "auth",
+    "tls",
     "dequeue",
     "lease_ack",
     "stats",
@@ -265,6 +266,7 @@ async fn section(bench: &mut Bench, name: &str) -> anyhow::Result<()> {
     match name {
         "enqueue" => sections::enqueue(bench).await,
         "auth" => sections::auth(bench).await,
+        "tls" => sections::tls(bench).await,
         "dequeue" => sections::dequeue(bench).await,
         "lease_ack" => sections::lease_ack(bench).await,
         "stats" => sections::stats(bench).await,

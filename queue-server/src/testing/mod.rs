@@ -1,8 +1,9 @@
 //! Starting real servers for tests: [`TestServer`] serves on an ephemeral loopback port in
 //! this process and stops when asked (or when dropped); [`ServerProcess`] runs the binary;
-//! [`RedisServer`] and [`RedisCluster`] start Redis.
+//! [`RedisServer`] and [`RedisCluster`] start Redis; [`TestCa`] makes certificates for HTTPS.
 
 mod redis;
+mod tls;
 
 use std::net::SocketAddr;
 
@@ -12,10 +13,13 @@ use tokio::task::JoinHandle;
 use crate::Config;
 
 pub use self::redis::{RedisCluster, RedisServer};
+pub use self::tls::{ServerCert, TestCa, write_pair};
 
 /// A queue server on `127.0.0.1:0`, running until [`TestServer::shutdown`] or drop.
 pub struct TestServer {
     addr: SocketAddr,
+    /// `https` when the config has a TLS certificate.
+    scheme: &'static str,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -43,6 +47,11 @@ impl TestServer {
     /// `MEMQ_TEST_REDIS` says: for tests of what only the memory store does (`--max-memory`).
     pub async fn start_as_given(config: Config) -> Self {
         let on_redis = config.redis.is_some();
+        let scheme = if config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("bind an ephemeral loopback port");
@@ -53,6 +62,7 @@ impl TestServer {
         }));
         let server = Self {
             addr,
+            scheme,
             stop: Some(stop),
             task: Some(task),
         };
@@ -86,14 +96,14 @@ impl TestServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with a TLS certificate).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// `http://127.0.0.1:PORT/memq/server`, what clients take as `--server`.
     pub fn base_url(&self) -> String {
-        format!("http://{}{}", self.addr, memq::BASE_PATH)
+        format!("{}{}", self.url(), memq::BASE_PATH)
     }
 
     /// A `memq` client for this server.

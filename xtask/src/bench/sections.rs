@@ -96,6 +96,49 @@ pub async fn auth(b: &mut Bench) -> anyhow::Result<()> {
     b.api.delete(&b.mem.url, "bench-auth").await
 }
 
+/// Single enqueue over HTTPS (`--tls-cert`), against the same over plain HTTP in the same run
+/// (rounds alternate): what TLS costs a request on a kept-alive connection. wrk does not check
+/// certificates; the certificate comes from a CA made here.
+pub async fn tls(b: &mut Bench) -> anyhow::Result<()> {
+    log("single enqueue over TLS, beside plain HTTP");
+    let ca = queue_server::testing::TestCa::new();
+    let dir = b.work.path().join("tls");
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = ca.issue(2100).write(&dir);
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let server = b
+        .server("tls", &["--tls-cert", &cert, "--tls-key", &key])
+        .await?;
+    let https = server.url.replacen("http://", "https://", 1);
+    ca.http_client()
+        .put(format!("{https}{Q}/t"))
+        .send()
+        .await?
+        .error_for_status()?;
+    let mem = b.mem.url.clone();
+    b.api.create(&mem, "t").await?;
+    let (plain, over_tls) = wrk::pair(
+        &b.cfg,
+        "enqueue-tls",
+        CONNS,
+        &format!("{mem}{Q}/t/enqueue"),
+        &format!("{https}{Q}/t/enqueue"),
+        Load::lua("post.lua"),
+    )
+    .await?;
+    b.versus(
+        [
+            "enqueue_tls",
+            "single enqueue over TLS; baseline: plain HTTP",
+            "req/s",
+        ],
+        over_tls,
+        plain,
+        None,
+    );
+    b.api.delete(&mem, "t").await
+}
+
 /// kuard dequeue from 2,000,000 queued.
 pub async fn dequeue(b: &mut Bench) -> anyhow::Result<()> {
     log("kuard dequeue (2,000,000 queued)");
