@@ -74,7 +74,12 @@ new_token() {
 # The token in Secret memq-token-ROLE, or nothing when there is no such Secret.
 existing_token() {
     local data
-    data=$(kube get secret "memq-token-$1" --ignore-not-found -o 'jsonpath={.data.token}')
+    # A failed read (no permission, no API server) must stop the script, not look like "no
+    # Secret yet" and replace the token.
+    if ! data=$(kube get secret "memq-token-$1" --ignore-not-found -o 'jsonpath={.data.token}'); then
+        echo "make-tokens: cannot read Secret memq-token-$1 (see kubectl's error above); nothing changed" >&2
+        exit 1
+    fi
     [ -n "$data" ] && printf '%s' "$data" | base64 -d
     return 0
 }

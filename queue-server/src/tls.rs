@@ -68,17 +68,19 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Reads and checks the pair (see [`load_pair`]).
-    pub fn load(&self, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
+    /// Reads and checks the pair (see [`load_pair`]); with the bytes it loaded, so that a
+    /// reload compares with exactly what is served.
+    pub fn load(&self, provider: &CryptoProvider) -> Result<(Loaded, Pair), TlsError> {
         let (cert, key) = (read(&self.cert)?, read(&self.key)?);
-        load_pair(
+        let loaded = load_pair(
             &self.cert,
             &cert,
             &self.key,
             &key,
             provider,
             SystemTime::now(),
-        )
+        )?;
+        Ok((loaded, (cert, key)))
     }
 }
 
@@ -188,6 +190,9 @@ pub struct Tls {
     resolver: Arc<Resolver>,
     files: TlsFiles,
     provider: Arc<CryptoProvider>,
+    /// The files' contents as loaded at start: a change after that (while the store opens) is
+    /// a change for the reload too.
+    loaded: Pair,
 }
 
 impl Tls {
@@ -196,7 +201,7 @@ impl Tls {
     /// every reload.
     pub fn load(files: TlsFiles, not_after: Arc<AtomicI64>) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let loaded = files
+        let (loaded, pair) = files
             .load(&provider)
             .map_err(|e| anyhow::anyhow!("cannot serve HTTPS with --tls-cert/--tls-key: {e}"))?;
         let resolver = Arc::new(Resolver::new(loaded, not_after));
@@ -210,6 +215,7 @@ impl Tls {
             resolver,
             files,
             provider,
+            loaded: pair,
         })
     }
 
@@ -229,7 +235,7 @@ impl Tls {
             }
         };
         // The contents of the pair served now.
-        let mut served = read().await.ok();
+        let mut served = Some(self.loaded.clone());
         // A pair that did not load: what was read, why, and whether that was logged.
         let mut failing: Option<(Result<Pair, String>, String, bool)> = None;
         let mut tick = tokio::time::interval(RELOAD_INTERVAL);
@@ -282,7 +288,7 @@ impl Tls {
 }
 
 /// The contents of a certificate file and a key file.
-type Pair = (Vec<u8>, Vec<u8>);
+pub type Pair = (Vec<u8>, Vec<u8>);
 
 #[cfg(test)]
 mod tests {

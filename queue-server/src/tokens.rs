@@ -60,9 +60,9 @@ impl std::str::FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == text)
-            .ok_or_else(|| {
-                format!("unknown role {text:?}: use reader, producer, consumer or admin")
-            })
+            // The value is not repeated: on a line whose fields are out of order it could be
+            // the token.
+            .ok_or_else(|| "unknown role: use reader, producer, consumer or admin".to_string())
     }
 }
 
@@ -81,26 +81,28 @@ impl Queues {
 
     /// Checks that the glob can match some queue name: a queue name holds letters, digits,
     /// `.`, `_` and `-` and starts with a letter or digit, so a glob with any other character,
-    /// or one that starts with `.`, `_` or `-`, would match nothing.
+    /// or one that starts with `.`, `_` or `-`, would match nothing. Errors do not repeat the
+    /// glob (a line with its fields out of order could hold the token there).
     pub fn parse(text: &str) -> Result<Self, String> {
         if let Some(bad) = text
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '*' | '?')))
         {
             return Err(format!(
-                "queues glob {text:?} matches no queue: {bad:?} is not in any queue name (names \
+                "the queues glob matches no queue: {bad:?} is not in any queue name (names \
                  hold letters, digits, '.', '_' and '-'; the glob may add '*' and '?')"
             ));
         }
         if text.starts_with(['.', '_', '-']) {
-            return Err(format!(
-                "queues glob {text:?} matches no queue: queue names start with a letter or digit"
-            ));
+            return Err(
+                "the queues glob matches no queue: queue names start with a letter or digit"
+                    .to_string(),
+            );
         }
         if text.len() > memq::name::MAX_QUEUE_NAME_LEN && !text.contains('*') {
             return Err(format!(
-                "queues glob {text:?} matches no queue: it is longer than a queue name may be \
-                 ({} bytes)",
+                "the queues glob matches no queue: it is longer than a queue name may be ({} \
+                 bytes)",
                 memq::name::MAX_QUEUE_NAME_LEN
             ));
         }
@@ -239,9 +241,10 @@ fn parse_line(line: &str) -> Result<([u8; 32], Grant), String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
-        return Err(format!(
-            "the name {name:?} may hold only letters, digits, '.', '_' and '-'"
-        ));
+        return Err(
+            "the name (the first field) may hold only letters, digits, '.', '_' and '-'"
+                .to_string(),
+        );
     }
     let role: Role = role.parse()?;
     let queues = Queues::parse(queues)?;
@@ -251,6 +254,13 @@ fn parse_line(line: &str) -> Result<([u8; 32], Grant), String> {
         })?,
         None => sha256(token.as_bytes()),
     };
+    // No request could ever be refused for lacking a token it would then hold.
+    if digest == sha256(b"") {
+        return Err(format!(
+            "the token of {name:?} is the SHA-256 of an empty token (was the variable hashed \
+             unset?); give it a digest of a real token"
+        ));
+    }
     Ok((
         digest,
         Grant {
@@ -279,13 +289,6 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
         .expect("SHA-256 is 32 bytes")
 }
 
-/// Reads and parses a tokens file, saying which file on error.
-pub fn read_tokens_file(path: &Path) -> anyhow::Result<TokenSet> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read --tokens-file {}: {e}", path.display()))?;
-    TokenSet::parse(&text).map_err(|e| anyhow::anyhow!("--tokens-file {}: {e}", path.display()))
-}
-
 /// The tokens the server accepts, or none (no auth). Cheap to read on every request.
 #[derive(Debug)]
 pub struct Tokens {
@@ -295,6 +298,8 @@ pub struct Tokens {
     file: Option<PathBuf>,
     /// The admin token of `--token` / `--token-file`, kept beside the file's entries.
     admin: Option<String>,
+    /// The file's content as loaded at start: a change after that is a change for the watch.
+    loaded: Option<Vec<u8>>,
 }
 
 /// How often `--tokens-file` is checked for a change.
@@ -303,14 +308,26 @@ pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 impl Tokens {
     /// From `--token`/`--token-file` (already read into `admin`) and `--tokens-file`.
     pub fn load(admin: Option<&str>, file: Option<&Path>) -> anyhow::Result<Self> {
-        let set = match (admin, file) {
+        let loaded = file
+            .map(|path| {
+                std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read --tokens-file {}: {e}", path.display())
+                })
+            })
+            .transpose()?;
+        let set = match (admin, &loaded) {
             (None, None) => None,
-            (admin, file) => Some(ArcSwap::from_pointee(combine(admin, file)?)),
+            (admin, text) => Some(ArcSwap::from_pointee(combine(
+                admin,
+                text.as_deref(),
+                file,
+            )?)),
         };
         Ok(Tokens {
             set,
             file: file.map(Path::to_path_buf),
             admin: admin.map(str::to_string),
+            loaded,
         })
     }
 
@@ -331,7 +348,7 @@ impl Tokens {
         let (Some(path), Some(set)) = (self.file.clone(), self.set.as_ref()) else {
             return;
         };
-        let mut last = std::fs::read(&path).ok();
+        let mut last = self.loaded.clone();
         let mut tick = tokio::time::interval(RELOAD_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -354,7 +371,7 @@ impl Tokens {
                 continue;
             }
             last = now;
-            match combine(self.admin.as_deref(), Some(&path)) {
+            match combine(self.admin.as_deref(), last.as_deref(), Some(&path)) {
                 Ok(new) => {
                     tracing::info!(file = %path.display(), tokens = new.len(), "--tokens-file reloaded");
                     set.store(Arc::new(new));
@@ -368,9 +385,20 @@ impl Tokens {
     }
 }
 
-fn combine(admin: Option<&str>, file: Option<&Path>) -> anyhow::Result<TokenSet> {
-    let mut set = match file {
-        Some(path) => read_tokens_file(path)?,
+/// The set of `--tokens-file`'s content `text` (read from `file`, named in errors) and the admin
+/// token.
+fn combine(
+    admin: Option<&str>,
+    text: Option<&[u8]>,
+    file: Option<&Path>,
+) -> anyhow::Result<TokenSet> {
+    let name = file.map_or("?".into(), |p| p.display().to_string());
+    let mut set = match text {
+        Some(bytes) => {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("--tokens-file {name} is not UTF-8 text"))?;
+            TokenSet::parse(text).map_err(|e| anyhow::anyhow!("--tokens-file {name}: {e}"))?
+        }
         None => TokenSet::default(),
     };
     if let Some(token) = admin {
@@ -420,8 +448,13 @@ mod tests {
         let bad = [
             ("a producer q", "line 1: 3 fields where 4 are expected"),
             ("a producer q t extra", "5 fields"),
-            ("a writer q t", "unknown role \"writer\""),
-            ("a/b reader q t", "the name \"a/b\""),
+            ("a writer q t", "line 1: unknown role: use reader"),
+            ("a/b reader q t", "the name (the first field)"),
+            (
+                "a reader q sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                "SHA-256 of an empty token",
+            ),
+            ("tok3n-s3cret a reader q", "line 1: unknown role"),
             ("a reader keygen/* t", "matches no queue"),
             ("a reader -x* t", "start with a letter or digit"),
             ("a reader q sha256:abc", "not 64 hex digits"),
@@ -439,6 +472,7 @@ mod tests {
             let err = TokenSet::parse(text).unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
             assert!(!err.contains(" t\"") && !err.contains("\"u\""), "{err}");
+            assert!(!err.contains("tok3n"), "{err}");
         }
     }
 

@@ -29,7 +29,7 @@ use kube_cluster::{Cluster, Kubelet, kubectl_path, repo_root};
 use memq::{Autoscale, CreateJobRequest, QueueConfigPatch};
 use queue_server::kube::RBAC_VERBS;
 use queue_server::testing::{ServerProcess, eventually, metric};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
 /// How long a state of the control plane may take to come about: the whole suite shares a
@@ -333,6 +333,18 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
             assert!(
                 template.contains("--server=https://queue:8080/memq/server")
                     && template.contains("MEMQ_CA_CERT"),
+                "{template}"
+            );
+            // The launched Jobs' template is a copy of the base's: the same token, required.
+            let job: Value = serde_saphyr::from_str(&template).expect("the template parses");
+            let worker = &job["spec"]["template"]["spec"]["containers"][0];
+            let token = worker["env"]
+                .as_array()
+                .and_then(|env| env.iter().find(|e| e["name"] == "MEMQ_TOKEN"))
+                .map(|e| e["valueFrom"]["secretKeyRef"].clone());
+            assert_eq!(
+                token,
+                Some(json!({"name": "memq-token-consumer", "key": "token"})),
                 "{template}"
             );
             let certificate: Value = serde_json::from_str(

@@ -50,11 +50,13 @@ pub fn check(state: &AppState, rule: Rule, queue: Option<&str>, headers: &Header
         Access::Page | Access::PublicRead if state.config.public_reads => return Verdict::Open,
         _ => {}
     }
-    let given = headers
+    // No token is no token, whatever digest a tokens file holds.
+    let grant = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or_default();
-    let Some(grant) = state.tokens.find(given) else {
+        .filter(|token| !token.is_empty())
+        .and_then(|token| state.tokens.find(token));
+    let Some(grant) = grant else {
         return match rule.access {
             Access::Page => Verdict::AskForToken,
             _ => Verdict::Refuse,

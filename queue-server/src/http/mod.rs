@@ -218,7 +218,11 @@ impl App {
             Ok(found) => {
                 let path = &app.paths[*found.value];
                 let rule = path.rule(&method);
-                queue = path_param(found.params.get("queue"));
+                // A queue name that does not decode is no name a glob covers (and a 400 after).
+                queue = found
+                    .params
+                    .get("queue")
+                    .map(|raw| path_param(Some(raw)).unwrap_or_default());
                 if rule.audit.is_some() {
                     subject = queue
                         .clone()

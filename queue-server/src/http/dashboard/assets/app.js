@@ -994,8 +994,8 @@ function refreshLeases(d) {
   const L = state.leases;
   if (!L || L.name !== d.name || L.busy) return;
   if (state.token && (!state.session || !covers(d.name))) {
-    // Asking what the token may do; or its glob does not hold this queue (the server would
-    // refuse, also with --public-reads: a token given is a token checked).
+    // Asking what the token may do; or its glob does not hold this queue: not this token's
+    // queue, so not shown (with --public-reads the server would answer anyone).
     if (state.session) setText("leases-note", outsideNote(d.name));
     return;
   }
