@@ -396,3 +396,101 @@ async fn a_bad_tokens_file_stops_the_server_at_start_with_the_line_and_reason() 
         assert!(!err.contains("zz-secret"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_scoped_token_sees_only_its_queues_in_the_views_of_every_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, TOKENS).unwrap();
+    let server = TestServer::start(Config {
+        tokens_file: Some(file),
+        ..Config::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let base = format!("{}/memq/server", server.url());
+    for q in ["q1", "q2", "other"] {
+        let put = http
+            .put(format!("{base}/queues/{q}"))
+            .bearer_auth("admin-s3cret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 201);
+    }
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let get = async |path: &str, token: &str| {
+        let resp = http
+            .get(format!("{base}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    let (status, stats) = get("/stats", "reader-s3cret").await;
+    assert_eq!(
+        (status, names(&stats)),
+        (200, vec!["q1".to_string(), "q2".into()])
+    );
+    let (_, all) = get("/stats", "admin-s3cret").await;
+    assert_eq!(names(&all), ["other", "q1", "q2"]);
+
+    // The stream's first event, once the sampler has seen all three queues.
+    eventually(
+        Duration::from_secs(15),
+        "the stream shows q1 and q2 only",
+        || async {
+            let mut resp = http
+                .get(format!("{base}/stats/stream"))
+                .bearer_auth("reader-s3cret")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut text = String::new();
+            while !text.contains("\n\n") {
+                match resp.chunk().await.map_err(|e| e.to_string())? {
+                    Some(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+                    None => break,
+                }
+            }
+            let data = text
+                .lines()
+                .find_map(|l| l.strip_prefix("data:"))
+                .ok_or(text.clone())?;
+            let event: serde_json::Value =
+                serde_json::from_str(data.trim()).map_err(|e| e.to_string())?;
+            match names(&event) {
+                n if n == ["q1", "q2"] => Ok(()),
+                n => Err(format!("{n:?}")),
+            }
+        },
+    )
+    .await;
+
+    let (_, history) = get("/stats/history?seconds=60", "reader-s3cret").await;
+    let seen = names(&history);
+    assert!(
+        seen.contains(&"q1".to_string()) && !seen.contains(&"other".to_string()),
+        "{history}"
+    );
+    let (status, refused) = get("/stats/history?queue=other", "reader-s3cret").await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (403, Some("forbidden")),
+        "{refused}"
+    );
+    let (status, _) = get("/stats/history?queue=other", "hashed-s3cret").await;
+    assert_eq!(status, 200, "a reader of every queue");
+    server.shutdown().await;
+}

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -113,4 +114,16 @@ fn forbidden_message(grant: &Grant, need: Need, queue: Option<&str>) -> String {
         ),
         Need::AllQueues => format!("this needs an admin token for every queue (`*`): {what}"),
     }
+}
+
+/// The queues a request may see on the routes that show many (`/stats`, the stream, the
+/// history): those of its token's glob, or every queue with no token to go by (an open server,
+/// `--public-reads`) or a token for `*`. A handler takes it as an extractor.
+pub type Seen = Option<Extension<Arc<Grant>>>;
+
+/// The glob `seen` narrows to; `None` when it shows every queue.
+pub fn narrowed(seen: &Seen) -> Option<&Arc<Grant>> {
+    seen.as_ref()
+        .map(|Extension(grant)| grant)
+        .filter(|grant| !grant.queues.is_all())
 }

@@ -13,13 +13,13 @@ use memq::{
     LeaseList, Message, MessageList, QueueConfigPatch, QueueObject, QueueStats, Stats,
 };
 
-use super::AppState;
 use super::batch::{BatchKind, check_item, check_key, parse_batch};
 use super::extract::{
     Consumer, ItemPath, LeasePath, Params, QueueName, json_object, read_body, utf8,
 };
 use super::openapi::{BatchMode, DequeueAnswer, EnqueueAnswer};
 use super::wire::{EnqueueResultOut, MessageListOut, MessageOut};
+use super::{AppState, auth};
 use crate::broker::NewItem;
 use crate::error::{Error, Result};
 use crate::store::{
@@ -57,11 +57,15 @@ pub(crate) struct QueuePath {
 
 /// `GET /stats`.
 #[utoipa::path(get, path = "/memq/server/stats", tag = "queues",
-    responses((status = 200, description = "Every queue, sorted by name (kuard's stats)", body = Stats)))]
-pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>> {
+    responses((status = 200, description = "Every queue, sorted by name (kuard's stats); with a scoped token (`--tokens-file`), the queues its glob covers", body = Stats)))]
+pub async fn stats(State(state): State<AppState>, seen: auth::Seen) -> Result<Json<Stats>> {
+    let mut queues = state.store.stats().await?;
+    if let Some(grant) = auth::narrowed(&seen) {
+        queues.retain(|q| grant.queues.covers(&q.name));
+    }
     Ok(Json(Stats {
         kind: "stats".into(),
-        queues: state.store.stats().await?,
+        queues,
     }))
 }
 

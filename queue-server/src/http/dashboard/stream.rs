@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dashboard::{Published, QueueSeries, SAMPLE_EVERY, SAMPLES_KEPT};
 use crate::error::Result;
-use crate::http::AppState;
 use crate::http::extract::Params;
+use crate::http::{AppState, auth};
 use crate::store::rfc3339_ms;
+use crate::tokens::Grant;
 
 /// How long a browser's `EventSource` waits before it reconnects.
 const RECONNECT_HINT: Duration = Duration::from_secs(2);
@@ -30,7 +31,11 @@ const RECONNECT_HINT: Duration = Duration::from_secs(2);
     params(("changes" = Option<bool>, Query, description = "After the first snapshot, send only what changed: `statsDelta` events with the rows that changed and `removed`, the queues that went (a whole `stats` snapshot again whenever a sample was skipped)")),
     responses((status = 200, description = "Server-sent events: one `data:` line per stats snapshot (a stats object with rateIn and rateOut per queue and the sample's `seq`), the first at once, then one a second",
         body = String, content_type = "text/event-stream")))]
-pub async fn stats_stream(State(state): State<AppState>, params: Params) -> Result<Response> {
+pub async fn stats_stream(
+    State(state): State<AppState>,
+    seen: auth::Seen,
+    params: Params,
+) -> Result<Response> {
     let changes = match params.get("changes") {
         None | Some("false") => false,
         Some("true") => true,
@@ -40,6 +45,7 @@ pub async fn stats_stream(State(state): State<AppState>, params: Params) -> Resu
         state.dashboard.subscribe(),
         state.dashboard.shutdown().clone(),
         changes,
+        auth::narrowed(&seen).cloned(),
     )
     .map(Ok::<_, Infallible>);
     let sse = Sse::new(events).keep_alive(KeepAlive::default());
@@ -56,17 +62,19 @@ pub async fn stats_stream(State(state): State<AppState>, params: Params) -> Resu
 
 /// One event per snapshot: the current one first, then each new one, ending at `shutdown`.
 /// With `changes`, a sample that follows the one sent before goes as its delta; after a gap (a
-/// slow client skipped samples) the whole snapshot goes again.
+/// slow client skipped samples) the whole snapshot goes again. With `only`, a token's glob,
+/// each event keeps only the queues it covers.
 fn snapshots(
     mut live: watch::Receiver<Arc<Published>>,
     shutdown: CancellationToken,
     changes: bool,
+    only: Option<Arc<Grant>>,
 ) -> impl Stream<Item = Event> + Send + 'static {
     // The current snapshot counts as unseen, so a new client gets it without waiting a second.
     live.mark_changed();
     stream::unfold(
-        (live, shutdown, None::<u64>),
-        move |(mut live, shutdown, sent)| async move {
+        (live, shutdown, None::<u64>, only),
+        move |(mut live, shutdown, sent, only)| async move {
             tokio::select! {
                 // Shutdown first: once it fires, no more events even if a snapshot is waiting.
                 biased;
@@ -79,13 +87,33 @@ fn snapshots(
                 Some(seq) if changes && sample.seq == seq + 1 => &sample.delta,
                 _ => &sample.full,
             };
-            let mut event = Event::default().data(&**data);
+            let mut event = match &only {
+                None => Event::default().data(&**data),
+                Some(grant) => Event::default().data(covered_only(data, grant)),
+            };
             if sent.is_none() {
                 event = event.retry(RECONNECT_HINT);
             }
-            Some((event, (live, shutdown, Some(sample.seq))))
+            Some((event, (live, shutdown, Some(sample.seq), only)))
         },
     )
+}
+
+/// A published event (a `stats` or `statsDelta` object) with only the rows and `removed` names
+/// of the queues `grant` covers.
+fn covered_only(data: &str, grant: &Grant) -> String {
+    let Ok(mut event) = serde_json::from_str::<serde_json::Value>(data) else {
+        // The sampler's own JSON: never here. Nothing rather than everything.
+        return "{}".to_string();
+    };
+    let covers = |name: &serde_json::Value| name.as_str().is_some_and(|n| grant.queues.covers(n));
+    if let Some(rows) = event.get_mut("queues").and_then(|v| v.as_array_mut()) {
+        rows.retain(|row| covers(&row["name"]));
+    }
+    if let Some(removed) = event.get_mut("removed").and_then(|v| v.as_array_mut()) {
+        removed.retain(covers);
+    }
+    event.to_string()
 }
 
 /// Answer of `GET /memq/server/stats/history`.
@@ -118,15 +146,27 @@ pub struct HistoryBody {
     ))]
 pub async fn stats_history(
     State(state): State<AppState>,
+    seen: auth::Seen,
     params: Params,
 ) -> Result<Json<HistoryBody>> {
     let queue = params.get("queue");
+    let only = auth::narrowed(&seen);
     if let Some(name) = queue {
         memq::name::validate_queue_name(name).map_err(crate::Error::InvalidQueueName)?;
+        if let Some(grant) = only.filter(|g| !g.queues.covers(name)) {
+            return Err(crate::Error::Forbidden(format!(
+                "token {:?} covers queues {:?}, not {name:?}",
+                grant.name,
+                grant.queues.as_str()
+            )));
+        }
     }
     let most = SAMPLES_KEPT as u64 * SAMPLE_EVERY.as_secs();
     let seconds = params.int("seconds", 1, most)?.unwrap_or(most) as usize;
-    let window = state.dashboard.window(queue, seconds);
+    let mut window = state.dashboard.window(queue, seconds);
+    if let Some(grant) = only {
+        window.queues.retain(|q| grant.queues.covers(&q.name));
+    }
     Ok(Json(HistoryBody {
         kind: "statsHistory",
         interval_seconds: SAMPLE_EVERY.as_secs(),
@@ -170,7 +210,7 @@ mod tests {
     async fn a_new_client_gets_the_current_snapshot_at_once_then_each_new_one() {
         let (tx, rx) = watch::channel(sample(1));
         let shutdown = CancellationToken::new();
-        let mut events = Box::pin(snapshots(rx, shutdown.clone(), false));
+        let mut events = Box::pin(snapshots(rx, shutdown.clone(), false, None));
         assert_eq!(text(events.next().now_or_never()), "full 1", "at once");
         assert!(events.next().now_or_never().is_none(), "nothing new yet");
         tx.send_replace(sample(2));
@@ -186,7 +226,7 @@ mod tests {
     #[tokio::test]
     async fn with_changes_a_client_gets_deltas_and_the_whole_snapshot_after_a_gap() {
         let (tx, rx) = watch::channel(sample(5));
-        let mut events = Box::pin(snapshots(rx, CancellationToken::new(), true));
+        let mut events = Box::pin(snapshots(rx, CancellationToken::new(), true, None));
         assert_eq!(text(events.next().now_or_never()), "full 5");
         tx.send_replace(sample(6));
         assert_eq!(text(events.next().now_or_never()), "delta 6");
@@ -201,9 +241,22 @@ mod tests {
     #[tokio::test]
     async fn the_stream_ends_when_the_sampler_is_gone() {
         let (tx, rx) = watch::channel(sample(1));
-        let mut events = Box::pin(snapshots(rx, CancellationToken::new(), true));
+        let mut events = Box::pin(snapshots(rx, CancellationToken::new(), true, None));
         assert!(events.next().now_or_never().flatten().is_some());
         drop(tx);
         assert!(matches!(events.next().now_or_never(), Some(None)));
+    }
+
+    #[test]
+    fn a_scoped_token_sees_only_the_rows_and_removals_of_its_queues() {
+        let grant = crate::tokens::TokenSet::parse("look reader q* t\n").unwrap();
+        let grant = grant.find(b"t").unwrap();
+        let delta = r#"{"kind":"statsDelta","seq":3,"queues":[{"name":"q1","depth":1},{"name":"other","depth":2},{"name":"q2","depth":0}],"removed":["q9","secret"]}"#;
+        let seen: serde_json::Value = serde_json::from_str(&covered_only(delta, grant)).unwrap();
+        assert_eq!(
+            seen,
+            serde_json::json!({"kind":"statsDelta","seq":3,"queues":[{"name":"q1","depth":1},{"name":"q2","depth":0}],"removed":["q9"]})
+        );
+        assert_eq!(covered_only("not json", grant), "{}");
     }
 }
