@@ -13,8 +13,10 @@
 //!   tokens file: the producer Job (the queue made by its init container with the admin token,
 //!   the items by the producer token), then the consumers Job with `parallelism: 5`, to
 //!   `Complete`, with one consumer SIGKILLed and restarted as `restartPolicy` says; the
-//!   consumer token is refused an admin action; a rerun keeps the tokens, `--rotate` replaces
-//!   them and the server takes the new file without a restart.
+//!   consumer token is refused an admin action; a rerun keeps the tokens; `--rotate` makes new
+//!   ones and the server, taking the new file without a restart, accepts the old and the new
+//!   alike (a second `--rotate` is refused) until `--retire-previous`, after which the old
+//!   tokens answer 401.
 
 mod kube_cluster;
 
@@ -1125,6 +1127,13 @@ async fn the_autoscaler_backs_off_from_a_refusing_api_server() {
 
 /// Runs scripts/make-tokens.sh as the admin of `cluster` in namespace `ns`; what it said.
 async fn make_tokens(cluster: &Cluster, ns: &str, extra: &[&str]) -> String {
+    let (success, said) = run_make_tokens(cluster, ns, extra).await;
+    assert!(success, "scripts/make-tokens.sh failed: {said}");
+    said
+}
+
+/// Runs scripts/make-tokens.sh as [`make_tokens`] does; whether it exited 0, and what it said.
+async fn run_make_tokens(cluster: &Cluster, ns: &str, extra: &[&str]) -> (bool, String) {
     let out = tokio::process::Command::new("bash")
         .arg(repo_root().join("scripts/make-tokens.sh"))
         .args(["--namespace", ns])
@@ -1140,11 +1149,7 @@ async fn make_tokens(cluster: &Cluster, ns: &str, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        out.status.success(),
-        "scripts/make-tokens.sh failed: {said}"
-    );
-    said
+    (out.status.success(), said)
 }
 
 /// Key `key` of Secret `name` in `ns`, read through the API.
@@ -1325,8 +1330,7 @@ async fn the_walkthrough_runs_to_complete_on_the_real_job_controller() {
     assert_eq!(err.status(), Some(403), "{err}");
     assert_eq!(consumer.queue("keygen").await.unwrap().acked, 100);
 
-    // Again: every token kept, the same file. --rotate: four new tokens, and the server takes
-    // the new file (as the kubelet swaps the mounted Secret) without a restart.
+    // Again: every token kept, the same file.
     let said = make_tokens(&cluster, &ns, &[]).await;
     assert_eq!(said.matches(": kept").count(), 4, "{said}");
     assert_eq!(role_tokens(&cluster, &ns).await, tokens);
@@ -1334,26 +1338,129 @@ async fn the_walkthrough_runs_to_complete_on_the_real_job_controller() {
         secret_value(&cluster, &ns, "memq-tokens", "tokens").await,
         file_text
     );
-    make_tokens(&cluster, &ns, &["--rotate"]).await;
+
+    // Rotation, step 1, --rotate: four new tokens; memq-tokens holds their digests under the role
+    // names and the old ones as ROLE-previous lines (same role and queues), so that the server,
+    // taking the new file (as the kubelet swaps the mounted Secret) without a restart, accepts
+    // the old tokens and the new alike while the clients restart.
+    let said = make_tokens(&cluster, &ns, &["--rotate"]).await;
+    assert!(
+        said.contains("--retire-previous"),
+        "says what comes next: {said}"
+    );
     let rotated = role_tokens(&cluster, &ns).await;
+    let rotated_text = secret_value(&cluster, &ns, "memq-tokens", "tokens").await;
     for ((role, old), (_, new)) in tokens.iter().zip(&rotated) {
         assert_ne!(old, new, "{role}: not rotated");
-    }
-    std::fs::write(
-        &tokens_file,
-        secret_value(&cluster, &ns, "memq-tokens", "tokens").await,
-    )
-    .unwrap();
-    let new_consumer = rotated.iter().find(|(r, _)| *r == "consumer").unwrap();
-    let new_consumer = client_of(&server).with_token(Some(new_consumer.1.clone()));
-    eventually(LIMIT, "the rotated tokens in force", || async {
-        let old = consumer.queue("keygen").await.map_err(|e| e.status());
-        let new = new_consumer.queue("keygen").await.map_err(|e| e.status());
-        match (old, new) {
-            (Err(Some(401)), Ok(_)) => Ok(()),
-            other => Err(format!("{other:?}")),
+        for secret in [old, new] {
+            assert!(
+                !said.contains(secret.as_str()),
+                "make-tokens.sh printed a token"
+            );
+            assert!(
+                !rotated_text.contains(secret.as_str()),
+                "the server's file holds a token"
+            );
         }
+        let old_line = file_text
+            .lines()
+            .find(|l| l.starts_with(&format!("{role} ")))
+            .unwrap();
+        let previous = old_line.replacen(role, &format!("{role}-previous"), 1);
+        assert!(
+            rotated_text.lines().any(|l| l == previous),
+            "{rotated_text}"
+        );
+        assert!(
+            rotated_text
+                .lines()
+                .any(|l| l.starts_with(&format!("{role} {role} * sha256:")) && l != old_line),
+            "{rotated_text}"
+        );
+    }
+    assert_eq!(
+        rotated_text.lines().filter(|l| !l.starts_with('#')).count(),
+        8,
+        "{rotated_text}"
+    );
+    std::fs::write(&tokens_file, &rotated_text).unwrap();
+    let clients_of = |set: &[(&'static str, String)]| -> Vec<(&'static str, memq::Client)> {
+        set.iter()
+            .map(|(role, t)| (*role, client_of(&server).with_token(Some(t.clone()))))
+            .collect()
+    };
+    let old_clients = clients_of(&tokens);
+    let new_clients = clients_of(&rotated);
+    // The new tokens first: once they answer the server has the new file, and the old ones
+    // must answer from that same file.
+    eventually(LIMIT, "the old and the new tokens in force", || async {
+        for (role, client) in new_clients.iter().chain(&old_clients) {
+            client
+                .queue("keygen")
+                .await
+                .map_err(|e| format!("{role}: {e}"))?;
+        }
+        Ok(())
     })
     .await;
+    // The old consumer token keeps its role: refused an admin action (403), not unknown (401).
+    let err = consumer.delete_queue("keygen").await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+
+    // Between the steps a rerun keeps everything, and a second --rotate is refused: a client may
+    // still hold a previous token.
+    let said = make_tokens(&cluster, &ns, &[]).await;
+    assert_eq!(said.matches(": kept").count(), 4, "{said}");
+    assert_eq!(
+        secret_value(&cluster, &ns, "memq-tokens", "tokens").await,
+        rotated_text
+    );
+    let (success, said) = run_make_tokens(&cluster, &ns, &["--rotate"]).await;
+    assert!(!success, "a second --rotate ran: {said}");
+    assert!(said.contains("--retire-previous"), "{said}");
+    assert_eq!(role_tokens(&cluster, &ns).await, rotated);
+    assert_eq!(
+        secret_value(&cluster, &ns, "memq-tokens", "tokens").await,
+        rotated_text
+    );
+
+    // Step 2, --retire-previous: only the ROLE-previous lines go; from the server's next reload
+    // the old tokens answer 401 and the new ones work.
+    let said = make_tokens(&cluster, &ns, &["--retire-previous"]).await;
+    assert_eq!(role_tokens(&cluster, &ns).await, rotated, "{said}");
+    let retired_text = secret_value(&cluster, &ns, "memq-tokens", "tokens").await;
+    let expected: String = rotated_text
+        .lines()
+        .filter(|l| !l.contains("-previous "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(retired_text, expected);
+    std::fs::write(&tokens_file, &retired_text).unwrap();
+    eventually(LIMIT, "the old tokens retired", || async {
+        for (role, client) in &old_clients {
+            let answer = client
+                .queue("keygen")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.status());
+            if answer != Err(Some(401)) {
+                return Err(format!("old {role}: {answer:?}"));
+            }
+        }
+        for (role, client) in &new_clients {
+            client
+                .queue("keygen")
+                .await
+                .map_err(|e| format!("new {role}: {e}"))?;
+        }
+        Ok(())
+    })
+    .await;
+    // Again: nothing left to retire, nothing changes.
+    make_tokens(&cluster, &ns, &["--retire-previous"]).await;
+    assert_eq!(
+        secret_value(&cluster, &ns, "memq-tokens", "tokens").await,
+        retired_text
+    );
     kubelet.stop().await;
 }
