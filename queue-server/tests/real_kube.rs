@@ -365,40 +365,33 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
     let bad = r#"{"apiVersion":"keda.sh/v1alpha1","kind":"ScaledJob","metadata":{"name":"x"},
         "spec":{"jobTargetRef":{"template":{"spec":{"containers":[{"name":"c","image":"i"}]}}},
         "triggers":[{"type":"metrics-api","metadata":{}}],"noSuchField":1}}"#;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.json");
-    std::fs::write(&file, bad).unwrap();
-    let refused = cluster
-        .kubectl(&[
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "-n",
-            &ns,
-            "-f",
-            &file.display().to_string(),
-        ])
-        .await
-        .unwrap_err();
+    let refused = refused_on_dry_run(&cluster, &ns, bad).await;
     assert!(refused.contains("noSuchField"), "{refused}");
     // And cert-manager's: a Certificate without its secretName is refused.
     let bad = r#"{"apiVersion":"cert-manager.io/v1","kind":"Certificate","metadata":{"name":"x"},
         "spec":{"dnsNames":["queue"],"issuerRef":{"name":"memq-ca"}}}"#;
-    let file = dir.path().join("bad-certificate.json");
-    std::fs::write(&file, bad).unwrap();
-    let refused = cluster
+    let refused = refused_on_dry_run(&cluster, &ns, bad).await;
+    assert!(refused.contains("secretName"), "{refused}");
+}
+
+/// What the API server says when `object` (JSON) is applied to `ns` as a server-side dry run;
+/// fails the test if it takes it.
+async fn refused_on_dry_run(cluster: &Cluster, ns: &str, object: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("object.json");
+    std::fs::write(&file, object).unwrap();
+    cluster
         .kubectl(&[
             "apply",
             "--server-side",
             "--dry-run=server",
             "-n",
-            &ns,
+            ns,
             "-f",
             &file.display().to_string(),
         ])
         .await
-        .unwrap_err();
-    assert!(refused.contains("secretName"), "{refused}");
+        .expect_err("the API server refuses it")
 }
 
 /// Custom resource definitions of a project, from a directory of its Go module.

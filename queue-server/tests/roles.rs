@@ -90,6 +90,19 @@ fn concrete(path: &str) -> String {
     }
 }
 
+/// A server with [`TOKENS`] as its `--tokens-file` (kept in the returned directory).
+async fn with_tokens(config: Config) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, TOKENS).unwrap();
+    let server = TestServer::start(Config {
+        tokens_file: Some(file),
+        ..config
+    })
+    .await;
+    (server, dir)
+}
+
 async fn call(
     http: &reqwest::Client,
     url: &str,
@@ -107,14 +120,7 @@ async fn call(
 
 #[tokio::test]
 async fn every_route_answers_each_role_as_the_table_says() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tokens");
-    std::fs::write(&file, TOKENS).unwrap();
-    let server = TestServer::start(Config {
-        tokens_file: Some(file),
-        ..Config::default()
-    })
-    .await;
+    let (server, _dir) = with_tokens(Config::default()).await;
     let http = reqwest::Client::new();
     let routes = table();
     let declared: Vec<String> = routes
@@ -192,11 +198,7 @@ async fn every_route_answers_each_role_as_the_table_says() {
 
 #[tokio::test]
 async fn the_session_says_what_the_token_may_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tokens");
-    std::fs::write(&file, TOKENS).unwrap();
-    let server = TestServer::start(Config {
-        tokens_file: Some(file),
+    let (server, _dir) = with_tokens(Config {
         token: Some("plain-admin".into()),
         ..Config::default()
     })
@@ -399,14 +401,7 @@ async fn a_bad_tokens_file_stops_the_server_at_start_with_the_line_and_reason() 
 
 #[tokio::test]
 async fn a_scoped_token_sees_only_its_queues_in_the_views_of_every_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tokens");
-    std::fs::write(&file, TOKENS).unwrap();
-    let server = TestServer::start(Config {
-        tokens_file: Some(file),
-        ..Config::default()
-    })
-    .await;
+    let (server, _dir) = with_tokens(Config::default()).await;
     let http = reqwest::Client::new();
     let base = format!("{}/memq/server", server.url());
     for q in ["q1", "q2", "other"] {

@@ -244,17 +244,25 @@ impl ServerProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let port = free_port();
+        Self::launch(bin.into(), args, env, None).await
+    }
+
+    async fn launch(
+        bin: std::path::PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<tempfile::NamedTempFile>,
+    ) -> Self {
         let mut server = Self {
-            bin: bin.into(),
+            bin,
             args: args.iter().map(|a| a.to_string()).collect(),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            port,
+            port: free_port(),
             child: None,
-            log: None,
+            log,
         };
         server.spawn().await;
         server
@@ -267,20 +275,8 @@ impl ServerProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let port = free_port();
-        let mut server = Self {
-            bin: bin.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            port,
-            child: None,
-            log: Some(tempfile::NamedTempFile::new().expect("a log file")),
-        };
-        server.spawn().await;
-        server
+        let log = tempfile::NamedTempFile::new().expect("a log file");
+        Self::launch(bin.into(), args, env, Some(log)).await
     }
 
     /// What it logged so far (with [`ServerProcess::start_logged`]; empty otherwise).
