@@ -562,15 +562,7 @@ async fn keygen_prints_one_key_per_item() {
 async fn drains_an_https_server_with_ca_cert_and_says_what_to_do_without_it() {
     let scratch = Scratch::new("https");
     let ca = queue_server::testing::TestCa::new();
-    let (cert, key) = ca.issue(2040).write(&scratch.dir);
-    let ca_file = scratch.path("ca.crt");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let server = queue_server::testing::TestServer::start(queue_server::Config {
-        tls_cert: Some(cert),
-        tls_key: Some(key),
-        ..Default::default()
-    })
-    .await;
+    let (server, ca_file) = ca.https_server(&scratch.dir).await;
     let base = server.base_url();
     assert!(base.starts_with("https://"));
     let client = memq::Client::new_trusting(&base, Some(&ca_file)).unwrap();

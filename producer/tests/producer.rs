@@ -350,15 +350,7 @@ async fn a_refused_batch_is_exit_1_with_the_servers_reason() {
 async fn loads_an_https_server_with_ca_cert_and_says_what_to_do_without_it() {
     let dir = tempfile::tempdir().unwrap();
     let ca = queue_server::testing::TestCa::new();
-    let (cert, key) = ca.issue(2040).write(dir.path());
-    let ca_file = dir.path().join("ca.crt");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let server = TestServer::start(queue_server::Config {
-        tls_cert: Some(cert),
-        tls_key: Some(key),
-        ..Default::default()
-    })
-    .await;
+    let (server, ca_file) = ca.https_server(dir.path()).await;
     let base = server.base_url();
     assert!(base.starts_with("https://"));
 

@@ -69,6 +69,21 @@ impl TestCa {
         }
     }
 
+    /// A test server on HTTPS with a certificate of this CA (valid until 2040, files in
+    /// `dir`), and this CA's certificate written to `dir/ca.crt` for clients' `--ca-cert`.
+    pub async fn https_server(&self, dir: &Path) -> (super::TestServer, PathBuf) {
+        let (cert, key) = self.issue(2040).write(dir);
+        let ca_file = dir.join("ca.crt");
+        std::fs::write(&ca_file, self.pem()).expect("write the CA certificate");
+        let server = super::TestServer::start(crate::Config {
+            tls_cert: Some(cert),
+            tls_key: Some(key),
+            ..Default::default()
+        })
+        .await;
+        (server, ca_file)
+    }
+
     /// A reqwest client that trusts this CA (and no other), with the TLS details of each
     /// response kept (`reqwest::tls::TlsInfo`) and a connection of its own (no pool shared
     /// with other clients).
