@@ -112,7 +112,7 @@ pub async fn serve(
     // After the last fallible step, so that an early return leaves no task behind.
     let background = tokio::spawn(store.clone().run_background());
     let sampler = tokio::spawn(sampler.run());
-    let watcher = tokio::spawn(tokens.watch(cancel.clone()));
+    let watcher = tokio::spawn(tokens.watch(metrics.tokens(), cancel.clone()));
     let autoscaler = match (&jobs, autoscale) {
         (kube::Jobs::Ready(launcher), true) => {
             let autoscaler = kube::Autoscaler::new(

@@ -33,6 +33,7 @@ pub struct Metrics {
     scrape: Mutex<()>,
     /// The serving certificate's notAfter in unix seconds; [`NO_CERTIFICATE`] without TLS.
     certificate_not_after: Arc<AtomicI64>,
+    tokens: TokenMetrics,
 }
 
 /// [`Metrics::certificate_not_after`] while no certificate is served: the gauge is absent.
@@ -67,6 +68,17 @@ impl Metrics {
             "Consumer Jobs the autoscaler launched",
             autoscaler.launched_jobs.clone(),
         );
+        let tokens = TokenMetrics::default();
+        registry.register(
+            "memq_tokens",
+            "Bearer tokens accepted now (--tokens-file entries, plus one for --token)",
+            tokens.count.clone(),
+        );
+        registry.register(
+            "memq_tokens_file_reloads",
+            "Changes of --tokens-file seen, by result: loaded, or kept (it did not parse; the tokens before stay)",
+            tokens.reloads.clone(),
+        );
         let queues = Arc::new(Mutex::new(Scrape::default()));
         registry.register_collector(Box::new(QueueCollector {
             queues: queues.clone(),
@@ -84,6 +96,7 @@ impl Metrics {
             queues,
             scrape: Mutex::new(()),
             certificate_not_after,
+            tokens,
         }
     }
 
@@ -97,6 +110,11 @@ impl Metrics {
     /// certificate's notAfter here (unix seconds), at start and on every reload.
     pub fn certificate_not_after(&self) -> Arc<AtomicI64> {
         self.certificate_not_after.clone()
+    }
+
+    /// `memq_tokens` and `memq_tokens_file_reloads_total`, for the tokens file's watch.
+    pub fn tokens(&self) -> TokenMetrics {
+        self.tokens.clone()
     }
 
     /// The autoscaler's counters, for its loop to update.
@@ -255,6 +273,26 @@ impl AutoscalerMetrics {
     /// Counts one launched Job.
     pub fn launched(&self) {
         self.launched_jobs.inc();
+    }
+}
+
+/// `memq_tokens` and `memq_tokens_file_reloads_total{result}`. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct TokenMetrics {
+    count: Gauge,
+    reloads: Family<[(&'static str, &'static str); 1], Counter>,
+}
+
+impl TokenMetrics {
+    /// Sets how many tokens are accepted now.
+    pub fn accepted(&self, tokens: usize) {
+        self.count.set(i64::try_from(tokens).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one change of the file: `loaded`, or `kept` (it did not parse).
+    pub fn reloaded(&self, loaded: bool) {
+        let result = if loaded { "loaded" } else { "kept" };
+        self.reloads.get_or_create(&[("result", result)]).inc();
     }
 }
 

@@ -18,6 +18,8 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use wildmatch::WildMatch;
 
+use crate::metrics::TokenMetrics;
+
 /// What a token may do. `producer` and `consumer` each add their work to `reader`'s reads;
 /// `admin` may do everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -344,7 +346,8 @@ impl Tokens {
 
     /// Re-reads `--tokens-file` each [`RELOAD_EVERY`] until `cancel`, swapping in a new set
     /// when its content changed and parses; a broken file keeps the last good set.
-    pub async fn watch(self: Arc<Self>, cancel: CancellationToken) {
+    pub async fn watch(self: Arc<Self>, metrics: TokenMetrics, cancel: CancellationToken) {
+        metrics.accepted(self.set.as_ref().map_or(0, |set| set.load().len()));
         let (Some(path), Some(set)) = (self.file.clone(), self.set.as_ref()) else {
             return;
         };
@@ -374,12 +377,17 @@ impl Tokens {
             match combine(self.admin.as_deref(), last.as_deref(), Some(&path)) {
                 Ok(new) => {
                     tracing::info!(file = %path.display(), tokens = new.len(), "--tokens-file reloaded");
+                    metrics.accepted(new.len());
+                    metrics.reloaded(true);
                     set.store(Arc::new(new));
                 }
-                Err(e) => tracing::warn!(
-                    error = %e,
-                    "--tokens-file changed but does not parse; keeping the tokens read before (fix the line named)"
-                ),
+                Err(e) => {
+                    metrics.reloaded(false);
+                    tracing::warn!(
+                        error = %e,
+                        "--tokens-file changed but does not parse; keeping the tokens read before (fix the line named)"
+                    );
+                }
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use queue_server::Config;
 use queue_server::http::routes::{Access, table};
-use queue_server::testing::{ServerProcess, TestServer, eventually};
+use queue_server::testing::{ServerProcess, TestServer, eventually, metric};
 use reqwest::Method;
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
@@ -348,6 +348,16 @@ async fn the_file_is_reloaded_under_load_and_a_broken_one_keeps_the_last_good_to
         .await
         .unwrap();
     assert_eq!(del.status(), 200, "the admin kept from the last good file");
+    let url = server.url();
+    assert_eq!(metric(&url, "memq_tokens ").await, 3.0);
+    assert_eq!(
+        metric(&url, "memq_tokens_file_reloads_total{result=\"loaded\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&url, "memq_tokens_file_reloads_total{result=\"kept\"}").await,
+        1.0
+    );
 
     // The load ends (every enqueue with a answered 200 through both changes), then a good file
     // again, without a: a is refused from then on.
