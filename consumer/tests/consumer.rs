@@ -524,6 +524,41 @@ async fn tokens_are_sent_and_a_wrong_one_fails_fast() {
     let mut right = Consumer::start(&scratch, "right", &base, "q", &args, &out);
     assert_eq!(right.exit(LIMIT).await.code(), Some(0), "{}", right.log());
     assert_eq!(record_counts(&out).len(), 3);
+
+    // --token-file: the token read from a file (a mounted Secret's key), here with a line break.
+    load(&client, "q", None, &items(2)).await;
+    let file = scratch.path("token");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let file_arg = file.display().to_string();
+    let mut args = vec!["--token-file", file_arg.as_str()];
+    args.extend(RECORD);
+    let mut from_file = Consumer::start(&scratch, "file", &base, "q", &args, &out);
+    assert_eq!(
+        from_file.exit(LIMIT).await.code(),
+        Some(0),
+        "{}",
+        from_file.log()
+    );
+    assert_eq!(client.queue("q").await.unwrap().acked, 5);
+
+    // An empty file: a usage error that says what to do.
+    std::fs::write(&file, "").unwrap();
+    let mut empty = Consumer::start(
+        &scratch,
+        "empty",
+        &base,
+        "q",
+        &["--token-file", file_arg.as_str(), "--work", "noop"],
+        &out,
+    );
+    assert_eq!(empty.exit(LIMIT).await.code(), Some(2), "{}", empty.log());
+    assert!(
+        empty
+            .log()
+            .contains("it is empty; write the bearer token into it"),
+        "{}",
+        empty.log()
+    );
     server.shutdown().await;
 }
 

@@ -222,7 +222,7 @@ impl Dequeued {
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: Option<String>,
+    token: Option<crate::token::TokenSource>,
     consumer: Option<String>,
 }
 
@@ -272,8 +272,23 @@ impl Client {
 
     /// Sends `Authorization: Bearer TOKEN` with every request.
     pub fn with_token(mut self, token: Option<String>) -> Self {
-        self.token = token.filter(|t| !t.is_empty());
+        self.token = token
+            .filter(|t| !t.is_empty())
+            .map(crate::token::TokenSource::fixed);
         self
+    }
+
+    /// Sends the token of `source` with every request: with a file
+    /// ([`crate::token::TokenSource::file`]) the token follows the file as it changes, and a
+    /// request refused with 401 is sent once more at once if the file holds another token by then.
+    pub fn with_token_source(mut self, source: Option<crate::token::TokenSource>) -> Self {
+        self.token = source;
+        self
+    }
+
+    /// Where this client's token comes from, if it sends one.
+    pub fn token_source(&self) -> Option<&crate::token::TokenSource> {
+        self.token.as_ref()
     }
 
     /// Names this client on every dequeue (`X-Memq-Consumer`), so the server lists its leases
@@ -289,20 +304,20 @@ impl Client {
         if let Some(limit) = limit {
             req = req.query(&[("limit", limit)]);
         }
-        Self::json(req).await
+        self.json(req).await
     }
 
     /// `GET /queues/{q}/items/{id}`: where an item is now (ready, delayed, leased or dead).
     pub async fn item(&self, queue: &str, id: &str) -> Result<crate::ItemInfo, Error> {
         let mut path = Self::queue_path(queue, "/items/");
         path.extend(form_escape(id));
-        Self::json(self.request(Method::GET, &path)).await
+        self.json(self.request(Method::GET, &path)).await
     }
 
     /// `GET /queues/{q}/items?key=KEY`: where the item enqueued with producer key `key` is now.
     pub async fn item_by_key(&self, queue: &str, key: &str) -> Result<crate::ItemInfo, Error> {
         let req = self.request(Method::GET, &Self::queue_path(queue, "/items"));
-        Self::json(req.query(&[("key", key)])).await
+        self.json(req.query(&[("key", key)])).await
     }
 
     /// The base URL this client talks to.
@@ -310,15 +325,9 @@ impl Client {
         &self.base
     }
 
+    /// A request to `path` under the base URL; [`Client::send`] adds the token.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.authorized(self.http.request(method, format!("{}{}", self.base, path)))
-    }
-
-    fn authorized(&self, req: RequestBuilder) -> RequestBuilder {
-        match &self.token {
-            Some(token) => req.bearer_auth(token),
-            None => req,
-        }
+        self.http.request(method, format!("{}{}", self.base, path))
     }
 
     fn queue_path(queue: &str, rest: &str) -> String {
@@ -330,16 +339,40 @@ impl Client {
         path
     }
 
-    async fn send(req: RequestBuilder) -> Result<reqwest::Response, Error> {
-        let resp = req.send().await?;
+    /// Sends `req` with the token; a 401 with a token file that holds another token by now is
+    /// sent once more with that one (a rotation the client had not seen yet).
+    async fn send(&self, req: RequestBuilder) -> Result<reqwest::Response, Error> {
+        let resp = match &self.token {
+            None => req.send().await?,
+            Some(source) => {
+                let token = source.current();
+                // Only a file's token can change; a streamed body cannot be sent twice.
+                let again = source.path().and_then(|_| req.try_clone());
+                let resp = req.bearer_auth(&*token).send().await?;
+                match again {
+                    Some(again) if resp.status() == StatusCode::UNAUTHORIZED => {
+                        match source.reload_after_refusal(&token) {
+                            Some(new) => {
+                                tracing::info!(
+                                    "the server refused the token (401) and the token file holds another one: sending the request again with it"
+                                );
+                                again.bearer_auth(&*new).send().await?
+                            }
+                            None => resp,
+                        }
+                    }
+                    _ => resp,
+                }
+            }
+        };
         if resp.status().is_success() {
             return Ok(resp);
         }
         Err(api_error(resp).await)
     }
 
-    async fn json<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, Error> {
-        let resp = Self::send(req).await?;
+    async fn json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, Error> {
+        let resp = self.send(req).await?;
         decode(resp).await
     }
 
@@ -353,7 +386,7 @@ impl Client {
         if let Some(config) = config {
             req = req.json(config);
         }
-        let resp = Self::send(req).await?;
+        let resp = self.send(req).await?;
         let created = resp.status() == StatusCode::CREATED;
         let obj: QueueObject = decode(resp).await?;
         Ok((obj.queue, created))
@@ -361,27 +394,29 @@ impl Client {
 
     /// `GET /queues/{q}`.
     pub async fn queue(&self, queue: &str) -> Result<QueueStats, Error> {
-        let obj: QueueObject =
-            Self::json(self.request(Method::GET, &Self::queue_path(queue, ""))).await?;
+        let obj: QueueObject = self
+            .json(self.request(Method::GET, &Self::queue_path(queue, "")))
+            .await?;
         Ok(obj.queue)
     }
 
     /// `DELETE /queues/{q}`.
     pub async fn delete_queue(&self, queue: &str) -> Result<(), Error> {
-        Self::send(self.request(Method::DELETE, &Self::queue_path(queue, ""))).await?;
+        self.send(self.request(Method::DELETE, &Self::queue_path(queue, "")))
+            .await?;
         Ok(())
     }
 
     /// `POST /queues/{q}/drain`, `/pause` or `/resume` (`action` is the last path segment).
     pub async fn queue_action(&self, queue: &str, action: &str) -> Result<QueueStats, Error> {
         let path = Self::queue_path(queue, &format!("/{action}"));
-        let obj: QueueObject = Self::json(self.request(Method::POST, &path)).await?;
+        let obj: QueueObject = self.json(self.request(Method::POST, &path)).await?;
         Ok(obj.queue)
     }
 
     /// `GET /stats`.
     pub async fn stats(&self) -> Result<Stats, Error> {
-        Self::json(self.request(Method::GET, "/stats")).await
+        self.json(self.request(Method::GET, "/stats")).await
     }
 
     /// `POST /queues/{q}/enqueue` with one item.
@@ -400,7 +435,7 @@ impl Client {
         if let Some(id) = &opts.id {
             req = req.query(&[("id", id)]);
         }
-        Self::json(req).await
+        self.json(req).await
     }
 
     /// `POST /queues/{q}/enqueue?batch=json`: all items or none.
@@ -438,7 +473,7 @@ impl Client {
         if let Some(delay) = delay {
             req = req.query(&[("delay", secs(delay))]);
         }
-        Self::json(req).await
+        self.json(req).await
     }
 
     /// `POST /queues/{q}/dequeue` with the given options.
@@ -460,7 +495,7 @@ impl Client {
         if let Some(name) = &self.consumer {
             req = req.header(headers::CONSUMER, name);
         }
-        let resp = Self::send(req.timeout(timeout)).await?;
+        let resp = self.send(req.timeout(timeout)).await?;
         if resp.status() == StatusCode::NO_CONTENT {
             let h = resp.headers();
             let num = |name: &str| {
@@ -497,7 +532,8 @@ impl Client {
 
     /// `POST /queues/{q}/leases/{lease}/ack`.
     pub async fn ack(&self, queue: &str, lease: &str) -> Result<(), Error> {
-        Self::send(self.request(Method::POST, &Self::lease_path(queue, lease, "ack"))).await?;
+        self.send(self.request(Method::POST, &Self::lease_path(queue, lease, "ack")))
+            .await?;
         Ok(())
     }
 
@@ -512,7 +548,7 @@ impl Client {
         if let Some(delay) = delay {
             req = req.query(&[("delay", secs(delay))]);
         }
-        Self::send(req).await?;
+        self.send(req).await?;
         Ok(())
     }
 
@@ -527,12 +563,12 @@ impl Client {
         if let Some(d) = duration {
             req = req.query(&[("lease", secs(d))]);
         }
-        Self::json(req).await
+        self.json(req).await
     }
 
     /// `POST /queues/{q}/ack` with many lease ids.
     pub async fn ack_batch(&self, queue: &str, leases: &[String]) -> Result<AckResult, Error> {
-        Self::json(
+        self.json(
             self.request(Method::POST, &Self::queue_path(queue, "/ack"))
                 .json(leases),
         )
@@ -549,22 +585,23 @@ impl Client {
         if let Some(limit) = limit {
             req = req.query(&[("limit", limit)]);
         }
-        let list: DeadLetterList = Self::json(req).await?;
+        let list: DeadLetterList = self.json(req).await?;
         Ok(list.messages)
     }
 
     /// `POST /queues/{q}/dead/requeue`: dead letters back to ready; returns how many.
     pub async fn requeue_dead(&self, queue: &str) -> Result<u64, Error> {
-        let r: CountResult =
-            Self::json(self.request(Method::POST, &Self::queue_path(queue, "/dead/requeue")))
-                .await?;
+        let r: CountResult = self
+            .json(self.request(Method::POST, &Self::queue_path(queue, "/dead/requeue")))
+            .await?;
         Ok(r.count)
     }
 
     /// `DELETE /queues/{q}/dead`: purges the dead letters; returns how many.
     pub async fn purge_dead(&self, queue: &str) -> Result<u64, Error> {
-        let r: CountResult =
-            Self::json(self.request(Method::DELETE, &Self::queue_path(queue, "/dead"))).await?;
+        let r: CountResult = self
+            .json(self.request(Method::DELETE, &Self::queue_path(queue, "/dead")))
+            .await?;
         Ok(r.count)
     }
 
@@ -576,21 +613,20 @@ impl Client {
     }
 
     fn root_request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.authorized(
-            self.http
-                .request(method, format!("{}{}", self.root_url(), path)),
-        )
+        self.http
+            .request(method, format!("{}{}", self.root_url(), path))
     }
 
     /// `GET /jobs`: the consumer Jobs the server launched in its namespace.
     pub async fn jobs(&self) -> Result<JobList, Error> {
-        Self::json(self.root_request(Method::GET, "/jobs")).await
+        self.json(self.root_request(Method::GET, "/jobs")).await
     }
 
     /// `POST /jobs`: launches a consumer Job for `request.queue` from the server's template.
     pub async fn create_job(&self, request: &CreateJobRequest) -> Result<JobSummary, Error> {
-        let obj: JobObject =
-            Self::json(self.root_request(Method::POST, "/jobs").json(request)).await?;
+        let obj: JobObject = self
+            .json(self.root_request(Method::POST, "/jobs").json(request))
+            .await?;
         Ok(obj.job)
     }
 
@@ -598,7 +634,7 @@ impl Client {
     pub async fn delete_job(&self, name: &str) -> Result<JobSummary, Error> {
         let mut path = String::from("/jobs/");
         path.extend(form_escape(name));
-        let obj: JobObject = Self::json(self.root_request(Method::DELETE, &path)).await?;
+        let obj: JobObject = self.json(self.root_request(Method::DELETE, &path)).await?;
         Ok(obj.job)
     }
 
@@ -608,7 +644,7 @@ impl Client {
         if let Some(limit) = limit {
             req = req.query(&[("limit", limit)]);
         }
-        let list: MessageList = Self::json(req).await?;
+        let list: MessageList = self.json(req).await?;
         Ok(list.messages)
     }
 }

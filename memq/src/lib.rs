@@ -14,6 +14,7 @@
 //!   (`30`, `1.5`, `500ms`, `30s`, `2m`, `1m30s`).
 //! - [`name`]: the queue-name rule.
 //! - [`retry`]: retrying a request with backoff until a deadline, for the command-line tools.
+//! - [`token`]: the bearer token, fixed or followed in a file (a mounted Secret) as it rotates.
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -24,10 +25,14 @@ pub mod logging;
 pub mod name;
 #[cfg(feature = "client")]
 pub mod retry;
+#[cfg(feature = "client")]
+pub mod token;
 pub mod types;
 
 #[cfg(feature = "client")]
 pub use client::{Client, DequeueOptions, Dequeued, EnqueueOptions, Error, trust_ca_file};
+#[cfg(feature = "client")]
+pub use token::{TokenFileError, TokenSource};
 pub use types::*;
 
 /// Path under which the queue API lives on a server (kuard's MemQ base path).

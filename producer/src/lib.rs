@@ -109,7 +109,9 @@ pub fn client(args: &Args) -> Result<memq::Client, Error> {
         http = memq::trust_ca_file(http, path).map_err(|e| Error::Usage(e.to_string()))?;
     }
     let http = http.build().map_err(|e| Error::Usage(e.to_string()))?;
-    Ok(memq::Client::with_http(http, args.server.clone()).with_token(args.token.clone()))
+    let token = memq::TokenSource::from_flags(args.token.clone(), args.token_file.as_deref())
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    Ok(memq::Client::with_http(http, args.server.clone()).with_token_source(token))
 }
 
 /// Whether bars are drawn.

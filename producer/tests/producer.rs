@@ -33,6 +33,7 @@ fn producer(base: &str, args: &[&str]) -> Command {
         .args(args)
         .env("RUST_LOG", "info")
         .env_remove("MEMQ_TOKEN")
+        .env_remove("MEMQ_TOKEN_FILE")
         .env_remove("MEMQ_QUEUE")
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -274,6 +275,56 @@ async fn wait_follows_the_queue_until_it_is_finished() {
         stdout.contains("queue follow finished after") && stdout.contains("50 acked, 0 dead"),
         "{stdout}"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_file_sends_the_token_in_the_file_and_a_bad_one_is_a_usage_error() {
+    let server = TestServer::start(queue_server::Config {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .await;
+    let base = server.base_url();
+    let file = scratch_file("token", "s3cret\n");
+    let file_arg = file.display().to_string();
+    let out = run(producer(
+        &base,
+        &["-q", "q", "--create", "--token-file", &file_arg, "a", "b"],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // MEMQ_TOKEN_FILE as a Job sets it.
+    let mut cmd = producer(&base, &["-q", "q", "c"]);
+    cmd.env("MEMQ_TOKEN_FILE", &file);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let client = server.client().with_token(Some("s3cret".into()));
+    assert_eq!(client.queue("q").await.unwrap().enqueued, 3);
+
+    // An empty file, a missing one, or a file with --token: exit 2, saying what to do.
+    let empty = scratch_file("empty-token", "\n");
+    let empty_arg = empty.display().to_string();
+    let out = run(producer(
+        &base,
+        &["-q", "q", "--token-file", &empty_arg, "x"],
+    ))
+    .await;
+    assert_one_line_error(&out, 2, "it is empty; write the bearer token into it");
+    let out = run(producer(
+        &base,
+        &["-q", "q", "--token-file", "/no/such/token", "x"],
+    ))
+    .await;
+    assert_one_line_error(&out, 2, "cannot use --token-file /no/such/token");
+    let mut cmd = producer(&base, &["-q", "q", "--token-file", &file_arg, "x"]);
+    cmd.env("MEMQ_TOKEN", "s3cret");
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(client.queue("q").await.unwrap().enqueued, 3);
+    for f in [file, empty] {
+        let _ = std::fs::remove_file(f);
+    }
     server.shutdown().await;
 }
 

@@ -92,6 +92,7 @@ async fn post_jobs_creates_exactly_the_template_job_for_the_queue() {
                         "runAsNonRoot": true,
                         "runAsUser": 65532,
                         "runAsGroup": 65532,
+                        "fsGroup": 65532,
                         "seccompProfile": { "type": "RuntimeDefault" },
                     },
                     "containers": [{
@@ -104,15 +105,15 @@ async fn post_jobs_creates_exactly_the_template_job_for_the_queue() {
                             "--queue=keygen",
                         ],
                         "env": [
-                            {
-                                "name": "MEMQ_TOKEN",
-                                "valueFrom": { "secretKeyRef": {
-                                    "name": "memq-token-consumer", "key": "token",
-                                } },
-                            },
+                            { "name": "MEMQ_TOKEN_FILE", "value": "/var/run/memq/token/token" },
                             { "name": "MEMQ_SERVER", "value": "http://queue:8080/memq/server" },
                             { "name": "MEMQ_QUEUE", "value": "keygen" },
                         ],
+                        "volumeMounts": [{
+                            "name": "memq-token",
+                            "mountPath": "/var/run/memq/token",
+                            "readOnly": true,
+                        }],
                         "resources": {
                             "requests": { "cpu": "50m", "memory": "32Mi" },
                             "limits": { "cpu": "500m", "memory": "128Mi" },
@@ -122,6 +123,11 @@ async fn post_jobs_creates_exactly_the_template_job_for_the_queue() {
                             "readOnlyRootFilesystem": true,
                             "capabilities": { "drop": ["ALL"] },
                         },
+                    }],
+                    // The whole Secret (0440): the consumer follows a rotated token in it.
+                    "volumes": [{
+                        "name": "memq-token",
+                        "secret": { "secretName": "memq-token-consumer", "defaultMode": 288 },
                     }],
                 },
             },

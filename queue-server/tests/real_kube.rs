@@ -337,16 +337,35 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
                     && template.contains("MEMQ_CA_CERT"),
                 "{template}"
             );
-            // The launched Jobs' template is a copy of the base's: the same token, required.
+            // The launched Jobs' template is a copy of the base's: the same token, required, as
+            // a file of the whole Secret's volume (followed through a rotation), not from env.
             let job: Value = serde_saphyr::from_str(&template).expect("the template parses");
-            let worker = &job["spec"]["template"]["spec"]["containers"][0];
-            let token = worker["env"]
-                .as_array()
-                .and_then(|env| env.iter().find(|e| e["name"] == "MEMQ_TOKEN"))
-                .map(|e| e["valueFrom"]["secretKeyRef"].clone());
+            let pod = &job["spec"]["template"]["spec"];
+            let worker = &pod["containers"][0];
+            let env = worker["env"].as_array().cloned().unwrap_or_default();
+            let file = env.iter().find(|e| e["name"] == "MEMQ_TOKEN_FILE");
             assert_eq!(
-                token,
-                Some(json!({"name": "memq-token-consumer", "key": "token"})),
+                file.map(|e| &e["value"]),
+                Some(&json!("/var/run/memq/token/token")),
+                "{template}"
+            );
+            assert!(!env.iter().any(|e| e["name"] == "MEMQ_TOKEN"), "{template}");
+            let mount = worker["volumeMounts"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["name"] == "memq-token"));
+            assert_eq!(
+                mount,
+                Some(
+                    &json!({"name": "memq-token", "mountPath": "/var/run/memq/token", "readOnly": true})
+                ),
+                "{template}"
+            );
+            let volume = pod["volumes"]
+                .as_array()
+                .and_then(|v| v.iter().find(|v| v["name"] == "memq-token"));
+            assert_eq!(
+                volume.map(|v| (&v["secret"]["secretName"], v["secret"].get("optional"))),
+                Some((&json!("memq-token-consumer"), None)),
                 "{template}"
             );
             let certificate: Value = serde_json::from_str(

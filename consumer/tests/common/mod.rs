@@ -74,6 +74,7 @@ impl Consumer {
             .env("OUT", out)
             .env("RUST_LOG", "info")
             .env_remove("MEMQ_TOKEN")
+            .env_remove("MEMQ_TOKEN_FILE")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -271,12 +271,13 @@ struct Ctx {
 /// A node named after the test's namespace, kept Ready, that runs every pod the scheduler binds
 /// to it: its init containers one after the other, each to exit 0 (again after a failure unless
 /// `restartPolicy: Never`), then the first container's command and args (`/usr/local/bin/X` is
-/// our binary X), each as a local process with the pod's env (values, Secret and ConfigMap keys, the downward API's name and
-/// namespace), `HOSTNAME` the pod's name, and every `//SERVICE:PORT` in args and env replaced
-/// by the loopback address that serves it. It reports Running, restarts the container as the
-/// pod's `restartPolicy` says (counting `restartCount`), reports Succeeded or Failed with the
-/// exit code, and on deletion stops the process and removes the pod. No images, no isolation:
-/// test code only.
+/// our binary X), each as a local process with the pod's env (values, Secret and ConfigMap keys,
+/// the downward API's name and namespace), `HOSTNAME` the pod's name, its Secret volumes as
+/// files in a directory of the pod's own, and every `//SERVICE:PORT` and Secret volume mount
+/// path in args and env replaced by the loopback address that serves it or by that directory. It
+/// reports Running, restarts the container as the pod's `restartPolicy` says (counting
+/// `restartCount`), reports Succeeded or Failed with the exit code, and on deletion stops the
+/// process and removes the pod. No images, no isolation: test code only.
 pub struct Kubelet {
     ctx: Arc<Ctx>,
     stop: watch::Sender<bool>,
@@ -606,16 +607,96 @@ async fn container_command(
             env.push((var.name.clone(), value));
         }
     }
+    let mounts = secret_volumes(ctx, pod, c).await?;
     let resolve = |text: &str| {
         let mut text = text.to_string();
         for (service, target) in &ctx.services {
             text = text.replace(service.as_str(), target);
+        }
+        for (mount_path, dir) in &mounts {
+            text = text.replace(mount_path.as_str(), dir);
         }
         text
     };
     let args = args.iter().map(|a| resolve(a)).collect();
     let env = env.into_iter().map(|(k, v)| (k, resolve(&v))).collect();
     Ok((program, args, env))
+}
+
+/// The Secret volumes `c` mounts (other volumes are not mounted), written as files (each key,
+/// or each of `items`, at its path) under a directory of the pod's own: the mount paths and those directories, longest mount
+/// path first, for [`container_command`] to map paths in args and env. Written again at every
+/// start, as the Secret is then. A missing Secret (or key) fails the start unless `optional`.
+async fn secret_volumes(
+    ctx: &Ctx,
+    pod: &Pod,
+    c: &Container,
+) -> Result<Vec<(String, String)>, String> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
+    let mut mounts = Vec::new();
+    for mount in c.volume_mounts.iter().flatten() {
+        // Other kinds of volume (emptyDir, configMap, ...) are not mounted, as before.
+        let Some((volume, source)) = volumes
+            .iter()
+            .find(|v| v.name == mount.name)
+            .and_then(|v| Some((v, v.secret.as_ref()?)))
+        else {
+            continue;
+        };
+        if mount.sub_path.is_some() {
+            return Err(format!(
+                "volumeMount {}: no subPath in the test kubelet",
+                mount.name
+            ));
+        }
+        let secret_name = source.secret_name.clone().unwrap_or_default();
+        let optional = source.optional.unwrap_or(false);
+        let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace)
+            .get_opt(&secret_name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let data = match (secret, optional) {
+            (Some(s), _) => s.data.unwrap_or_default(),
+            (None, true) => BTreeMap::new(),
+            (None, false) => return Err(format!("secret {secret_name} not found")),
+        };
+        let files: Vec<(String, String)> = match &source.items {
+            Some(items) => items
+                .iter()
+                .map(|i| (i.key.clone(), i.path.clone()))
+                .collect(),
+            None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+        };
+        let dir = ctx.log_dir.join("volumes").join(&name).join(&volume.name);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for (key, path) in files {
+            let Some(value) = data.get(&key) else {
+                if optional {
+                    continue;
+                }
+                return Err(format!("secret {secret_name} key {key} not found"));
+            };
+            // Swapped in whole, as the kubelet does: a reader never sees half a file.
+            let target = dir.join(&path);
+            let next = dir.join(format!(".{}.next", path.replace('/', "_")));
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&next, &value.0).map_err(|e| e.to_string())?;
+            std::fs::rename(&next, &target).map_err(|e| e.to_string())?;
+        }
+        mounts.push((
+            mount.mount_path.trim_end_matches('/').to_string(),
+            dir.display().to_string(),
+        ));
+    }
+    mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+    Ok(mounts)
 }
 
 /// The life of one pod on the node: run, restart as its policy says, report, and on deletion
