@@ -71,7 +71,8 @@ command -v sha256sum >/dev/null 2>&1 || { say "sha256sum not found (GNU coreutil
 
 ns_args=()
 [ -n "$namespace" ] && ns_args=(--namespace "$namespace")
-kube() { "$KUBECTL" "${ns_args[@]}" "$@"; }
+# ${a[@]+...}: an empty array under `set -u` on bash before 4.4 too.
+kube() { "$KUBECTL" ${ns_args[@]+"${ns_args[@]}"} "$@"; }
 
 # The names of the previous tokens during a rotation: reader-previous, producer-previous, ...
 previous_names=""
@@ -147,7 +148,7 @@ if $retire; then
 else
     if $rotate && [ "$previous_count" -gt 0 ]; then
         say "memq-tokens still holds the previous tokens of the last --rotate ($(awk '{ printf "%s%s", sep, $1; sep = ", " }' "$work/previous")),"
-        say "which clients may still use. Restart the clients on the current tokens, then run"
+        say "which clients may still use. Once every client runs on the current tokens, run"
         say "  scripts/make-tokens.sh$next_args --retire-previous"
         say "and --rotate again. Nothing changed."
         exit 1
@@ -229,14 +230,16 @@ secret_yaml() {
             app.kubernetes.io/name=memq-rs app.kubernetes.io/part-of=memq-rs
 }
 
+# The server's file first: if the apply stops halfway, no client holds a token the server
+# does not know.
 {
+    secret_yaml memq-tokens tokens "$work/tokens"
     if ! $retire; then
         for role in "${ROLES[@]}"; do
-            secret_yaml "memq-token-$role" token "$work/$role"
             echo "---"
+            secret_yaml "memq-token-$role" token "$work/$role"
         done
     fi
-    secret_yaml memq-tokens tokens "$work/tokens"
 } >"$work/secrets.yaml"
 
 if $print; then
@@ -254,12 +257,14 @@ elif $rotate; then
     say "done: both the old and the new tokens work once the server has the new memq-tokens. Next:"
     say "  1. wait for the server to take it: the kubelet updates its volume within a minute or two,"
     say "     then its log says \`--tokens-file reloaded\` (or: a request with a new token answers)"
-    say "  2. restart the client pods, which read their token at start:"
-    say "     kubectl${next_args} delete pod -l app.kubernetes.io/component=consumer; rerun the producer Job"
+    say "  2. wait for the clients: pods that read the token from its file (MEMQ_TOKEN_FILE, the"
+    say "     manifests' Jobs) take the new one when the kubelet updates their volume (their log:"
+    say "     \`token file changed\`); restart any that take it from MEMQ_TOKEN, which read it at start"
     say "  3. scripts/make-tokens.sh$next_args --retire-previous    (from then on the old tokens answer 401)"
 else
     say "done: the queue server reads memq-tokens within a second of the kubelet updating its volume;"
-    say "pods that read a memq-token-ROLE Secret take a changed token at their next start"
+    say "pods that read their memq-token-ROLE from its file take a changed token when the kubelet"
+    say "updates their volume, pods that take it from MEMQ_TOKEN at their next start"
     if [ "$previous_count" -gt 0 ]; then
         say "the previous tokens of the last --rotate still work: once the clients run on the new ones,"
         say "  scripts/make-tokens.sh$next_args --retire-previous"

@@ -339,8 +339,10 @@ impl Client {
         path
     }
 
-    /// Sends `req` with the token; a 401 with a token file that holds another token by now is
-    /// sent once more with that one (a rotation the client had not seen yet).
+    /// Sends `req` with the token; a 401 with a token file that holds another token by now (a
+    /// rotation the client had not seen yet), or held one before (a rotation the server has not
+    /// seen yet), is sent once more with that one. The server refuses before it reads the body,
+    /// so a resent enqueue is not enqueued twice.
     async fn send(&self, req: RequestBuilder) -> Result<reqwest::Response, Error> {
         let resp = match &self.token {
             None => req.send().await?,
@@ -353,8 +355,8 @@ impl Client {
                     Some(again) if resp.status() == StatusCode::UNAUTHORIZED => {
                         match source.reload_after_refusal(&token) {
                             Some(new) => {
-                                tracing::info!(
-                                    "the server refused the token (401) and the token file holds another one: sending the request again with it"
+                                tracing::debug!(
+                                    "the server refused the token (401): sending the request again with the token file's other token"
                                 );
                                 again.bearer_auth(&*new).send().await?
                             }

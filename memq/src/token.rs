@@ -46,6 +46,8 @@ struct TokenFile {
 
 struct FileState {
     token: Arc<str>,
+    /// The token the file held before `token`, if it changed since the start.
+    previous: Option<Arc<str>>,
     /// What the file was when `token` was read: a change of any of these means a new file.
     stamp: Option<Stamp>,
     checked: Instant,
@@ -115,6 +117,7 @@ impl TokenSource {
             path,
             state: Mutex::new(FileState {
                 token: token.into(),
+                previous: None,
                 stamp: Some(stamp),
                 checked: Instant::now(),
                 problem: None,
@@ -156,11 +159,20 @@ impl TokenSource {
     }
 
     /// After the server refused `refused` (401): re-reads the file at once; the new token if it
-    /// is another one (the request is worth one more try), else `None`.
+    /// is another one (the request is worth one more try). Else, if the file changed before,
+    /// the token it held until then: during a rotation a client's Secret can be refreshed before
+    /// the server's tokens file is, and the server still takes the token before. Else `None`.
     pub fn reload_after_refusal(&self, refused: &str) -> Option<Arc<str>> {
         match &self.0 {
             Inner::Fixed(_) => None,
-            Inner::File(f) => Some(f.current(true)).filter(|t| &**t != refused),
+            Inner::File(f) => {
+                let now = f.current(true);
+                if &*now != refused {
+                    return Some(now);
+                }
+                let state = f.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.previous.clone().filter(|p| &**p != refused)
+            }
         }
     }
 }
@@ -184,7 +196,8 @@ impl TokenFile {
             Ok((token, stamp)) => {
                 if *token != *state.token {
                     tracing::info!(path = %self.path.display(), "token file changed: using its new token");
-                    state.token = token.into();
+                    let before = std::mem::replace(&mut state.token, token.into());
+                    state.previous = Some(before);
                 }
                 state.stamp = Some(stamp);
                 state.problem = None;
@@ -269,7 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn follows_the_file_at_most_once_a_second_and_at_once_after_a_refusal() {
+    fn follows_the_file_at_most_once_a_second_and_at_once_after_a_refusal_then_the_one_before() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "old\n").unwrap();
@@ -280,8 +293,13 @@ mod tests {
         // A refusal of the old token reads the file now.
         assert_eq!(source.reload_after_refusal("old").as_deref(), Some("new"));
         assert_eq!(&*source.current(), "new");
-        // Refused again with the same token: nothing new to try.
-        assert_eq!(source.reload_after_refusal("new"), None);
+        // The new one refused: the server may not have it yet, so the one before is worth a try.
+        assert_eq!(source.reload_after_refusal("new").as_deref(), Some("old"));
+        assert_eq!(
+            &*source.current(),
+            "new",
+            "the file's token stays the one sent first"
+        );
 
         // A second later the change is seen without a refusal.
         replace(&path, "newer\n");
@@ -291,12 +309,14 @@ mod tests {
         file.state.lock().unwrap().checked -= TOKEN_FILE_CHECK;
         assert_eq!(&*source.current(), "newer");
 
-        // An empty or missing file later keeps the last token.
+        // An empty or missing file later keeps the last token (and the one before it to try).
         replace(&path, "");
-        assert_eq!(source.reload_after_refusal("newer"), None);
+        assert_eq!(source.reload_after_refusal("newer").as_deref(), Some("new"));
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(source.reload_after_refusal("newer"), None);
+        assert_eq!(source.reload_after_refusal("newer").as_deref(), Some("new"));
         assert_eq!(&*source.current(), "newer");
+        // The one before refused: the current one is the other to try.
+        assert_eq!(source.reload_after_refusal("new").as_deref(), Some("newer"));
         std::fs::write(&path, "back\n").unwrap();
         assert_eq!(
             source.reload_after_refusal("newer").as_deref(),

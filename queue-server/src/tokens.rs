@@ -344,6 +344,18 @@ impl Tokens {
         self.set.as_ref()?.load().find(token).cloned()
     }
 
+    /// Whether `grant` is still one of the tokens in force (false once a reload replaced the
+    /// set: a long-lived response such as the stats stream then ends, and the client's next
+    /// request is checked against the new set).
+    pub fn holds(&self, grant: &Arc<Grant>) -> bool {
+        self.set.as_ref().is_some_and(|set| {
+            set.load()
+                .entries
+                .iter()
+                .any(|(_, g)| Arc::ptr_eq(g, grant))
+        })
+    }
+
     /// Re-reads `--tokens-file` each [`RELOAD_EVERY`] until `cancel`, swapping in a new set
     /// when its content changed and parses; a broken file keeps the last good set.
     pub async fn watch(self: Arc<Self>, metrics: TokenMetrics, cancel: CancellationToken) {
@@ -363,6 +375,7 @@ impl Tokens {
                 Ok(bytes) => Some(bytes),
                 Err(e) => {
                     if last.is_some() {
+                        metrics.reloaded(false);
                         tracing::warn!(file = %path.display(), error = %e,
                             "cannot read --tokens-file; keeping the tokens read before (restore the file)");
                     }

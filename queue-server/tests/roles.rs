@@ -411,7 +411,7 @@ async fn a_bad_tokens_file_stops_the_server_at_start_with_the_line_and_reason() 
 
 #[tokio::test]
 async fn a_scoped_token_sees_only_its_queues_in_the_views_of_every_queue() {
-    let (server, _dir) = with_tokens(Config::default()).await;
+    let (server, dir) = with_tokens(Config::default()).await;
     let http = reqwest::Client::new();
     let base = format!("{}/memq/server", server.url());
     for q in ["q1", "q2", "other"] {
@@ -497,5 +497,30 @@ async fn a_scoped_token_sees_only_its_queues_in_the_views_of_every_queue() {
     );
     let (status, _) = get("/stats/history?queue=other", "hashed-s3cret").await;
     assert_eq!(status, 200, "a reader of every queue");
+
+    // A stream outlives no reload: once the file changes (here: `look` retired), the open
+    // stream ends, and the same token's next request is checked against the new file.
+    let mut stream = http
+        .get(format!("{base}/stats/stream"))
+        .bearer_auth("reader-s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(stream.chunk().await.unwrap().is_some(), "the first event");
+    std::fs::write(
+        dir.path().join("tokens"),
+        TOKENS.replace("look    reader   q*      reader-s3cret\n", ""),
+    )
+    .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream went on after the reload");
+    let (status, _) = get("/stats", "reader-s3cret").await;
+    assert_eq!(status, 401, "the retired token");
+    let (status, _) = get("/stats", "hashed-s3cret").await;
+    assert_eq!(status, 200, "a token kept");
     server.shutdown().await;
 }

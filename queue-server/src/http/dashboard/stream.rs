@@ -5,11 +5,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures_util::{Stream, StreamExt, stream};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::http::extract::Params;
 use crate::http::{AppState, auth};
 use crate::store::rfc3339_ms;
-use crate::tokens::Grant;
+use crate::tokens::{Grant, Tokens};
 
 /// How long a browser's `EventSource` waits before it reconnects.
 const RECONNECT_HINT: Duration = Duration::from_secs(2);
@@ -45,7 +45,7 @@ pub async fn stats_stream(
         state.dashboard.subscribe(),
         state.dashboard.shutdown().clone(),
         changes,
-        auth::narrowed(&seen).cloned(),
+        seen.map(|Extension(grant)| (grant, state.tokens.clone())),
     )
     .map(Ok::<_, Infallible>);
     let sse = Sse::new(events).keep_alive(KeepAlive::default());
@@ -62,19 +62,21 @@ pub async fn stats_stream(
 
 /// One event per snapshot: the current one first, then each new one, ending at `shutdown`.
 /// With `changes`, a sample that follows the one sent before goes as its delta; after a gap (a
-/// slow client skipped samples) the whole snapshot goes again. With `only`, a token's glob,
-/// each event keeps only the queues it covers.
+/// slow client skipped samples) the whole snapshot goes again. With the token it was opened
+/// with, each event keeps only the queues the token covers, and the stream ends once the tokens
+/// are reloaded (the client's next request is checked against the new ones: a retired token's
+/// stream does not go on).
 fn snapshots(
     mut live: watch::Receiver<Arc<Published>>,
     shutdown: CancellationToken,
     changes: bool,
-    only: Option<Arc<Grant>>,
+    token: Option<(Arc<Grant>, Arc<Tokens>)>,
 ) -> impl Stream<Item = Event> + Send + 'static {
     // The current snapshot counts as unseen, so a new client gets it without waiting a second.
     live.mark_changed();
     stream::unfold(
-        (live, shutdown, None::<u64>, only),
-        move |(mut live, shutdown, sent, only)| async move {
+        (live, shutdown, None::<u64>, token),
+        move |(mut live, shutdown, sent, token)| async move {
             tokio::select! {
                 // Shutdown first: once it fires, no more events even if a snapshot is waiting.
                 biased;
@@ -87,14 +89,16 @@ fn snapshots(
                 Some(seq) if changes && sample.seq == seq + 1 => &sample.delta,
                 _ => &sample.full,
             };
-            let mut event = match &only {
+            let mut event = match &token {
                 None => Event::default().data(&**data),
-                Some(grant) => Event::default().data(covered_only(data, grant)),
+                Some((grant, tokens)) if !tokens.holds(grant) => return None,
+                Some((grant, _)) if grant.queues.is_all() => Event::default().data(&**data),
+                Some((grant, _)) => Event::default().data(covered_only(data, grant)),
             };
             if sent.is_none() {
                 event = event.retry(RECONNECT_HINT);
             }
-            Some((event, (live, shutdown, Some(sample.seq), only)))
+            Some((event, (live, shutdown, Some(sample.seq), token)))
         },
     )
 }
