@@ -124,25 +124,9 @@ pub struct Args {
     #[arg(long, short = 'q', env = "MEMQ_QUEUE", value_parser = parse_queue)]
     pub queue: String,
 
-    /// Bearer token for a server started with --token.
-    #[arg(long, env = "MEMQ_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-
-    /// Read the bearer token from FILE (trimmed; e.g. the `token` key of a mounted Secret),
-    /// checked for a change at most once a second and at once after a 401, so a rotated token
-    /// is used without a restart. Not with --token.
-    #[arg(
-        long,
-        env = "MEMQ_TOKEN_FILE",
-        value_name = "FILE",
-        conflicts_with = "token"
-    )]
-    pub token_file: Option<std::path::PathBuf>,
-
-    /// PEM file of CA certificates to trust for an https:// server (e.g. the ca.crt of its
-    /// certificate's Secret), beside the public roots.
-    #[arg(long, env = "MEMQ_CA_CERT", value_name = "FILE")]
-    pub ca_cert: Option<std::path::PathBuf>,
+    /// The token and the CAs to trust.
+    #[command(flatten)]
+    pub access: memq::access::Access,
 
     /// The name the server lists this consumer's leases under (X-Memq-Consumer); default: the
     /// host name, which in a Job is the pod's name.
@@ -325,17 +309,6 @@ mod tests {
         assert_eq!(a.retry_delay, Duration::from_millis(50));
         assert!(a.kuard);
         assert_eq!(a.log_format, LogFormat::Json);
-    }
-
-    #[test]
-    fn token_file_is_a_path_and_not_with_token() {
-        let a = parse(&["-q", "q", "--token-file", "/var/run/memq/token/token"]).unwrap();
-        assert_eq!(
-            a.token_file.as_deref(),
-            Some(std::path::Path::new("/var/run/memq/token/token"))
-        );
-        let err = parse(&["-q", "q", "--token", "t", "--token-file", "f"]).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

@@ -101,19 +101,15 @@ impl Summary {
 fn client(args: &Args) -> Result<memq::Client, Error> {
     // A ceiling for acks and extends against a server that accepts but never answers; the
     // client gives long polls their own, longer, timeout.
-    let mut http = reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .tcp_nodelay(true);
-    if let Some(path) = &args.ca_cert {
-        http = memq::trust_ca_file(http, path).map_err(|e| Error::Usage(e.to_string()))?;
-    }
-    let http = http.build().map_err(|e| Error::Usage(e.to_string()))?;
-    let token = memq::TokenSource::from_flags(args.token.clone(), args.token_file.as_deref())
-        .map_err(|e| Error::Usage(e.to_string()))?;
-    Ok(memq::Client::with_http(http, args.server.clone())
-        .with_token_source(token)
-        .with_consumer(args.name.clone().or_else(cli::host_name)))
+    let client = args
+        .access
+        .client(http, args.server.clone())
+        .map_err(Error::Usage)?;
+    Ok(client.with_consumer(args.name.clone().or_else(cli::host_name)))
 }
 
 /// Drains the queue as the flags say, until finished, a limit, `shutdown`, or a fatal error.

@@ -14,8 +14,11 @@
 //!   (`30`, `1.5`, `500ms`, `30s`, `2m`, `1m30s`).
 //! - [`name`]: the queue-name rule.
 //! - [`retry`]: retrying a request with backoff until a deadline, for the command-line tools.
+//! - `access` (features `cli` and `client`): the tools' `--token`, `--token-file`, `--ca-cert`.
 //! - [`token`]: the bearer token, fixed or followed in a file (a mounted Secret) as it rotates.
 
+#[cfg(all(feature = "cli", feature = "client"))]
+pub mod access;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod duration;

@@ -60,25 +60,9 @@ pub struct Args {
     #[arg(long, short = 'q', env = "MEMQ_QUEUE", value_parser = parse_queue)]
     pub queue: String,
 
-    /// Bearer token for a server started with --token.
-    #[arg(long, env = "MEMQ_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-
-    /// Read the bearer token from FILE (trimmed; e.g. the `token` key of a mounted Secret),
-    /// checked for a change at most once a second and at once after a 401, so a rotated token
-    /// is used without a restart. Not with --token.
-    #[arg(
-        long,
-        env = "MEMQ_TOKEN_FILE",
-        value_name = "FILE",
-        conflicts_with = "token"
-    )]
-    pub token_file: Option<std::path::PathBuf>,
-
-    /// PEM file of CA certificates to trust for an https:// server (e.g. the ca.crt of its
-    /// certificate's Secret), beside the public roots.
-    #[arg(long, env = "MEMQ_CA_CERT", value_name = "FILE")]
-    pub ca_cert: Option<std::path::PathBuf>,
+    /// The token and the CAs to trust.
+    #[command(flatten)]
+    pub access: memq::access::Access,
 
     /// Create the queue first (does nothing when it exists).
     #[arg(long, env = "MEMQ_CREATE")]
@@ -192,18 +176,7 @@ mod tests {
         assert_eq!(a.give_up_after, Duration::from_secs(30));
         assert_eq!(a.log_format, LogFormat::Json);
         assert!(a.create && a.idempotent && a.wait && a.no_expand);
-        assert_eq!(a.token.as_deref(), Some("t"));
-    }
-
-    #[test]
-    fn token_file_is_a_path_and_not_with_token() {
-        let a = parse(&["-q", "q", "--token-file", "/var/run/memq/token/token", "x"]).unwrap();
-        assert_eq!(
-            a.token_file.as_deref(),
-            Some(std::path::Path::new("/var/run/memq/token/token"))
-        );
-        let err = parse(&["-q", "q", "--token", "t", "--token-file", "f", "x"]).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
+        assert_eq!(a.access.token.as_deref(), Some("t"));
     }
 
     #[test]

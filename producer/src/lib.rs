@@ -101,17 +101,15 @@ impl Summary {
 pub fn client(args: &Args) -> Result<memq::Client, Error> {
     // A request timeout so that a server that accepts but never answers counts as a failure to
     // retry rather than a hang; a big batch takes milliseconds, so a minute is generous.
-    let mut http = reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60))
         .tcp_nodelay(true);
-    if let Some(path) = &args.ca_cert {
-        http = memq::trust_ca_file(http, path).map_err(|e| Error::Usage(e.to_string()))?;
-    }
-    let http = http.build().map_err(|e| Error::Usage(e.to_string()))?;
-    let token = memq::TokenSource::from_flags(args.token.clone(), args.token_file.as_deref())
-        .map_err(|e| Error::Usage(e.to_string()))?;
-    Ok(memq::Client::with_http(http, args.server.clone()).with_token_source(token))
+    let client = args
+        .access
+        .client(http, args.server.clone())
+        .map_err(Error::Usage)?;
+    Ok(client)
 }
 
 /// Whether bars are drawn.
