@@ -483,15 +483,28 @@ async fn install_crds(cluster: &Cluster, crds: &Crds) {
             ])
             .await;
     }
+    // Polled rather than `kubectl wait --for=condition=Established`, which fails at once on a
+    // CRD that has no status conditions yet (one created a moment ago).
     for (_, crd) in crds.crds {
-        cluster
-            .kubectl_ok(&[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=30s",
-                &format!("crd/{crd}"),
-            ])
-            .await;
+        eventually(
+            Duration::from_secs(30),
+            &format!("CRD {crd} established"),
+            || async {
+                let status = cluster
+                    .kubectl(&[
+                        "get",
+                        &format!("crd/{crd}"),
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                    ])
+                    .await?;
+                match status.trim() {
+                    "True" => Ok(()),
+                    other => Err(format!("Established is {other:?}")),
+                }
+            },
+        )
+        .await;
     }
 }
 
