@@ -195,21 +195,25 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
         }
         // Each overlay's point, as the API server holds it.
         let has = |kind: &str| kinds.iter().any(|k| k == kind);
-        assert!(has("Role") && has("RoleBinding") && has("ServiceAccount") && has("Service"));
-        assert_eq!(has("StatefulSet"), name == "durable", "{name}: {kinds:?}");
-        assert_eq!(has("ReplicaSet"), name != "durable", "{name}: {kinds:?}");
-        if name == "redis" {
-            let replicas = cluster
+        // One field of a live object, by a JSONPath template.
+        let jsonpath = async |kind: &str, object: &str, path: &str| {
+            cluster
                 .kubectl_ok(&[
                     "get",
                     "-n",
                     &ns,
-                    "replicaset",
-                    "queue",
+                    kind,
+                    object,
                     "-o",
-                    "jsonpath={.spec.replicas}",
+                    &format!("jsonpath={path}"),
                 ])
-                .await;
+                .await
+        };
+        assert!(has("Role") && has("RoleBinding") && has("ServiceAccount") && has("Service"));
+        assert_eq!(has("StatefulSet"), name == "durable", "{name}: {kinds:?}");
+        assert_eq!(has("ReplicaSet"), name != "durable", "{name}: {kinds:?}");
+        if name == "redis" {
+            let replicas = jsonpath("replicaset", "queue", "{.spec.replicas}").await;
             assert_eq!(replicas, "3");
         }
         assert_eq!(has("ScaledJob"), name == "keda", "{name}: {kinds:?}");
@@ -219,17 +223,12 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
                 .kubectl_ok(&["get", "-n", &ns, "jobs", "-o", "name"])
                 .await;
             assert!(!jobs.contains("job.batch/consumers"), "{jobs}");
-            let env = cluster
-                .kubectl_ok(&[
-                    "get",
-                    "-n",
-                    &ns,
-                    "replicaset",
-                    "queue",
-                    "-o",
-                    "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"MEMQ_AUTOSCALE\")].value}",
-                ])
-                .await;
+            let env = jsonpath(
+                "replicaset",
+                "queue",
+                "{.spec.template.spec.containers[0].env[?(@.name==\"MEMQ_AUTOSCALE\")].value}",
+            )
+            .await;
             assert_eq!(env, "false");
             let trigger: Value = serde_json::from_str(
                 &cluster
@@ -242,34 +241,16 @@ async fn every_kustomization_applies_server_side_and_reads_back_as_written() {
             assert_eq!(trigger["metadata"]["valueLocation"], "depth");
             // KEDA reads the depth with the reader token, nothing more.
             assert_eq!(trigger["authenticationRef"]["name"], "memq-token-reader");
-            let auth = cluster
-                .kubectl_ok(&[
-                    "get",
-                    "-n",
-                    &ns,
-                    "triggerauthentication",
-                    "memq-token-reader",
-                    "-o",
-                    "jsonpath={.spec.secretTargetRef[0].name}",
-                ])
-                .await;
+            let auth = jsonpath(
+                "triggerauthentication",
+                "memq-token-reader",
+                "{.spec.secretTargetRef[0].name}",
+            )
+            .await;
             assert_eq!(auth, "memq-token-reader");
         }
         assert_eq!(has("Certificate"), name == "tls", "{name}: {kinds:?}");
         if name == "tls" {
-            let jsonpath = async |kind: &str, object: &str, path: &str| {
-                cluster
-                    .kubectl_ok(&[
-                        "get",
-                        "-n",
-                        &ns,
-                        kind,
-                        object,
-                        "-o",
-                        &format!("jsonpath={path}"),
-                    ])
-                    .await
-            };
             let container = "{.spec.template.spec.containers[0]";
             for (env, want) in [
                 ("MEMQ_TLS_CERT", "/etc/memq-tls/tls.crt"),
