@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use memq::{DequeueOptions, Dequeued, EnqueueOptions};
 use queue_server::Config;
+use queue_server::store::journal;
 use queue_server::testing::{ServerProcess, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
@@ -33,12 +34,12 @@ async fn drain_all(client: &memq::Client, queue: &str) -> Vec<String> {
     out
 }
 
-/// Frames of a journal segment: (start offset, end offset) of each record, up to the zeros a
-/// segment may end with.
+/// Frames of a journal segment: (start offset, end offset) of each record after the header,
+/// up to the zeros a segment may end with.
 fn frames(path: &Path) -> Vec<(usize, usize)> {
     let data = std::fs::read(path).unwrap();
     let mut out = Vec::new();
-    let mut at = 0;
+    let mut at = header_len(path);
     while at + 8 <= data.len() {
         let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
         if len == 0 {
@@ -48,6 +49,14 @@ fn frames(path: &Path) -> Vec<(usize, usize)> {
         at += 8 + len;
     }
     out
+}
+
+/// The length of a segment's header.
+fn header_len(path: &Path) -> usize {
+    let data = std::fs::read(path).unwrap();
+    journal::format::parse(journal::format::SEGMENT_MAGIC, &data)
+        .expect("a segment header")
+        .len
 }
 
 fn newest_segment(dir: &Path) -> PathBuf {
@@ -66,17 +75,21 @@ fn newest_segment(dir: &Path) -> PathBuf {
 }
 
 /// A data directory holding queue `q` with `item-000` .. `item-{n-1}`: a create record, then
-/// one enqueue record per item.
-async fn load_then_stop(dir: &Path, n: usize) {
+/// one enqueue record per item. The ids the items were given.
+async fn load_then_stop(dir: &Path, n: usize) -> Vec<String> {
     let server = TestServer::start(durable(dir)).await;
     let c = server.client();
     c.create_queue("q", None).await.unwrap();
+    let mut ids = Vec::new();
     for i in 0..n {
-        c.enqueue("q", format!("item-{i:03}"), &EnqueueOptions::default())
+        let m = c
+            .enqueue("q", format!("item-{i:03}"), &EnqueueOptions::default())
             .await
             .unwrap();
+        ids.push(m.id);
     }
     server.shutdown().await;
+    ids
 }
 
 fn items(range: impl Iterator<Item = usize>) -> Vec<String> {
@@ -161,16 +174,33 @@ fn originals(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 async fn items_served(dir: &Path, queue: &str) -> Vec<String> {
+    ids_served(dir, queue)
+        .await
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect()
+}
+
+/// Every item of `queue` of a server started on `dir`, taken in order: (id, text).
+async fn ids_served(dir: &Path, queue: &str) -> Vec<(String, String)> {
     let server = TestServer::start(durable(dir)).await;
-    let items = drain_all(&server.client(), queue).await;
+    let opts = DequeueOptions {
+        max: Some(1000),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let client = server.client();
+    while let Dequeued::Messages(batch) = client.dequeue(queue, &opts).await.unwrap() {
+        out.extend(batch.into_iter().map(|m| (m.id, m.body)));
+    }
     server.shutdown().await;
-    items
+    out
 }
 
 #[tokio::test]
 async fn a_byte_flipped_in_an_item_body_stops_the_start_and_repair_loses_only_that_item() {
     let dir = tempfile::tempdir().unwrap();
-    load_then_stop(dir.path(), 100).await;
+    let ids = load_then_stop(dir.path(), 100).await;
     let seg = newest_segment(dir.path());
     let f = frames(&seg);
     // Record 51 is item-050: flip a byte of its text.
@@ -206,10 +236,21 @@ async fn a_byte_flipped_in_an_item_body_stops_the_start_and_repair_loses_only_th
         flipped,
         "the damaged segment is kept as it was"
     );
+    assert!(
+        report.contains(&format!(
+            "queue q: the lost records had made 1 id (an item enqueued or a lease taken): {}",
+            ids[50]
+        )),
+        "{report}"
+    );
+    let served = ids_served(dir.path(), "q").await;
+    let want: Vec<(String, String)> = (0..50)
+        .chain(51..100)
+        .map(|i| (ids[i].clone(), format!("item-{i:03}")))
+        .collect();
     assert_eq!(
-        items_served(dir.path(), "q").await,
-        items((0..50).chain(51..100)),
-        "only item-050 is lost"
+        served, want,
+        "only item-050 is lost; the others keep the ids their clients were given"
     );
 }
 
@@ -240,14 +281,17 @@ async fn a_byte_flipped_in_a_frame_header_stops_the_start_and_repair_skips_that_
 }
 
 #[tokio::test]
-async fn a_byte_flipped_in_the_first_record_stops_the_start_and_repair_reports_the_queue() {
+async fn a_byte_flipped_in_the_first_record_stops_the_start_and_repair_makes_the_queue_again() {
     let dir = tempfile::tempdir().unwrap();
-    load_then_stop(dir.path(), 20).await;
+    let ids = load_then_stop(dir.path(), 20).await;
     let seg = newest_segment(dir.path());
     let f = frames(&seg);
     flip(&seg, f[0].1 - 1);
     let line = refused_start(dir.path());
-    assert!(line.contains("is damaged at byte 0 "), "{line}");
+    assert!(
+        line.contains(&format!("is damaged at byte {} ", f[0].0)),
+        "{line}"
+    );
     assert!(line.contains("and 20 valid records follow it"), "{line}");
 
     let report = repair(dir.path());
@@ -256,9 +300,15 @@ async fn a_byte_flipped_in_the_first_record_stops_the_start_and_repair_reports_t
         "{report}"
     );
     assert!(
-        report.contains("queue q: its create record was lost: its 20 later records were skipped (the queue is gone; create it again)"),
+        report
+            .contains("queue q: its create record was lost: made again with the default settings"),
         "{report}"
     );
+    let served = ids_served(dir.path(), "q").await;
+    let want: Vec<(String, String)> = (0..20)
+        .map(|i| (ids[i].clone(), format!("item-{i:03}")))
+        .collect();
+    assert_eq!(served, want, "every item, with its id");
 }
 
 #[tokio::test]
@@ -274,7 +324,8 @@ async fn damage_in_one_segment_with_valid_records_in_the_next_stops_the_start() 
         .parse()
         .unwrap();
     let next = dir.path().join(format!("journal-{:020}.log", n + 1));
-    std::fs::write(&next, &data[f[6].0..]).unwrap();
+    let header = &data[..header_len(&seg)];
+    std::fs::write(&next, [header, &data[f[6].0..]].concat()).unwrap();
     std::fs::write(&seg, &data[..f[6].0]).unwrap();
     flip(&seg, f[5].1 - 2);
     let line = refused_start(dir.path());
@@ -293,7 +344,7 @@ async fn damage_in_one_segment_with_valid_records_in_the_next_stops_the_start() 
 async fn a_damaged_snapshot_stops_the_start_and_repair_keeps_the_queues_that_read() {
     let dir = tempfile::tempdir().unwrap();
     load_then_stop(dir.path(), 10).await;
-    // A restart writes every queue into a fresh snapshot.
+    // A restart writes every queue into a fresh snapshot; queue other is created after it.
     let server = TestServer::start(durable(dir.path())).await;
     server.client().create_queue("other", None).await.unwrap();
     server.shutdown().await;
@@ -312,15 +363,19 @@ async fn a_damaged_snapshot_stops_the_start_and_repair_keeps_the_queues_that_rea
     let line = refused_start(dir.path());
     assert!(
         line.contains(&format!(
-            "snapshot {} is damaged (checksum mismatch)",
+            "{} is damaged (queue 1 of 1, at byte ",
             snap.display()
         )),
         "{line}"
     );
+    assert!(line.contains(": checksum mismatch)"), "{line}");
     let report = repair(dir.path());
-    assert!(report.contains("damaged (checksum mismatch)"), "{report}");
+    assert!(
+        report.contains("queue q fails its checksum but still reads: kept as it reads"),
+        "{report}"
+    );
     let mut served = items_served(dir.path(), "q").await;
-    // The damaged text is kept as it reads: this snapshot format cannot tell which item it was.
+    // The damaged text is kept as it reads, and the repair said so.
     assert_eq!(served.pop().as_deref(), Some("item-00y"));
     assert_eq!(served, items(0..9));
 }

@@ -127,10 +127,7 @@ fn recover(set: &str) -> (Golden, Golden, Vec<String>) {
     let dir = golden(set);
     let expected = Golden::load(&dir.join("expected.json"));
     let before = contents(&dir);
-    let window = journal::written_key_retention(&dir)
-        .expect("the dedup window file")
-        .unwrap_or(queue_server::broker::KEY_RETENTION_MS);
-    let recovery = journal::load(&dir, window).expect("the golden set reads");
+    let recovery = journal::load(&dir).expect("the golden set reads");
     assert!(contents(&dir) == before, "reading changed nothing");
     let got = Golden {
         written_by: expected.written_by.clone(),
