@@ -2,7 +2,8 @@
 //! the server starts; damage with valid records after it stops the start with one line that
 //! names the file, the offset, how many valid records follow and the repair, leaving the data
 //! directory byte for byte as it was; `queue-server repair` then skips exactly the damaged
-//! records and says what they held.
+//! records and says what they held. Files the server cannot read as they are (a newer format,
+//! another program's, a header cut short) stop it the same way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,15 @@ fn newest_segment(dir: &Path) -> PathBuf {
     segs.pop().unwrap()
 }
 
+/// The path of the segment after `seg`.
+fn next_segment(seg: &Path) -> PathBuf {
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let n: u64 = name["journal-".len()..name.len() - ".log".len()]
+        .parse()
+        .unwrap();
+    seg.with_file_name(format!("journal-{:020}.log", n + 1))
+}
+
 /// A data directory holding queue `q` with `item-000` .. `item-{n-1}`: a create record, then
 /// one enqueue record per item. The ids the items were given.
 async fn load_then_stop(dir: &Path, n: usize) -> Vec<String> {
@@ -117,9 +127,9 @@ fn flip(path: &Path, at: usize) {
     std::fs::write(path, data).unwrap();
 }
 
-/// Starts the real binary on `dir`, which must refuse: its log line, after checking that it
+/// Starts the real binary on `dir`, which must refuse: its one log line, after checking that it
 /// exited non-zero and left every file of `dir` as it was.
-fn refused_start(dir: &Path) -> String {
+fn refused(dir: &Path) -> String {
     let before = contents(dir);
     let (status, stderr) = ServerProcess::run_to_exit(BIN, &["--data-dir", dir.to_str().unwrap()]);
     assert!(!status.success(), "the start was refused: {stderr}");
@@ -130,14 +140,20 @@ fn refused_start(dir: &Path) -> String {
     );
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(lines.len(), 1, "one error line: {stderr}");
+    lines[0].to_string()
+}
+
+/// [`refused`], for damage: the line names the repair.
+fn refused_start(dir: &Path) -> String {
+    let line = refused(dir);
     assert!(
-        lines[0].contains(&format!(
+        line.contains(&format!(
             "run `queue-server repair --data-dir {}`",
             dir.display()
         )),
-        "it names the repair: {stderr}"
+        "it names the repair: {line}"
     );
-    lines[0].to_string()
+    line
 }
 
 /// Runs `queue-server repair` on `dir`: its report.
@@ -319,11 +335,7 @@ async fn damage_in_one_segment_with_valid_records_in_the_next_stops_the_start() 
     let f = frames(&seg);
     // Split the segment in two after item-004; damage item-004, the last record of the first.
     let data = std::fs::read(&seg).unwrap();
-    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
-    let n: u64 = name["journal-".len()..name.len() - ".log".len()]
-        .parse()
-        .unwrap();
-    let next = dir.path().join(format!("journal-{:020}.log", n + 1));
+    let next = next_segment(&seg);
     let header = &data[..header_len(&seg)];
     std::fs::write(&next, [header, &data[f[6].0..]].concat()).unwrap();
     std::fs::write(&seg, &data[..f[6].0]).unwrap();
@@ -482,4 +494,98 @@ async fn repair_refuses_a_data_dir_in_use_and_finds_nothing_in_a_sound_one() {
         "{stderr}"
     );
     server.shutdown().await;
+}
+
+/// A segment header naming data format `version`, its checksum made to match.
+fn header_of_version(header: &[u8], version: u32) -> Vec<u8> {
+    let mut out = header[..header.len() - 4].to_vec();
+    out[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[tokio::test]
+async fn a_segment_of_a_newer_format_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    load_then_stop(dir.path(), 3).await;
+    let seg = newest_segment(dir.path());
+    let data = std::fs::read(&seg).unwrap();
+    let len = header_len(&seg);
+    let newer = [header_of_version(&data[..len], 3), data[len..].to_vec()].concat();
+    std::fs::write(&seg, newer).unwrap();
+    let line = refused(dir.path());
+    assert!(
+        line.contains(&format!(
+            "{}: it is in data format 3, written by a newer release; this release reads formats 1 to 2",
+            seg.display()
+        )),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_of_a_newer_format_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    load_then_stop(dir.path(), 3).await;
+    let snap = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "snap"))
+        .unwrap();
+    let data = std::fs::read(&snap).unwrap();
+    let len = journal::format::parse(journal::format::SNAPSHOT_MAGIC, &data)
+        .unwrap()
+        .len;
+    let newer = [header_of_version(&data[..len], 7), data[len..].to_vec()].concat();
+    std::fs::write(&snap, newer).unwrap();
+    let line = refused(dir.path());
+    assert!(
+        line.contains(
+            "it is in data format 7, written by a newer release; this release reads formats 1 to 2"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("docs/upgrading.md"), "{line}");
+}
+
+#[tokio::test]
+async fn a_segment_header_cut_short_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    load_then_stop(dir.path(), 3).await;
+    // The next segment holds the first 10 bytes of its header: a server stopped while making it.
+    let seg = newest_segment(dir.path());
+    let next = next_segment(&seg);
+    std::fs::write(&next, &std::fs::read(&seg).unwrap()[..10]).unwrap();
+    let line = refused_start(dir.path());
+    assert!(
+        line.contains(&format!(
+            "{}: its header is cut short (10 of its 16 bytes are there)",
+            next.display()
+        )),
+        "{line}"
+    );
+    // Repair removes a segment that holds nothing but part of a header.
+    let report = repair(dir.path());
+    assert!(
+        report.contains("and no record follows it: removed"),
+        "{report}"
+    );
+    assert_eq!(items_served(dir.path(), "q").await, items(0..3));
+}
+
+#[tokio::test]
+async fn a_file_of_another_program_in_the_journal_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    load_then_stop(dir.path(), 3).await;
+    let other = next_segment(&newest_segment(dir.path()));
+    std::fs::write(&other, b"PK\x03\x04 a zip archive, not a journal").unwrap();
+    let line = refused(dir.path());
+    assert!(
+        line.contains(&format!(
+            "{}: not a file of queue-server (it starts with 504b03042061207a): move it out of the data directory",
+            other.display()
+        )),
+        "{line}"
+    );
 }

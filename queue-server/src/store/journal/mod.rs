@@ -82,7 +82,8 @@ pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Numbers of the files named `{prefix}NNN{suffix}` in `dir`, ascending.
+/// Numbers of the files named `{prefix}NNN{suffix}` in `dir` (NNN: the 20 digits the server
+/// writes), ascending.
 fn numbered(dir: &Path, prefix: &str, suffix: &str) -> std::io::Result<Vec<u64>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -91,6 +92,7 @@ fn numbered(dir: &Path, prefix: &str, suffix: &str) -> std::io::Result<Vec<u64>>
         if let Some(n) = name
             .strip_prefix(prefix)
             .and_then(|r| r.strip_suffix(suffix))
+            && n.len() == 20
             && let Ok(n) = n.parse::<u64>()
         {
             out.push(n);
