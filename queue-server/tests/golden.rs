@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use memq::{DequeueOptions, Dequeued, EnqueueOptions};
 use queue_server::Config;
 use queue_server::broker::Queue;
-use queue_server::store::journal::{self, FsyncMode};
+use queue_server::store::journal;
 use queue_server::testing::golden::{
     Counters, DeadState, DelayedState, Golden, ItemState, KeyState, LeaseState, QueueState,
 };
@@ -108,18 +108,30 @@ fn state_of(name: &str, q: &Queue) -> QueueState {
     }
 }
 
-/// Recovers a copy of the golden data directory `set`: the state it holds (leases as they
-/// were, before a start returns them) and the damage recovery reported.
+/// Every file of `dir` with its bytes.
+fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("the golden directory")
+        .map(|e| e.expect("an entry"))
+        .map(|e| {
+            let name = e.file_name().into_string().expect("a UTF-8 name");
+            (name, std::fs::read(e.path()).expect("a file"))
+        })
+        .collect()
+}
+
+/// Reads the golden data directory `set` as a start does (which changes nothing in it): the
+/// state it holds (leases as they were, before a start returns them) and the torn tail
+/// reported.
 fn recover(set: &str) -> (Golden, Golden, Vec<String>) {
     let dir = golden(set);
     let expected = Golden::load(&dir.join("expected.json"));
-    let copy = copy_of(&dir);
-    let window = journal::written_key_retention(copy.path())
+    let before = contents(&dir);
+    let window = journal::written_key_retention(&dir)
         .expect("the dedup window file")
         .unwrap_or(queue_server::broker::KEY_RETENTION_MS);
-    let (data, recovery) =
-        journal::open(copy.path(), FsyncMode::Never, window).expect("the golden set opens");
-    drop(data);
+    let recovery = journal::load(&dir, window).expect("the golden set reads");
+    assert!(contents(&dir) == before, "reading changed nothing");
     let got = Golden {
         written_by: expected.written_by.clone(),
         queues: recovery

@@ -77,6 +77,43 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// What the op does, in a few words, with the ids it names.
+    pub fn summary(&self) -> String {
+        let ids = |leases: &[Id]| {
+            leases
+                .iter()
+                .map(Id::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Op::Enqueue { items, delay_ms } if *delay_ms > 0 => {
+                format!("enqueue of {} items delayed {delay_ms} ms", items.len())
+            }
+            Op::Enqueue { items, .. } => format!("enqueue of {} items", items.len()),
+            Op::Dequeue {
+                max,
+                lease_ms: Some(ms),
+            } => format!("lease of up to {max} items for {ms} ms"),
+            Op::Dequeue {
+                max,
+                lease_ms: None,
+            } => format!("dequeue of up to {max} items"),
+            Op::Ack { leases } => format!("ack of lease {}", ids(leases)),
+            Op::Nack { lease, .. } => format!("nack of lease {lease}"),
+            Op::Extend { lease, .. } => format!("extend of lease {lease}"),
+            Op::Tick => "expiries and delays that fell due".into(),
+            Op::Drain => "drain".into(),
+            Op::SetPaused(true) => "pause".into(),
+            Op::SetPaused(false) => "resume".into(),
+            Op::RequeueDead => "requeue of the dead letters".into(),
+            Op::PurgeDead => "purge of the dead letters".into(),
+            Op::Configure(_) => "settings changed".into(),
+        }
+    }
+}
+
 /// What applying an [`Op`] gave.
 #[derive(Debug)]
 pub enum Outcome {

@@ -158,7 +158,10 @@ impl MemoryStore {
                 );
             }
             for line in &recovery.dropped {
-                tracing::warn!(damage = %line, "journal damage cut during recovery");
+                tracing::warn!(cut = %line, "a torn tail of the journal was cut");
+            }
+            for (queue, records) in &recovery.orphans {
+                tracing::warn!(queue = %queue, records, "records of a queue whose create record was lost were skipped");
             }
             let mut items = 0u64;
             let mut leases = 0usize;
