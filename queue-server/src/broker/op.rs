@@ -110,6 +110,9 @@ impl Op {
             Op::RequeueDead => "requeue of the dead letters".into(),
             Op::PurgeDead => "purge of the dead letters".into(),
             Op::Configure(_) => "settings changed".into(),
+            Op::NackMany { leases, .. } => format!("nack of leases {}", ids(leases)),
+            Op::ExtendMany { leases, .. } => format!("extend of leases {}", ids(leases)),
+            Op::Release { leases } => format!("release of leases {}", ids(leases)),
         }
     }
 }
