@@ -55,6 +55,26 @@ pub enum Op {
     PurgeDead,
     /// New settings.
     Configure(QueueConfig),
+    // Added after 0.1.0: new kinds go last, so that the records written before keep their tag.
+    /// Give many leased items back (a batch nack), after `delay_ms`.
+    NackMany {
+        /// Lease ids.
+        leases: Vec<Id>,
+        /// Delay in ms.
+        delay_ms: u64,
+    },
+    /// Move many leases' deadlines to now + `lease_ms`.
+    ExtendMany {
+        /// Lease ids.
+        leases: Vec<Id>,
+        /// New lease length in ms.
+        lease_ms: u64,
+    },
+    /// Give leased items back unstarted: to the front, their attempt not counted.
+    Release {
+        /// Lease ids.
+        leases: Vec<Id>,
+    },
 }
 
 impl Op {
@@ -90,6 +110,9 @@ impl Op {
             Op::RequeueDead => "requeue of the dead letters".into(),
             Op::PurgeDead => "purge of the dead letters".into(),
             Op::Configure(_) => "settings changed".into(),
+            Op::NackMany { leases, .. } => format!("nack of leases {}", ids(leases)),
+            Op::ExtendMany { leases, .. } => format!("extend of leases {}", ids(leases)),
+            Op::Release { leases } => format!("release of leases {}", ids(leases)),
         }
     }
 }
@@ -101,8 +124,10 @@ pub enum Outcome {
     Enqueued(Result<Vec<(Id, bool)>, QueueFull>),
     /// From `Dequeue`.
     Taken(Taken),
-    /// From `Ack`: one result per lease.
-    Acked(Vec<Result<(), LeaseError>>),
+    /// From `Ack`, `NackMany` and `Release`: one result per lease.
+    Each(Vec<Result<(), LeaseError>>),
+    /// From `ExtendMany`: the new lease of each, or why not.
+    ExtendedMany(Vec<Result<LeaseInfo, LeaseError>>),
     /// From `Nack`.
     Nacked(Result<(), LeaseError>),
     /// From `Extend`: the new lease and the item it holds.
@@ -149,7 +174,7 @@ impl Queue {
             Op::Ack { leases } => {
                 let results: Vec<_> = leases.into_iter().map(|l| self.ack(l, now)).collect();
                 let changed = results.iter().any(Result::is_ok);
-                (Outcome::Acked(results), changed)
+                (Outcome::Each(results), changed)
             }
             Op::Nack { lease, delay_ms } => {
                 let result = self.nack(lease, delay_ms, now);
@@ -163,6 +188,21 @@ impl Queue {
                 });
                 let changed = result.is_ok();
                 (Outcome::Extended(result), changed)
+            }
+            Op::NackMany { leases, delay_ms } => {
+                let results = self.nack_many(&leases, delay_ms, now);
+                let changed = results.iter().any(Result::is_ok);
+                (Outcome::Each(results), changed)
+            }
+            Op::ExtendMany { leases, lease_ms } => {
+                let results = self.extend_many(&leases, lease_ms, now);
+                let changed = results.iter().any(Result::is_ok);
+                (Outcome::ExtendedMany(results), changed)
+            }
+            Op::Release { leases } => {
+                let results = self.release(&leases, now);
+                let changed = results.iter().any(Result::is_ok);
+                (Outcome::Each(results), changed)
             }
             Op::Tick => (Outcome::Done, false),
             Op::Drain => {

@@ -385,7 +385,7 @@ mod tests {
     /// One encoded frame of a random record.
     fn random_frame(rng: &mut fastrand::Rng) -> Vec<u8> {
         let body = "é-item-".repeat(rng.usize(..4));
-        let op = match rng.usize(..6) {
+        let op = match rng.usize(..9) {
             0 => Op::Enqueue {
                 items: (0..rng.usize(..4))
                     .map(|i| NewItem {
@@ -407,6 +407,17 @@ mod tests {
                 delay_ms: 5,
             },
             4 => Op::Drain,
+            5 => Op::NackMany {
+                leases: (0..rng.usize(..3)).map(|_| lease(rng)).collect(),
+                delay_ms: rng.u64(..) % 1000,
+            },
+            6 => Op::ExtendMany {
+                leases: (0..rng.usize(..3)).map(|_| lease(rng)).collect(),
+                lease_ms: 30_000,
+            },
+            7 => Op::Release {
+                leases: (0..rng.usize(..3)).map(|_| lease(rng)).collect(),
+            },
             _ => Op::SetPaused(rng.usize(..2) == 0),
         };
         let mut buf = Vec::new();
