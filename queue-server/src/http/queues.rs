@@ -9,8 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use memq::types::headers;
 use memq::{
-    AckOutcome, AckResult, ApiError, CountResult, DeadLetter, DeadLetterList, ItemInfo, LeaseEntry,
-    LeaseList, Message, MessageList, QueueConfigPatch, QueueObject, QueueStats, Stats,
+    AckOutcome, AckResult, ApiError, CountResult, DeadLetter, DeadLetterList, ExtendOutcome,
+    ExtendResult, ItemInfo, LeaseEntry, LeaseList, Message, MessageList, NackResult,
+    QueueConfigPatch, QueueObject, QueueStats, ReleaseResult, Stats,
 };
 
 use super::batch::{BatchKind, check_item, check_key, parse_batch};
@@ -354,6 +355,39 @@ pub async fn extend(
     Ok(MessageOut::new(id, &body, Some(info)).into_response())
 }
 
+/// The body of a batch lease route: a JSON array of lease ids.
+async fn lease_ids(state: &AppState, body: Body) -> Result<Vec<String>> {
+    let bytes = read_body(body, state.config.max_body_bytes).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::InvalidJson(format!("{e}; expected a JSON array of lease ids")))
+}
+
+/// One outcome per lease id, and how many were done.
+fn outcomes(leases: Vec<String>, results: Vec<Result<()>>) -> (u64, Vec<AckOutcome>) {
+    let outcomes: Vec<AckOutcome> = leases
+        .into_iter()
+        .zip(results)
+        .map(|(lease, result)| {
+            let (status, code) = status_of(&result);
+            AckOutcome {
+                lease,
+                status,
+                code,
+            }
+        })
+        .collect();
+    let done = outcomes.iter().filter(|o| o.status == 200).count() as u64;
+    (done, outcomes)
+}
+
+/// The status and error code of one lease's result in a batch answer.
+fn status_of<T>(result: &Result<T>) -> (u16, Option<String>) {
+    match result {
+        Ok(_) => (200, None),
+        Err(e) => (e.status().as_u16(), Some(e.code().into())),
+    }
+}
+
 /// `POST /queues/{q}/ack`: a JSON array of lease ids; one outcome each.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/ack", tag = "leases",
     params(QueuePath),
@@ -367,29 +401,103 @@ pub async fn ack_batch(
     QueueName(name): QueueName,
     body: Body,
 ) -> Result<Json<AckResult>> {
-    let bytes = read_body(body, state.config.max_body_bytes).await?;
-    let leases: Vec<String> = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::InvalidJson(format!("{e}; expected a JSON array of lease ids")))?;
-    let outcomes = state.store.ack_many(&name, &leases).await?;
-    let results: Vec<AckOutcome> = leases
-        .into_iter()
-        .zip(outcomes)
-        .map(|(lease, outcome)| match outcome {
-            Ok(()) => AckOutcome {
-                lease,
-                status: 200,
-                code: None,
-            },
-            Err(e) => AckOutcome {
-                lease,
-                status: e.status().as_u16(),
-                code: Some(e.code().into()),
-            },
-        })
-        .collect();
+    let leases = lease_ids(&state, body).await?;
+    let results = state.store.ack_many(&name, &leases).await?;
+    let (acked, results) = outcomes(leases, results);
     Ok(Json(AckResult {
         kind: "ackResult".into(),
-        acked: results.iter().filter(|r| r.status == 200).count() as u64,
+        acked,
+        results,
+    }))
+}
+
+/// `POST /queues/{q}/nack?delay=S`: a JSON array of lease ids; one outcome each.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/nack", tag = "leases",
+    params(QueuePath,
+        ("delay" = Option<String>, Query, description = "Ready again only after this long (at most 900 s); without it the items go to the front, in the order given")),
+    request_body(content = Vec<String>, content_type = "application/json", description = "Lease ids"),
+    responses(
+        (status = 200, description = "One outcome per lease id", body = NackResult),
+        (status = 413, description = "Body over --max-body-bytes (`body_too_large`)", body = ApiError),
+    ))]
+pub async fn nack_batch(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+    params: Params,
+    body: Body,
+) -> Result<Json<NackResult>> {
+    let delay = params.duration("delay", MAX_DELAY, true)?.map_or(0, millis);
+    let leases = lease_ids(&state, body).await?;
+    let results = state.store.nack_many(&name, &leases, delay).await?;
+    let (nacked, results) = outcomes(leases, results);
+    Ok(Json(NackResult {
+        kind: "nackResult".into(),
+        nacked,
+        results,
+    }))
+}
+
+/// `POST /queues/{q}/extend?lease=S`: a JSON array of lease ids; each one's new end.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/extend", tag = "leases",
+    params(QueuePath,
+        ("lease" = Option<String>, Query, description = "New lease length from now (default: the queue's leaseSeconds; at most 12 h)")),
+    request_body(content = Vec<String>, content_type = "application/json", description = "Lease ids"),
+    responses(
+        (status = 200, description = "One outcome per lease id, with the new expiresAt of each lease extended", body = ExtendResult),
+        (status = 413, description = "Body over --max-body-bytes (`body_too_large`)", body = ApiError),
+    ))]
+pub async fn extend_batch(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+    params: Params,
+    body: Body,
+) -> Result<Json<ExtendResult>> {
+    let lease = params.duration("lease", MAX_LEASE, false)?.map(millis);
+    if lease == Some(0) {
+        return Err(Error::param("lease", "must be at least 1ms"));
+    }
+    let leases = lease_ids(&state, body).await?;
+    let results = state.store.extend_many(&name, &leases, lease).await?;
+    let results: Vec<ExtendOutcome> = leases
+        .into_iter()
+        .zip(results)
+        .map(|(lease, result)| {
+            let (status, code) = status_of(&result);
+            ExtendOutcome {
+                lease,
+                status,
+                code,
+                expires_at: result.ok().map(rfc3339_ms),
+            }
+        })
+        .collect();
+    Ok(Json(ExtendResult {
+        kind: "extendResult".into(),
+        extended: results.iter().filter(|r| r.status == 200).count() as u64,
+        results,
+    }))
+}
+
+/// `POST /queues/{q}/release`: a JSON array of lease ids of items never started; one outcome
+/// each.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/release", tag = "leases",
+    params(QueuePath),
+    request_body(content = Vec<String>, content_type = "application/json", description = "Lease ids"),
+    responses(
+        (status = 200, description = "One outcome per lease id; the items released are back at the front, in the order given, their attempt not counted", body = ReleaseResult),
+        (status = 413, description = "Body over --max-body-bytes (`body_too_large`)", body = ApiError),
+    ))]
+pub async fn release(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+    body: Body,
+) -> Result<Json<ReleaseResult>> {
+    let leases = lease_ids(&state, body).await?;
+    let results = state.store.release(&name, &leases).await?;
+    let (released, results) = outcomes(leases, results);
+    Ok(Json(ReleaseResult {
+        kind: "releaseResult".into(),
+        released,
         results,
     }))
 }
