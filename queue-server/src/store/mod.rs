@@ -273,7 +273,7 @@ pub(crate) fn apply_patch(
         config.max_attempts = max;
     }
     if let Some(max) = patch.max_depth {
-        config.max_depth = max;
+        config.max_depth = json_int("maxDepth", max)?;
     }
     if let Some(autoscale) = patch.autoscale {
         config.autoscale = autoscale.map(autoscale_config).transpose()?;
@@ -294,8 +294,20 @@ fn autoscale_config(a: memq::Autoscale) -> Result<Autoscale> {
     }
     Ok(Autoscale {
         max_parallelism: a.max_parallelism,
-        items_per_pod: a.items_per_pod,
+        items_per_pod: json_int("autoscale.itemsPerPod", a.items_per_pod)?,
     })
+}
+
+/// Refuses a count beyond the API's integers (int64), which clients in most languages cannot
+/// hold and which the API description promises never to send.
+fn json_int(field: &str, n: u64) -> Result<u64> {
+    if n > i64::MAX as u64 {
+        return Err(Error::InvalidJson(format!(
+            "{field} must be at most {}",
+            i64::MAX
+        )));
+    }
+    Ok(n)
 }
 
 /// Runs `$body` with `$s` bound to the backend of `$store`.
