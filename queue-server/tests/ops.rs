@@ -332,7 +332,14 @@ async fn the_grafana_dashboard_queries_only_metrics_the_server_exposes() {
         ..Config::default()
     })
     .await;
-    server.client().create_queue("q", None).await.unwrap();
+    let client = server.client();
+    client.create_queue("q", None).await.unwrap();
+    // A long poll, so that its wait histogram has series.
+    let poll = DequeueOptions {
+        wait: Some(std::time::Duration::from_millis(10)),
+        ..DequeueOptions::default()
+    };
+    client.dequeue("q", &poll).await.unwrap();
     let text = reqwest::get(format!("{}/metrics", server.url()))
         .await
         .unwrap()
