@@ -577,6 +577,50 @@ impl Client {
         .await
     }
 
+    /// `POST /queues/{q}/nack?delay=S` with many lease ids: back to ready after `delay` (with
+    /// none, to the front in the order given).
+    pub async fn nack_batch(
+        &self,
+        queue: &str,
+        leases: &[String],
+        delay: Option<Duration>,
+    ) -> Result<NackResult, Error> {
+        let mut req = self
+            .request(Method::POST, &Self::queue_path(queue, "/nack"))
+            .json(leases);
+        if let Some(delay) = delay {
+            req = req.query(&[("delay", secs(delay))]);
+        }
+        self.json(req).await
+    }
+
+    /// `POST /queues/{q}/extend?lease=S` with many lease ids: each now runs `duration` from
+    /// now (the queue's lease length by default).
+    pub async fn extend_batch(
+        &self,
+        queue: &str,
+        leases: &[String],
+        duration: Option<Duration>,
+    ) -> Result<ExtendResult, Error> {
+        let mut req = self
+            .request(Method::POST, &Self::queue_path(queue, "/extend"))
+            .json(leases);
+        if let Some(d) = duration {
+            req = req.query(&[("lease", secs(d))]);
+        }
+        self.json(req).await
+    }
+
+    /// `POST /queues/{q}/release` with the lease ids of items never started: back to the front
+    /// in the order given, their attempt not counted.
+    pub async fn release(&self, queue: &str, leases: &[String]) -> Result<ReleaseResult, Error> {
+        self.json(
+            self.request(Method::POST, &Self::queue_path(queue, "/release"))
+                .json(leases),
+        )
+        .await
+    }
+
     /// `GET /queues/{q}/dead?limit=N`.
     pub async fn dead_letters(
         &self,

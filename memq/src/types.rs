@@ -269,16 +269,16 @@ pub struct EnqueueResult {
     pub ids: Vec<String>,
 }
 
-/// Outcome for one lease id of a batch ack.
+/// Outcome for one lease id of a batch ack, nack or release.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckOutcome {
     /// The lease id as given.
     pub lease: String,
-    /// 200 acked, 404 unknown, 410 expired.
+    /// 200 done, 404 unknown, 410 expired.
     #[cfg_attr(feature = "openapi", schema(minimum = 200, maximum = 599))]
     pub status: u16,
-    /// Error code when not acked.
+    /// Error code when not done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
 }
@@ -294,6 +294,64 @@ pub struct AckResult {
     pub acked: u64,
     /// One outcome per lease id, in input order.
     pub results: Vec<AckOutcome>,
+}
+
+/// Answer to `POST /queues/{q}/nack`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NackResult {
+    /// Always `"nackResult"`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::nack_result))]
+    pub kind: String,
+    /// How many lease ids were nacked.
+    pub nacked: u64,
+    /// One outcome per lease id, in input order.
+    pub results: Vec<AckOutcome>,
+}
+
+/// Answer to `POST /queues/{q}/release`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseResult {
+    /// Always `"releaseResult"`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::release_result))]
+    pub kind: String,
+    /// How many lease ids were released.
+    pub released: u64,
+    /// One outcome per lease id, in input order.
+    pub results: Vec<AckOutcome>,
+}
+
+/// Outcome for one lease id of a batch extend.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtendOutcome {
+    /// The lease id as given.
+    pub lease: String,
+    /// 200 extended, 404 unknown, 410 expired.
+    #[cfg_attr(feature = "openapi", schema(minimum = 200, maximum = 599))]
+    pub status: u16,
+    /// Error code when not extended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The lease's new end, when extended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub expires_at: Option<String>,
+}
+
+/// Answer to `POST /queues/{q}/extend`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtendResult {
+    /// Always `"extendResult"`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::extend_result))]
+    pub kind: String,
+    /// How many leases were extended.
+    pub extended: u64,
+    /// One outcome per lease id, in input order.
+    pub results: Vec<ExtendOutcome>,
 }
 
 /// A dead letter: an item that ran out of attempts.

@@ -13,6 +13,10 @@ use crate::store::journal::FsyncMode;
 #[derive(Debug, Clone, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Config {
+    /// Something to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on.
     #[arg(long, env = "MEMQ_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -222,6 +226,18 @@ fn parse_lease(text: &str) -> Result<Duration, String> {
         return Err("the default lease must be a whole number of seconds, at least 1".into());
     }
     Ok(d)
+}
+
+/// What `queue-server` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Repair a data directory whose damage stops the start: copies the files it changes to
+    /// DIR/damaged-<time>/, skips exactly the damaged records and says what they held.
+    Repair {
+        /// The data directory (no server may be running on it).
+        #[arg(long, env = "MEMQ_DATA_DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 impl Default for Config {

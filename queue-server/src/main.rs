@@ -3,11 +3,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use queue_server::config::Command;
 use queue_server::{Config, serve, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::Repair { data_dir }) = &config.command {
+        return repair(data_dir);
+    }
     telemetry::init(config.log_format);
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
@@ -20,6 +24,23 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `queue-server repair`: its report on stdout, progress and failure on stderr.
+fn repair(dir: &std::path::Path) -> ExitCode {
+    let progress = |line: &str| eprintln!("repair: {line}");
+    match queue_server::store::journal::repair(dir, progress) {
+        Ok(report) => {
+            for line in report {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("repair: {e:#}");
             ExitCode::FAILURE
         }
     }

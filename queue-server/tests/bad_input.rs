@@ -327,6 +327,46 @@ async fn bad_input_table() {
             "invalid_parameter",
         ),
     ];
+    for route in ["nack", "extend", "release"] {
+        for (body, code) in [
+            ("not json", "invalid_json"),
+            ("[1,2]", "invalid_json"),
+            ("{}", "invalid_json"),
+        ] {
+            cases.push(case(
+                Method::POST,
+                &format!("{q}/q/{route}"),
+                body,
+                400,
+                code,
+            ));
+        }
+        cases.push(case(
+            Method::POST,
+            &format!("{q}/nope/{route}"),
+            "[]",
+            404,
+            "queue_not_found",
+        ));
+    }
+    for query in ["delay=901", "delay=-1", "delay=abc"] {
+        cases.push(case(
+            Method::POST,
+            &format!("{q}/q/nack?{query}"),
+            "[]",
+            400,
+            "invalid_parameter",
+        ));
+    }
+    for query in ["lease=0", "lease=43201", "lease=abc"] {
+        cases.push(case(
+            Method::POST,
+            &format!("{q}/q/extend?{query}"),
+            "[]",
+            400,
+            "invalid_parameter",
+        ));
+    }
     for (param, values) in [
         (
             "lease",

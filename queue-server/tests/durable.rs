@@ -1,4 +1,4 @@
-//! `--data-dir`: restarts and crashes lose no acknowledged change; damage is cut, not fatal.
+//! `--data-dir`: restarts and crashes lose no acknowledged change (damage: tests/damage.rs).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -117,6 +117,55 @@ async fn restart_keeps_items_order_delays_dead_letters_config_and_counters() {
     server.shutdown().await;
 }
 
+/// The batch lease routes are journaled like the single ones: after a restart the items are
+/// where the nacks and releases put them, with the attempts they counted.
+#[tokio::test]
+async fn batch_nacks_extends_and_releases_replay_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(durable(dir.path())).await;
+    let c = server.client();
+    c.create_queue("q", None).await.unwrap();
+    c.enqueue_lines("q", "a\nb\nc\nd\ne\n", None).await.unwrap();
+    let lease = DequeueOptions {
+        lease: Some(Duration::from_secs(60)),
+        max: Some(4),
+        ..Default::default()
+    };
+    let Dequeued::Messages(held) = c.dequeue("q", &lease).await.unwrap() else {
+        panic!()
+    };
+    let ids: Vec<String> = held.iter().map(|m| m.lease.clone().unwrap().id).collect();
+    assert_eq!(c.release("q", &ids[2..]).await.unwrap().released, 2);
+    assert_eq!(c.nack_batch("q", &ids[1..2], None).await.unwrap().nacked, 1);
+    assert_eq!(
+        c.extend_batch("q", &ids[..1], None).await.unwrap().extended,
+        1
+    );
+    let before = c.queue("q").await.unwrap();
+    server.shutdown().await;
+
+    let server = TestServer::start(durable(dir.path())).await;
+    let c = server.client();
+    let after = c.queue("q").await.unwrap();
+    // The one lease still held was void after the restart: "a" is back at the front.
+    assert_eq!((after.depth, after.inflight), (5, 0));
+    assert_eq!(after.requeued, before.requeued + 1);
+    let lease = DequeueOptions {
+        max: Some(10),
+        ..lease
+    };
+    let Dequeued::Messages(again) = c.dequeue("q", &lease).await.unwrap() else {
+        panic!()
+    };
+    let seen: Vec<(&str, u32)> = again
+        .iter()
+        .map(|m| (m.body.as_str(), m.lease.as_ref().unwrap().attempt))
+        .collect();
+    // b's nack counted an attempt; c and d were released, so theirs did not.
+    assert_eq!(seen, [("a", 2), ("b", 2), ("c", 1), ("d", 1), ("e", 1)]);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_second_server_refuses_a_data_dir_in_use() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,124 +242,6 @@ async fn compaction_replaces_old_segments_and_keeps_everything() {
     assert!(rest[0].starts_with("r10-000-"), "{}", rest[0]);
     assert!(rest[2999].starts_with("r39-099-"));
     server.shutdown().await;
-}
-
-/// Frames of the newest journal segment: (start offset, end offset) of each record, up to the
-/// zeros a segment may end with.
-fn frames(path: &Path) -> Vec<(usize, usize)> {
-    let data = std::fs::read(path).unwrap();
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 8 <= data.len() {
-        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-        if len == 0 {
-            break;
-        }
-        out.push((at, at + 8 + len));
-        at += 8 + len;
-    }
-    out
-}
-
-fn newest_segment(dir: &Path) -> std::path::PathBuf {
-    let mut segs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("journal-")
-        })
-        .collect();
-    segs.sort();
-    segs.pop().unwrap()
-}
-
-async fn load_then_stop(dir: &Path, n: usize) {
-    let server = TestServer::start(durable(dir)).await;
-    let c = server.client();
-    c.create_queue("q", None).await.unwrap();
-    for i in 0..n {
-        c.enqueue("q", format!("item-{i:03}"), &EnqueueOptions::default())
-            .await
-            .unwrap();
-    }
-    server.shutdown().await;
-}
-
-#[tokio::test]
-async fn a_torn_tail_is_cut_and_everything_before_it_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    load_then_stop(dir.path(), 100).await;
-    let seg = newest_segment(dir.path());
-    let f = frames(&seg);
-    assert_eq!(f.len(), 101, "a create record and 100 enqueues");
-    let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    file.set_len(f[100].1 as u64 - 3).unwrap();
-    drop(file);
-
-    let server = TestServer::start(durable(dir.path())).await;
-    let items = drain_all(&server.client(), "q").await;
-    assert_eq!(items.len(), 99);
-    assert_eq!(items[98], "item-098");
-    server.shutdown().await;
-}
-
-#[tokio::test]
-async fn a_flipped_byte_drops_that_record_and_the_rest_of_the_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    load_then_stop(dir.path(), 100).await;
-    let seg = newest_segment(dir.path());
-    let f = frames(&seg);
-    let mut data = std::fs::read(&seg).unwrap();
-    // Record 51 is item-050: damage a byte of its payload.
-    data[f[51].0 + 12] ^= 0x40;
-    std::fs::write(&seg, data).unwrap();
-
-    let server = TestServer::start(durable(dir.path())).await;
-    let items = drain_all(&server.client(), "q").await;
-    let expected: Vec<String> = (0..50).map(|i| format!("item-{i:03}")).collect();
-    assert_eq!(items, expected);
-    server.shutdown().await;
-}
-
-#[tokio::test]
-async fn the_zeros_a_crash_leaves_after_the_records_read_as_the_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let dir_arg = dir.path().to_str().unwrap().to_string();
-    let mut server = ServerProcess::start(BIN, &["--data-dir", &dir_arg]).await;
-    let client = memq::Client::new(server.base_url()).unwrap();
-    client.create_queue("q", None).await.unwrap();
-    for i in 0..50 {
-        client
-            .enqueue("q", format!("item-{i:03}"), &EnqueueOptions::default())
-            .await
-            .unwrap();
-    }
-    let seg = newest_segment(dir.path());
-    let f = frames(&seg);
-    assert_eq!(f.len(), 51, "a create record and 50 enqueues");
-    let records_end = f[50].1;
-    let data = std::fs::read(&seg).unwrap();
-    assert!(
-        data.len() >= 4 << 20,
-        "the segment grows ahead of its records: {} bytes",
-        data.len()
-    );
-    assert!(data[records_end..].iter().all(|&b| b == 0));
-
-    server.kill();
-    let mut server = ServerProcess::start(BIN, &["--data-dir", &dir_arg]).await;
-    let client = memq::Client::new(server.base_url()).unwrap();
-    let items = drain_all(&client, "q").await;
-    let expected: Vec<String> = (0..50).map(|i| format!("item-{i:03}")).collect();
-    assert_eq!(items, expected, "every item, nothing read from the zeros");
-    // Recovery cuts the zeros; a snapshot taken at start may have replaced the segment since.
-    if let Ok(meta) = std::fs::metadata(&seg) {
-        assert_eq!(meta.len(), records_end as u64, "recovery cut the zeros");
-    }
-    server.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

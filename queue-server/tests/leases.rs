@@ -266,6 +266,64 @@ async fn lease_true_uses_the_queue_lease_and_batch_ack_reports_each_id() {
     server.shutdown().await;
 }
 
+/// The batch routes over HTTP, as the consumer calls them: one outcome per lease id in the
+/// order given, an extend's new end, and items released ahead of the rest.
+#[tokio::test]
+async fn batch_nack_extend_and_release_answer_lease_by_lease() {
+    let (server, client) = setup(None, &["a", "b", "c", "d"]).await;
+    let opts = DequeueOptions {
+        max: Some(4),
+        ..lease_for(10_000)
+    };
+    let Dequeued::Messages(held) = client.dequeue("work", &opts).await.unwrap() else {
+        panic!("items")
+    };
+    let leases: Vec<String> = held.iter().map(|m| m.lease.clone().unwrap().id).collect();
+    let first_end = held[0].lease.clone().unwrap().expires_at;
+
+    let mut ids = leases.clone();
+    ids.push("bogus".into());
+    let extended = client
+        .extend_batch("work", &ids, Some(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (extended.kind.as_str(), extended.extended),
+        ("extendResult", 4)
+    );
+    let statuses: Vec<u16> = extended.results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 404]);
+    let end = extended.results[0].expires_at.clone().expect("a new end");
+    assert!(end > first_end, "{first_end} then {end}");
+    assert_eq!(extended.results[4].code.as_deref(), Some("lease_not_found"));
+    assert!(extended.results[4].expires_at.is_none());
+
+    let released = client.release("work", &leases[2..]).await.unwrap();
+    assert_eq!(
+        (released.kind.as_str(), released.released),
+        ("releaseResult", 2)
+    );
+    let nacked = client
+        .nack_batch("work", &[leases[1].clone(), leases[2].clone()], None)
+        .await
+        .unwrap();
+    assert_eq!((nacked.kind.as_str(), nacked.nacked), ("nackResult", 1));
+    assert_eq!(nacked.results[1].status, 404);
+    let opts = DequeueOptions {
+        max: Some(10),
+        ..lease_for(10_000)
+    };
+    let Dequeued::Messages(back) = client.dequeue("work", &opts).await.unwrap() else {
+        panic!("items")
+    };
+    let seen: Vec<(&str, u32)> = back
+        .iter()
+        .map(|m| (m.body.as_str(), m.lease.as_ref().unwrap().attempt))
+        .collect();
+    assert_eq!(seen, [("b", 2), ("c", 1), ("d", 1)]);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn nack_with_delay_keeps_the_item_delayed_first() {
     let (server, client) = setup(None, &["x"]).await;

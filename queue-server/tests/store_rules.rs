@@ -139,6 +139,9 @@ on_every_store!(
     deleting_a_queue_voids_its_leases,
     stats_count_every_hand_out_ack_requeue_and_death,
     acks_answer_lease_by_lease,
+    batch_nacks_give_items_back_in_the_order_given,
+    released_items_go_back_to_the_front_with_their_attempt_not_counted,
+    batch_extends_move_each_deadline,
     extend_moves_a_lease_deadline,
     a_missing_queue_is_an_error_and_create_says_whether_it_created,
     a_long_poll_wakes_for_an_enqueue,
@@ -607,6 +610,171 @@ async fn acks_answer_lease_by_lease(store: &Store) {
     ));
     let s = store.queue("q").await.unwrap();
     assert_eq!((s.acked, s.inflight), (2, 0));
+}
+
+/// "done", "not found", "expired" or "other" per result of a batch.
+fn kinds<T>(results: &[Result<T, Error>]) -> Vec<&'static str> {
+    results
+        .iter()
+        .map(|r| match r {
+            Ok(_) => "done",
+            Err(Error::LeaseNotFound(_)) => "not found",
+            Err(Error::LeaseExpired(_)) => "expired",
+            Err(_) => "other",
+        })
+        .collect()
+}
+
+async fn batch_nacks_give_items_back_in_the_order_given(store: &Store) {
+    store.create_queue("q", None).await.unwrap();
+    store
+        .enqueue("q", items(&["a", "b", "c", "d", "e"]), 0)
+        .await
+        .unwrap();
+    let l = lease(store, "q", 4).await.leases();
+    let batch = [
+        l[1].clone(),
+        l[0].clone(),
+        "not-a-lease".to_string(),
+        UNKNOWN_LEASE.to_string(),
+        l[1].clone(),
+    ];
+    let results = store.nack_many("q", &batch, 0).await.unwrap();
+    assert_eq!(
+        kinds(&results),
+        ["done", "done", "not found", "not found", "not found"]
+    );
+    // Back at the front in the order given, ahead of the item never taken.
+    assert_eq!(counts(store, "q").await, (3, 2, 0, 0));
+    let back = lease(store, "q", 3).await;
+    assert_eq!(back.bodies(), ["b", "a", "e"]);
+    assert_eq!(back.attempts(), [2, 2, 1]);
+    // With a delay they wait, then come back.
+    let later = [l[2].clone(), l[3].clone()];
+    let results = store.nack_many("q", &later, 200).await.unwrap();
+    assert_eq!(kinds(&results), ["done", "done"]);
+    assert_eq!(counts(store, "q").await, (0, 3, 2, 0));
+    let late = lease_eventually(store, "q", &["c", "d"]).await;
+    assert_eq!(late.attempts(), [2, 2]);
+    let s = store.queue("q").await.unwrap();
+    assert_eq!((s.requeued, s.inflight), (4, 5));
+    assert!(matches!(
+        store.nack_many("nope", &later, 0).await,
+        Err(Error::QueueNotFound(_))
+    ));
+}
+
+async fn released_items_go_back_to_the_front_with_their_attempt_not_counted(store: &Store) {
+    // One attempt only: a nack would make dead letters; a release does not.
+    create(
+        store,
+        "q",
+        QueueConfigPatch {
+            max_attempts: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    store
+        .enqueue("q", items(&["a", "b", "c"]), 0)
+        .await
+        .unwrap();
+    let first = lease(store, "q", 2).await;
+    assert_eq!(first.attempts(), [1, 1]);
+    let l = first.leases();
+    let batch = [l[0].clone(), l[1].clone(), UNKNOWN_LEASE.to_string()];
+    let results = store.release("q", &batch).await.unwrap();
+    assert_eq!(kinds(&results), ["done", "done", "not found"]);
+    assert_eq!(counts(store, "q").await, (3, 0, 0, 0));
+    // A released lease is over: it can be neither acked nor released again.
+    assert!(matches!(
+        store.ack("q", &l[0]).await,
+        Err(Error::LeaseNotFound(_))
+    ));
+    assert_eq!(
+        kinds(&store.release("q", &l[..1]).await.unwrap()),
+        ["not found"]
+    );
+    let again = lease(store, "q", 3).await;
+    assert_eq!(again.bodies(), ["a", "b", "c"]);
+    assert_eq!(
+        again.attempts(),
+        [1, 1, 1],
+        "the released delivery is not counted"
+    );
+    let s = store.queue("q").await.unwrap();
+    assert_eq!((s.requeued, s.dequeued, s.dead), (2, 5, 0));
+    for lease in again.leases() {
+        store.ack("q", &lease).await.unwrap();
+    }
+    assert_eq!(counts(store, "q").await, (0, 0, 0, 0));
+}
+
+async fn batch_extends_move_each_deadline(store: &Store) {
+    create(
+        store,
+        "q",
+        QueueConfigPatch {
+            lease_seconds: Some(7),
+            ..Default::default()
+        },
+    )
+    .await;
+    store.enqueue("q", items(&["a", "b"]), 0).await.unwrap();
+    let req = DequeueRequest {
+        max: 2,
+        lease: LeaseSpec::Millis(300),
+        wait: Duration::ZERO,
+        consumer: None,
+    };
+    let DequeueOutcome::Items(got) = store.dequeue("q", req).await.unwrap() else {
+        panic!("items")
+    };
+    let l: Vec<String> = got
+        .iter()
+        .map(|d| d.lease.expect("leased").id.to_string())
+        .collect();
+    let before = got[0].lease.unwrap().deadline;
+    let batch = [
+        l[0].clone(),
+        "not-a-lease".to_string(),
+        l[1].clone(),
+        UNKNOWN_LEASE.to_string(),
+    ];
+    let results = store.extend_many("q", &batch, Some(60_000)).await.unwrap();
+    assert_eq!(kinds(&results), ["done", "not found", "done", "not found"]);
+    let deadlines: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    for d in &deadlines {
+        assert!(*d >= before + 50_000, "{before} then {d}");
+    }
+    // The leases run to their new deadlines: what the lease list shows.
+    let held: Vec<u64> = store
+        .leases("q", 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.deadline)
+        .collect();
+    assert_eq!(held, deadlines);
+    // Without a length, the queue's own (7 s) from now.
+    let results = store.extend_many("q", &l, None).await.unwrap();
+    for r in &results {
+        let d = *r.as_ref().expect("extended");
+        assert!(
+            d >= before + 6_000 && d < before + 50_000,
+            "{before} then {d}"
+        );
+    }
+    for lease in &l {
+        store.ack("q", lease).await.unwrap();
+    }
+    assert_eq!(
+        kinds(&store.extend_many("q", &l, None).await.unwrap()),
+        ["not found", "not found"]
+    );
 }
 
 async fn extend_moves_a_lease_deadline(store: &Store) {

@@ -586,9 +586,9 @@ await test("the queue panel lists the leases and releases one after a confirm, o
     if ((await figures()) !== "depth 1, inflight 2") throw new Error(`before: ${await figures()}`);
     // The page itself comes with a 401 (it asks for the token).
     const p = await openPage(`${server.url}/`, [/status of 401 .*@ http:\/\/127\.0\.0\.1:\d+\/(dashboard\/session)?$/]);
-    const nacks = [];
+    const releases = [];
     p.on("request", (r) => {
-      if (/\/nack$/.test(r.url())) nacks.push(`${r.method()} ${r.url().slice(server.url.length)}`);
+      if (/\/release$/.test(r.url())) releases.push(`${r.method()} ${r.url().slice(server.url.length)} ${r.postData()}`);
     });
     await waitFor(p, () => document.querySelector("#token-dialog").open, null, "the token dialog");
     await p.fill("#token-input", TOKEN);
@@ -645,14 +645,16 @@ await test("the queue panel lists the leases and releases one after a confirm, o
     if (questions.length !== 1 || !questions[0].startsWith(`Release the lease of pod-a on item …${a.id.slice(-6)} (attempt 1)?`)) {
       throw new Error(`confirm asked ${JSON.stringify(questions)}`);
     }
-    if (nacks.join() !== `POST /memq/server/queues/leased/leases/${a.lease.id}/nack`) throw new Error(`release requests: ${JSON.stringify(nacks)}`);
+    if (releases.join() !== `POST /memq/server/queues/leased/release ["${a.lease.id}"]`) throw new Error(`release requests: ${JSON.stringify(releases)}`);
     if ((await figures()) !== "depth 2, inflight 1") throw new Error(`after the release: ${await figures()}`);
+    // Released, not nacked: its next delivery is attempt 1 again.
+    const { json: next } = await server.api("GET", `/queues/leased/items/${a.id}`, { token: TOKEN });
+    if (next.state !== "ready" || next.attempts !== 0) throw new Error(`the released item: ${JSON.stringify(next)}`);
     if ((await p.$$eval("#leases tr", (trs) => trs.map((tr) => tr.dataset.lease))).join() !== b.lease.id) throw new Error("the other lease left the table too");
 
     // The other lease ends behind the page's back while the operator reads the question (the
-    // page cannot refresh under a confirm): the row is stale when the release goes out. Its 404
-    // is expected.
-    p.allowed.push(new RegExp(`status of 404 .*@ ${escapeRe(server.url)}/memq/server/queues/leased/leases/${b.lease.id}/nack$`));
+    // page cannot refresh under a confirm): the row is stale when the release goes out, and the
+    // server answers that lease with 404.
     let behindBack = 0;
     p.once("dialog", async (d) => {
       behindBack = (await server.api("POST", `/queues/leased/leases/${b.lease.id}/nack`, { token: TOKEN })).status;
@@ -663,7 +665,7 @@ await test("the queue panel lists the leases and releases one after a confirm, o
     if (behindBack !== 200) throw new Error(`the release through the API answered ${behindBack}`);
     await waitFor(p, () => document.querySelectorAll("#leases tr").length === 0, null, "the stale lease to leave the table");
     await waitText(p, "#leases-note", "No leases.");
-    if (nacks.length !== 2) throw new Error(`release requests: ${JSON.stringify(nacks)}`);
+    if (releases.length !== 2) throw new Error(`release requests: ${JSON.stringify(releases)}`);
     if ((await figures()) !== "depth 3, inflight 0") throw new Error(`at the end: ${await figures()}`);
     assertClean(p);
     await p.close();

@@ -15,30 +15,43 @@ use super::{
 /// One item.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ItemImage<'a> {
-    id: Id,
+    /// Item id.
+    pub id: Id,
+    /// Item text.
     #[serde(borrow)]
-    body: Cow<'a, str>,
-    attempts: u32,
+    pub body: Cow<'a, str>,
+    /// Deliveries so far.
+    pub attempts: u32,
 }
 
 /// Everything a queue holds, except the memory of expired lease ids.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct QueueImage<'a> {
-    config: QueueConfig,
-    paused: bool,
-    ids: (u64, u128),
-    seq: u64,
-    counters: [u64; 7],
+    /// Settings.
+    pub config: QueueConfig,
+    /// Whether hand-outs are paused.
+    pub paused: bool,
+    /// The id generator's position.
+    pub ids: (u64, u128),
+    /// The last arrival number of a delayed item (orders equal ready times).
+    pub seq: u64,
+    /// Running totals: enqueued, dequeued, drained, acked, requeued, died, purged.
+    pub counters: [u64; 7],
+    /// Ready items in hand-out order.
     #[serde(borrow)]
-    ready: Vec<ItemImage<'a>>,
+    pub ready: Vec<ItemImage<'a>>,
+    /// Delayed items: (ready time, arrival number, item), in no order.
     #[serde(borrow)]
-    delayed: Vec<(u64, u64, ItemImage<'a>)>,
+    pub delayed: Vec<(u64, u64, ItemImage<'a>)>,
+    /// Leases: (lease id, deadline, item), in no order.
     #[serde(borrow)]
-    leases: Vec<(Id, u64, ItemImage<'a>)>,
+    pub leases: Vec<(Id, u64, ItemImage<'a>)>,
+    /// Dead letters, oldest first, with the time each died.
     #[serde(borrow)]
-    dead: Vec<(ItemImage<'a>, u64)>,
+    pub dead: Vec<(ItemImage<'a>, u64)>,
+    /// Dedup keys: (key, item, when the item left if it did).
     #[serde(borrow)]
-    keys: Vec<(Cow<'a, str>, Id, Option<u64>)>,
+    pub keys: Vec<(Cow<'a, str>, Id, Option<u64>)>,
 }
 
 fn out(item: &Item) -> ItemImage<'_> {

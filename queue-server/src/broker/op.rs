@@ -55,6 +55,66 @@ pub enum Op {
     PurgeDead,
     /// New settings.
     Configure(QueueConfig),
+    // Added after 0.1.0: new kinds go last, so that the records written before keep their tag.
+    /// Give many leased items back (a batch nack), after `delay_ms`.
+    NackMany {
+        /// Lease ids.
+        leases: Vec<Id>,
+        /// Delay in ms.
+        delay_ms: u64,
+    },
+    /// Move many leases' deadlines to now + `lease_ms`.
+    ExtendMany {
+        /// Lease ids.
+        leases: Vec<Id>,
+        /// New lease length in ms.
+        lease_ms: u64,
+    },
+    /// Give leased items back unstarted: to the front, their attempt not counted.
+    Release {
+        /// Lease ids.
+        leases: Vec<Id>,
+    },
+}
+
+impl Op {
+    /// What the op does, in a few words, with the ids it names.
+    pub fn summary(&self) -> String {
+        let ids = |leases: &[Id]| {
+            leases
+                .iter()
+                .map(Id::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Op::Enqueue { items, delay_ms } if *delay_ms > 0 => {
+                format!("enqueue of {} items delayed {delay_ms} ms", items.len())
+            }
+            Op::Enqueue { items, .. } => format!("enqueue of {} items", items.len()),
+            Op::Dequeue {
+                max,
+                lease_ms: Some(ms),
+            } => format!("lease of up to {max} items for {ms} ms"),
+            Op::Dequeue {
+                max,
+                lease_ms: None,
+            } => format!("dequeue of up to {max} items"),
+            Op::Ack { leases } => format!("ack of lease {}", ids(leases)),
+            Op::Nack { lease, .. } => format!("nack of lease {lease}"),
+            Op::Extend { lease, .. } => format!("extend of lease {lease}"),
+            Op::Tick => "expiries and delays that fell due".into(),
+            Op::Drain => "drain".into(),
+            Op::SetPaused(true) => "pause".into(),
+            Op::SetPaused(false) => "resume".into(),
+            Op::RequeueDead => "requeue of the dead letters".into(),
+            Op::PurgeDead => "purge of the dead letters".into(),
+            Op::Configure(_) => "settings changed".into(),
+            Op::NackMany { leases, .. } => format!("nack of leases {}", ids(leases)),
+            Op::ExtendMany { leases, .. } => format!("extend of leases {}", ids(leases)),
+            Op::Release { leases } => format!("release of leases {}", ids(leases)),
+        }
+    }
 }
 
 /// What applying an [`Op`] gave.
@@ -64,8 +124,10 @@ pub enum Outcome {
     Enqueued(Result<Vec<(Id, bool)>, QueueFull>),
     /// From `Dequeue`.
     Taken(Taken),
-    /// From `Ack`: one result per lease.
-    Acked(Vec<Result<(), LeaseError>>),
+    /// From `Ack`, `NackMany` and `Release`: one result per lease.
+    Each(Vec<Result<(), LeaseError>>),
+    /// From `ExtendMany`: the new lease of each, or why not.
+    ExtendedMany(Vec<Result<LeaseInfo, LeaseError>>),
     /// From `Nack`.
     Nacked(Result<(), LeaseError>),
     /// From `Extend`: the new lease and the item it holds.
@@ -112,7 +174,7 @@ impl Queue {
             Op::Ack { leases } => {
                 let results: Vec<_> = leases.into_iter().map(|l| self.ack(l, now)).collect();
                 let changed = results.iter().any(Result::is_ok);
-                (Outcome::Acked(results), changed)
+                (Outcome::Each(results), changed)
             }
             Op::Nack { lease, delay_ms } => {
                 let result = self.nack(lease, delay_ms, now);
@@ -126,6 +188,21 @@ impl Queue {
                 });
                 let changed = result.is_ok();
                 (Outcome::Extended(result), changed)
+            }
+            Op::NackMany { leases, delay_ms } => {
+                let results = self.nack_many(&leases, delay_ms, now);
+                let changed = results.iter().any(Result::is_ok);
+                (Outcome::Each(results), changed)
+            }
+            Op::ExtendMany { leases, lease_ms } => {
+                let results = self.extend_many(&leases, lease_ms, now);
+                let changed = results.iter().any(Result::is_ok);
+                (Outcome::ExtendedMany(results), changed)
+            }
+            Op::Release { leases } => {
+                let results = self.release(&leases, now);
+                let changed = results.iter().any(Result::is_ok);
+                (Outcome::Each(results), changed)
             }
             Op::Tick => (Outcome::Done, false),
             Op::Drain => {

@@ -356,7 +356,7 @@ impl Queue {
     }
 
     /// Forgets an item that leaves the queue for good.
-    fn release(&mut self, body: &str) {
+    fn forget_bytes(&mut self, body: &str) {
         self.held_bytes = self.held_bytes.saturating_sub(item_cost(body));
     }
 
@@ -515,7 +515,7 @@ impl Queue {
             match lease_ms {
                 None => {
                     self.keys.release(item.id, now);
-                    self.release(&item.body);
+                    self.forget_bytes(&item.body);
                     out.push(Handed {
                         id: item.id,
                         body: item.body,
@@ -567,7 +567,7 @@ impl Queue {
         let leased = self.live_lease(lease, now)?;
         self.counters.acked += 1;
         self.keys.release(leased.item.id, now);
-        self.release(&leased.item.body);
+        self.forget_bytes(&leased.item.body);
         Ok(())
     }
 
@@ -577,6 +577,69 @@ impl Queue {
         let leased = self.live_lease(lease, now)?;
         self.give_back(leased.item, delay_ms, now);
         Ok(())
+    }
+
+    /// [`Queue::nack`] of many leases at once: one result each, in the order given. Without a
+    /// delay the items go to the front in the order given (the first one first), as their
+    /// consumer had them; with one they become ready in that order.
+    pub fn nack_many(
+        &mut self,
+        leases: &[Id],
+        delay_ms: u64,
+        now: u64,
+    ) -> Vec<Result<(), LeaseError>> {
+        let (results, items) = self.take_leases(leases, now);
+        if delay_ms == 0 {
+            // Each goes to the front: the last one first, so that the first ends up first.
+            for item in items.into_iter().rev() {
+                self.give_back(item, 0, now);
+            }
+        } else {
+            for item in items {
+                self.give_back(item, delay_ms, now);
+            }
+        }
+        results
+    }
+
+    /// Gives leased items back that were never started (a consumer's prefetch buffer when it
+    /// stops): to the front of the ready items in the order given, with their delivery not
+    /// counted as an attempt, so never to the dead letters. One result per lease.
+    pub fn release(&mut self, leases: &[Id], now: u64) -> Vec<Result<(), LeaseError>> {
+        let (results, items) = self.take_leases(leases, now);
+        for mut item in items.into_iter().rev() {
+            item.attempts = item.attempts.saturating_sub(1);
+            self.counters.requeued += 1;
+            self.ready.push_front(item);
+        }
+        results
+    }
+
+    /// [`Queue::extend`] of many leases at once: the new lease (or why not) of each.
+    pub fn extend_many(
+        &mut self,
+        leases: &[Id],
+        lease_ms: u64,
+        now: u64,
+    ) -> Vec<Result<LeaseInfo, LeaseError>> {
+        leases
+            .iter()
+            .map(|&lease| self.extend(lease, lease_ms, now))
+            .collect()
+    }
+
+    /// Ends the live leases among `leases`: one result each, and their items in that order.
+    fn take_leases(&mut self, leases: &[Id], now: u64) -> (Vec<Result<(), LeaseError>>, Vec<Item>) {
+        let mut items = Vec::with_capacity(leases.len());
+        let results = leases
+            .iter()
+            .map(|&lease| {
+                let leased = self.live_lease(lease, now)?;
+                items.push(leased.item);
+                Ok(())
+            })
+            .collect();
+        (results, items)
     }
 
     fn give_back(&mut self, item: Item, delay_ms: u64, now: u64) {
@@ -759,12 +822,12 @@ impl Queue {
         let mut n = 0;
         for item in std::mem::take(&mut self.ready) {
             self.keys.release(item.id, now);
-            self.release(&item.body);
+            self.forget_bytes(&item.body);
             n += 1;
         }
         for Reverse(d) in std::mem::take(&mut self.delayed) {
             self.keys.release(d.item.id, now);
-            self.release(&d.item.body);
+            self.forget_bytes(&d.item.body);
             n += 1;
         }
         self.counters.drained += n;
@@ -794,7 +857,7 @@ impl Queue {
         let n = self.dead.len() as u64;
         for dead in std::mem::take(&mut self.dead) {
             self.keys.release(dead.id, now);
-            self.release(&dead.body);
+            self.forget_bytes(&dead.body);
         }
         self.counters.purged += n;
         n
@@ -881,6 +944,83 @@ mod tests {
         assert_eq!(q.counters().requeued, 1);
         let (body, lease) = lease_one(&mut q, 1_000, T0 + 1_000);
         assert_eq!((body.as_str(), lease.attempt), ("a", 2));
+    }
+
+    fn lease_all(q: &mut Queue, max: usize, now: u64) -> Vec<LeaseInfo> {
+        match q.dequeue(max, Some(60_000), now) {
+            Taken::Items(items) => items
+                .into_iter()
+                .map(|h| h.lease.expect("leased"))
+                .collect(),
+            other => panic!("expected items, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_nack_puts_items_back_in_the_order_given() {
+        let mut q = q();
+        for b in ["a", "b", "c", "d"] {
+            q.enqueue(item(b), 0, T0).unwrap();
+        }
+        let l = lease_all(&mut q, 3, T0);
+        let results = q.nack_many(&[l[2].id, l[0].id, l[2].id], 0, T0);
+        assert_eq!(results, [Ok(()), Ok(()), Err(LeaseError::NotFound)]);
+        assert_eq!(q.counters().requeued, 2);
+        assert_eq!(bodies(q.dequeue(4, None, T0)), ["c", "a", "d"]);
+        // With a delay they become ready in the order given.
+        let mut q = self::q();
+        for b in ["a", "b"] {
+            q.enqueue(item(b), 0, T0).unwrap();
+        }
+        let l = lease_all(&mut q, 2, T0);
+        q.nack_many(&[l[1].id, l[0].id], 100, T0);
+        assert_eq!(q.delayed(), 2);
+        q.tick(T0 + 100);
+        assert_eq!(bodies(q.dequeue(2, None, T0 + 100)), ["b", "a"]);
+    }
+
+    #[test]
+    fn a_release_returns_items_unstarted_without_spending_an_attempt() {
+        let mut q = Queue::new(QueueConfig {
+            max_attempts: 1,
+            ..QueueConfig::default()
+        });
+        for b in ["a", "b", "c"] {
+            q.enqueue(item(b), 0, T0).unwrap();
+        }
+        let l = lease_all(&mut q, 2, T0);
+        assert_eq!(l[0].attempt, 1);
+        // At their last attempt, yet not dead letters: the delivery does not count.
+        let results = q.release(&[l[0].id, l[1].id], T0 + 5);
+        assert_eq!(results, [Ok(()), Ok(())]);
+        assert_eq!((q.depth(), q.inflight(), q.dead()), (3, 0, 0));
+        assert_eq!(q.counters().requeued, 2);
+        let again = lease_all(&mut q, 3, T0 + 5);
+        let attempts: Vec<u32> = again.iter().map(|l| l.attempt).collect();
+        assert_eq!(attempts, [1, 1, 1]);
+        // An expired lease is not released.
+        assert_eq!(
+            q.release(&[again[0].id], T0 + 60_005),
+            [Err(LeaseError::Expired)]
+        );
+    }
+
+    #[test]
+    fn a_batch_extend_moves_each_live_lease() {
+        let mut q = q();
+        for b in ["a", "b"] {
+            q.enqueue(item(b), 0, T0).unwrap();
+        }
+        let l = lease_all(&mut q, 2, T0);
+        q.ack(l[1].id, T0).unwrap();
+        let results = q.extend_many(&[l[0].id, l[1].id], 120_000, T0 + 10);
+        assert_eq!(results[0].map(|i| i.deadline), Ok(T0 + 120_010));
+        assert_eq!(results[1], Err(LeaseError::NotFound));
+        assert_eq!(
+            q.tick(T0 + 60_000).ready,
+            0,
+            "the old deadline has no effect"
+        );
     }
 
     #[test]

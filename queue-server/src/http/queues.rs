@@ -9,8 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use memq::types::headers;
 use memq::{
-    AckOutcome, AckResult, ApiError, CountResult, DeadLetter, DeadLetterList, ItemInfo, LeaseEntry,
-    LeaseList, Message, MessageList, QueueConfigPatch, QueueObject, QueueStats, Stats,
+    AckOutcome, AckResult, ApiError, CountResult, DeadLetter, DeadLetterList, ExtendOutcome,
+    ExtendResult, ItemInfo, LeaseEntry, LeaseList, Message, MessageList, NackResult,
+    QueueConfigPatch, QueueObject, QueueStats, ReleaseResult, Stats,
 };
 
 use super::batch::{BatchKind, check_item, check_key, parse_batch};
@@ -427,7 +428,7 @@ pub async fn nack(
 /// `?lease=S` is accepted for `?seconds=S`.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/leases/{lease}/extend", tag = "leases",
     params(QueuePath, ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue"),
-        ("seconds" = Option<String>, Query, description = "New lease length from now: seconds (30, 1.5) or 500ms, 30s, 2m; default the queue's leaseSeconds; at most 12 h. `lease` is accepted for it")),
+        LeaseSeconds),
     responses(
         (status = 200, description = "The message with its new lease", body = Message),
         (status = 410, description = "The lease expired (`lease_expired`)", body = ApiError),
@@ -437,19 +438,74 @@ pub async fn extend(
     path: LeasePath,
     params: Params,
 ) -> Result<Response> {
-    let seconds = match (params.get("seconds"), params.get("lease")) {
+    let lease = new_lease_length(&params)?;
+    let (info, id, body) = state.store.extend(&path.queue, &path.lease, lease).await?;
+    Ok(MessageOut::new(id, &body, Some(info)).into_response())
+}
+
+/// `?seconds=` of the extend routes: the new lease length. Not `?lease=`, which the path of
+/// `.../leases/{lease}/extend` names already; `?lease=S`, which clients sent before, is
+/// accepted for it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct LeaseSeconds {
+    /// New lease length from now: seconds (30, 1.5) or 500ms, 30s, 2m; default the queue's
+    /// leaseSeconds; at most 12 h
+    seconds: Option<String>,
+}
+
+/// The new lease length of an extend ([`LeaseSeconds`]) in milliseconds; `None` for the
+/// queue's default.
+fn new_lease_length(params: &Params) -> Result<Option<u64>> {
+    let name = match (params.get("seconds"), params.get("lease")) {
         (Some(_), Some(_)) => {
             return Err(Error::param(
                 "seconds",
                 "give the new lease length once, as ?seconds= (or ?lease=)",
             ));
         }
-        (_, Some(_)) => "lease",
+        (None, Some(_)) => "lease",
         _ => "seconds",
     };
-    let lease = params.duration(seconds, MAX_LEASE, false)?.map(millis);
-    let (info, id, body) = state.store.extend(&path.queue, &path.lease, lease).await?;
-    Ok(MessageOut::new(id, &body, Some(info)).into_response())
+    let lease = params.duration(name, MAX_LEASE, false)?.map(millis);
+    if lease == Some(0) {
+        return Err(Error::param(name, "must be at least 1ms"));
+    }
+    Ok(lease)
+}
+
+/// The body of a batch lease route: a JSON array of lease ids.
+async fn lease_ids(state: &AppState, body: Body) -> Result<Vec<String>> {
+    let bytes = read_body(body, state.config.max_body_bytes).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::InvalidJson(format!("{e}; expected a JSON array of lease ids")))
+}
+
+/// One outcome per lease id, and how many were done.
+fn outcomes(leases: Vec<String>, results: Vec<Result<()>>) -> (u64, Vec<AckOutcome>) {
+    let outcomes: Vec<AckOutcome> = leases
+        .into_iter()
+        .zip(results)
+        .map(|(lease, result)| {
+            let (status, code) = status_of(&result);
+            AckOutcome {
+                lease,
+                status,
+                code,
+            }
+        })
+        .collect();
+    let done = outcomes.iter().filter(|o| o.status == 200).count() as u64;
+    (done, outcomes)
+}
+
+/// The status and error code of one lease's result in a batch answer.
+fn status_of<T>(result: &Result<T>) -> (u16, Option<String>) {
+    match result {
+        Ok(_) => (200, None),
+        Err(e) => (e.status().as_u16(), Some(e.code().into())),
+    }
 }
 
 /// Ack many leased items
@@ -467,29 +523,109 @@ pub async fn ack_batch(
     QueueName(name): QueueName,
     body: Body,
 ) -> Result<Json<AckResult>> {
-    let bytes = read_body(body, state.config.max_body_bytes).await?;
-    let leases: Vec<String> = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::InvalidJson(format!("{e}; expected a JSON array of lease ids")))?;
-    let outcomes = state.store.ack_many(&name, &leases).await?;
-    let results: Vec<AckOutcome> = leases
-        .into_iter()
-        .zip(outcomes)
-        .map(|(lease, outcome)| match outcome {
-            Ok(()) => AckOutcome {
-                lease,
-                status: 200,
-                code: None,
-            },
-            Err(e) => AckOutcome {
-                lease,
-                status: e.status().as_u16(),
-                code: Some(e.code().into()),
-            },
-        })
-        .collect();
+    let leases = lease_ids(&state, body).await?;
+    let results = state.store.ack_many(&name, &leases).await?;
+    let (acked, results) = outcomes(leases, results);
     Ok(Json(AckResult {
         kind: "ackResult".into(),
-        acked: results.iter().filter(|r| r.status == 200).count() as u64,
+        acked,
+        results,
+    }))
+}
+
+/// Give many leased items back
+///
+/// `POST /queues/{q}/nack?delay=S`: a JSON array of lease ids; one outcome each, in order. The
+/// items go back to the front (after `delay`), their attempts counted; at `maxAttempts` to the
+/// dead letters.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/nack", tag = "leases",
+    params(QueuePath,
+        ("delay" = Option<String>, Query, description = "Ready again only after this long (at most 900 s); without it the items go to the front, in the order given")),
+    request_body(content = Vec<String>, content_type = "application/json", description = "Lease ids"),
+    responses(
+        (status = 200, description = "One outcome per lease id", body = NackResult),
+        (status = 413, description = "Body over --max-body-bytes (`body_too_large`)", body = ApiError),
+    ))]
+pub async fn nack_batch(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+    params: Params,
+    body: Body,
+) -> Result<Json<NackResult>> {
+    let delay = params.duration("delay", MAX_DELAY, true)?.map_or(0, millis);
+    let leases = lease_ids(&state, body).await?;
+    let results = state.store.nack_many(&name, &leases, delay).await?;
+    let (nacked, results) = outcomes(leases, results);
+    Ok(Json(NackResult {
+        kind: "nackResult".into(),
+        nacked,
+        results,
+    }))
+}
+
+/// Extend many leases
+///
+/// `POST /queues/{q}/extend?seconds=S`: a JSON array of lease ids; each one's new end, S from
+/// now (the queue's `leaseSeconds` by default). `?lease=S` is accepted for `?seconds=S`.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/extend", tag = "leases",
+    params(QueuePath, LeaseSeconds),
+    request_body(content = Vec<String>, content_type = "application/json", description = "Lease ids"),
+    responses(
+        (status = 200, description = "One outcome per lease id, with the new expiresAt of each lease extended", body = ExtendResult),
+        (status = 413, description = "Body over --max-body-bytes (`body_too_large`)", body = ApiError),
+    ))]
+pub async fn extend_batch(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+    params: Params,
+    body: Body,
+) -> Result<Json<ExtendResult>> {
+    let lease = new_lease_length(&params)?;
+    let leases = lease_ids(&state, body).await?;
+    let results = state.store.extend_many(&name, &leases, lease).await?;
+    let results: Vec<ExtendOutcome> = leases
+        .into_iter()
+        .zip(results)
+        .map(|(lease, result)| {
+            let (status, code) = status_of(&result);
+            ExtendOutcome {
+                lease,
+                status,
+                code,
+                expires_at: result.ok().map(rfc3339_ms),
+            }
+        })
+        .collect();
+    Ok(Json(ExtendResult {
+        kind: "extendResult".into(),
+        extended: results.iter().filter(|r| r.status == 200).count() as u64,
+        results,
+    }))
+}
+
+/// Release leased items never started
+///
+/// `POST /queues/{q}/release`: a JSON array of lease ids of items never started (a consumer's
+/// prefetch buffer when it stops); they go back to the front, their attempt not counted. One
+/// outcome each, in order.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/release", tag = "leases",
+    params(QueuePath),
+    request_body(content = Vec<String>, content_type = "application/json", description = "Lease ids"),
+    responses(
+        (status = 200, description = "One outcome per lease id; the items released are back at the front, in the order given, their attempt not counted", body = ReleaseResult),
+        (status = 413, description = "Body over --max-body-bytes (`body_too_large`)", body = ApiError),
+    ))]
+pub async fn release(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+    body: Body,
+) -> Result<Json<ReleaseResult>> {
+    let leases = lease_ids(&state, body).await?;
+    let results = state.store.release(&name, &leases).await?;
+    let (released, results) = outcomes(leases, results);
+    Ok(Json(ReleaseResult {
+        kind: "releaseResult".into(),
+        released,
         results,
     }))
 }

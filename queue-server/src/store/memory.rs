@@ -158,7 +158,10 @@ impl MemoryStore {
                 );
             }
             for line in &recovery.dropped {
-                tracing::warn!(damage = %line, "journal damage cut during recovery");
+                tracing::warn!(cut = %line, "a torn tail of the journal was cut");
+            }
+            for (queue, records) in &recovery.orphans {
+                tracing::warn!(queue = %queue, records, "records of a queue whose create record was lost were skipped");
             }
             let mut items = 0u64;
             let mut leases = 0usize;
@@ -604,7 +607,7 @@ impl MemoryStore {
             return Err(Error::LeaseNotFound(lease.to_string()));
         };
         match self.change(name, Op::Ack { leases: vec![id] }).await? {
-            Outcome::Acked(mut results) => results
+            Outcome::Each(mut results) => results
                 .pop()
                 .expect("one result")
                 .map_err(|e| lease_error(e, lease)),
@@ -613,25 +616,81 @@ impl MemoryStore {
     }
 
     /// `POST /ack`: many acks in one change; one result per lease id.
-    pub async fn ack_many(&self, name: &str, leases: &[String]) -> Result<Vec<Result<(), Error>>> {
-        let ids: Vec<Option<Id>> = leases.iter().map(|l| Id::parse(l)).collect();
-        let valid: Vec<Id> = ids.iter().flatten().copied().collect();
-        let outcome = self.change(name, Op::Ack { leases: valid }).await?;
-        let Outcome::Acked(results) = outcome else {
+    pub async fn ack_many(&self, name: &str, leases: &[String]) -> Result<Vec<Result<()>>> {
+        self.each_lease(name, leases, |leases| Op::Ack { leases })
+            .await
+    }
+
+    /// `POST /nack`: many nacks in one change; one result per lease id.
+    pub async fn nack_many(
+        &self,
+        name: &str,
+        leases: &[String],
+        delay_ms: u64,
+    ) -> Result<Vec<Result<()>>> {
+        self.each_lease(name, leases, |leases| Op::NackMany { leases, delay_ms })
+            .await
+    }
+
+    /// `POST /release`: unstarted items back to the front; one result per lease id.
+    pub async fn release(&self, name: &str, leases: &[String]) -> Result<Vec<Result<()>>> {
+        self.each_lease(name, leases, |leases| Op::Release { leases })
+            .await
+    }
+
+    /// `POST /extend`: many extends in one change (`None`: the queue's lease length); each
+    /// one's new deadline.
+    pub async fn extend_many(
+        &self,
+        name: &str,
+        leases: &[String],
+        lease_ms: Option<u64>,
+    ) -> Result<Vec<Result<u64>>> {
+        let lease_ms = match lease_ms {
+            Some(ms) => ms,
+            None => self.read(name, |q, _| q.config().lease_ms)?,
+        };
+        let valid = super::well_formed(leases);
+        let ids = valid.iter().map(|(id, _)| *id).collect();
+        let outcome = self
+            .change(
+                name,
+                Op::ExtendMany {
+                    leases: ids,
+                    lease_ms,
+                },
+            )
+            .await?;
+        let Outcome::ExtendedMany(results) = outcome else {
             return Err(unexpected(outcome));
         };
-        let mut results = results.into_iter();
-        Ok(leases
-            .iter()
-            .zip(ids)
-            .map(|(text, id)| match id {
-                None => Err(Error::LeaseNotFound(text.clone())),
-                Some(_) => results
-                    .next()
-                    .expect("one result per valid id")
-                    .map_err(|e| lease_error(e, text)),
-            })
-            .collect())
+        let results = results.into_iter().zip(&valid).map(|(r, (_, text))| {
+            r.map(|info| info.deadline)
+                .map_err(|e| lease_error(e, text))
+        });
+        Ok(super::in_given_order(leases, results))
+    }
+
+    /// Applies the op `make` builds from the well-formed lease ids among `leases`; one result
+    /// per lease id given.
+    async fn each_lease(
+        &self,
+        name: &str,
+        leases: &[String],
+        make: impl FnOnce(Vec<Id>) -> Op,
+    ) -> Result<Vec<Result<()>>> {
+        let valid = super::well_formed(leases);
+        let outcome = self
+            .change(name, make(valid.iter().map(|(id, _)| *id).collect()))
+            .await?;
+        let Outcome::Each(results) = outcome else {
+            return Err(unexpected(outcome));
+        };
+        let results = results
+            .into_iter()
+            .zip(&valid)
+            .map(|(r, (_, text))| r.map_err(|e| lease_error(e, text)));
+        Ok(super::in_given_order(leases, results))
     }
 
     /// `POST /leases/{lease}/nack`.

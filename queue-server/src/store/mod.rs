@@ -256,6 +256,34 @@ pub(crate) fn parse_lease(lease: &str) -> Result<Id> {
     Id::parse(lease).ok_or_else(|| Error::LeaseNotFound(lease.to_string()))
 }
 
+/// The lease ids of a batch request that can be lease ids, with their text, in order.
+pub(crate) fn well_formed(given: &[String]) -> Vec<(Id, &str)> {
+    given
+        .iter()
+        .filter_map(|text| Some((Id::parse(text)?, text.as_str())))
+        .collect()
+}
+
+/// The answer to a batch request on leases: `results` (for its [`well_formed`] ids, in order)
+/// beside every id given, a malformed one being a lease that does not exist.
+pub(crate) fn in_given_order<T>(
+    given: &[String],
+    results: impl IntoIterator<Item = Result<T>>,
+) -> Vec<Result<T>> {
+    let mut results = results.into_iter();
+    given
+        .iter()
+        .map(|lease| {
+            parse_lease(lease)?;
+            results.next().unwrap_or_else(|| {
+                Err(Error::BackendUnavailable(format!(
+                    "internal: no result for lease {lease:?}"
+                )))
+            })
+        })
+        .collect()
+}
+
 /// Applies a `PUT` body to a queue's config, checking it.
 pub(crate) fn apply_patch(
     mut config: QueueConfig,
@@ -408,6 +436,34 @@ impl Store {
     /// Gives a leased item back after `delay_ms`.
     pub async fn nack(&self, name: &str, lease: &str, delay_ms: u64) -> Result<()> {
         each!(self, s => s.nack(name, lease, delay_ms).await)
+    }
+
+    /// Gives many leased items back after `delay_ms` (with none, to the front in the order
+    /// given): one result each.
+    pub async fn nack_many(
+        &self,
+        name: &str,
+        leases: &[String],
+        delay_ms: u64,
+    ) -> Result<Vec<Result<()>>> {
+        each!(self, s => s.nack_many(name, leases, delay_ms).await)
+    }
+
+    /// Extends many leases (`None`: the queue's lease length): each one's new deadline (ms
+    /// since the epoch), or why not.
+    pub async fn extend_many(
+        &self,
+        name: &str,
+        leases: &[String],
+        lease_ms: Option<u64>,
+    ) -> Result<Vec<Result<u64>>> {
+        each!(self, s => s.extend_many(name, leases, lease_ms).await)
+    }
+
+    /// Gives leased items back that were never started: to the front in the order given,
+    /// their attempt not counted. One result each.
+    pub async fn release(&self, name: &str, leases: &[String]) -> Result<Vec<Result<()>>> {
+        each!(self, s => s.release(name, leases).await)
     }
 
     /// Extends a lease (`None`: the queue's lease length).

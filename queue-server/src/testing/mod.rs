@@ -1,7 +1,9 @@
 //! Starting real servers for tests: [`TestServer`] serves on an ephemeral loopback port in
 //! this process and stops when asked (or when dropped); [`ServerProcess`] runs the binary;
-//! [`RedisServer`] and [`RedisCluster`] start Redis; [`TestCa`] makes certificates for HTTPS.
+//! [`RedisServer`] and [`RedisCluster`] start Redis; [`TestCa`] makes certificates for HTTPS;
+//! [`golden`] writes and describes the golden sets of stored data.
 
+pub mod golden;
 mod redis;
 mod tls;
 

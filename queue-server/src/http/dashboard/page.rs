@@ -157,7 +157,7 @@ pub struct SessionMay {
     read: bool,
     /// Enqueue.
     enqueue: bool,
-    /// Dequeue, ack, nack (release), extend.
+    /// Dequeue, ack, nack, extend, release.
     consume: bool,
     /// Create, configure, delete, drain, pause, resume queues; requeue and purge dead letters.
     admin: bool,

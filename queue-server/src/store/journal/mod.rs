@@ -7,10 +7,13 @@
 //! - `snapshot-NNNNNNNNNNNNNNNNNNNN.snap`: every queue as it was when segment NNN began; with it,
 //!   segments before NNN are no longer needed.
 //!
-//! On start, [`open`] loads the newest snapshot and replays the segments from its number on,
-//! cutting a torn or damaged tail (and anything after it) with a log line instead of failing.
+//! On start, [`open`] loads the newest snapshot and replays the segments from its number on
+//! ([`load`], which changes nothing). A torn tail (a record cut short or damaged, with no valid
+//! record after it) is cut with a log line; damage followed by valid records stops the start
+//! with the data directory as it was, and [`repair`] is the explicit way on.
 
 mod record;
+mod repair;
 mod snapshot;
 mod writer;
 
@@ -18,7 +21,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use record::{Frames, Record, RecordRef, check_invariants, frame, read_frames};
+pub use record::{
+    Frames, Record, RecordRef, check_invariants, frame, read_frames, valid_frames_from,
+};
+pub use repair::repair;
 pub use writer::{Lsn, Writer};
 
 use crate::broker::{IdGen, Queue};
@@ -131,10 +137,24 @@ pub struct Recovery {
     pub snapshot: Option<u64>,
     /// Records replayed.
     pub records: u64,
-    /// Damage found and cut, one line each.
+    /// A torn tail cut (and what was left over after it), one line each.
     pub dropped: Vec<String>,
     /// The segment number the writer should start.
     pub next_segment: u64,
+    /// Records skipped because they name a queue that does not exist (its create record was
+    /// skipped by a repair), by queue.
+    pub orphans: std::collections::BTreeMap<String, u64>,
+    /// What opening the directory does to its files once it has been read whole.
+    fixes: Vec<Fix>,
+}
+
+/// A change recovery makes to the data directory, only after reading all of it succeeded.
+#[derive(Debug)]
+enum Fix {
+    /// Cut a segment to `len` bytes: a torn tail (synced), or the zeros ahead of the records.
+    Truncate { path: PathBuf, len: u64, sync: bool },
+    /// Remove a file: a segment a compaction left behind, or one with no record after a tear.
+    Remove(PathBuf),
 }
 
 /// An open data directory: its lock, and the journal writer.
@@ -149,14 +169,8 @@ fn io_context(what: String) -> impl FnOnce(std::io::Error) -> anyhow::Error {
     move |e| anyhow::anyhow!("{what}: {e}")
 }
 
-/// Opens (creating if needed) and locks `dir`, recovers its queues (with dedup keys kept
-/// `key_retention_ms` after their item left, as the live server keeps them) and starts the
-/// journal writer.
-pub fn open(
-    dir: &Path,
-    mode: FsyncMode,
-    key_retention_ms: u64,
-) -> anyhow::Result<(DataDir, Recovery)> {
+/// Creates `dir` if needed and takes its lock (held while the returned file is open).
+fn lock(dir: &Path) -> anyhow::Result<File> {
     std::fs::create_dir_all(dir).map_err(io_context(format!(
         "cannot create data directory {}",
         dir.display()
@@ -169,7 +183,7 @@ pub fn open(
         .open(&lock_path)
         .map_err(io_context(format!("cannot open {}", lock_path.display())))?;
     match lock.try_lock() {
-        Ok(()) => {}
+        Ok(()) => Ok(lock),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
             "data directory {} is in use by another queue-server (it holds {}); stop that server or pick another --data-dir",
             dir.display(),
@@ -179,7 +193,21 @@ pub fn open(
             anyhow::bail!("cannot lock {}: {e}", lock_path.display())
         }
     }
-    let recovery = recover(dir, key_retention_ms)?;
+}
+
+/// Opens (creating if needed) and locks `dir`, recovers its queues (with dedup keys kept
+/// `key_retention_ms` after their item left, as the live server keeps them) and starts the
+/// journal writer. Damage that is not a torn tail stops it before any file is changed.
+pub fn open(
+    dir: &Path,
+    mode: FsyncMode,
+    key_retention_ms: u64,
+) -> anyhow::Result<(DataDir, Recovery)> {
+    let lock = lock(dir)?;
+    let recovery = load(dir, key_retention_ms)?;
+    for fix in &recovery.fixes {
+        fix.apply()?;
+    }
     let writer = Writer::start(dir, recovery.next_segment, mode).map_err(io_context(format!(
         "cannot start the journal in {}",
         dir.display()
@@ -194,14 +222,54 @@ pub fn open(
     ))
 }
 
-fn recover(dir: &Path, key_retention_ms: u64) -> anyhow::Result<Recovery> {
+impl Fix {
+    fn apply(&self) -> anyhow::Result<()> {
+        match self {
+            Fix::Truncate { path, len, sync } => {
+                let cut = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| {
+                        f.set_len(*len)?;
+                        if *sync { f.sync_all() } else { Ok(()) }
+                    });
+                match cut {
+                    Ok(()) => {}
+                    // The zeros read as the end of the segment all the same.
+                    Err(e) if !sync => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot cut the zeroed end of a journal segment; it reads as the end all the same");
+                    }
+                    Err(e) => anyhow::bail!("cannot cut {}: {e}", path.display()),
+                }
+            }
+            Fix::Remove(path) => std::fs::remove_file(path)
+                .map_err(io_context(format!("cannot remove {}", path.display())))?,
+        }
+        Ok(())
+    }
+}
+
+/// Reads what `dir` holds, changing nothing: the newest snapshot, then every segment from its
+/// number on. A record cut short or damaged with no valid record after it, in its segment or a
+/// later one, is a torn tail: left out, and cut when the directory is opened. Damage followed
+/// by valid records is an error that names the repair.
+pub fn load(dir: &Path, key_retention_ms: u64) -> anyhow::Result<Recovery> {
     let mut rec = Recovery::default();
     let snapshots = numbered(dir, "snapshot-", ".snap")?;
     let mut queues: std::collections::BTreeMap<String, Queue> = Default::default();
     let mut first_segment = 0;
     if let Some(&n) = snapshots.last() {
         let path = snapshot_path(dir, n);
-        queues = snapshot::read(&path)?.into_iter().collect();
+        queues = snapshot::read(&path)
+            .map_err(|why| {
+                anyhow::anyhow!(
+                    "snapshot {} is damaged ({why}); the data directory is left as it was: run `queue-server repair --data-dir {}` to start from what can still be read (it keeps a copy of what it changes)",
+                    path.display(),
+                    dir.display()
+                )
+            })?
+            .into_iter()
+            .collect();
         for q in queues.values_mut() {
             q.set_key_retention(key_retention_ms);
         }
@@ -209,23 +277,18 @@ fn recover(dir: &Path, key_retention_ms: u64) -> anyhow::Result<Recovery> {
         first_segment = n;
     }
     let segments = numbered(dir, "journal-", ".log")?;
-    let mut last = first_segment;
-    let mut damaged = false;
-    for &seg in &segments {
+    rec.next_segment = segments.last().copied().unwrap_or(0).max(first_segment) + 1;
+    let mut torn = false;
+    for (i, &seg) in segments.iter().enumerate() {
         let path = segment_path(dir, seg);
         if seg < first_segment {
             // Left over from a compaction that stopped before removing it.
-            let _ = std::fs::remove_file(&path);
+            rec.fixes.push(Fix::Remove(path));
             continue;
         }
-        last = last.max(seg);
-        if damaged {
-            rec.dropped.push(format!(
-                "{}: whole segment dropped, it follows a damaged one",
-                path.display()
-            ));
-            std::fs::remove_file(&path)
-                .map_err(io_context(format!("cannot remove {}", path.display())))?;
+        if torn {
+            // After a torn tail: no valid record here (checked below), nothing to keep.
+            rec.fixes.push(Fix::Remove(path));
             continue;
         }
         let data =
@@ -237,45 +300,61 @@ fn recover(dir: &Path, key_retention_ms: u64) -> anyhow::Result<Recovery> {
         } = record::read_frames(&data);
         for record in records {
             rec.records += 1;
-            apply(&mut queues, record, key_retention_ms);
-        }
-        if damage.is_none() && end < data.len() {
-            // The zeros a writer that did not stop cleanly had written ahead of its records.
-            let cut = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_len(end as u64));
-            if let Err(e) = cut {
-                tracing::warn!(path = %path.display(), error = %e, "cannot cut the zeroed end of a journal segment; it reads as the end all the same");
+            if let Some(queue) = apply(&mut queues, record, key_retention_ms) {
+                *rec.orphans.entry(queue).or_default() += 1;
             }
         }
-        if let Some((offset, why)) = damage {
-            rec.dropped.push(format!(
-                "{}: {why} at byte {offset}; dropped {} bytes from there",
-                path.display(),
-                data.len() - offset
-            ));
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(io_context(format!("cannot open {}", path.display())))?;
-            file.set_len(offset as u64)?;
-            file.sync_all()?;
-            damaged = true;
+        let Some((offset, why)) = damage else {
+            if end < data.len() {
+                // The zeros a writer that did not stop cleanly had written ahead of its records.
+                rec.fixes.push(Fix::Truncate {
+                    path,
+                    len: end as u64,
+                    sync: false,
+                });
+            }
+            continue;
+        };
+        let here = record::valid_frames_from(&data, offset + 1).len();
+        let mut later = 0;
+        for &next in &segments[i + 1..] {
+            let path = segment_path(dir, next);
+            let data = std::fs::read(&path)
+                .map_err(io_context(format!("cannot read {}", path.display())))?;
+            later += record::valid_frames_from(&data, 0).len();
         }
+        if here + later > 0 {
+            anyhow::bail!(
+                "journal segment {} is damaged at byte {offset} ({why}) and {} valid records follow it ({here} in this segment, {later} in later ones); the data directory is left as it was: run `queue-server repair --data-dir {}` to start without the damaged records (it keeps a copy of what it changes)",
+                path.display(),
+                here + later,
+                dir.display()
+            );
+        }
+        rec.dropped.push(format!(
+            "{}: {why} at byte {offset}, and no valid record after it: a write cut short by a crash; cut the last {} bytes",
+            path.display(),
+            data.len() - offset
+        ));
+        rec.fixes.push(Fix::Truncate {
+            path,
+            len: offset as u64,
+            sync: true,
+        });
+        torn = true;
     }
-    rec.next_segment = last + 1;
     rec.queues = queues.into_iter().collect();
     Ok(rec)
 }
 
 /// Replays one record. Records only ever name queues that existed when they were written, so
-/// a record for an unknown queue means the log was damaged before it: it is skipped.
+/// a record for an unknown queue means its create record was lost: it is skipped, and its
+/// queue's name returned.
 fn apply(
     queues: &mut std::collections::BTreeMap<String, Queue>,
     record: Record,
     key_retention_ms: u64,
-) {
+) -> Option<String> {
     match record {
         Record::Create { queue, config, ids } => {
             let mut q = Queue::with_ids(config, IdGen::from_state(ids));
@@ -285,12 +364,14 @@ fn apply(
         Record::Delete { queue } => {
             queues.remove(&queue);
         }
-        Record::Apply { queue, now, op } => {
-            if let Some(q) = queues.get_mut(&queue) {
+        Record::Apply { queue, now, op } => match queues.get_mut(&queue) {
+            Some(q) => {
                 q.apply(op, now);
             }
-        }
+            None => return Some(queue),
+        },
     }
+    None
 }
 
 impl DataDir {

@@ -185,6 +185,54 @@ fn read(data: &[u8]) -> (Vec<Record>, usize, Option<Damage>) {
     (records, at, None)
 }
 
+/// The end of the whole, valid frame that starts at `at`, if one does: a length that fits, a
+/// matching checksum, a payload that decodes as a record.
+fn frame_at(data: &[u8], at: usize) -> Option<usize> {
+    let header = data.get(at..at.checked_add(FRAME_HEADER)?)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_FRAME {
+        return None;
+    }
+    let end = at + FRAME_HEADER + len;
+    let payload = data.get(at + FRAME_HEADER..end)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    postcard::from_bytes::<Record>(payload).ok()?;
+    Some(end)
+}
+
+/// The valid frames in `data` from `from` on, `(start, end)` each, as found after damage: every
+/// byte offset is tried until a valid frame starts there, frames are read one after another
+/// from it, and the search goes on past any further damage. A false find needs a 32-bit
+/// checksum to match by chance and the bytes to decode as a record as well.
+pub fn valid_frames_from(data: &[u8], from: usize) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let mut at = from;
+    while at < data.len() {
+        match frame_at(data, at) {
+            Some(end) => {
+                found.push((at, end));
+                at = end;
+            }
+            None => at += 1,
+        }
+    }
+    found
+}
+
+impl Record {
+    /// What the record did, in a few words (what a repair reports as lost).
+    pub fn summary(&self) -> String {
+        match self {
+            Record::Create { queue, .. } => format!("queue {queue}: created"),
+            Record::Delete { queue } => format!("queue {queue}: deleted"),
+            Record::Apply { queue, op, .. } => format!("queue {queue}: {}", op.summary()),
+        }
+    }
+}
+
 /// What reading any bytes must satisfy; panics otherwise. Shared by the property test below
 /// and the fuzz target (`fuzz/fuzz_targets/journal_frames.rs`).
 #[doc(hidden)]
@@ -237,7 +285,7 @@ mod tests {
     /// One encoded frame of a random record.
     fn random_frame(rng: &mut fastrand::Rng) -> Vec<u8> {
         let body = "é-item-".repeat(rng.usize(..4));
-        let op = match rng.usize(..6) {
+        let op = match rng.usize(..9) {
             0 => Op::Enqueue {
                 items: (0..rng.usize(..4))
                     .map(|i| NewItem {
@@ -259,6 +307,17 @@ mod tests {
                 delay_ms: 5,
             },
             4 => Op::Drain,
+            5 => Op::NackMany {
+                leases: (0..rng.usize(..3)).map(|_| lease(rng)).collect(),
+                delay_ms: rng.u64(..) % 1000,
+            },
+            6 => Op::ExtendMany {
+                leases: (0..rng.usize(..3)).map(|_| lease(rng)).collect(),
+                lease_ms: 30_000,
+            },
+            7 => Op::Release {
+                leases: (0..rng.usize(..3)).map(|_| lease(rng)).collect(),
+            },
             _ => Op::SetPaused(rng.usize(..2) == 0),
         };
         let mut buf = Vec::new();
@@ -361,6 +420,24 @@ mod tests {
                 hurt.records.len() <= before + 1,
                 "seed {seed}: flip at {at}"
             );
+            // After the damage, the search finds exactly the frames after the damaged one.
+            if let Some((x, _)) = hurt.damage {
+                let bounds: Vec<(usize, usize)> = frames
+                    .iter()
+                    .scan(0, |end, f| {
+                        let start = *end;
+                        *end += f.len();
+                        Some((start, *end))
+                    })
+                    .collect();
+                let after: Vec<(usize, usize)> =
+                    bounds.iter().copied().filter(|&(s, _)| s > x).collect();
+                assert_eq!(
+                    valid_frames_from(&flipped, x + 1),
+                    after,
+                    "seed {seed}: flip at {at}"
+                );
+            }
             for bytes in [&data[..], &data[..cut], &flipped[..], &padded[..]] {
                 check_invariants(bytes);
             }

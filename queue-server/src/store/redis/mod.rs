@@ -601,31 +601,97 @@ impl RedisStore {
 
     /// `POST /ack`: many acks in one script call; one result per lease id.
     pub async fn ack_many(&self, name: &str, leases: &[String]) -> Result<Vec<Result<()>>> {
-        let valid: Vec<String> = leases
-            .iter()
-            .filter(|l| Id::parse(l).is_some())
-            .cloned()
-            .collect();
-        let statuses = self.ack_statuses(name, valid).await?;
-        let mut statuses = statuses.into_iter();
-        Ok(leases
-            .iter()
-            .map(|lease| {
-                super::parse_lease(lease)?;
-                let status = statuses.next().ok_or_else(|| malformed("ack status"))?;
-                lease_status(status, lease)
-            })
-            .collect())
+        let valid = super::well_formed(leases);
+        let texts = valid.iter().map(|(_, text)| text.to_string()).collect();
+        let statuses = self.ack_statuses(name, texts).await?;
+        let results = statuses
+            .into_iter()
+            .zip(&valid)
+            .map(|(status, (_, text))| lease_status(status, text));
+        Ok(super::in_given_order(leases, results))
     }
-    /// `POST /leases/{lease}/nack`.
+
+    /// `POST /leases/{lease}/nack`: [`RedisStore::nack_many`] of one.
     pub async fn nack(&self, name: &str, lease: &str, delay_ms: u64) -> Result<()> {
         super::parse_lease(lease)?;
+        let mut results = self.nack_many(name, &[lease.to_string()], delay_ms).await?;
+        results.pop().expect("one result")
+    }
+
+    /// `POST /nack`: many nacks in one script call; one result per lease id.
+    pub async fn nack_many(
+        &self,
+        name: &str,
+        leases: &[String],
+        delay_ms: u64,
+    ) -> Result<Vec<Result<()>>> {
+        self.each_lease(name, "nack", leases, |cmd| {
+            cmd.arg(delay_ms);
+        })
+        .await
+    }
+
+    /// `POST /release`: unstarted items back to the front; one result per lease id.
+    pub async fn release(&self, name: &str, leases: &[String]) -> Result<Vec<Result<()>>> {
+        self.each_lease(name, "release", leases, |_| {}).await
+    }
+
+    /// Runs `op` with `args`, then the well-formed ids among `leases`; one result per lease
+    /// id given, from the script's status per lease.
+    async fn each_lease(
+        &self,
+        name: &str,
+        op: &str,
+        leases: &[String],
+        args: impl FnOnce(&mut Cmd),
+    ) -> Result<Vec<Result<()>>> {
+        let valid = super::well_formed(leases);
         let reply = self
-            .call(name, "nack", |cmd| {
-                cmd.arg(lease).arg(delay_ms);
+            .call(name, op, |cmd| {
+                args(cmd);
+                for (_, text) in &valid {
+                    cmd.arg(*text);
+                }
             })
             .await?;
-        lease_status(int(reply.at(0)?)?, lease)
+        let statuses = array(reply.at(0)?.clone())?;
+        if statuses.len() != valid.len() {
+            return Err(malformed("a status per lease"));
+        }
+        let results = statuses
+            .iter()
+            .zip(&valid)
+            .map(|(status, (_, text))| lease_status(int(status)?, text));
+        Ok(super::in_given_order(leases, results))
+    }
+
+    /// `POST /extend`: many extends in one script call (`None`: the queue's lease length);
+    /// each one's new deadline.
+    pub async fn extend_many(
+        &self,
+        name: &str,
+        leases: &[String],
+        lease_ms: Option<u64>,
+    ) -> Result<Vec<Result<u64>>> {
+        let valid = super::well_formed(leases);
+        let length = lease_ms.map_or("default".to_string(), |ms| ms.to_string());
+        let reply = self
+            .call(name, "extend_many", |cmd| {
+                cmd.arg(length);
+                for (_, text) in &valid {
+                    cmd.arg(*text);
+                }
+            })
+            .await?;
+        let pairs = groups(reply.at(0)?.clone(), 2)?;
+        if pairs.len() != valid.len() {
+            return Err(malformed("a status and deadline per lease"));
+        }
+        let results = pairs.iter().zip(&valid).map(|(pair, (_, text))| {
+            lease_status(int(&pair[0])?, text)?;
+            uint(&pair[1])
+        });
+        Ok(super::in_given_order(leases, results))
     }
 
     /// `POST /leases/{lease}/extend`: `None` uses the queue's lease length.

@@ -585,39 +585,98 @@ function ops.dequeue()
     return reply('ok', results)
 end
 
--- ack: ARGV[5..] lease ids. Reply: ..., {status per lease: 200, 404 or 410}.
-function ops.ack()
-    local _, max_attempts = config()
-    sweep(max_attempts)
-    local results, done = {}, {}
-    for i = 5, #ARGV do
+-- Ends the live leases among ARGV[from..]: their statuses (200, 404 or 410) in order, and the
+-- items of the live ones in that order.
+local function take_leases(from)
+    local results, items = {}, {}
+    for i = from, #ARGV do
         local lease = ARGV[i]
         local item, status = live(lease)
         if item then
             drop_lease(lease)
-            release(item)
-            done[#done + 1] = item
+            items[#items + 1] = item
             status = 200
         end
         results[#results + 1] = status
+    end
+    return results, items
+end
+
+-- ack: ARGV[5..] lease ids. Reply: ..., {status per lease: 200, 404 or 410}.
+function ops.ack()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    local results, done = take_leases(5)
+    for _, item in ipairs(done) do
+        release(item)
     end
     forget(done)
     incr('acked', #done)
     return reply('ok', results)
 end
 
--- nack: ARGV[5] lease, ARGV[6] delay ms. Reply: ..., 200, 404 or 410.
+-- nack: ARGV[5] delay ms, ARGV[6..] lease ids. Without a delay the items go to the front in the
+-- order given (the first one first). Reply: ..., {status per lease: 200, 404 or 410}.
 function ops.nack()
     local _, max_attempts = config()
     sweep(max_attempts)
-    local lease = ARGV[5]
-    local item, status = live(lease)
-    if item then
-        drop_lease(lease)
-        give_back(item, tonumber(ARGV[6]), max_attempts)
-        status = 200
+    local delay = tonumber(ARGV[5])
+    local results, items = take_leases(6)
+    if delay == 0 then
+        for i = #items, 1, -1 do
+            give_back(items[i], 0, max_attempts)
+        end
+    else
+        for _, item in ipairs(items) do
+            give_back(item, delay, max_attempts)
+        end
     end
-    return reply('ok', status)
+    return reply('ok', results)
+end
+
+-- release: ARGV[5..] lease ids of items never started (a consumer's prefetch buffer): to the
+-- front in the order given, their delivery not counted as an attempt (so never dead letters).
+-- Reply: ..., {status per lease: 200, 404 or 410}.
+function ops.release()
+    local _, max_attempts = config()
+    sweep(max_attempts)
+    local results, items = take_leases(5)
+    for i = #items, 1, -1 do
+        local item = items[i]
+        if redis.call('HINCRBY', K_ATTEMPTS, item, -1) <= 0 then
+            redis.call('HDEL', K_ATTEMPTS, item)
+        end
+        redis.call('LPUSH', K_READY, item)
+    end
+    incr('requeued', #items)
+    readied = readied + #items
+    return reply('ok', results)
+end
+
+-- extend_many: ARGV[5] lease ms or 'default', ARGV[6..] lease ids.
+-- Reply: ..., {status, new deadline (0 unless 200), ...} per lease.
+function ops.extend_many()
+    local lease_default, max_attempts = config()
+    sweep(max_attempts)
+    local lease_ms = lease_default
+    if ARGV[5] ~= 'default' then
+        lease_ms = tonumber(ARGV[5])
+    end
+    local deadline = now + lease_ms
+    local out = {}
+    for i = 6, #ARGV do
+        local lease = ARGV[i]
+        local item, status = live(lease)
+        local until_ms = 0
+        if item then
+            redis.call('ZADD', K_DEADLINES, deadline, lease)
+            note_due(deadline)
+            status, until_ms = 200, deadline
+        end
+        out[#out + 1] = status
+        out[#out + 1] = until_ms
+    end
+    return reply('ok', out)
 end
 
 -- extend: ARGV[5] lease, ARGV[6] lease ms or 'default'.

@@ -1128,17 +1128,13 @@ function tickLeases() {
   setText("leases-note", n === 0 ? "No leases." : n >= LEASE_LIMIT && inflight > n ? `First ${n} of ${inflight.toLocaleString()} in flight (oldest first).` : "");
 }
 
-/** Release = nack: the item is ready again at the front of the queue (or, on its last attempt,
- * a dead letter). One request per lease, however often the button is clicked. */
+/** Release: the item goes back to the front of the queue, this delivery not counted as an
+ * attempt (`POST .../release`), so a release never makes a dead letter. One request per lease,
+ * however often the button is clicked. */
 function releaseLease(L, l) {
   if (L.releasing.has(l.id) || state.leases !== L) return;
-  const d = state.rows.get(L.name)?.data;
-  const last = Boolean(d?.maxAttempts) && l.attempt >= d.maxAttempts;
   const item = shortId(l.itemId);
   const who = l.consumer == null ? "an unnamed consumer" : l.consumer;
-  const fate = last
-    ? `This is the item's last attempt (max ${d.maxAttempts}): it goes to the dead letters.`
-    : `The item goes back to the front of ${L.name}.`;
   act(
     async () => {
       if (L.releasing.has(l.id)) return;
@@ -1146,21 +1142,24 @@ function releaseLease(L, l) {
       const r = L.trs.get(l.id);
       if (r) permit(r.btn, null, true);
       try {
-        await api(`${q(L.name)}/leases/${encodeURIComponent(l.id)}/nack`, { method: "POST" });
-      } catch (e) {
-        if (e.status === 404 || e.status === 410) {
-          throw new ApiError(e.status, e.code, `The lease on item ${item} already ended: acked, released or expired.`);
+        const answer = await api(`${q(L.name)}/release`, { method: "POST", body: JSON.stringify([l.id]), type: "application/json" });
+        const result = answer?.results?.[0];
+        if (result?.status !== 200) {
+          throw new ApiError(result?.status ?? 0, result?.code, `The lease on item ${item} already ended: acked, released or expired.`);
         }
-        // Nothing changed: the operator may try again.
-        L.releasing.delete(l.id);
-        if (r) permit(r.btn, denied("consume", L.name));
+      } catch (e) {
+        if (!(e.status === 404 || e.status === 410)) {
+          // Nothing changed: the operator may try again.
+          L.releasing.delete(l.id);
+          if (r) permit(r.btn, denied("consume", L.name));
+        }
         throw e;
       } finally {
         if (state.leases === L) loadLeases(L);
       }
     },
-    last ? `Released item ${item}: it is a dead letter now.` : `Released item ${item}: it is ready again.`,
-    `Release the lease of ${who} on item ${item} (attempt ${l.attempt})? ${fate} The consumer's ack or nack for it will fail.`,
+    `Released item ${item}: it is ready again.`,
+    `Release the lease of ${who} on item ${item} (attempt ${l.attempt})? The item goes back to the front of ${L.name}, and this delivery does not count as an attempt. The consumer's ack or nack for it will fail.`,
   );
 }
 
