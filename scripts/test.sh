@@ -84,6 +84,7 @@ step "tests on a Redis Cluster" scripts/test-redis.sh --cluster
 step "supply chain (cargo deny: licenses, bans, sources)" scripts/supply-chain.sh
 step "metrics lint (promtool)" scripts/check-metrics.sh
 step "API fuzzing (schemathesis from /openapi.json)" scripts/fuzz-api.sh
+step "API description: lint, and the clients generated from it (Python, TypeScript)" scripts/check-openapi.sh
 # Last, so that its summary closes the output.
 # The multi-replica tests need the Redis that test-redis.sh starts: they ran there.
 step "tests (cargo nextest)" cargo nextest run --workspace --locked --profile "$profile" --no-tests=fail \
