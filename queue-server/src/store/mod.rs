@@ -329,8 +329,8 @@ fn autoscale_config(a: memq::Autoscale) -> Result<Autoscale> {
     })
 }
 
-/// Refuses a count beyond the API's integers (int64), which clients in most languages cannot
-/// hold and which the API description promises never to send.
+/// Refuses a count past the API's integers (int64, as `/openapi.json` describes them): clients
+/// in most languages hold no larger one.
 fn json_int(field: &str, n: u64) -> Result<u64> {
     if n > i64::MAX as u64 {
         return Err(Error::InvalidJson(format!(
