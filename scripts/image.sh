@@ -184,7 +184,9 @@ rust_toolchain() {
 }
 
 # stand_in NAME: makes sure the base image NAME is in local storage: the real one if it is
-# there, else the stand-in of its recipe (made or re-imported when missing or stale).
+# there, else the stand-in of its recipe (made or re-imported when missing or stale), stored
+# under the name as Docker reads it (`rust:1.95-bookworm` is docker.io/library/rust:1.95-bookworm,
+# which a FROM of the short name finds).
 stand_in() {
     local name=$1 recipe key tar toolchain="" release
     case $name in
@@ -204,6 +206,10 @@ stand_in() {
             die "base $name has no local stand-in recipe and is not in local storage: pull it first (podman pull $name)" ;;
     esac
     key=$(printf '%s\n%s\n' "$recipe" "${MIRRORS[*]}" | sha256sum | cut -c1-16)
+    case ${name%%/*} in
+        *.*|*:*|localhost) ;;
+        *) if [[ $name == */* ]]; then name=docker.io/$name; else name=docker.io/library/$name; fi ;;
+    esac
     if buildah inspect --type image "$name" >/dev/null 2>&1; then
         case $(label_of "$name" io.memq-rs.stand-in.key) in
             "$key") say "base $name: the stand-in made before (key $key)"; return ;;
@@ -266,11 +272,29 @@ CA_MOUNT=()
 [ -f "$CA_BUNDLE" ] && CA_MOUNT=(--volume "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
 say "building $TAG from the Dockerfile (buildah, --pull=never; the first build compiles every crate)"
 build_started=$SECONDS
+build_log=$(mktemp "$CACHE/tmp/build.XXXXXX")
 buildah build --runtime runc --pull=never --layers "${NO_CACHE[@]}" --network=host "${CA_MOUNT[@]}" \
     --timestamp "$SOURCE_DATE_EPOCH" \
     --build-arg REVISION="$REVISION" \
-    -t "$TAG" -f Dockerfile . >&2
+    -t "$TAG" -f Dockerfile . 2>&1 | tee "$build_log" >&2
 say "built in $((SECONDS - build_started)) s"
+
+# Each build leaves its steps' images for the next one to reuse (1 GB and more for the builder
+# stage). Those of this script's previous build that this one did not use, and that nothing
+# names any more, are removed; no other image is touched.
+used=$(grep -oE '^--> (Using cache )?[0-9a-f]{11,64}' "$build_log" | awk '{print substr($NF, 1, 11)}')
+rm -f "$build_log"
+layers_file=$CACHE/build-layers
+if [ -f "$layers_file" ]; then
+    dangling=$(buildah images --filter dangling=true --quiet --no-trunc 2>/dev/null | sed 's/^sha256://' | cut -c1-11)
+    while read -r old; do
+        [ -n "$old" ] || continue
+        grep -qx "$old" <<<"$used" && continue
+        grep -qx "$old" <<<"$dangling" || continue
+        buildah rmi "$old" >/dev/null 2>&1 || true
+    done <"$layers_file"
+fi
+printf '%s\n' "$used" >"$layers_file"
 
 # ---- the archive and its SBOM ------------------------------------------------------------------
 name=${TAG##*/}

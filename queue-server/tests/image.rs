@@ -536,3 +536,96 @@ async fn server_serves_from_a_read_only_root_and_keeps_a_data_dir_volume_across_
         assert_eq!(json(&body)["body"], format!("item-{i}"));
     }
 }
+
+/// A copy of scripts/image.sh's inputs in a directory of its own, with `dockerfile` as its
+/// Dockerfile, and the cache of `MEMQ_IMAGE_CACHE` pointed at `cache`.
+fn scratch_tree(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = repo_root();
+    std::fs::create_dir_all(dir.path().join("scripts/image")).expect("mkdir");
+    for file in [
+        "scripts/image.sh",
+        "scripts/lib.sh",
+        "scripts/image/rootfs.py",
+        "Cargo.toml",
+    ] {
+        std::fs::copy(root.join(file), dir.path().join(file)).expect("copy the script");
+    }
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write the Dockerfile");
+    dir
+}
+
+#[test]
+fn image_sh_names_a_missing_prerequisite_and_makes_nothing() {
+    let tree = scratch_tree("FROM scratch\n");
+    // A PATH with every command of this machine but buildah.
+    let bin = tree.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir bin");
+    for dir in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let link = bin.join(&name);
+            if name != "buildah" && !link.exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), link);
+            }
+        }
+    }
+    let cache = tree.path().join("cache");
+    let out = std::process::Command::new("bash")
+        .arg(tree.path().join("scripts/image.sh"))
+        .env("PATH", &bin)
+        .env("MEMQ_IMAGE_CACHE", &cache)
+        .output()
+        .expect("run image.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("buildah not found") && stderr.contains("apt-get install buildah"),
+        "names what is missing and how to get it: {stderr}"
+    );
+    assert!(
+        !cache.exists(),
+        "nothing made before the prerequisites hold"
+    );
+}
+
+#[test]
+fn a_dockerfile_that_does_not_build_fails_image_sh_with_the_builders_error() {
+    // The bases are the real Dockerfile's (made or found by the image build of these tests).
+    archive();
+    let tree = scratch_tree(
+        "FROM rust:1.95-bookworm AS builder\nRUN cargo build --manifest-path /nowhere/Cargo.toml\n\
+         FROM gcr.io/distroless/cc-debian12:nonroot\nCOPY --from=builder /out/queue-server /\n",
+    );
+    let out_dir = tree.path().join("out");
+    let out = std::process::Command::new("bash")
+        .arg(tree.path().join("scripts/image.sh"))
+        .arg("--tag")
+        .arg("localhost/memq-rs-broken:test")
+        .env("MEMQ_IMAGE_OUT", &out_dir)
+        .output()
+        .expect("run image.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a build that fails is a failure: {stderr}"
+    );
+    assert!(
+        stderr.contains("/nowhere/Cargo.toml"),
+        "cargo's own error is shown: {stderr}"
+    );
+    assert!(
+        std::fs::read_dir(&out_dir).map(|d| d.count()).unwrap_or(0) == 0,
+        "no archive is left of a failed build"
+    );
+}
