@@ -260,7 +260,9 @@ rm -f "$probe"
 say "build context: $context_files files, $((context_bytes / 1024)) KiB (after .dockerignore)"
 
 # One timestamp for the image and its files: the commit's, so that an unchanged tree builds
-# the same image (digest) again.
+# the same image (digest) again. Without the build history in the config: each step's entry
+# carries the time of the build that made it, and a step taken from the cache of an earlier
+# commit's build would keep that commit's time.
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 export SOURCE_DATE_EPOCH
 REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -274,7 +276,7 @@ say "building $TAG from the Dockerfile (buildah, --pull=never; the first build c
 build_started=$SECONDS
 build_log=$(mktemp "$CACHE/tmp/build.XXXXXX")
 buildah build --runtime runc --pull=never --layers "${NO_CACHE[@]}" --network=host "${CA_MOUNT[@]}" \
-    --timestamp "$SOURCE_DATE_EPOCH" \
+    --timestamp "$SOURCE_DATE_EPOCH" --omit-history \
     --build-arg REVISION="$REVISION" \
     -t "$TAG" -f Dockerfile . 2>&1 | tee "$build_log" >&2
 say "built in $((SECONDS - build_started)) s"

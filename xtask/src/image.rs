@@ -32,18 +32,12 @@ pub fn run(archive: &Path, sbom: &Path) -> anyhow::Result<()> {
         mb(image.compressed_size()),
         mb(image.uncompressed_size())
     );
-    for layer in &image.layers {
-        let step: String = layer
-            .created_by
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let step: String = step.chars().take(70).collect();
+    for (i, layer) in image.layers.iter().enumerate() {
         println!(
-            "    layer {:>6.1} MB compressed {:>6.1} MB  {}",
+            "    layer {i}  {:>6.1} MB compressed {:>6.1} MB  {}",
             mb(layer.compressed),
             mb(layer.uncompressed),
-            step
+            layer.digest
         );
     }
     for name in BINARIES {

@@ -18,8 +18,6 @@ pub struct Layer {
     pub compressed: u64,
     /// Bytes of the layer's tar stream once decompressed.
     pub uncompressed: u64,
-    /// The build step that made it, from the config's history.
-    pub created_by: String,
 }
 
 /// What a path of the root filesystem is.
@@ -110,24 +108,9 @@ impl OciImage {
         let config_blob = blob(&config_digest)?;
         let config: Value = serde_json::from_slice(config_blob)?;
         let metadata_bytes = (blob(&manifest_digest)?.len() + config_blob.len()) as u64;
-        // History entries that made no layer (ENV, LABEL, ...) do not line up with layers.
-        let steps: Vec<String> = config["history"]
-            .as_array()
-            .map(|h| {
-                h.iter()
-                    .filter(|e| !e["empty_layer"].as_bool().unwrap_or(false))
-                    .map(|e| e["created_by"].as_str().unwrap_or_default().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
         let mut layers = Vec::new();
         let mut layer_media_types = Vec::new();
-        for (i, layer) in manifest["layers"]
-            .as_array()
-            .context("no layers")?
-            .iter()
-            .enumerate()
-        {
+        for layer in manifest["layers"].as_array().context("no layers")? {
             let digest = layer["digest"]
                 .as_str()
                 .context("a layer without digest")?
@@ -138,7 +121,6 @@ impl OciImage {
                 digest,
                 compressed,
                 uncompressed: 0,
-                created_by: steps.get(i).cloned().unwrap_or_default(),
             });
             layer_media_types.push(media_type);
         }
