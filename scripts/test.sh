@@ -25,6 +25,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     step "install cargo-nextest" cargo install --locked cargo-nextest
 fi
+# The consumer's tests run the shell and jq workers of docs/consumer.md.
+if ! command -v jq >/dev/null 2>&1; then
+    step "install jq" install_debian --no-install-recommends jq
+fi
 # The Redis partition test (tests/redis_partition.rs) makes network namespaces with `ip`.
 if ! command -v ip >/dev/null 2>&1; then
     step "install iproute2" install_debian --no-install-recommends iproute2
