@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Stops the control plane that scripts/kube-up.sh started: exactly the processes whose PIDs it
-# recorded (and only while each PID still runs the binary it started), then removes its state
-# (certificates, etcd data, logs). Safe to run when nothing runs.
+# Stops the control plane that scripts/kube-up.sh started: first its node, if `--node` started
+# one for it (scripts/node-down.sh: containers, network namespace, mounts, cgroups, kernel
+# settings), then exactly the processes whose PIDs it recorded (and only while each PID still
+# runs the binary it started), then removes its state (certificates, etcd data, logs). Safe to
+# run when nothing runs.
 # Environment: MEMQ_KUBE_RUN (default ~/.cache/memq-rs/kube/run), as for kube-up.sh.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -15,6 +17,12 @@ say() { printf '[kube-down] %s\n' "$*" >&2; }
 if [ "${1:-}" != --locked ]; then
     exec 9>"$RUN/.lock"
     flock 9
+fi
+
+# The node first, while the API server still answers: only the node of this control plane.
+node_settings
+if [ "$(cat "$NODE_LIB/owner" 2>/dev/null)" = "$RUN" ]; then
+    "$(dirname "${BASH_SOURCE[0]}")/node-down.sh"
 fi
 
 # Whether PID runs NAME from the binaries kube-up.sh started (recorded in RUN/bin), so that a

@@ -2,8 +2,13 @@
 # Starts a real Kubernetes control plane on 127.0.0.1, without a cluster or a container engine:
 # etcd, kube-apiserver (RBAC, service-account tokens, the default admission plugins),
 # kube-controller-manager (Jobs, ServiceAccounts and their tokens, garbage collection, TTL of
-# finished Jobs, namespaces, ReplicaSets, StatefulSets) and kube-scheduler. There is no kubelet:
-# nothing runs pods unless a test registers a node of its own (queue-server/tests/kube_cluster/).
+# finished Jobs, namespaces, ReplicaSets, Deployments, StatefulSets, nodes, EndpointSlices,
+# PersistentVolume binding, the root CA ConfigMap) and kube-scheduler.
+#   scripts/kube-up.sh            the control plane alone: no node runs pods unless a test
+#                                 registers one of its own (queue-server/tests/kube_cluster/)
+#   scripts/kube-up.sh --node     and one real node: kubelet, containerd, kube-proxy, CoreDNS
+#                                 (scripts/node-up.sh; needs root)
+# Its Service range is 198.19.0.0/24, in the test-network range, as the node's addresses are.
 #
 # Builds the binaries from Go modules the first time (scripts/kube/go.mod pins the release) into
 # $MEMQ_KUBE_CACHE (default ~/.cache/memq-rs/kube/<version>), then reuses them.
@@ -12,10 +17,18 @@
 #   eval "$(scripts/kube-up.sh | tail -n1)"
 # points kubectl at it. scripts/kube-down.sh stops it.
 #
-# It also builds kubectl of the same release and links it as kubectl beside the kubeconfig.
+# It also builds kubectl of the same release and links it as kubectl beside the kubeconfig
+# (and, with --node, the kubelet and kube-proxy).
 # Environment: MEMQ_KUBE_CACHE (binaries), MEMQ_KUBE_RUN (certificates, etcd data, logs, PIDs;
 # default ~/.cache/memq-rs/kube/run). Needs go, openssl, python3.
 set -euo pipefail
+
+NODE=0
+case "${1:-}" in
+    "") ;;
+    --node) NODE=1 ;;
+    *) echo "usage: $0 [--node]" >&2; exit 2 ;;
+esac
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib.sh
@@ -35,6 +48,8 @@ die() { printf '[kube-up] ERROR %s\n' "$*" >&2; exit 1; }
 for tool in go openssl python3; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found on PATH; install it and run this script again"
 done
+# A machine that cannot run the node is told so before anything is built or started.
+[ "$NODE" = 0 ] || "$ROOT/scripts/node-up.sh" --check
 
 mkdir -p "$RUN"
 # One kube-up at a time: tests started in parallel may all call it.
@@ -72,11 +87,15 @@ declare -A PACKAGE=(
     [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
     [kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
     [kubectl]=k8s.io/kubernetes/cmd/kubectl
+    [kubelet]=k8s.io/kubernetes/cmd/kubelet
+    [kube-proxy]=k8s.io/kubernetes/cmd/kube-proxy
 )
 build_started=$SECONDS
 built=0
 # kubectl of the same release, so that the tests' client is never out of the supported skew.
-for name in "${COMPONENTS[@]}" kubectl; do
+NODE_COMPONENTS=()
+[ "$NODE" = 0 ] || NODE_COMPONENTS=(kubelet kube-proxy)
+for name in "${COMPONENTS[@]}" kubectl "${NODE_COMPONENTS[@]}"; do
     if [ ! -x "$BIN/$name" ]; then
         build "$name" "${PACKAGE[$name]}"
         built=1
@@ -98,6 +117,17 @@ ready() {
     "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" get --raw /readyz --request-timeout=5s >/dev/null 2>&1
 }
 
+# finish: the node too if asked (while the lock is held: one start at a time), then the export
+# line, last; exits.
+finish() {
+    if [ "$NODE" = 1 ]; then
+        MEMQ_KUBE_RUN=$RUN MEMQ_KUBE_BIN=$BIN "$ROOT/scripts/node-up.sh" ||
+            die "the node did not start (why: above); the control plane runs on without it"
+    fi
+    echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
+    exit 0
+}
+
 all_alive=1
 for name in "${COMPONENTS[@]}"; do alive "$name" || all_alive=0; done
 if [ "$all_alive" = 1 ]; then
@@ -107,8 +137,7 @@ if [ "$all_alive" = 1 ]; then
     while [ "$SECONDS" -lt "$until_ready" ]; do
         if ready; then
             say "control plane already running ($RUN); reusing it"
-            echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
-            exit 0
+            finish
         fi
         sleep 0.5
     done
@@ -143,25 +172,16 @@ say "generating certificates in $PKI"
 openssl_quiet() { openssl "$@" 2>/dev/null; }
 openssl_quiet req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=memq-kube-ca" \
     -keyout "$PKI/ca.key" -out "$PKI/ca.crt"
-# cert NAME SUBJECT [SAN]: a key and a certificate signed by the CA, for client and server use.
-cert() {
-    local name=$1 subject=$2 san=${3:-}
-    openssl_quiet req -newkey rsa:2048 -nodes -subj "$subject" \
-        -keyout "$PKI/$name.key" -out "$PKI/$name.csr"
-    {
-        echo "basicConstraints=CA:FALSE"
-        echo "keyUsage=critical,digitalSignature,keyEncipherment"
-        echo "extendedKeyUsage=serverAuth,clientAuth"
-        [ -z "$san" ] || echo "subjectAltName=$san"
-    } >"$PKI/$name.ext"
-    openssl_quiet x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
-        -CAcreateserial -days 3650 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt"
-}
+cert() { kube_cert "$PKI" "$PKI" "$@"; }
+node_settings
+# Also the addresses the node and its pods reach it at (scripts/node-up.sh).
 cert apiserver "/CN=kube-apiserver" \
-    "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "IP:127.0.0.1,IP:$NODE_KUBERNETES_IP,IP:$NODE_HOST_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 cert admin "/O=system:masters/CN=memq-admin"
 cert controller-manager "/CN=system:kube-controller-manager"
 cert scheduler "/CN=system:kube-scheduler"
+# The API server's identity towards kubelets (logs, exec, port-forward).
+cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
 # The key pair that signs and checks ServiceAccount tokens.
 openssl_quiet genrsa -out "$PKI/sa.key" 2048
 openssl_quiet rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
@@ -173,33 +193,7 @@ API_PORT=$(free_port)
 echo "$API_PORT" >"$RUN/apiserver.port"
 API=https://127.0.0.1:$API_PORT
 
-kubeconfig() {
-    local file=$1 user=$2 ca cert key
-    ca=$(base64 -w0 "$PKI/ca.crt")
-    cert=$(base64 -w0 "$PKI/$user.crt")
-    key=$(base64 -w0 "$PKI/$user.key")
-    cat >"$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-  - name: memq-kube
-    cluster:
-      server: $API
-      certificate-authority-data: $ca
-users:
-  - name: $user
-    user:
-      client-certificate-data: $cert
-      client-key-data: $key
-contexts:
-  - name: memq-kube
-    context:
-      cluster: memq-kube
-      user: $user
-      namespace: default
-current-context: memq-kube
-EOF
-}
+kubeconfig() { kube_kubeconfig "$1" "$API" "$PKI/ca.crt" "$PKI/$2"; }
 kubeconfig "$KUBECONFIG_ADMIN" admin
 kubeconfig "$RUN/controller-manager.kubeconfig" controller-manager
 kubeconfig "$RUN/scheduler.kubeconfig" scheduler
@@ -264,10 +258,14 @@ start kube-apiserver \
     --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" \
     --api-audiences=https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range="$NODE_SERVICE_CIDR" \
     --endpoint-reconciler-type=none \
     --allow-privileged=true \
-    --enable-admission-plugins=PodNodeSelector \
+    --enable-admission-plugins=PodNodeSelector,PodTolerationRestriction \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$PKI/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP \
     --profiling=false \
     --v=1
 wait_for kube-apiserver 90 ready
@@ -283,7 +281,7 @@ start kube-controller-manager \
     --use-service-account-credentials=true \
     --service-account-private-key-file="$PKI/sa.key" \
     --root-ca-file="$PKI/ca.crt" \
-    --controllers=job-controller,serviceaccount-controller,serviceaccount-token-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,replicaset-controller,statefulset-controller \
+    --controllers=job-controller,serviceaccount-controller,serviceaccount-token-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,replicaset-controller,deployment-controller,statefulset-controller,node-lifecycle-controller,endpointslice-controller,persistentvolume-binder-controller,pod-garbage-collector-controller,root-ca-certificate-publisher-controller \
     --concurrent-job-syncs=5 \
     --v=1
 start kube-scheduler \
@@ -308,4 +306,4 @@ done
 
 up_done=1
 say "control plane ready in $((SECONDS - up_started))s: API server $API, logs in $RUN/logs; stop it with scripts/kube-down.sh"
-echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
+finish

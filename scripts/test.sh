@@ -46,27 +46,30 @@ profile=default
 step "format (cargo fmt --check)" cargo fmt --all --check
 step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "manifests and Dockerfile" scripts/check-manifests.sh
-# A real Kubernetes control plane for the browser test and tests/real_kube.rs, in a state directory of its own (so a
-# control plane someone runs by hand is left alone), stopped when this script exits. The first
-# run builds it from Go modules (about 5 minutes); later runs reuse the binaries.
+# A real Kubernetes control plane with its real node (kubelet, containerd, kube-proxy, CoreDNS)
+# for the browser test and tests/real_kube.rs, in a state directory of its own (so a control
+# plane someone runs by hand is left alone), stopped with its node when this script exits. The first run builds them from
+# Go modules (about 10 minutes); later runs reuse the binaries. A node running for another
+# control plane on this machine is waited for up to 15 minutes.
 export MEMQ_KUBE_RUN=${MEMQ_TEST_KUBE_RUN:-$HOME/.cache/memq-rs/kube/test-run}
 trap 'scripts/kube-down.sh >/dev/null 2>&1 || true' EXIT
 kube_up() {
     local out
     # The binaries the test kubelet runs as pods' processes (consumer, producer).
     cargo build --workspace --bins --locked --quiet || return
-    out=$(scripts/kube-up.sh) || return
+    out=$(MEMQ_NODE_WAIT=${MEMQ_NODE_WAIT:-900} scripts/kube-up.sh --node) || return
     MEMQ_TEST_KUBECONFIG=${out##*export KUBECONFIG=}
     export MEMQ_TEST_KUBECONFIG
     echo "MEMQ_TEST_KUBECONFIG=$MEMQ_TEST_KUBECONFIG"
 }
-step "Kubernetes control plane (scripts/kube-up.sh) and the binaries its pods run" kube_up
+step "Kubernetes control plane and node (scripts/kube-up.sh --node) and the binaries the test kubelet runs" kube_up
 step "dashboard in a real browser" scripts/browser-test.sh
 step "tests on the Redis store" scripts/test-redis.sh
 step "tests on a Redis Cluster" scripts/test-redis.sh --cluster
 step "supply chain (cargo deny: licenses, bans, sources)" scripts/supply-chain.sh
 step "metrics lint (promtool)" scripts/check-metrics.sh
 step "API fuzzing (schemathesis from /openapi.json)" scripts/fuzz-api.sh
+step "API description: lint, and the clients generated from it (Python, TypeScript)" scripts/check-openapi.sh
 # Last, so that its summary closes the output.
 # The multi-replica tests need the Redis that test-redis.sh starts: they ran there.
 step "tests (cargo nextest)" cargo nextest run --workspace --locked --profile "$profile" --no-tests=fail \

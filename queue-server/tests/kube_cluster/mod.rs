@@ -9,7 +9,10 @@
 //! Every test works in a namespace of its own ([`Cluster::namespace`]) whose pods can only be
 //! scheduled to that test's node: the API server runs the PodNodeSelector admission plugin and
 //! each namespace carries the node selector `memq.test/node=<namespace>`, so tests run in
-//! parallel without running each other's pods.
+//! parallel without running each other's pods. A test node is also tainted
+//! `memq.test/node=<namespace>:NoSchedule`, tolerated only by its namespace's pods
+//! (PodTolerationRestriction's default tolerations), so that the pods of other namespaces
+//! (the real node's, `scripts/kube-up.sh --node`) are never bound to it.
 
 #![allow(dead_code)]
 
@@ -31,6 +34,9 @@ use tokio::sync::watch;
 
 /// Label of a test node, and the node selector of its namespace.
 pub const NODE_LABEL: &str = "memq.test/node";
+
+/// The name of the real node of `scripts/kube-up.sh --node`.
+pub const REAL_NODE: &str = "memq-node";
 
 /// The admin kubeconfig of the control plane: `MEMQ_TEST_KUBECONFIG`, or what
 /// `scripts/kube-up.sh` prints after starting (or finding) one.
@@ -156,19 +162,76 @@ impl Cluster {
         self.kubectl(args).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The control plane with its real node (`scripts/kube-up.sh --node`, started here unless
+    /// node `memq-node` is Ready already).
+    pub async fn with_node() -> Self {
+        let cluster = Self::connect().await;
+        if !cluster.node_ready().await {
+            let run = cluster
+                .kubeconfig
+                .parent()
+                .expect("the control plane's directory");
+            let status = tokio::process::Command::new("bash")
+                .arg(repo_root().join("scripts/kube-up.sh"))
+                .arg("--node")
+                .env("MEMQ_KUBE_RUN", run)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .status()
+                .await
+                .expect("run scripts/kube-up.sh --node");
+            assert!(
+                status.success(),
+                "scripts/kube-up.sh --node failed ({status}); it said why above"
+            );
+            assert!(cluster.node_ready().await, "node {REAL_NODE} is not Ready");
+        }
+        cluster
+    }
+
+    /// Whether the real node is registered and Ready.
+    pub async fn node_ready(&self) -> bool {
+        let Ok(Some(node)) = Api::<Node>::all(self.client.clone())
+            .get_opt(REAL_NODE)
+            .await
+        else {
+            return false;
+        };
+        node.status
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    }
+
     /// A fresh namespace `<prefix>-<random>`, whose pods only go to the node of the same name,
     /// ready for pods (its `default` ServiceAccount exists). Deleted when the guard drops.
     pub async fn namespace(&self, prefix: &str) -> TestNamespace {
+        self.create_namespace(prefix, true).await
+    }
+
+    /// A fresh namespace as a user makes one (`kubectl create namespace`): its pods go to the
+    /// real node. Deleted when the guard drops.
+    pub async fn plain_namespace(&self, prefix: &str) -> TestNamespace {
+        self.create_namespace(prefix, false).await
+    }
+
+    async fn create_namespace(&self, prefix: &str, test_node: bool) -> TestNamespace {
         // The ULID's last 10 characters are random; its first 10 are the time.
         let id = ulid::Ulid::new().to_string().to_lowercase();
         let name = format!("{prefix}-{}", &id[id.len() - 10..]);
+        let annotations = if test_node {
+            json!({
+                "scheduler.alpha.kubernetes.io/node-selector": format!("{NODE_LABEL}={name}"),
+                "scheduler.alpha.kubernetes.io/defaultTolerations":
+                    json!([test_node_taint(&name)]).to_string(),
+            })
+        } else {
+            json!({})
+        };
         let ns: Namespace = serde_json::from_value(json!({
             "metadata": {
                 "name": name,
                 "labels": {"memq.test/suite": "kube"},
-                "annotations": {
-                    "scheduler.alpha.kubernetes.io/node-selector": format!("{NODE_LABEL}={name}")
-                }
+                "annotations": annotations,
             }
         }))
         .unwrap();
@@ -406,6 +469,11 @@ impl Drop for Kubelet {
     }
 }
 
+/// The taint of the test node `node`, which only its namespace's pods tolerate.
+fn test_node_taint(node: &str) -> Value {
+    json!({"key": NODE_LABEL, "operator": "Equal", "value": node, "effect": "NoSchedule"})
+}
+
 async fn register_node(ctx: &Ctx, unschedulable: bool) {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let node: Node = serde_json::from_value(json!({
@@ -418,27 +486,29 @@ async fn register_node(ctx: &Ctx, unschedulable: bool) {
                 "kubernetes.io/arch": "amd64",
             }
         },
-        "spec": {"unschedulable": unschedulable}
+        "spec": {"unschedulable": unschedulable, "taints": [test_node_taint(&ctx.node)]}
     }))
     .unwrap();
     nodes
         .create(&PostParams::default(), &node)
         .await
         .expect("register the test node");
-    report_node_ready(ctx).await;
-    // The TaintNodesByCondition admission plugin taints a new node not-ready; the node
-    // lifecycle controller (not run here) would lift it once the node reports Ready.
+    report_node_ready(ctx)
+        .await
+        .expect("report the test node Ready");
+    // The TaintNodesByCondition admission plugin taints a new node not-ready; lifted at once
+    // rather than when the node lifecycle controller next looks.
     nodes
         .patch(
             &ctx.node,
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"taints": []}})),
+            &Patch::Merge(json!({"spec": {"taints": [test_node_taint(&ctx.node)]}})),
         )
         .await
         .expect("lift the test node's not-ready taint");
 }
 
-async fn report_node_ready(ctx: &Ctx) {
+async fn report_node_ready(ctx: &Ctx) -> Result<(), kube::Error> {
     let now = now();
     let status = json!({"status": {
         "capacity": {"cpu": "16", "memory": "32Gi", "pods": "110"},
@@ -462,7 +532,7 @@ async fn report_node_ready(ctx: &Ctx) {
     Api::<Node>::all(ctx.client.clone())
         .patch_status(&ctx.node, &PatchParams::default(), &Patch::Merge(status))
         .await
-        .expect("report the test node Ready");
+        .map(|_| ())
 }
 
 fn now() -> String {
@@ -470,7 +540,9 @@ fn now() -> String {
 }
 
 /// Every 200 ms: start a task for each new pod bound to the node, tell the tasks of pods
-/// being deleted. Ends (stopping every pod task) when `stop` turns true.
+/// being deleted; every 10 s: report the node Ready again, the heartbeat without which the node
+/// lifecycle controller would take it for lost. Ends (stopping every pod task) when `stop`
+/// turns true.
 async fn sync_loop(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let params = ListParams::default().fields(&format!("spec.nodeName={}", ctx.node));
@@ -478,7 +550,13 @@ async fn sync_loop(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         HashMap::new();
     // Pods whose container this kubelet ran to its end: never run again, whatever the API says.
     let mut ended: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut heartbeat = tokio::time::Instant::now();
     loop {
+        if heartbeat.elapsed() >= Duration::from_secs(10) {
+            heartbeat = tokio::time::Instant::now();
+            // A missed beat is made up by the next one.
+            let _ = report_node_ready(&ctx).await;
+        }
         if let Ok(list) = pods.list(&params).await {
             for pod in list.items {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
