@@ -110,13 +110,13 @@ tokio::task_local! {
 /// Runs `request` and answers its output with the time its long polls spent waiting for an
 /// item (`None` when none with a `wait` ran), so that the request's own latency can be told
 /// from the idle wait its client asked for.
-pub async fn timing_waits<F: Future>(request: F) -> (F::Output, Option<Duration>) {
-    WAITED
-        .scope(std::cell::Cell::new(None), async move {
-            let output = request.await;
-            (output, WAITED.with(std::cell::Cell::get))
-        })
-        .await
+///
+/// A combinator, not an `async` block that awaits `request`: that would hold the request's
+/// future twice, and a waiting long poll holds this one for as long as it waits.
+pub fn timing_waits<F: Future>(request: F) -> impl Future<Output = (F::Output, Option<Duration>)> {
+    use futures_util::FutureExt;
+    let timed = request.map(|output| (output, WAITED.with(std::cell::Cell::get)));
+    WAITED.scope(std::cell::Cell::new(None), timed)
 }
 
 /// Adds `waited` to the count of [`timing_waits`], if a caller keeps one.
