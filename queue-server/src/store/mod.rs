@@ -126,9 +126,11 @@ fn count_wait(waited: Duration) {
 
 /// The long poll both stores run: `look` (given the time left of `wait`) and, while it finds
 /// nothing to hand out, wait for `notify`, the end of `wait` or `shutdown`, then look again.
-/// Ends early when, after a wake, the queue is finished (nothing ready, delayed or leased: the
-/// work this poll waited for was done elsewhere; a poll that starts on a finished queue still
-/// waits, for a producer that has not begun yet).
+/// Ends early when the queue is finished (nothing ready, delayed or leased) after this poll saw
+/// work outstanding: the work it waited for was done elsewhere. A poll that starts on a finished
+/// queue waits, for a producer that has not begun yet, also when a wake comes first: a wake
+/// alone tells nothing (a `notify_one` whose item another consumer took leaves a permit that
+/// wakes the next poll at once).
 /// While it waits, it counts itself in `waiting` (the `memq_long_polls_waiting` gauge) and its
 /// time in [`timing_waits`].
 async fn long_poll<F, Fut>(
@@ -147,7 +149,7 @@ where
     }
     let until = tokio::time::Instant::now() + wait;
     count_wait(Duration::ZERO);
-    let mut woken = false;
+    let mut saw_work = false;
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -166,14 +168,15 @@ where
         if matches!(
             outcome,
             DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. }
-        ) || (woken && finished)
+        ) || (saw_work && finished)
             || tokio::time::Instant::now() >= until
         {
             return Ok(outcome);
         }
+        saw_work |= !finished;
         let _counted = Waiting::start(waiting);
         tokio::select! {
-            _ = &mut notified => woken = true,
+            _ = &mut notified => {}
             _ = tokio::time::sleep_until(until) => {}
             _ = shutdown.cancelled() => return Ok(outcome),
         }
