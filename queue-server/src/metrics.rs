@@ -1,5 +1,6 @@
 //! Prometheus metrics: per-queue gauges and counters taken from the store's stats at scrape time
-//! (the hot path pays nothing for them), and a request-latency histogram per route.
+//! (the hot path pays nothing for them), a request-latency histogram per route, and beside it
+//! the idle wait of long polls, which is not latency.
 
 use std::collections::HashMap;
 use std::sync::Arc;

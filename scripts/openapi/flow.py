@@ -13,7 +13,7 @@ import sys
 from memq_client import AuthenticatedClient, Client
 from memq_client.api.dead_letters import dead_letters
 from memq_client.api.items import dequeue, enqueue, enqueue_batch, peek
-from memq_client.api.leases import ack, ack_batch, extend, nack
+from memq_client.api.leases import ack, ack_batch, extend, extend_batch, nack, nack_batch, release
 from memq_client.api.queues import create_queue, get_queue, stats
 from memq_client.models import (
     AckResult,
@@ -21,11 +21,14 @@ from memq_client.models import (
     DeadLetterList,
     EnqueueBatch,
     EnqueueResult,
+    ExtendResult,
     KeyedItem,
     Message,
     MessageList,
+    NackResult,
     QueueConfigPatch,
     QueueObject,
+    ReleaseResult,
     Stats,
 )
 from memq_client.types import File, Unset
@@ -94,12 +97,20 @@ def main():
     five = answer(dequeue.sync_detailed("work", client=client, lease="30s", max_=5), 200, MessageList)
     check("batch bodies", [m.body for m in five.messages], [body_of(i) for i in BATCH[:5]])
     ids = [m.lease.id for m in five.messages]
-    acked = answer(ack_batch.sync_detailed("work", client=client, body=ids[:4]), 200, AckResult)
-    check("batch ack", (acked.acked, [r.status for r in acked.results]), (4, [200] * 4))
+    longer = answer(extend_batch.sync_detailed("work", client=client, body=ids, seconds="2m"), 200, ExtendResult)
+    check("batch extend", (longer.extended, [r.status for r in longer.results]), (5, [200] * 5))
+    acked = answer(ack_batch.sync_detailed("work", client=client, body=ids[:3]), 200, AckResult)
+    check("batch ack", (acked.acked, [r.status for r in acked.results]), (3, [200] * 3))
+    released = answer(release.sync_detailed("work", client=client, body=[ids[3]]), 200, ReleaseResult)
+    check("release", released.released, 1)
     check("nack", nack.sync_detailed("work", ids[4], client=client).status_code, 200)
+    again = answer(dequeue.sync_detailed("work", client=client, lease="30s"), 200, Message)
+    check("released item, at the front, its attempt not counted", (again.body, again.lease.attempt), ("four", 1))
+    nacked = answer(nack_batch.sync_detailed("work", client=client, body=[again.lease.id]), 200, NackResult)
+    check("batch nack", nacked.nacked, 1)
     dead = answer(dead_letters.sync_detailed("work", client=client), 200, DeadLetterList)
-    check("dead letters", [(d.body, d.attempts) for d in dead.messages], [("five", 1)])
-    step("five leased, four acked in one request, the fifth nacked to the dead letters")
+    check("dead letters", [(d.body, d.attempts) for d in dead.messages], [("five", 1), ("four", 1)])
+    step("five leased and extended in one request, three acked in one, one released, two nacked to the dead letters")
 
     taken = answer(dequeue.sync_detailed("work", client=client), 200, Message)
     check("kuard dequeue", (taken.body, isinstance(taken.lease, Unset)), ("six", True))
@@ -110,7 +121,7 @@ def main():
 
     q = answer(get_queue.sync_detailed("work", client=client), 200, QueueObject)
     figures = (q.enqueued, q.depth, q.inflight, q.dequeued, q.acked, q.requeued, q.dead)
-    check("figures (enqueued, depth, inflight, dequeued, acked, requeued, dead)", figures, (9, 2, 0, 7, 5, 0, 1))
+    check("figures (enqueued, depth, inflight, dequeued, acked, requeued, dead)", figures, (9, 2, 0, 8, 4, 1, 2))
     every = answer(stats.sync_detailed(client=client), 200, Stats)
     check("stats", [s.name for s in every.queues], ["plain", "work"])
     missing = answer(get_queue.sync_detailed("missing", client=client), 404, ApiError)

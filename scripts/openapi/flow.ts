@@ -18,9 +18,12 @@ import {
   enqueue,
   enqueueBatch,
   extend,
+  extendBatch,
   getQueue,
   nack,
+  nackBatch,
   peek,
+  release,
   stats,
 } from './gen/sdk.gen';
 import type { BatchItem } from './gen/types.gen';
@@ -101,12 +104,21 @@ async function main(): Promise<void> {
   if (!five || five.kind !== 'messageList') throw new Error('a batch lease answered no list');
   check('batch bodies', five.messages.map((m) => m.body), BATCH.slice(0, 5).map(bodyOf));
   const ids = five.messages.map((m) => m.lease!.id);
-  const acked = answer('batch ack', await ackBatch({ path: { queue: 'work' }, body: ids.slice(0, 4) }), 200);
-  check('batch ack', [acked.kind, acked.acked, acked.results.map((r) => r.status)], ['ackResult', 4, [200, 200, 200, 200]]);
+  const extended = answer('batch extend', await extendBatch({ path: { queue: 'work' }, query: { seconds: '2m' }, body: ids }), 200);
+  check('batch extend', [extended.kind, extended.extended, extended.results.map((r) => r.status)], ['extendResult', 5, [200, 200, 200, 200, 200]]);
+  const acked = answer('batch ack', await ackBatch({ path: { queue: 'work' }, body: ids.slice(0, 3) }), 200);
+  check('batch ack', [acked.kind, acked.acked, acked.results.map((r) => r.status)], ['ackResult', 3, [200, 200, 200]]);
+  const released = answer('release', await release({ path: { queue: 'work' }, body: [ids[3]!] }), 200);
+  check('release', [released.kind, released.released], ['releaseResult', 1]);
   check('nack', (await nack({ path: { queue: 'work', lease: ids[4]! } })).response.status, 200);
+  const again = answer('lease again', await dequeue({ path: { queue: 'work' }, query: { lease: '30s' } }), 200);
+  if (!again || again.kind !== 'message' || !again.lease) throw new Error('a lease answered no message');
+  check('released item, at the front, its attempt not counted', [again.body, again.lease.attempt], ['four', 1]);
+  const nacked = answer('batch nack', await nackBatch({ path: { queue: 'work' }, body: [again.lease.id] }), 200);
+  check('batch nack', [nacked.kind, nacked.nacked], ['nackResult', 1]);
   const dead = answer('dead letters', await deadLetters({ path: { queue: 'work' } }), 200);
-  check('dead letters', dead.messages.map((d) => [d.body, d.attempts]), [['five', 1]]);
-  step('five leased, four acked in one request, the fifth nacked to the dead letters');
+  check('dead letters', dead.messages.map((d) => [d.body, d.attempts]), [['five', 1], ['four', 1]]);
+  step('five leased and extended in one request, three acked in one, one released, two nacked to the dead letters');
 
   const taken = answer('kuard dequeue', await dequeue({ path: { queue: 'work' } }), 200);
   if (!taken || taken.kind !== 'message') throw new Error('a dequeue answered no message');
@@ -121,7 +133,7 @@ async function main(): Promise<void> {
   check(
     'figures (enqueued, depth, inflight, dequeued, acked, requeued, dead)',
     [q.enqueued, q.depth, q.inflight, q.dequeued, q.acked, q.requeued, q.dead],
-    [9, 2, 0, 7, 5, 0, 1],
+    [9, 2, 0, 8, 4, 1, 2],
   );
   const every = answer('stats', await stats(), 200);
   check('stats', every.queues.map((s) => s.name), ['plain', 'work']);

@@ -476,20 +476,31 @@ mod tests {
                 "format {format}"
             );
         }
-        let mut integers = 0;
-        let mut schemas = Vec::new();
-        all(&doc, "properties", &mut schemas);
-        for properties in schemas {
-            for (name, schema) in properties.as_object().into_iter().flatten() {
-                let types = &schema["type"];
-                if *types == json!("integer") || *types == json!(["integer", "null"]) {
-                    integers += 1;
-                    assert!(schema["format"].is_string(), "{name}: {schema}");
-                    assert!(schema["minimum"].as_i64() >= Some(0), "{name}: {schema}");
+        // Every integer schema, at any depth: fields, parameters, headers.
+        fn integers<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+            match value {
+                Value::Object(map) => {
+                    let types = &map.get("type");
+                    if [json!("integer"), json!(["integer", "null"])]
+                        .iter()
+                        .any(|t| *types == Some(t))
+                    {
+                        out.push(value);
+                    }
+                    map.values().for_each(|v| integers(v, out));
                 }
+                Value::Array(list) => list.iter().for_each(|v| integers(v, out)),
+                _ => {}
             }
         }
-        assert!(integers >= 30, "{integers} integer fields");
+        let mut found = Vec::new();
+        integers(&doc, &mut found);
+        for schema in &found {
+            assert!(schema["format"].is_string(), "{schema}");
+            assert!(schema["minimum"].as_i64() >= Some(0), "{schema}");
+        }
+        let integers = found.len();
+        assert!(integers >= 50, "{integers} integers");
     }
 
     #[test]

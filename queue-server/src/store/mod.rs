@@ -110,13 +110,13 @@ tokio::task_local! {
 /// Runs `request` and answers its output with the time its long polls spent waiting for an
 /// item (`None` when none with a `wait` ran), so that the request's own latency can be told
 /// from the idle wait its client asked for.
-pub async fn timing_waits<F: Future>(request: F) -> (F::Output, Option<Duration>) {
-    WAITED
-        .scope(std::cell::Cell::new(None), async move {
-            let output = request.await;
-            (output, WAITED.with(std::cell::Cell::get))
-        })
-        .await
+///
+/// A combinator, not an `async` block that awaits `request`: that would hold the request's
+/// future twice, and a waiting long poll holds this one for as long as it waits.
+pub fn timing_waits<F: Future>(request: F) -> impl Future<Output = (F::Output, Option<Duration>)> {
+    use futures_util::FutureExt;
+    let timed = request.map(|output| (output, WAITED.with(std::cell::Cell::get)));
+    WAITED.scope(std::cell::Cell::new(None), timed)
 }
 
 /// Adds `waited` to the count of [`timing_waits`], if a caller keeps one.
@@ -126,9 +126,11 @@ fn count_wait(waited: Duration) {
 
 /// The long poll both stores run: `look` (given the time left of `wait`) and, while it finds
 /// nothing to hand out, wait for `notify`, the end of `wait` or `shutdown`, then look again.
-/// Ends early when, after a wake, the queue is finished (nothing ready, delayed or leased: the
-/// work this poll waited for was done elsewhere; a poll that starts on a finished queue still
-/// waits, for a producer that has not begun yet).
+/// Ends early when the queue is finished (nothing ready, delayed or leased) after this poll saw
+/// work outstanding: the work it waited for was done elsewhere. A poll that starts on a finished
+/// queue waits, for a producer that has not begun yet, also when a wake comes first: a wake
+/// alone tells nothing (a `notify_one` whose item another consumer took leaves a permit that
+/// wakes the next poll at once).
 /// While it waits, it counts itself in `waiting` (the `memq_long_polls_waiting` gauge) and its
 /// time in [`timing_waits`].
 async fn long_poll<F, Fut>(
@@ -147,7 +149,7 @@ where
     }
     let until = tokio::time::Instant::now() + wait;
     count_wait(Duration::ZERO);
-    let mut woken = false;
+    let mut saw_work = false;
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -166,14 +168,15 @@ where
         if matches!(
             outcome,
             DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. }
-        ) || (woken && finished)
+        ) || (saw_work && finished)
             || tokio::time::Instant::now() >= until
         {
             return Ok(outcome);
         }
+        saw_work |= !finished;
         let _counted = Waiting::start(waiting);
         tokio::select! {
-            _ = &mut notified => woken = true,
+            _ = &mut notified => {}
             _ = tokio::time::sleep_until(until) => {}
             _ = shutdown.cancelled() => return Ok(outcome),
         }
@@ -326,8 +329,8 @@ fn autoscale_config(a: memq::Autoscale) -> Result<Autoscale> {
     })
 }
 
-/// Refuses a count beyond the API's integers (int64), which clients in most languages cannot
-/// hold and which the API description promises never to send.
+/// Refuses a count past the API's integers (int64, as `/openapi.json` describes them): clients
+/// in most languages hold no larger one.
 fn json_int(field: &str, n: u64) -> Result<u64> {
     if n > i64::MAX as u64 {
         return Err(Error::InvalidJson(format!(
