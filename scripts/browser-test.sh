@@ -27,17 +27,27 @@ case $target_dir in /*) ;; *) target_dir=$root/$target_dir ;; esac
 
 # A private copy: a target dir shared with other work trees may be rebuilt under us mid-run.
 work=$(mktemp -d)
+run=${MEMQ_KUBE_RUN:-$HOME/.cache/memq-rs/kube/run}
+started=
 ns=
-trap 'rm -rf "$work"; [ -z "$ns" ] || kube delete namespace "$ns" --wait=false >/dev/null 2>&1 || true' EXIT
+# At the end: the namespace, and the control plane if this script started it.
+finish() {
+    [ -z "$ns" ] || kube delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
+    [ "$started" != control-plane ] || MEMQ_KUBE_RUN=$run scripts/kube-down.sh || true
+    rm -rf "$work"
+}
+trap finish EXIT
 cp "$target_dir/debug/queue-server" "$work/queue-server"
 export MEMQ_SERVER_BIN=$work/queue-server
 
 # The Jobs panel shows Jobs of a real Kubernetes API server: the control plane of
-# scripts/kube-up.sh (test.sh starts it first; run alone, this starts or reuses one), a namespace
-# of its own with the base's RBAC, and a kubeconfig that holds only the queue server's
-# ServiceAccount token. No node runs the pods: the Jobs stay active with Pending pods.
+# scripts/kube-up.sh (test.sh starts it first; run alone, this reuses one it finds running and
+# leaves it so, or starts one and stops it at its end), a namespace of its own with the base's
+# RBAC, and a kubeconfig that holds only the queue server's ServiceAccount token. The Jobs stay
+# active: their pods wait for a node, or for an image the node does not have.
 if [ -z "${MEMQ_TEST_KUBECONFIG:-}" ]; then
-    MEMQ_TEST_KUBECONFIG=$(scripts/kube-up.sh | tail -n1)
+    kube_running "$run" || started=control-plane
+    MEMQ_TEST_KUBECONFIG=$(MEMQ_KUBE_RUN=$run scripts/kube-up.sh | tail -n1)
     MEMQ_TEST_KUBECONFIG=${MEMQ_TEST_KUBECONFIG#export KUBECONFIG=}
 fi
 kube() { "$(dirname "$MEMQ_TEST_KUBECONFIG")/kubectl" --kubeconfig "$MEMQ_TEST_KUBECONFIG" "$@"; }
