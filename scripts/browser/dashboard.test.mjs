@@ -409,48 +409,6 @@ await test("sorting, filtering and opening a queue work from the keyboard", asyn
   assertClean(page);
 });
 
-await test("the Jobs panel shows the Kubernetes API server's Jobs, launches and deletes them", async () => {
-  await waitFor(page, () => !document.querySelector("#jobs").hidden, null, "the Jobs panel");
-  await page.fill("#job-queue", "search-index");
-  await page.fill("#job-parallelism", "3");
-  await page.click("#job-form button[type=submit]");
-  // The Job controller made its 3 pods (Pending: no node runs them here): active 3.
-  await waitFor(
-    page,
-    () =>
-      [...document.querySelectorAll("#jobs-rows tr")].some((tr) => {
-        const [, queue, parallelism, active] = [...tr.cells].map((td) => td.textContent);
-        return queue === "search-index" && parallelism === "3" && active === "3";
-      }),
-    null,
-    "the launched Job with 3 active pods",
-    30_000,
-  );
-  const listed = await (await fetch(`${main.url}/jobs`)).json();
-  const job = listed.jobs.find((j) => j.queue === "search-index");
-  if (!job || listed.namespace !== JOBS_NAMESPACE || job.active !== 3) throw new Error(`GET /jobs: ${JSON.stringify(listed)}`);
-  // One more through the API, deleted from the panel after a confirm.
-  const resp = await fetch(`${main.url}/jobs`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ queue: "emails", parallelism: 1 }),
-  });
-  if (resp.status !== 201) throw new Error(`POST /jobs: ${resp.status} ${await resp.text()}`);
-  const extra = (await resp.json()).name;
-  await waitFor(page, (name) => [...document.querySelectorAll("#jobs-rows tr")].some((tr) => tr.cells[0].textContent === name), extra, "the second Job in the panel", 20_000);
-  let question = "";
-  page.once("dialog", (d) => {
-    question = d.message();
-    d.accept();
-  });
-  await page.click(`#jobs-rows tr:has(td[title="${extra}"]) button`);
-  await waitFor(page, (name) => ![...document.querySelectorAll("#jobs-rows tr")].some((tr) => tr.cells[0].textContent === name), extra, "the deleted Job to leave the panel", 20_000);
-  if (!question.startsWith(`Delete Job ${extra}`)) throw new Error(`confirm said ${JSON.stringify(question)}`);
-  const after = await (await fetch(`${main.url}/jobs`)).json();
-  if (after.jobs.some((j) => j.name === extra)) throw new Error(`${extra} is still listed: ${JSON.stringify(after)}`);
-  assertClean(page);
-});
-
 /** Seconds of a duration as the page writes it: 42s, 2m 10s, 5m, 3h 5m. */
 function seconds(text) {
   const m = /^(?:(\d+)h)? ?(?:(\d+)m)? ?(?:(\d+)s)?$/.exec(text.trim());
