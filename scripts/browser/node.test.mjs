@@ -96,6 +96,18 @@ await test("the dashboard reads the walkthrough's live stats through kubectl por
   );
   const depth = await page.$eval('#rows tr[data-queue="keygen"] td[data-col="depth"]', (td) => td.textContent.trim());
   if (depth !== "0") throw new Error(`keygen depth ${depth} once all are acked`);
+  // Live: what happens on the server shows up without a reload.
+  await api("PUT", "/queues/live");
+  await api("POST", "/queues/live/enqueue?batch=lines", "a\nb\nc\nd\ne\nf\ng");
+  await waitFor(
+    page,
+    () => document.querySelector('#rows tr[data-queue="live"] td[data-col="depth"]')?.textContent.trim() === "7",
+    null,
+    "the new queue with 7 ready in the page",
+    15_000,
+  );
+  await fetch(`${URL}/memq/server/queues/live`, { method: "DELETE", headers: { Authorization: `Bearer ${TOKEN}` } });
+  await waitFor(page, () => document.querySelector('#rows tr[data-queue="live"]') === null, null, "the deleted queue to leave the page", 15_000);
   if (problems.length) throw new Error(`console errors: ${problems.join("; ")}`);
 });
 
