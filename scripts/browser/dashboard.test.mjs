@@ -11,6 +11,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { harness } from "./harness.mjs";
 
 const BIN = process.env.MEMQ_SERVER_BIN;
 const SHOTS = process.env.SCREENSHOT_DIR || "target/screenshots";
@@ -220,28 +221,7 @@ async function waitFor(page, fn, arg, what, timeout = 8000) {
 
 // ---------- harness ----------
 
-let passed = 0;
-let failed = 0;
-
-async function test(name, fn) {
-  const started = Date.now();
-  let timer;
-  try {
-    await Promise.race([
-      fn(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`took longer than ${TEST_TIMEOUT / 1000} s`)), TEST_TIMEOUT);
-      }),
-    ]);
-    passed++;
-    console.log(`  ok    ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
-  } catch (e) {
-    failed++;
-    console.log(`  FAIL  ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)\n        ${String(e.message).replaceAll("\n", "\n        ")}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const { test, counts } = harness(TEST_TIMEOUT);
 
 // ---------- a server with work going on ----------
 
@@ -1344,5 +1324,5 @@ await test("10,000 queues: the table shows within 2 s, input answers at once, an
 await context.close();
 fs.rmSync(profile, { recursive: true, force: true });
 clearTimeout(suiteTimer);
-console.log(`browser: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+console.log(`browser: ${counts.passed} passed, ${counts.failed} failed`);
+process.exit(counts.failed ? 1 : 0);

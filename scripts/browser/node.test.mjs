@@ -11,6 +11,7 @@
 import { execFileSync } from "node:child_process";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { harness } from "./harness.mjs";
 
 const URL = process.env.MEMQ_NODE_URL;
 const TOKEN = process.env.MEMQ_NODE_TOKEN;
@@ -43,27 +44,7 @@ async function waitFor(page, fn, arg, what, timeout) {
   }
 }
 
-let passed = 0;
-let failed = 0;
-async function test(name, fn) {
-  const started = Date.now();
-  let timer;
-  try {
-    await Promise.race([
-      fn(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`took longer than ${TEST_TIMEOUT / 1000} s`)), TEST_TIMEOUT);
-      }),
-    ]);
-    passed++;
-    console.log(`  ok    ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
-  } catch (e) {
-    failed++;
-    console.log(`  FAIL  ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)\n        ${String(e.message).replaceAll("\n", "\n        ")}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const { test, counts } = harness(TEST_TIMEOUT);
 
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
 const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, colorScheme: "light" });
@@ -157,5 +138,5 @@ await test("a Job launched from the Jobs panel runs its consumers in containers 
 });
 
 await browser.close();
-console.log(`\nbrowser on the node: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+console.log(`\nbrowser on the node: ${counts.passed} passed, ${counts.failed} failed`);
+process.exit(counts.failed ? 1 : 0);
