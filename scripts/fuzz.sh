@@ -16,7 +16,7 @@ export RUSTC_BOOTSTRAP=1
 # Its own build directory: sanitizer builds share nothing with the normal ones.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/fuzz/target}"
 
-targets=(batch_body brace_expand journal_frames)
+targets=(batch_body brace_expand journal_frames segment_header)
 seconds=60
 if [ $# -ge 1 ]; then
     targets=("$1")

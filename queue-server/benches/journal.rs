@@ -22,7 +22,7 @@ fn rate(n: usize, took: Duration) -> f64 {
 
 fn journal(rt: &tokio::runtime::Runtime) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let writer = Arc::new(Writer::start(dir.path(), 1, FsyncMode::Always).unwrap());
+    let writer = Arc::new(Writer::start(dir.path(), 1, FsyncMode::Always, Vec::new()).unwrap());
     let started = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();

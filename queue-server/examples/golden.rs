@@ -112,16 +112,17 @@ fn segment(dir: &Path, n: u64) -> PathBuf {
 /// Where the records of segment file `path` end, and the length of the last one's frame.
 fn records_end(path: &Path) -> anyhow::Result<(usize, Option<usize>)> {
     let data = std::fs::read(path)?;
-    let frames = journal::read_frames(&data);
+    let (start, frames) =
+        journal::read_segment(&data).map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))?;
     if let Some((at, why)) = frames.damage {
-        bail!("{}: damaged at {at}: {why}", path.display());
+        bail!("{}: damaged at {}: {why}", path.display(), start + at);
     }
     let last = frames.records.last().map(|r| {
         let mut buf = Vec::new();
         journal::frame(&r.as_ref(), &mut buf);
         buf.len()
     });
-    Ok((frames.end, last))
+    Ok((start + frames.end, last))
 }
 
 /// A copy of the journal directory whose last record is cut short the way a crash in the

@@ -2,13 +2,15 @@
 //! the server starts; damage with valid records after it stops the start with one line that
 //! names the file, the offset, how many valid records follow and the repair, leaving the data
 //! directory byte for byte as it was; `queue-server repair` then skips exactly the damaged
-//! records and says what they held.
+//! records and says what they held. Files the server cannot read as they are (a newer format,
+//! another program's, a header cut short) stop it the same way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use memq::{DequeueOptions, Dequeued, EnqueueOptions};
 use queue_server::Config;
+use queue_server::store::journal;
 use queue_server::testing::{ServerProcess, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
@@ -33,12 +35,12 @@ async fn drain_all(client: &memq::Client, queue: &str) -> Vec<String> {
     out
 }
 
-/// Frames of a journal segment: (start offset, end offset) of each record, up to the zeros a
-/// segment may end with.
+/// Frames of a journal segment: (start offset, end offset) of each record after the header,
+/// up to the zeros a segment may end with.
 fn frames(path: &Path) -> Vec<(usize, usize)> {
     let data = std::fs::read(path).unwrap();
     let mut out = Vec::new();
-    let mut at = 0;
+    let mut at = header_len(path);
     while at + 8 <= data.len() {
         let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
         if len == 0 {
@@ -48,6 +50,14 @@ fn frames(path: &Path) -> Vec<(usize, usize)> {
         at += 8 + len;
     }
     out
+}
+
+/// The length of a segment's header.
+fn header_len(path: &Path) -> usize {
+    let data = std::fs::read(path).unwrap();
+    journal::format::parse(journal::format::SEGMENT_MAGIC, &data)
+        .expect("a segment header")
+        .len
 }
 
 fn newest_segment(dir: &Path) -> PathBuf {
@@ -65,18 +75,31 @@ fn newest_segment(dir: &Path) -> PathBuf {
     segs.pop().unwrap()
 }
 
+/// The path of the segment after `seg`.
+fn next_segment(seg: &Path) -> PathBuf {
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let n: u64 = name["journal-".len()..name.len() - ".log".len()]
+        .parse()
+        .unwrap();
+    seg.with_file_name(format!("journal-{:020}.log", n + 1))
+}
+
 /// A data directory holding queue `q` with `item-000` .. `item-{n-1}`: a create record, then
-/// one enqueue record per item.
-async fn load_then_stop(dir: &Path, n: usize) {
+/// one enqueue record per item. The ids the items were given.
+async fn load_then_stop(dir: &Path, n: usize) -> Vec<String> {
     let server = TestServer::start(durable(dir)).await;
     let c = server.client();
     c.create_queue("q", None).await.unwrap();
+    let mut ids = Vec::new();
     for i in 0..n {
-        c.enqueue("q", format!("item-{i:03}"), &EnqueueOptions::default())
+        let m = c
+            .enqueue("q", format!("item-{i:03}"), &EnqueueOptions::default())
             .await
             .unwrap();
+        ids.push(m.id);
     }
     server.shutdown().await;
+    ids
 }
 
 fn items(range: impl Iterator<Item = usize>) -> Vec<String> {
@@ -104,9 +127,9 @@ fn flip(path: &Path, at: usize) {
     std::fs::write(path, data).unwrap();
 }
 
-/// Starts the real binary on `dir`, which must refuse: its log line, after checking that it
+/// Starts the real binary on `dir`, which must refuse: its one log line, after checking that it
 /// exited non-zero and left every file of `dir` as it was.
-fn refused_start(dir: &Path) -> String {
+fn refused(dir: &Path) -> String {
     let before = contents(dir);
     let (status, stderr) = ServerProcess::run_to_exit(BIN, &["--data-dir", dir.to_str().unwrap()]);
     assert!(!status.success(), "the start was refused: {stderr}");
@@ -117,14 +140,20 @@ fn refused_start(dir: &Path) -> String {
     );
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(lines.len(), 1, "one error line: {stderr}");
+    lines[0].to_string()
+}
+
+/// [`refused`], for damage: the line names the repair.
+fn refused_start(dir: &Path) -> String {
+    let line = refused(dir);
     assert!(
-        lines[0].contains(&format!(
+        line.contains(&format!(
             "run `queue-server repair --data-dir {}`",
             dir.display()
         )),
-        "it names the repair: {stderr}"
+        "it names the repair: {line}"
     );
-    lines[0].to_string()
+    line
 }
 
 /// Runs `queue-server repair` on `dir`: its report.
@@ -161,16 +190,33 @@ fn originals(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 async fn items_served(dir: &Path, queue: &str) -> Vec<String> {
+    ids_served(dir, queue)
+        .await
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect()
+}
+
+/// Every item of `queue` of a server started on `dir`, taken in order: (id, text).
+async fn ids_served(dir: &Path, queue: &str) -> Vec<(String, String)> {
     let server = TestServer::start(durable(dir)).await;
-    let items = drain_all(&server.client(), queue).await;
+    let opts = DequeueOptions {
+        max: Some(1000),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let client = server.client();
+    while let Dequeued::Messages(batch) = client.dequeue(queue, &opts).await.unwrap() {
+        out.extend(batch.into_iter().map(|m| (m.id, m.body)));
+    }
     server.shutdown().await;
-    items
+    out
 }
 
 #[tokio::test]
 async fn a_byte_flipped_in_an_item_body_stops_the_start_and_repair_loses_only_that_item() {
     let dir = tempfile::tempdir().unwrap();
-    load_then_stop(dir.path(), 100).await;
+    let ids = load_then_stop(dir.path(), 100).await;
     let seg = newest_segment(dir.path());
     let f = frames(&seg);
     // Record 51 is item-050: flip a byte of its text.
@@ -206,10 +252,21 @@ async fn a_byte_flipped_in_an_item_body_stops_the_start_and_repair_loses_only_th
         flipped,
         "the damaged segment is kept as it was"
     );
+    assert!(
+        report.contains(&format!(
+            "queue q: the lost records had made 1 id (an item enqueued or a lease taken): {}",
+            ids[50]
+        )),
+        "{report}"
+    );
+    let served = ids_served(dir.path(), "q").await;
+    let want: Vec<(String, String)> = (0..50)
+        .chain(51..100)
+        .map(|i| (ids[i].clone(), format!("item-{i:03}")))
+        .collect();
     assert_eq!(
-        items_served(dir.path(), "q").await,
-        items((0..50).chain(51..100)),
-        "only item-050 is lost"
+        served, want,
+        "only item-050 is lost; the others keep the ids their clients were given"
     );
 }
 
@@ -240,14 +297,17 @@ async fn a_byte_flipped_in_a_frame_header_stops_the_start_and_repair_skips_that_
 }
 
 #[tokio::test]
-async fn a_byte_flipped_in_the_first_record_stops_the_start_and_repair_reports_the_queue() {
+async fn a_byte_flipped_in_the_first_record_stops_the_start_and_repair_makes_the_queue_again() {
     let dir = tempfile::tempdir().unwrap();
-    load_then_stop(dir.path(), 20).await;
+    let ids = load_then_stop(dir.path(), 20).await;
     let seg = newest_segment(dir.path());
     let f = frames(&seg);
     flip(&seg, f[0].1 - 1);
     let line = refused_start(dir.path());
-    assert!(line.contains("is damaged at byte 0 "), "{line}");
+    assert!(
+        line.contains(&format!("is damaged at byte {} ", f[0].0)),
+        "{line}"
+    );
     assert!(line.contains("and 20 valid records follow it"), "{line}");
 
     let report = repair(dir.path());
@@ -256,9 +316,15 @@ async fn a_byte_flipped_in_the_first_record_stops_the_start_and_repair_reports_t
         "{report}"
     );
     assert!(
-        report.contains("queue q: its create record was lost: its 20 later records were skipped (the queue is gone; create it again)"),
+        report
+            .contains("queue q: its create record was lost: made again with the default settings"),
         "{report}"
     );
+    let served = ids_served(dir.path(), "q").await;
+    let want: Vec<(String, String)> = (0..20)
+        .map(|i| (ids[i].clone(), format!("item-{i:03}")))
+        .collect();
+    assert_eq!(served, want, "every item, with its id");
 }
 
 #[tokio::test]
@@ -269,12 +335,9 @@ async fn damage_in_one_segment_with_valid_records_in_the_next_stops_the_start() 
     let f = frames(&seg);
     // Split the segment in two after item-004; damage item-004, the last record of the first.
     let data = std::fs::read(&seg).unwrap();
-    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
-    let n: u64 = name["journal-".len()..name.len() - ".log".len()]
-        .parse()
-        .unwrap();
-    let next = dir.path().join(format!("journal-{:020}.log", n + 1));
-    std::fs::write(&next, &data[f[6].0..]).unwrap();
+    let next = next_segment(&seg);
+    let header = &data[..header_len(&seg)];
+    std::fs::write(&next, [header, &data[f[6].0..]].concat()).unwrap();
     std::fs::write(&seg, &data[..f[6].0]).unwrap();
     flip(&seg, f[5].1 - 2);
     let line = refused_start(dir.path());
@@ -293,7 +356,7 @@ async fn damage_in_one_segment_with_valid_records_in_the_next_stops_the_start() 
 async fn a_damaged_snapshot_stops_the_start_and_repair_keeps_the_queues_that_read() {
     let dir = tempfile::tempdir().unwrap();
     load_then_stop(dir.path(), 10).await;
-    // A restart writes every queue into a fresh snapshot.
+    // A restart writes every queue into a fresh snapshot; queue other is created after it.
     let server = TestServer::start(durable(dir.path())).await;
     server.client().create_queue("other", None).await.unwrap();
     server.shutdown().await;
@@ -312,15 +375,19 @@ async fn a_damaged_snapshot_stops_the_start_and_repair_keeps_the_queues_that_rea
     let line = refused_start(dir.path());
     assert!(
         line.contains(&format!(
-            "snapshot {} is damaged (checksum mismatch)",
+            "{} is damaged (queue 1 of 1, at byte ",
             snap.display()
         )),
         "{line}"
     );
+    assert!(line.contains(": checksum mismatch)"), "{line}");
     let report = repair(dir.path());
-    assert!(report.contains("damaged (checksum mismatch)"), "{report}");
+    assert!(
+        report.contains("queue q fails its checksum but still reads: kept as it reads"),
+        "{report}"
+    );
     let mut served = items_served(dir.path(), "q").await;
-    // The damaged text is kept as it reads: this snapshot format cannot tell which item it was.
+    // The damaged text is kept as it reads, and the repair said so.
     assert_eq!(served.pop().as_deref(), Some("item-00y"));
     assert_eq!(served, items(0..9));
 }
@@ -427,4 +494,98 @@ async fn repair_refuses_a_data_dir_in_use_and_finds_nothing_in_a_sound_one() {
         "{stderr}"
     );
     server.shutdown().await;
+}
+
+/// A segment header naming data format `version`, its checksum made to match.
+fn header_of_version(header: &[u8], version: u32) -> Vec<u8> {
+    let mut out = header[..header.len() - 4].to_vec();
+    out[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[tokio::test]
+async fn a_segment_of_a_newer_format_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    load_then_stop(dir.path(), 3).await;
+    let seg = newest_segment(dir.path());
+    let data = std::fs::read(&seg).unwrap();
+    let len = header_len(&seg);
+    let newer = [header_of_version(&data[..len], 3), data[len..].to_vec()].concat();
+    std::fs::write(&seg, newer).unwrap();
+    let line = refused(dir.path());
+    assert!(
+        line.contains(&format!(
+            "{}: it is in data format 3, written by a newer release; this release reads formats 1 to 2",
+            seg.display()
+        )),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_of_a_newer_format_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    load_then_stop(dir.path(), 3).await;
+    let snap = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "snap"))
+        .unwrap();
+    let data = std::fs::read(&snap).unwrap();
+    let len = journal::format::parse(journal::format::SNAPSHOT_MAGIC, &data)
+        .unwrap()
+        .len;
+    let newer = [header_of_version(&data[..len], 7), data[len..].to_vec()].concat();
+    std::fs::write(&snap, newer).unwrap();
+    let line = refused(dir.path());
+    assert!(
+        line.contains(
+            "it is in data format 7, written by a newer release; this release reads formats 1 to 2"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("docs/upgrading.md"), "{line}");
+}
+
+#[tokio::test]
+async fn a_segment_header_cut_short_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    load_then_stop(dir.path(), 3).await;
+    // The next segment holds the first 10 bytes of its header: a server stopped while making it.
+    let seg = newest_segment(dir.path());
+    let next = next_segment(&seg);
+    std::fs::write(&next, &std::fs::read(&seg).unwrap()[..10]).unwrap();
+    let line = refused_start(dir.path());
+    assert!(
+        line.contains(&format!(
+            "{}: its header is cut short (10 of its 16 bytes are there)",
+            next.display()
+        )),
+        "{line}"
+    );
+    // Repair removes a segment that holds nothing but part of a header.
+    let report = repair(dir.path());
+    assert!(
+        report.contains("and no record follows it: removed"),
+        "{report}"
+    );
+    assert_eq!(items_served(dir.path(), "q").await, items(0..3));
+}
+
+#[tokio::test]
+async fn a_file_of_another_program_in_the_journal_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    load_then_stop(dir.path(), 3).await;
+    let other = next_segment(&newest_segment(dir.path()));
+    std::fs::write(&other, b"PK\x03\x04 a zip archive, not a journal").unwrap();
+    let line = refused(dir.path());
+    assert!(
+        line.contains(&format!(
+            "{}: not a file of queue-server (it starts with 504b03042061207a): move it out of the data directory",
+            other.display()
+        )),
+        "{line}"
+    );
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use memq::{DequeueOptions, Dequeued, EnqueueOptions, QueueConfigPatch};
 use parking_lot::Mutex;
 use queue_server::Config;
+use queue_server::store::journal;
 use queue_server::testing::{ServerProcess, TestServer, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue-server");
@@ -614,6 +615,14 @@ async fn a_dedup_window_changed_across_a_crash_replays_with_the_old_one() {
             .unwrap()
             .duplicate
     );
-    let recorded = std::fs::read_to_string(dir.path().join("dedup-window-ms")).unwrap();
-    assert_eq!(recorded.trim(), "600000");
+    // The segment written from now on names the new window.
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    let newest = std::fs::read(segments.last().unwrap()).unwrap();
+    let header = journal::format::parse(journal::format::SEGMENT_MAGIC, &newest).unwrap();
+    assert_eq!(header.options.dedup_window_ms, 600_000);
 }

@@ -127,10 +127,7 @@ fn recover(set: &str) -> (Golden, Golden, Vec<String>) {
     let dir = golden(set);
     let expected = Golden::load(&dir.join("expected.json"));
     let before = contents(&dir);
-    let window = journal::written_key_retention(&dir)
-        .expect("the dedup window file")
-        .unwrap_or(queue_server::broker::KEY_RETENTION_MS);
-    let recovery = journal::load(&dir, window).expect("the golden set reads");
+    let recovery = journal::load(&dir).expect("the golden set reads");
     assert!(contents(&dir) == before, "reading changed nothing");
     let got = Golden {
         written_by: expected.written_by.clone(),
@@ -244,32 +241,107 @@ async fn a_server_on_a_copy_serves_everything(set: &str) {
     server.shutdown().await;
 }
 
+/// A golden data directory reads back to its state, the torn one reporting its cut, and a
+/// server started on a copy serves all of it.
+async fn datadir_reads_back(set: &str) {
+    let (got, expected, dropped) = recover(set);
+    if set.ends_with("torn") {
+        assert_eq!(dropped.len(), 1, "one cut reported: {dropped:?}");
+    } else {
+        assert_eq!(dropped, Vec::<String>::new());
+    }
+    assert_eq!(got, expected);
+    if set.ends_with("snapshot") {
+        assert_eq!(
+            expected.queue("work").leases.len(),
+            2,
+            "the snapshot holds leases"
+        );
+    }
+    a_server_on_a_copy_serves_everything(set).await;
+}
+
 #[tokio::test]
 async fn datadir_v1_journal_reads_back_every_item_lease_counter_and_key() {
-    let (got, expected, dropped) = recover("datadir-v1/journal");
-    assert_eq!(dropped, Vec::<String>::new());
-    assert_eq!(got, expected);
-    a_server_on_a_copy_serves_everything("datadir-v1/journal").await;
+    datadir_reads_back("datadir-v1/journal").await;
 }
 
 #[tokio::test]
 async fn datadir_v1_snapshot_and_journal_read_back_every_item_lease_counter_and_key() {
-    let (got, expected, dropped) = recover("datadir-v1/snapshot");
-    assert_eq!(dropped, Vec::<String>::new());
-    assert_eq!(got, expected);
-    assert!(
-        expected.queue("work").leases.len() == 2,
-        "the snapshot holds leases"
-    );
-    a_server_on_a_copy_serves_everything("datadir-v1/snapshot").await;
+    datadir_reads_back("datadir-v1/snapshot").await;
 }
 
 #[tokio::test]
 async fn datadir_v1_torn_last_record_is_cut_and_the_rest_read_back() {
-    let (got, expected, dropped) = recover("datadir-v1/torn");
-    assert_eq!(dropped.len(), 1, "one cut reported: {dropped:?}");
-    assert_eq!(got, expected);
-    a_server_on_a_copy_serves_everything("datadir-v1/torn").await;
+    datadir_reads_back("datadir-v1/torn").await;
+}
+
+#[tokio::test]
+async fn datadir_v2_journal_reads_back_every_item_lease_counter_and_key() {
+    datadir_reads_back("datadir-v2/journal").await;
+}
+
+#[tokio::test]
+async fn datadir_v2_snapshot_and_journal_read_back_every_item_lease_counter_and_key() {
+    datadir_reads_back("datadir-v2/snapshot").await;
+}
+
+#[tokio::test]
+async fn datadir_v2_torn_last_record_is_cut_and_the_rest_read_back() {
+    datadir_reads_back("datadir-v2/torn").await;
+}
+
+/// The data format of each segment and snapshot in `dir`, and whether format 1's dedup
+/// window file is there.
+fn formats_in(dir: &Path) -> (Vec<(String, u32)>, bool) {
+    let mut found = Vec::new();
+    for (name, data) in contents(dir) {
+        let magic = if name.ends_with(".log") {
+            journal::format::SEGMENT_MAGIC
+        } else if name.ends_with(".snap") {
+            journal::format::SNAPSHOT_MAGIC
+        } else {
+            continue;
+        };
+        let version = match journal::format::parse(magic, &data) {
+            Ok(h) => h.version,
+            Err(_) if magic == journal::format::SNAPSHOT_MAGIC => {
+                journal::format::magic_and_version(magic, &data).expect("a snapshot")
+            }
+            // A format-1 segment has no header.
+            Err(_) => 1,
+        };
+        found.push((name, version));
+    }
+    (found, dir.join("dedup-window-ms").exists())
+}
+
+#[tokio::test]
+async fn a_format_1_data_dir_is_rewritten_in_format_2_by_its_first_start() {
+    let set = golden("datadir-v1/snapshot");
+    let expected = Golden::load(&set.join("expected.json"));
+    let copy = copy_of(&set);
+    let (before, window_file) = formats_in(copy.path());
+    assert!(before.iter().all(|(_, v)| *v == 1), "{before:?}");
+    assert!(window_file);
+    let config = Config {
+        data_dir: Some(copy.path().to_path_buf()),
+        ..Config::default()
+    };
+    let server = TestServer::start_as_given(config.clone()).await;
+    server.shutdown().await;
+    let (after, window_file) = formats_in(copy.path());
+    assert!(
+        !after.is_empty() && after.iter().all(|(_, v)| *v == 2),
+        "{after:?}"
+    );
+    assert!(
+        !window_file,
+        "format 2 keeps the dedup window in its headers"
+    );
+    let server = TestServer::start_as_given(config).await;
+    serves_everything(&server.client(), &expected, false).await;
+    server.shutdown().await;
 }
 
 type Conn = redis::aio::MultiplexedConnection;

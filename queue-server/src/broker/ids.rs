@@ -94,6 +94,14 @@ impl IdGen {
         }
     }
 
+    /// Bits of the counter that an id carries.
+    pub const COUNTER_MASK: u128 = RANDOM_MASK;
+
+    /// The id made last (the one [`IdGen::state`] stands at).
+    pub fn last(&self) -> Id {
+        Id::from_u128((u128::from(self.last_ms) << RANDOM_BITS) | (self.counter & RANDOM_MASK))
+    }
+
     /// The next id at time `now_ms` (a clock that went back is treated as standing still).
     pub fn next(&mut self, now_ms: u64) -> Id {
         self.last_ms = self.last_ms.max(now_ms & ((1 << 48) - 1));

@@ -303,6 +303,11 @@ impl Queue {
         self.ids.state()
     }
 
+    /// Moves the id generator to a recorded position (a replay that skipped lost records).
+    pub fn set_id_state(&mut self, state: (u64, u128)) {
+        self.ids = IdGen::from_state(state);
+    }
+
     /// Running totals.
     pub fn counters(&self) -> Counters {
         self.counters

@@ -117,6 +117,19 @@ fn stats_of(name: &str, q: &Queue, now: u64) -> QueueStats {
 }
 
 /// Nothing ready, in flight or delayed: no item can appear unless someone enqueues one.
+/// Whether `op` may make ids (items, leases): its record then carries the queue's id generator
+/// position (see [`RecordRef::Apply`]).
+fn makes_ids(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Enqueue { .. }
+            | Op::Dequeue {
+                lease_ms: Some(_),
+                ..
+            }
+    )
+}
+
 fn is_finished(q: &Queue) -> bool {
     q.depth() == 0 && q.inflight() == 0 && q.delayed() == 0
 }
@@ -142,26 +155,21 @@ impl MemoryStore {
         let mut held = 0u64;
         if let Some(dir) = &options.data_dir {
             let started = std::time::Instant::now();
-            // The journal replays with the window it was written with; the flag's window
-            // applies from the snapshot written below on (see `record_key_retention`).
-            let written = journal::written_key_retention(dir)?;
-            let (dir_handle, recovery) = journal::open(
-                dir,
-                options.fsync,
-                written.unwrap_or(crate::broker::KEY_RETENTION_MS),
-            )?;
-            if written.is_some_and(|w| w != options.key_retention_ms) {
-                tracing::info!(
-                    was_ms = written,
-                    now_ms = options.key_retention_ms,
-                    "the dedup window changed: the journal was replayed with the old one, the new one applies from now"
-                );
-            }
+            // Replay keeps dedup keys for the window each file was written with; the flag's
+            // window applies from now on, and the files written from now on say so.
+            let (dir_handle, recovery) =
+                journal::open(dir, options.fsync, options.key_retention_ms)?;
             for line in &recovery.dropped {
                 tracing::warn!(cut = %line, "a torn tail of the journal was cut");
             }
             for (queue, records) in &recovery.orphans {
                 tracing::warn!(queue = %queue, records, "records of a queue whose create record was lost were skipped");
+            }
+            for queue in &recovery.recreated {
+                tracing::warn!(queue = %queue, "a queue whose create record was lost was made again with the default settings");
+            }
+            for gap in &recovery.id_gaps {
+                tracing::warn!(queue = %gap.queue, ids = gap.count, first = %gap.first, last = %gap.last, "ids made by lost records were skipped");
             }
             let mut items = 0u64;
             let mut leases = 0usize;
@@ -179,6 +187,7 @@ impl MemoryStore {
                 leases_returned = leases,
                 records = recovery.records,
                 snapshot = ?recovery.snapshot,
+                formats = ?recovery.formats,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "recovered queues from the data directory"
             );
@@ -197,12 +206,10 @@ impl MemoryStore {
                 waiting: AtomicU64::new(0),
             }),
         };
-        if let Some(data) = &store.inner.data {
-            // The recovered state (leases returned) becomes the new base; old files go. Only
-            // then does the journal carry the flag's dedup window (nothing left to replay was
-            // written with another).
+        if store.inner.data.is_some() {
+            // The recovered state (leases returned) becomes the new base, in the current
+            // format; older files go.
             store.compact_now()?;
-            journal::record_key_retention(data.path(), store.inner.options.key_retention_ms)?;
         }
         for shared in store.inner.queues.read().values() {
             if let Some(deadline) = shared.state.lock().queue.next_deadline() {
@@ -267,6 +274,7 @@ impl MemoryStore {
                 &RecordRef::Apply {
                     queue: name,
                     now,
+                    ids: makes_ids(&op).then(|| state.queue.id_state()),
                     op: &op,
                 },
                 &mut buf,
@@ -865,7 +873,7 @@ impl MemoryStore {
         };
         let paused_ms = started.elapsed().as_millis() as u64;
         let bytes = body.len();
-        data.write_snapshot(cut, body)?;
+        data.write_snapshot(cut, body, queues)?;
         tracing::info!(
             segment = cut,
             queues,

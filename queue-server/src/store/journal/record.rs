@@ -1,10 +1,12 @@
 //! What the journal holds and how it is framed on disk.
 //!
-//! A segment file is a sequence of frames `[len: u32 LE][crc32: u32 LE][payload: len bytes]`;
-//! the payload is a postcard-encoded [`Record`]. A frame that is cut short or whose checksum does
-//! not match ends the readable part of the log. The writer grows a segment with zeros ahead of
-//! its records, so a segment may end in zeros: a frame header of zeros followed by nothing but
-//! zeros is the clean end of the segment (no record encodes to an empty payload).
+//! After its header (see [`super::format`]; format-1 segments have none), a segment file is a
+//! sequence of frames `[len: u32 LE][crc32: u32 LE][payload: len bytes]`; the payload is a
+//! postcard-encoded [`Record`] (format 1: a [`v1::Record`]). A frame that is cut short or whose
+//! checksum does not match ends the readable part of the log. The writer grows a segment with
+//! zeros ahead of its records, so a segment may end in zeros: a frame header of zeros followed
+//! by nothing but zeros is the clean end of the segment (no record encodes to an empty
+//! payload). Snapshots of format 2 frame their queues the same way.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +40,10 @@ pub enum RecordRef<'a> {
         queue: &'a str,
         /// Time of the op (ms since epoch).
         now: u64,
+        /// The queue's id generator position before the op, for ops that make ids (items,
+        /// leases): replay continues from it, so a record skipped by a repair shifts no later
+        /// id, and the ids it made are known.
+        ids: Option<(u64, u128)>,
         /// The op.
         op: &'a Op,
     },
@@ -66,6 +72,8 @@ pub enum Record {
         queue: String,
         /// Time of the op.
         now: u64,
+        /// The id generator's position before the op, when it makes ids.
+        ids: Option<(u64, u128)>,
         /// The op.
         op: Op,
     },
@@ -81,27 +89,119 @@ impl Record {
                 ids: *ids,
             },
             Record::Delete { queue } => RecordRef::Delete { queue },
-            Record::Apply { queue, now, op } => RecordRef::Apply {
+            Record::Apply {
+                queue,
+                now,
+                ids,
+                op,
+            } => RecordRef::Apply {
                 queue,
                 now: *now,
+                ids: *ids,
                 op,
             },
         }
     }
+
+    /// What the record did, in a few words (what a repair reports as lost).
+    pub fn summary(&self) -> String {
+        match self {
+            Record::Create { queue, .. } => format!("queue {queue}: created"),
+            Record::Delete { queue } => format!("queue {queue}: deleted"),
+            Record::Apply { queue, op, .. } => format!("queue {queue}: {}", op.summary()),
+        }
+    }
 }
 
-/// Appends `record` to `buf` as one frame.
-pub fn frame(record: &RecordRef<'_>, buf: &mut Vec<u8>) {
+/// The records of data format 1 (queue-server 0.1.0): today's, but for the id generator's
+/// position, which their `Apply` did not carry. The types inside (`Op`, `QueueConfig`) are
+/// today's: they still encode as they did then (the golden sets of format 1 hold them to it);
+/// a change to their encoding moves their old shape here.
+pub mod v1 {
+    use serde::Deserialize;
+
+    use crate::broker::{Op, QueueConfig};
+
+    /// A format-1 record.
+    #[derive(Debug, Deserialize)]
+    pub enum Record {
+        /// A queue was created.
+        Create {
+            /// Name.
+            queue: String,
+            /// Settings.
+            config: QueueConfig,
+            /// Id generator start.
+            ids: (u64, u128),
+        },
+        /// A queue was deleted.
+        Delete {
+            /// Name.
+            queue: String,
+        },
+        /// An op was applied.
+        Apply {
+            /// Name.
+            queue: String,
+            /// Time of the op.
+            now: u64,
+            /// The op.
+            op: Op,
+        },
+    }
+
+    impl From<Record> for super::Record {
+        fn from(r: Record) -> Self {
+            match r {
+                Record::Create { queue, config, ids } => Self::Create { queue, config, ids },
+                Record::Delete { queue } => Self::Delete { queue },
+                Record::Apply { queue, now, op } => Self::Apply {
+                    queue,
+                    now,
+                    ids: None,
+                    op,
+                },
+            }
+        }
+    }
+}
+
+/// How a segment's records are encoded: by the data format it was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Data format 1: [`v1::Record`].
+    V1,
+    /// Data format 2: [`Record`].
+    V2,
+}
+
+impl Encoding {
+    /// Decodes one record's payload.
+    pub fn decode(self, payload: &[u8]) -> Result<Record, String> {
+        match self {
+            Encoding::V1 => postcard::from_bytes::<v1::Record>(payload).map(Record::from),
+            Encoding::V2 => postcard::from_bytes::<Record>(payload),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Appends `value` to `buf` as one frame.
+pub fn frame_value<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) {
     let start = buf.len();
     buf.extend_from_slice(&[0; FRAME_HEADER]);
     // postcard appends to a buffer it takes by value; hand it back into the caller's slot.
-    *buf =
-        postcard::to_extend(record, std::mem::take(buf)).expect("encoding to memory cannot fail");
+    *buf = postcard::to_extend(value, std::mem::take(buf)).expect("encoding to memory cannot fail");
     let payload = &buf[start + FRAME_HEADER..];
     let len = payload.len() as u32;
     let crc = crc32fast::hash(payload);
     buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends `record` to `buf` as one frame.
+pub fn frame(record: &RecordRef<'_>, buf: &mut Vec<u8>) {
+    frame_value(record, buf);
 }
 
 /// Why reading a segment stopped before its end.
@@ -113,7 +213,7 @@ pub enum Damage {
     Checksum,
     /// A frame claims an impossible length.
     Length(usize),
-    /// The payload does not decode as a record.
+    /// The payload does not decode.
     Decode(String),
 }
 
@@ -128,66 +228,68 @@ impl std::fmt::Display for Damage {
     }
 }
 
-/// What a segment holds.
-pub struct Frames {
-    /// The readable records, in order.
-    pub records: Vec<Record>,
+/// What a run of frames holds.
+pub struct Frames<T = Record> {
+    /// The readable payloads, decoded, in order.
+    pub records: Vec<T>,
     /// Where and why reading stopped early, if it did.
     pub damage: Option<(usize, Damage)>,
     /// Where the records end: the damage, the start of the zeroed tail, or the end.
     pub end: usize,
 }
 
-/// Reads the frames of a segment up to its end or its first damage.
+/// Reads the frames of records of the current format up to the end or the first damage.
 pub fn read_frames(data: &[u8]) -> Frames {
-    let (records, end, damage) = read(data);
-    Frames {
-        records,
-        damage: damage.map(|why| (end, why)),
-        end,
-    }
+    read_frames_with(data, |payload| Encoding::V2.decode(payload))
 }
 
-/// The records, where they end, and why they end there when it is not the end of the data.
-fn read(data: &[u8]) -> (Vec<Record>, usize, Option<Damage>) {
+/// Reads frames whose payloads `decode` accepts, up to the end of `data` or its first damage.
+pub fn read_frames_with<T>(data: &[u8], decode: impl Fn(&[u8]) -> Result<T, String>) -> Frames<T> {
     let mut records = Vec::new();
     let mut at = 0;
-    while at < data.len() {
+    let damage = loop {
+        if at >= data.len() {
+            break None;
+        }
         let rest = &data[at..];
         if rest.len() < FRAME_HEADER || rest[..4] == [0; 4] {
             if rest.iter().all(|&b| b == 0) {
                 // The zeros the writer put ahead of its records: nothing was written here yet.
-                return (records, at, None);
+                break None;
             }
             if rest.len() < FRAME_HEADER {
-                return (records, at, Some(Damage::Torn));
+                break Some(Damage::Torn);
             }
         }
         let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
         if len > MAX_FRAME {
-            return (records, at, Some(Damage::Length(len)));
+            break Some(Damage::Length(len));
         }
         let body = at + FRAME_HEADER;
         if data.len() - body < len {
-            return (records, at, Some(Damage::Torn));
+            break Some(Damage::Torn);
         }
         let payload = &data[body..body + len];
         if crc32fast::hash(payload) != crc {
-            return (records, at, Some(Damage::Checksum));
+            break Some(Damage::Checksum);
         }
-        match postcard::from_bytes::<Record>(payload) {
+        match decode(payload) {
             Ok(record) => records.push(record),
-            Err(e) => return (records, at, Some(Damage::Decode(e.to_string()))),
+            Err(e) => break Some(Damage::Decode(e)),
         }
         at = body + len;
+    };
+    Frames {
+        records,
+        damage: damage.map(|why| (at, why)),
+        end: at,
     }
-    (records, at, None)
 }
 
 /// The end of the whole, valid frame that starts at `at`, if one does: a length that fits, a
-/// matching checksum, a payload that decodes as a record.
-fn frame_at(data: &[u8], at: usize) -> Option<usize> {
+/// matching checksum, a payload that `accept`s.
+fn frame_at(data: &[u8], at: usize, accept: &impl Fn(&[u8]) -> bool) -> Option<usize> {
     let header = data.get(at..at.checked_add(FRAME_HEADER)?)?;
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
@@ -196,22 +298,31 @@ fn frame_at(data: &[u8], at: usize) -> Option<usize> {
     }
     let end = at + FRAME_HEADER + len;
     let payload = data.get(at + FRAME_HEADER..end)?;
-    if crc32fast::hash(payload) != crc {
+    if crc32fast::hash(payload) != crc || !accept(payload) {
         return None;
     }
-    postcard::from_bytes::<Record>(payload).ok()?;
     Some(end)
 }
 
-/// The valid frames in `data` from `from` on, `(start, end)` each, as found after damage: every
-/// byte offset is tried until a valid frame starts there, frames are read one after another
-/// from it, and the search goes on past any further damage. A false find needs a 32-bit
-/// checksum to match by chance and the bytes to decode as a record as well.
+/// The valid frames of current-format records in `data` from `from` on: see
+/// [`valid_frames_with`].
 pub fn valid_frames_from(data: &[u8], from: usize) -> Vec<(usize, usize)> {
+    valid_frames_with(data, from, |p| Encoding::V2.decode(p).is_ok())
+}
+
+/// The valid frames in `data` from `from` on, `(start, end)` each, as found after damage: every
+/// byte offset is tried until a valid frame starts there (its payload `accept`ed), frames are
+/// read one after another from it, and the search goes on past any further damage. A false
+/// find needs a 32-bit checksum to match by chance and the bytes to decode as well.
+pub fn valid_frames_with(
+    data: &[u8],
+    from: usize,
+    accept: impl Fn(&[u8]) -> bool,
+) -> Vec<(usize, usize)> {
     let mut found = Vec::new();
     let mut at = from;
     while at < data.len() {
-        match frame_at(data, at) {
+        match frame_at(data, at, &accept) {
             Some(end) => {
                 found.push((at, end));
                 at = end;
@@ -220,17 +331,6 @@ pub fn valid_frames_from(data: &[u8], from: usize) -> Vec<(usize, usize)> {
         }
     }
     found
-}
-
-impl Record {
-    /// What the record did, in a few words (what a repair reports as lost).
-    pub fn summary(&self) -> String {
-        match self {
-            Record::Create { queue, .. } => format!("queue {queue}: created"),
-            Record::Delete { queue } => format!("queue {queue}: deleted"),
-            Record::Apply { queue, op, .. } => format!("queue {queue}: {}", op.summary()),
-        }
-    }
 }
 
 /// What reading any bytes must satisfy; panics otherwise. Shared by the property test below
@@ -335,6 +435,7 @@ mod tests {
                 &RecordRef::Apply {
                     queue: "keygen",
                     now: rng.u64(..),
+                    ids: rng.bool().then(|| (rng.u64(..), u128::from(rng.u64(..)))),
                     op: &op,
                 },
                 &mut buf,

@@ -105,9 +105,15 @@ pub struct Writer {
 const SWEEP_MIN: usize = 1024;
 
 impl Writer {
-    /// Starts the writer thread on a new segment `segment` in `dir`.
-    pub fn start(dir: &Path, segment: u64, mode: FsyncMode) -> std::io::Result<Self> {
-        let file = create_segment(dir, segment)?;
+    /// Starts the writer thread on a new segment `segment` in `dir`; every segment it creates
+    /// starts with `header`.
+    pub fn start(
+        dir: &Path,
+        segment: u64,
+        mode: FsyncMode,
+        header: Vec<u8>,
+    ) -> std::io::Result<Self> {
+        let file = create_segment(dir, segment, &header)?;
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 chunks: VecDeque::new(),
@@ -133,8 +139,9 @@ impl Writer {
             mode,
             segment,
             file,
-            synced_len: 0,
-            allocated: 0,
+            synced_len: header.len() as u64,
+            allocated: header.len() as u64,
+            header,
             next_preallocate: Instant::now(),
             unsynced: Vec::new(),
             unsynced_lsn: 0,
@@ -275,12 +282,16 @@ impl Drop for Writer {
     }
 }
 
-fn create_segment(dir: &Path, segment: u64) -> std::io::Result<File> {
+/// A new segment file holding `header`, synced: the header is on disk before any record, so a
+/// segment's records are never read without it.
+fn create_segment(dir: &Path, segment: u64, header: &[u8]) -> std::io::Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .open(segment_path(dir, segment))?;
+    file.write_all_at(header, 0)?;
+    file.sync_data()?;
     sync_dir(dir)?;
     Ok(file)
 }
@@ -291,6 +302,8 @@ struct WriterThread {
     mode: FsyncMode,
     segment: u64,
     file: File,
+    /// What every segment starts with.
+    header: Vec<u8>,
     /// File length known to be on disk (or simply written, with `--fsync never`).
     synced_len: u64,
     /// Length of the file: records, and the zeros ahead of them.
@@ -455,12 +468,12 @@ impl WriterThread {
     }
 
     fn open_segment(&mut self, segment: u64) -> std::io::Result<()> {
-        let file = create_segment(&self.dir, segment)?;
+        let file = create_segment(&self.dir, segment, &self.header)?;
         self.trim();
         self.file = file;
         self.segment = segment;
-        self.synced_len = 0;
-        self.allocated = 0;
+        self.synced_len = self.header.len() as u64;
+        self.allocated = self.synced_len;
         Ok(())
     }
 
