@@ -506,23 +506,23 @@ async fn the_redis_overlay_shares_the_queues_of_its_replicas_behind_the_service(
     let cluster = Cluster::with_node().await;
     let ns = cluster.plain_namespace("redis").await;
     make_tokens(&cluster, &ns, &[]).await;
-    // The overlay as it is, with the node's Redis image in place of redis:7.2.7.
-    let dir = tempfile::tempdir().unwrap();
-    let overlay = repo_root().join("manifests/redis");
+    // The overlay as it is, with the node's Redis image in place of redis:7.2.7: an overlay of
+    // it (kustomize takes only relative paths to other kustomizations, hence one in the tree).
+    let dir = repo_root().join("target/memq-test-overlays").join(&ns.name);
+    std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
-        dir.path().join("kustomization.yaml"),
+        dir.join("kustomization.yaml"),
         format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\nimages:\n  - name: redis\n    newName: {}\n    newTag: {}\n",
-            overlay.display(),
-            REDIS_IMAGE.0,
-            REDIS_IMAGE.1
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../../manifests/redis\nimages:\n  - name: redis\n    newName: {}\n    newTag: {}\n",
+            REDIS_IMAGE.0, REDIS_IMAGE.1
         ),
     )
     .unwrap();
-    let dir_arg = dir.path().display().to_string();
+    let dir_arg = dir.display().to_string();
     cluster
         .kubectl_ok(&["apply", "--server-side", "-n", &ns, "-k", &dir_arg])
         .await;
+    let _ = std::fs::remove_dir_all(&dir);
     ready_pods(&cluster, &ns, "app.kubernetes.io/name=redis", 1).await;
     let replicas = ready_pods(&cluster, &ns, "app=work-queue,component=queue", 3).await;
     complete(&cluster, &ns, "producer").await;
