@@ -36,8 +36,8 @@ const LIMIT: Duration = Duration::from_secs(240);
 /// Where containerd keeps each container's task, with its `init.pid`.
 const TASKS: &str = "/run/memq-node/containerd/io.containerd.runtime.v2.task/k8s.io";
 
-/// The queue server behind Service `queue` in `ns`, as the role of `token` (a key of
-/// memq-token-ROLE) sees it.
+/// The queue server behind Service `queue` in `ns`, with the token of `role` (Secret
+/// memq-token-ROLE).
 async fn queue_client(cluster: &Cluster, ns: &str, role: &str) -> memq::Client {
     let service = Api::<Service>::namespaced(cluster.client.clone(), ns)
         .get("queue")
@@ -53,11 +53,10 @@ async fn queue_client(cluster: &Cluster, ns: &str, role: &str) -> memq::Client {
         .with_token(Some(token))
 }
 
-/// Applies kustomization `dir` in `ns` as the README does, but without the objects for which
-/// `skip(kind, name)` is true.
-async fn apply(cluster: &Cluster, ns: &str, dir: &str, skip: impl Fn(&str, &str) -> bool) {
-    let dir = repo_root().join("manifests").join(dir);
-    let objects: Vec<Value> = rendered(cluster, &dir, ns)
+/// Applies the kustomization in `dir` to `ns` as the README does, but without the objects for
+/// which `skip(kind, name)` is true.
+async fn apply(cluster: &Cluster, ns: &str, dir: &Path, skip: impl Fn(&str, &str) -> bool) {
+    let objects: Vec<Value> = rendered(cluster, dir, ns)
         .await
         .into_iter()
         .filter(|o| {
@@ -83,13 +82,9 @@ async fn apply(cluster: &Cluster, ns: &str, dir: &str, skip: impl Fn(&str, &str)
         .await;
 }
 
-/// Applies kustomization `dir` in `ns` whole: `kubectl apply --server-side -n NS -k DIR`.
-async fn apply_all(cluster: &Cluster, ns: &str, dir: &str) {
-    let dir = repo_root()
-        .join("manifests")
-        .join(dir)
-        .display()
-        .to_string();
+/// Applies the kustomization in `dir` to `ns` whole: `kubectl apply --server-side -n NS -k DIR`.
+async fn apply_all(cluster: &Cluster, ns: &str, dir: &Path) {
+    let dir = dir.display().to_string();
     cluster
         .kubectl_ok(&["apply", "--server-side", "-n", ns, "-k", &dir])
         .await;
@@ -141,23 +136,21 @@ async fn complete(cluster: &Cluster, ns: &str, name: &str) -> Job {
     .await
 }
 
-/// The host's process id of container `index` of `pod`: containerd's init.pid of its task.
-fn container_pid(pod: &Pod, index: usize) -> u32 {
-    let status = &pod
+/// The host's process id of container `index` of `pod`: containerd's init.pid of its task;
+/// None until the kubelet has reported the container.
+fn container_pid(pod: &Pod, index: usize) -> Option<u32> {
+    let status = pod
         .status
-        .as_ref()
-        .unwrap()
+        .as_ref()?
         .container_statuses
-        .as_ref()
-        .unwrap()[index];
+        .as_ref()?
+        .get(index)?;
     let id = status
         .container_id
-        .as_deref()
-        .and_then(|id| id.strip_prefix("containerd://"))
-        .unwrap_or_else(|| panic!("container id of {status:?}"));
-    let text = std::fs::read_to_string(Path::new(TASKS).join(id).join("init.pid"))
-        .expect("the container's init.pid");
-    text.trim().parse().unwrap()
+        .as_deref()?
+        .strip_prefix("containerd://")?;
+    let text = std::fs::read_to_string(Path::new(TASKS).join(id).join("init.pid")).ok()?;
+    text.trim().parse().ok()
 }
 
 /// Line `key:` of /proc/PID/status, its value.
@@ -269,7 +262,7 @@ async fn the_walkthrough_runs_in_containers_through_the_service_name() {
     let cluster = Cluster::with_node().await;
     let ns = cluster.plain_namespace("walkthrough").await;
     make_tokens(&cluster, &ns, &[]).await;
-    apply_all(&cluster, &ns, "base").await;
+    apply_all(&cluster, &ns, &repo_root().join("manifests/base")).await;
 
     // The queue pod is Ready once its readiness probe (GET /readyz) answered.
     let queue = ready_pods(&cluster, &ns, "app=work-queue,component=queue", 1).await;
@@ -297,18 +290,23 @@ async fn the_walkthrough_runs_in_containers_through_the_service_name() {
             .into_iter()
             .find(|p| p.metadata.name.as_deref() == Some(holder.as_str()))
             .ok_or_else(|| format!("no pod {holder}"))?;
-        let pid = container_pid(&pod, 0);
+        let pid = container_pid(&pod, 0).ok_or_else(|| format!("no container of {holder} yet"))?;
+        let killed_at = std::time::SystemTime::now();
         let killed = std::process::Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status()
             .is_ok_and(|s| s.success());
         assert!(killed, "kill -KILL {pid}");
-        // What it held when it died: those leases expire and the items come back.
+        // What it held when it died (not what its restarted container takes under the same
+        // name): those leases expire and the items come back.
         let leases = admin.leases("keygen", None).await.unwrap();
         let held: Vec<String> = leases
             .leases
             .into_iter()
-            .filter(|l| l.consumer.as_deref() == Some(holder.as_str()) && l.attempt == 1)
+            .filter(|l| {
+                l.consumer.as_deref() == Some(holder.as_str())
+                    && humantime::parse_rfc3339_weak(&l.leased_at).unwrap() <= killed_at
+            })
             .map(|l| l.item_id)
             .collect();
         Ok((holder, held))
@@ -366,7 +364,7 @@ async fn the_walkthrough_runs_in_containers_through_the_service_name() {
         1,
     )
     .await;
-    let pid = container_pid(&pods[0], 0);
+    let pid = container_pid(&pods[0], 0).expect("the Ready pod's container");
     assert_eq!(proc_status(pid, "Uid"), "65532 65532 65532 65532");
     assert_eq!(proc_status(pid, "Gid"), "65532 65532 65532 65532");
     assert!(
@@ -446,7 +444,8 @@ async fn the_durable_overlay_keeps_the_items_of_a_deleted_pod() {
         .kubectl_ok(&["apply", "--server-side", "-f", &pv_arg])
         .await;
     // The queue loaded, no consumer yet.
-    apply(&cluster, &ns, "durable", |kind, name| {
+    let durable = repo_root().join("manifests/durable");
+    apply(&cluster, &ns, &durable, |kind, name| {
         kind == "Job" && name == "consumers"
     })
     .await;
@@ -465,7 +464,7 @@ async fn the_durable_overlay_keeps_the_items_of_a_deleted_pod() {
     .await;
     assert_eq!((stats.depth, stats.enqueued), (100, 100), "{stats:?}");
 
-    apply(&cluster, &ns, "durable", |kind, name| {
+    apply(&cluster, &ns, &durable, |kind, name| {
         kind == "Job" && name == "producer"
     })
     .await;
@@ -501,6 +500,34 @@ async fn dequeues_served(ip: &str) -> f64 {
         .sum()
 }
 
+/// Waits until kube-proxy forwards Service `queue` of `ns` to `n` pods: its rules in the node's
+/// network namespace, one per endpoint.
+async fn routed_to(ns: &str, n: usize) {
+    let comment = format!("\"{ns}/queue:http -> ");
+    eventually(
+        LIMIT,
+        &format!("kube-proxy's rules for {n} endpoints of queue"),
+        || async {
+            let out = tokio::process::Command::new("ip")
+                .args(["netns", "exec", "memq-node", "iptables-save", "-t", "nat"])
+                .output()
+                .await
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let routes = text
+                .lines()
+                .filter(|l| l.starts_with("-A KUBE-SVC-") && l.contains(&comment))
+                .count();
+            if routes == n {
+                Ok(())
+            } else {
+                Err(format!("{routes} endpoints"))
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn the_redis_overlay_shares_the_queues_of_its_replicas_behind_the_service() {
     let cluster = Cluster::with_node().await;
@@ -518,14 +545,20 @@ async fn the_redis_overlay_shares_the_queues_of_its_replicas_behind_the_service(
         ),
     )
     .unwrap();
-    let dir_arg = dir.display().to_string();
-    cluster
-        .kubectl_ok(&["apply", "--server-side", "-n", &ns, "-k", &dir_arg])
-        .await;
-    let _ = std::fs::remove_dir_all(&dir);
+    // The queue loaded first, the workers after (the README's order), once the Service leads to
+    // every replica: each consumer keeps its connections where they first land.
+    apply(&cluster, &ns, &dir, |kind, name| {
+        kind == "Job" && name == "consumers"
+    })
+    .await;
     ready_pods(&cluster, &ns, "app.kubernetes.io/name=redis", 1).await;
     let replicas = ready_pods(&cluster, &ns, "app=work-queue,component=queue", 3).await;
     complete(&cluster, &ns, "producer").await;
+    routed_to(&ns, 3).await;
+    apply(&cluster, &ns, &dir, |kind, name| {
+        kind == "Job" && name == "producer"
+    })
+    .await;
     complete(&cluster, &ns, "consumers").await;
     let admin = queue_client(&cluster, &ns, "admin").await;
     let stats = admin.queue("keygen").await.unwrap();
@@ -558,4 +591,5 @@ async fn the_redis_overlay_shares_the_queues_of_its_replicas_behind_the_service(
         serving >= 2,
         "the Service spread the consumers over {serving} replica(s)"
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
