@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Lints the server's /metrics with Prometheus' own `promtool check metrics` (Debian package
-# `prometheus`, installed when missing; its service is not started). promtool reads the
-# Prometheus text format 0.0.4, which /metrics serves to a client asking for text/plain;
-# tests/ops.rs checks the same naming rules on the OpenMetrics text.
+# `prometheus`, installed when missing; its service is not started), as a user would: a plain
+# `curl /metrics | promtool check metrics`. promtool reads the Prometheus text format 0.0.4,
+# which /metrics serves unless asked for OpenMetrics; tests/ops.rs checks the same naming
+# rules on the OpenMetrics text, and tests/prometheus.rs has a real Prometheus scrape it.
 # Works with CI=true and no stdin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +27,10 @@ done
 curl -fsS -X PUT "$url/memq/server/queues/keygen" >/dev/null
 curl -fsS -X POST "$url/memq/server/queues/keygen/enqueue?batch=lines" --data-binary $'a\nb\nc' >/dev/null
 curl -fsS -X POST "$url/memq/server/queues/keygen/dequeue?lease=30s" >/dev/null
+curl -fsS -X POST "$url/memq/server/queues/keygen/dequeue?lease=30s&wait=0.1" >/dev/null
 
 metrics=$(mktemp)
-curl -fsS -H 'Accept: text/plain;version=0.0.4' "$url/metrics" >"$metrics"
+curl -fsS "$url/metrics" >"$metrics"
 echo "promtool check metrics ($(grep -c '^# TYPE' "$metrics") families)"
 if promtool check metrics <"$metrics"; then
     echo "metrics: ok"

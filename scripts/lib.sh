@@ -8,8 +8,9 @@ install_debian() {
     local sudo=()
     [ "$(id -u)" = 0 ] || sudo=(sudo -n)
     echo "==> installing $* (Debian packages)" >&2
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    # Waits for another apt-get to finish rather than failing on its lock.
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
 }
 
 # free_port: a free loopback port whose Redis Cluster bus port (+10000) is free too.

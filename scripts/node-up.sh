@@ -73,16 +73,13 @@ CONTAINERD_BIN=$NODE_CACHE/containerd-$CONTAINERD_VERSION/bin
 # The image the manifests name (memq-rs:VERSION), built by scripts/image.sh unless it is up to
 # date; imported below under the name the kubelet asks for, so that no pod ever pulls it.
 IMAGE=memq-rs:$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)
-IMAGE_ARCHIVE=
 if [ -n "${MEMQ_TEST_IMAGE:-}" ] && [ -f "$MEMQ_TEST_IMAGE" ]; then
     # scripts/test.sh has just built it.
     IMAGE_ARCHIVE=$MEMQ_TEST_IMAGE
-elif [ -x "$ROOT/scripts/image.sh" ]; then
+else
     say "the $IMAGE image (scripts/image.sh)"
     IMAGE_ARCHIVE=$("$ROOT/scripts/image.sh" | tail -n1) && [ -f "$IMAGE_ARCHIVE" ] ||
         die "scripts/image.sh did not build the image (why: above)"
-else
-    say "no scripts/image.sh in this tree: the node runs without the $IMAGE image"
 fi
 kube() { "$KUBECTL" --kubeconfig "$ADMIN" "$@"; }
 
@@ -441,11 +438,9 @@ import_image() {
 import_image "$PAUSE_ARCHIVE" "$PAUSE_IMAGE"
 import_image "$REDIS_ARCHIVE" "$REDIS_IMAGE"
 say "imported $PAUSE_IMAGE (the pod sandbox) and $REDIS_IMAGE (for manifests/redis)"
-if [ -n "$IMAGE_ARCHIVE" ]; then
-    # A pod's `image: memq-rs:0.1.0` is docker.io/library/memq-rs:0.1.0 to the kubelet.
-    import_image "$IMAGE_ARCHIVE" "docker.io/library/$IMAGE"
-    say "imported $IMAGE from $IMAGE_ARCHIVE"
-fi
+# A pod's `image: memq-rs:0.1.0` is docker.io/library/memq-rs:0.1.0 to the kubelet.
+import_image "$IMAGE_ARCHIVE" "docker.io/library/$IMAGE"
+say "imported $IMAGE from $IMAGE_ARCHIVE"
 
 say "starting the kubelet ($KUBE_VERSION) as node $NODE_NAME ($NODE_IP)"
 start kubelet netns "$BIN/kubelet" \

@@ -47,10 +47,11 @@ if command -v cargo-nextest >/dev/null 2>&1; then
     # The durable-mode tests run on a data directory (the memory store) whatever is set, the
     # real Kubernetes tests (tests/real_kube.rs) start queue-server processes of their own, and
     # the store rules, partition and coalescing tests (tests/store_rules.rs, redis_partition.rs,
-    # redis_coalesce.rs) start the Redis they need, so by default these are left to
+    # redis_coalesce.rs) start the Redis they need, and the Prometheus scrape
+    # (tests/prometheus.rs) runs on the memory store, so by default these are left to
     # scripts/test.sh's main run.
     if [ $# -eq 0 ]; then
-        set -- -E 'not binary(durable) and not binary(real_kube) and not binary(store_rules) and not binary(redis_partition) and not binary(redis_coalesce)'
+        set -- -E 'not binary(durable) and not binary(real_kube) and not binary(store_rules) and not binary(redis_partition) and not binary(redis_coalesce) and not binary(prometheus)'
     fi
     cargo nextest run -p queue-server --locked --profile "$profile" --no-tests=fail "$@"
 else

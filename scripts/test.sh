@@ -29,6 +29,15 @@ fi
 if ! command -v ip >/dev/null 2>&1; then
     step "install iproute2" install_debian --no-install-recommends iproute2
 fi
+# The container image (scripts/image.sh and tests/image.rs): buildah builds it, mmdebstrap makes
+# the stand-ins of its bases, podman runs it with runc and publishes its port with slirp4netns.
+image_tools=()
+for tool in buildah mmdebstrap podman runc slirp4netns; do
+    command -v "$tool" >/dev/null 2>&1 || image_tools+=("$tool")
+done
+if [ ${#image_tools[@]} -gt 0 ]; then
+    step "install ${image_tools[*]}" install_debian "${image_tools[@]}"
+fi
 for component in rustfmt clippy; do
     if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
         step "install $component" rustup component add "$component"
@@ -42,8 +51,18 @@ profile=default
 step "format (cargo fmt --check)" cargo fmt --all --check
 step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "manifests and Dockerfile" scripts/check-manifests.sh
+# The image users build from the Dockerfile, for tests/image.rs and the real node's pods (the
+# first build compiles every crate inside it, about 10 minutes; later ones only the workspace's).
+image_build() {
+    local out
+    out=$(scripts/image.sh) || return
+    MEMQ_TEST_IMAGE=${out##*$'\n'}
+    export MEMQ_TEST_IMAGE
+    echo "MEMQ_TEST_IMAGE=$MEMQ_TEST_IMAGE"
+}
+step "container image (scripts/image.sh)" image_build
 # A real Kubernetes control plane with its real node (kubelet, containerd, kube-proxy, CoreDNS;
-# the memq-rs image of scripts/image.sh imported) for the browser test, tests/real_kube.rs and
+# the memq-rs image just built imported) for the browser test, tests/real_kube.rs and
 # tests/real_node.rs, in a state directory of its own (so a control plane someone runs by hand
 # is left alone), stopped with its node when this script exits. The first run builds them from
 # Go modules (about 10 minutes); later runs reuse the binaries. A node running for another
@@ -66,6 +85,7 @@ step "tests on a Redis Cluster" scripts/test-redis.sh --cluster
 step "supply chain (cargo deny: licenses, bans, sources)" scripts/supply-chain.sh
 step "metrics lint (promtool)" scripts/check-metrics.sh
 step "API fuzzing (schemathesis from /openapi.json)" scripts/fuzz-api.sh
+step "API description: lint, and the clients generated from it (Python, TypeScript)" scripts/check-openapi.sh
 # Last, so that its summary closes the output.
 # The multi-replica tests need the Redis that test-redis.sh starts: they ran there.
 step "tests (cargo nextest)" cargo nextest run --workspace --locked --profile "$profile" --no-tests=fail \

@@ -28,6 +28,8 @@ pub mod logging;
 pub mod name;
 #[cfg(feature = "client")]
 pub mod retry;
+#[cfg(feature = "openapi")]
+pub mod schema;
 #[cfg(feature = "client")]
 pub mod token;
 pub mod types;

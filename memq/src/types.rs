@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     /// Always `"message"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^message$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::message))]
     pub kind: String,
     /// Server-assigned, time-ordered id (ULID).
     #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9A-HJKMNP-TV-Z]{26}$"))]
@@ -51,7 +51,7 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageList {
     /// Always `"messageList"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^messageList$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::message_list))]
     pub kind: String,
     /// The items, oldest first.
     pub messages: Vec<Message>,
@@ -68,9 +68,11 @@ pub struct QueueConfigPatch {
     pub lease_seconds: Option<u64>,
     /// Deliveries before an item goes to the dead letters; 0 means unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = Int64, maximum = 4294967295_u32))]
     pub max_attempts: Option<u32>,
     /// Most ready + delayed items the queue holds; 0 means unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
     pub max_depth: Option<u64>,
     /// Consumer Jobs launched by queue depth (`--autoscale`): `Some(Some(..))` turns it on or
     /// changes it, `Some(None)` (JSON `null`) turns it off, `None` (absent) leaves it as it is.
@@ -103,7 +105,10 @@ pub struct Autoscale {
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_parallelism: u32,
     /// Ready items one pod is expected to handle (at least 1).
-    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 9223372036854775807_u64)
+    )]
     pub items_per_pod: u64,
 }
 
@@ -169,7 +174,7 @@ pub struct QueueStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueObject {
     /// Always `"queue"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^queue$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::queue))]
     pub kind: String,
     /// The queue's counters and config.
     #[serde(flatten)]
@@ -181,7 +186,7 @@ pub struct QueueObject {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     /// Always `"stats"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^stats$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::stats))]
     pub kind: String,
     /// One row per queue.
     pub queues: Vec<QueueStats>,
@@ -198,6 +203,7 @@ pub enum BatchItem {
     /// Just the body.
     Body(String),
     /// A body with its key.
+    #[cfg_attr(feature = "openapi", schema(title = "KeyedItem"))]
     Keyed {
         /// The producer's dedup key.
         id: String,
@@ -251,7 +257,7 @@ impl<'de> Deserialize<'de> for BatchItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnqueueResult {
     /// Always `"enqueueResult"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^enqueueResult$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::enqueue_result))]
     pub kind: String,
     /// Items added.
     pub count: u64,
@@ -282,7 +288,7 @@ pub struct AckOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckResult {
     /// Always `"ackResult"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^ackResult$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::ack_result))]
     pub kind: String,
     /// How many lease ids were acked.
     pub acked: u64,
@@ -295,7 +301,7 @@ pub struct AckResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NackResult {
     /// Always `"nackResult"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^nackResult$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::nack_result))]
     pub kind: String,
     /// How many lease ids were nacked.
     pub nacked: u64,
@@ -308,7 +314,7 @@ pub struct NackResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseResult {
     /// Always `"releaseResult"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^releaseResult$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::release_result))]
     pub kind: String,
     /// How many lease ids were released.
     pub released: u64,
@@ -340,7 +346,7 @@ pub struct ExtendOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtendResult {
     /// Always `"extendResult"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^extendResult$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::extend_result))]
     pub kind: String,
     /// How many leases were extended.
     pub extended: u64,
@@ -372,7 +378,7 @@ pub struct DeadLetter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetterList {
     /// Always `"deadLetterList"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^deadLetterList$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::dead_letter_list))]
     pub kind: String,
     /// Dead letters, oldest first.
     pub messages: Vec<DeadLetter>,
@@ -406,12 +412,12 @@ pub struct LeaseEntry {
 #[serde(rename_all = "camelCase")]
 pub struct ItemInfo {
     /// Always `"item"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^item$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::item))]
     pub kind: String,
     /// The item's id.
     pub id: String,
     /// `ready`, `delayed`, `leased` or `dead`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^(ready|delayed|leased|dead)$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::item_state))]
     pub state: String,
     /// Deliveries so far.
     pub attempts: u32,
@@ -439,18 +445,17 @@ pub struct ItemInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseList {
     /// Always `"leaseList"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^leaseList$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::lease_list))]
     pub kind: String,
     /// The leases, oldest first, up to `?limit=`.
     pub leases: Vec<LeaseEntry>,
 }
 
-/// Answer to `POST /dead/requeue` and `DELETE /dead`.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+/// Answer to `POST /dead/requeue` and `DELETE /dead` (described as two schemas, one per
+/// `kind`, by the server's API description).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountResult {
     /// `"requeueResult"` or `"purgeResult"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^(requeueResult|purgeResult)$"))]
     pub kind: String,
     /// Items moved or removed.
     pub count: u64,
@@ -518,12 +523,16 @@ pub struct JobSummary {
     /// `Pending` (no pod yet), `Running`, `Complete`, `Failed` or `Suspended`.
     pub state: String,
     /// Pods it runs at once.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub parallelism: i32,
     /// Pods pending or running now.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub active: i32,
     /// Pods that finished with exit 0.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub succeeded: i32,
     /// Pods that failed.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub failed: i32,
     /// Container image of the consumers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -547,7 +556,7 @@ pub struct JobSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobObject {
     /// Always `"job"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^job$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::job))]
     pub kind: String,
     /// The Job.
     #[serde(flatten)]
@@ -559,7 +568,7 @@ pub struct JobObject {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobList {
     /// Always `"jobList"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^jobList$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::job_list))]
     pub kind: String,
     /// The namespace they run in.
     pub namespace: String,
@@ -572,7 +581,7 @@ pub struct JobList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// Always `"error"`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^error$"))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::kind::error))]
     pub kind: String,
     /// Stable machine-readable code, e.g. `queue_not_found`.
     pub code: String,

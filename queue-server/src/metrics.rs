@@ -1,5 +1,6 @@
 //! Prometheus metrics: per-queue gauges and counters taken from the store's stats at scrape time
-//! (the hot path pays nothing for them), and a request-latency histogram per route.
+//! (the hot path pays nothing for them), a request-latency histogram per route, and beside it
+//! the idle wait of long polls, which is not latency.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -123,10 +124,29 @@ impl Metrics {
     }
 
     /// Records one answered request: its method, route pattern (`/memq/server/queues/{queue}`,
-    /// never the raw path), status and time taken.
-    pub fn observe(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
-        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.requests.record(method, route, status, ns);
+    /// never the raw path), status and time taken; and for a long poll, the time of `elapsed`
+    /// it waited idle for an item, which is recorded on its own and not as the request's.
+    pub fn observe(
+        &self,
+        method: &Method,
+        route: &str,
+        status: u16,
+        elapsed: Duration,
+        waited: Option<Duration>,
+    ) {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        if let Some(waited) = waited {
+            let outcome = match status {
+                200 => "items",
+                204 => "empty",
+                _ => "error",
+            };
+            self.requests.waits.record(route, outcome, ns(waited));
+        }
+        let busy = elapsed.saturating_sub(waited.unwrap_or_default());
+        self.requests
+            .durations
+            .record(route, (method.clone(), status), ns(busy));
     }
 
     /// Counts an open connection until the returned guard is dropped.
@@ -151,99 +171,103 @@ impl Metrics {
     }
 }
 
-/// Buckets of the latency histogram: upper bounds of 100 µs, doubling up to ~3.3 s, then `+Inf`.
-const BUCKETS: usize = 16;
-const FIRST_BOUND_NS: u64 = 100_000;
+/// Upper bounds of `memq_http_request_duration_seconds`, in nanoseconds (`+Inf` follows): from
+/// 100 µs doubling to ~105 s, past the default `--request-timeout` (60 s), so that even the
+/// slowest answer the server allows falls in a bucket of its own.
+const REQUEST_BOUNDS: [u64; 21] = {
+    let mut bounds = [0; 21];
+    let mut i = 0;
+    while i < bounds.len() {
+        bounds[i] = 100_000 << i;
+        i += 1;
+    }
+    bounds
+};
 
-/// `memq_http_request_duration_seconds`, by method, route and status. It is recorded on every
-/// request, so it takes no lock beyond a shared read of the series table, and counts in relaxed
-/// atomics (prometheus-client's `Family<_, Histogram>` wants owned label strings to look a
-/// series up, and locks a mutex per observation).
-#[derive(Debug, Default)]
-struct Requests {
-    /// Route pattern -> one series per method and status seen on it.
-    routes: RwLock<HashMap<Box<str>, Vec<Series>, RandomState>>,
+/// Upper bounds of `memq_long_poll_wait_seconds`, in nanoseconds, up to the longest `wait`
+/// (`memq::limits::MAX_WAIT`, 60 s).
+const WAIT_BOUNDS: [u64; 13] = {
+    const MS: u64 = 1_000_000;
+    [
+        MS,
+        5 * MS,
+        10 * MS,
+        50 * MS,
+        100 * MS,
+        500 * MS,
+        1_000 * MS,
+        2_000 * MS,
+        5_000 * MS,
+        10_000 * MS,
+        20_000 * MS,
+        30_000 * MS,
+        60_000 * MS,
+    ]
+};
+
+/// A histogram family labelled by route pattern and a small key (method and status, or an
+/// outcome). It is recorded on every request, so it takes no lock beyond a shared read of the
+/// series table, and counts in relaxed atomics (prometheus-client's `Family<_, Histogram>`
+/// wants owned label strings to look a series up, and locks a mutex per observation).
+#[derive(Debug)]
+struct Histograms<K> {
+    bounds: &'static [u64],
+    /// Route pattern -> one series per key seen on it.
+    routes: RwLock<HashMap<Box<str>, Vec<Series<K>>, RandomState>>,
 }
 
-impl Requests {
-    fn record(&self, method: &Method, route: &str, status: u16, ns: u64) {
-        let find = |list: &[Series]| {
-            list.iter()
-                .position(|s| s.status == status && s.method == *method)
-        };
+impl<K: PartialEq> Histograms<K> {
+    fn new(bounds: &'static [u64]) -> Self {
+        Self {
+            bounds,
+            routes: RwLock::default(),
+        }
+    }
+
+    fn record(&self, route: &str, key: K, ns: u64) {
+        let find = |list: &[Series<K>]| list.iter().position(|s| s.key == key);
         {
             let routes = self.routes.read();
             if let Some(list) = routes.get(route)
                 && let Some(i) = find(list)
             {
-                list[i].record(ns);
+                list[i].record(self.bounds, ns);
                 return;
             }
         }
-        // First request of its kind: add its series.
+        // First observation of its kind: add its series.
         let mut routes = self.routes.write();
         let list = routes.entry(route.into()).or_default();
         let i = find(list).unwrap_or_else(|| {
+            let counts = (0..=self.bounds.len()).map(|_| AtomicU64::new(0)).collect();
             list.push(Series {
-                method: method.clone(),
-                status,
-                counts: Default::default(),
+                key,
+                counts,
                 sum_ns: AtomicU64::new(0),
             });
             list.len() - 1
         });
-        list[i].record(ns);
+        list[i].record(self.bounds, ns);
     }
-}
 
-#[derive(Debug)]
-struct Series {
-    method: Method,
-    status: u16,
-    /// Observations per bucket (not cumulative); the last is `+Inf`.
-    counts: [AtomicU64; BUCKETS + 1],
-    sum_ns: AtomicU64,
-}
-
-impl Series {
-    fn record(&self, ns: u64) {
-        let bucket = (0..BUCKETS)
-            .find(|&i| ns <= FIRST_BOUND_NS << i)
-            .unwrap_or(BUCKETS);
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
-    }
-}
-
-#[derive(Debug)]
-struct RequestCollector(Arc<Requests>);
-
-impl Collector for RequestCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(
-            "memq_http_request_duration_seconds",
-            "Time to answer an HTTP request (long polls include their wait).",
-            None,
-            MetricType::Histogram,
-        )?;
-        let routes = self.0.routes.read();
+    /// Writes the family, each series labelled as `labels` says from its route and key.
+    fn encode(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        labels: impl Fn(&str, &K) -> Vec<(&'static str, String)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+        let routes = self.routes.read();
         for (route, list) in routes.iter() {
             for s in list {
-                let status = s.status.to_string();
-                let labels = [
-                    ("method", s.method.as_str()),
-                    ("route", &**route),
-                    ("status", status.as_str()),
-                ];
-                let mut buckets = Vec::with_capacity(BUCKETS + 1);
-                for (i, count) in s.counts.iter().enumerate() {
-                    let bound = if i < BUCKETS {
-                        (FIRST_BOUND_NS << i) as f64 / 1e9
-                    } else {
-                        f64::INFINITY
-                    };
-                    buckets.push((bound, count.load(Ordering::Relaxed)));
-                }
+                let labels = labels(route, &s.key);
+                let bounds = self.bounds.iter().map(|&ns| ns as f64 / 1e9);
+                let buckets: Vec<(f64, u64)> = bounds
+                    .chain([f64::INFINITY])
+                    .zip(s.counts.iter().map(|c| c.load(Ordering::Relaxed)))
+                    .collect();
                 let count = buckets.iter().map(|(_, n)| n).sum();
                 let sum = s.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
                 family
@@ -252,6 +276,70 @@ impl Collector for RequestCollector {
             }
         }
         Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Series<K> {
+    key: K,
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    counts: Box<[AtomicU64]>,
+    sum_ns: AtomicU64,
+}
+
+impl<K> Series<K> {
+    fn record(&self, bounds: &[u64], ns: u64) {
+        let bucket = bounds.partition_point(|&bound| bound < ns);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+/// `memq_http_request_duration_seconds` by method, route and status, and
+/// `memq_long_poll_wait_seconds` by route and outcome.
+#[derive(Debug)]
+struct Requests {
+    durations: Histograms<(Method, u16)>,
+    waits: Histograms<&'static str>,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Self {
+            durations: Histograms::new(&REQUEST_BOUNDS),
+            waits: Histograms::new(&WAIT_BOUNDS),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RequestCollector(Arc<Requests>);
+
+impl Collector for RequestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.0.durations.encode(
+            &mut encoder,
+            "memq_http_request_duration_seconds",
+            "Time to answer an HTTP request, less the time a long poll waited idle for an item (memq_long_poll_wait_seconds)",
+            |route, (method, status)| {
+                vec![
+                    ("method", method.as_str().to_owned()),
+                    ("route", route.to_owned()),
+                    ("status", status.to_string()),
+                ]
+            },
+        )?;
+        self.0.waits.encode(
+            &mut encoder,
+            "memq_long_poll_wait_seconds",
+            "Time a long poll (?wait=) waited idle for an item, by how it ended: items, empty (204: the wait ran out, the queue was paused or finished) or error",
+            |route, outcome| {
+                vec![
+                    ("route", route.to_owned()),
+                    ("outcome", (*outcome).to_owned()),
+                ]
+            },
+        )
     }
 }
 
@@ -478,22 +566,99 @@ mod tests {
     fn request_latency_is_a_cumulative_histogram_per_method_route_and_status() {
         let metrics = Metrics::new();
         let route = "/memq/server/queues/{queue}/enqueue";
-        metrics.observe(&Method::POST, route, 200, Duration::from_micros(100));
-        metrics.observe(&Method::POST, route, 200, Duration::from_micros(101));
-        metrics.observe(&Method::POST, route, 200, Duration::from_secs(10));
-        metrics.observe(&Method::POST, route, 404, Duration::from_micros(50));
+        let observe = |status, d| metrics.observe(&Method::POST, route, status, d, None);
+        observe(200, Duration::from_micros(100));
+        observe(200, Duration::from_micros(101));
+        observe(200, Duration::from_secs(10));
+        observe(200, Duration::from_secs(100));
+        observe(200, Duration::from_secs(200));
+        observe(404, Duration::from_micros(50));
         let text = metrics.render(Vec::new(), None).unwrap();
         let labels = format!("method=\"POST\",route=\"{route}\",status=\"200\"");
         for line in [
             "# TYPE memq_http_request_duration_seconds histogram".to_string(),
-            format!("memq_http_request_duration_seconds_count{{{labels}}} 3"),
-            format!("memq_http_request_duration_seconds_sum{{{labels}}} 10.000201"),
+            format!("memq_http_request_duration_seconds_count{{{labels}}} 5"),
+            format!("memq_http_request_duration_seconds_sum{{{labels}}} 310.000201"),
             format!("memq_http_request_duration_seconds_bucket{{le=\"0.0001\",{labels}}} 1"),
             format!("memq_http_request_duration_seconds_bucket{{le=\"0.0002\",{labels}}} 2"),
             format!("memq_http_request_duration_seconds_bucket{{le=\"3.2768\",{labels}}} 2"),
-            format!("memq_http_request_duration_seconds_bucket{{le=\"+Inf\",{labels}}} 3"),
+            format!("memq_http_request_duration_seconds_bucket{{le=\"13.1072\",{labels}}} 3"),
+            // The longest request --request-timeout allows by default (60 s) has a bucket.
+            format!("memq_http_request_duration_seconds_bucket{{le=\"104.8576\",{labels}}} 4"),
+            format!("memq_http_request_duration_seconds_bucket{{le=\"+Inf\",{labels}}} 5"),
             format!(
                 "memq_http_request_duration_seconds_count{{method=\"POST\",route=\"{route}\",status=\"404\"}} 1"
+            ),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_polls_idle_wait_is_kept_out_of_its_latency_and_counted_by_outcome() {
+        let metrics = Metrics::new();
+        let route = "/memq/server/queues/{queue}/dequeue";
+        let s = Duration::from_secs;
+        metrics.observe(
+            &Method::POST,
+            route,
+            204,
+            s(4),
+            Some(s(4) - Duration::from_millis(1)),
+        );
+        metrics.observe(&Method::POST, route, 200, s(2), Some(s(1)));
+        metrics.observe(
+            &Method::POST,
+            route,
+            200,
+            Duration::from_micros(150),
+            Some(Duration::ZERO),
+        );
+        let text = metrics.render(Vec::new(), None).unwrap();
+        let busy = |status| format!("method=\"POST\",route=\"{route}\",status=\"{status}\"");
+        let wait = |outcome| format!("route=\"{route}\",outcome=\"{outcome}\"");
+        for line in [
+            "# TYPE memq_long_poll_wait_seconds histogram".to_string(),
+            format!(
+                "memq_http_request_duration_seconds_sum{{{}}} 0.001",
+                busy(204)
+            ),
+            format!(
+                "memq_http_request_duration_seconds_bucket{{le=\"0.0016\",{}}} 1",
+                busy(204)
+            ),
+            format!(
+                "memq_http_request_duration_seconds_sum{{{}}} 1.00015",
+                busy(200)
+            ),
+            format!(
+                "memq_http_request_duration_seconds_count{{{}}} 2",
+                busy(200)
+            ),
+            format!("memq_long_poll_wait_seconds_count{{{}}} 1", wait("empty")),
+            format!("memq_long_poll_wait_seconds_sum{{{}}} 3.999", wait("empty")),
+            format!(
+                "memq_long_poll_wait_seconds_bucket{{le=\"2.0\",{}}} 0",
+                wait("empty")
+            ),
+            format!(
+                "memq_long_poll_wait_seconds_bucket{{le=\"5.0\",{}}} 1",
+                wait("empty")
+            ),
+            format!(
+                "memq_long_poll_wait_seconds_bucket{{le=\"0.001\",{}}} 1",
+                wait("items")
+            ),
+            format!(
+                "memq_long_poll_wait_seconds_bucket{{le=\"1.0\",{}}} 2",
+                wait("items")
+            ),
+            format!(
+                "memq_long_poll_wait_seconds_bucket{{le=\"60.0\",{}}} 2",
+                wait("items")
             ),
         ] {
             assert!(

@@ -120,6 +120,43 @@ async fn bad_input_table() {
             "invalid_json",
         ),
         case(Method::PUT, &format!("{q}/q"), "[30]", 400, "invalid_json"),
+        // Counts past the API's integers (int64), which most clients cannot hold.
+        case(
+            Method::PUT,
+            &format!("{q}/q"),
+            r#"{"maxDepth":9223372036854775808}"#,
+            400,
+            "invalid_json",
+        ),
+        case(
+            Method::PUT,
+            &format!("{q}/q"),
+            r#"{"autoscale":{"maxParallelism":1,"itemsPerPod":9223372036854775808}}"#,
+            400,
+            "invalid_json",
+        ),
+        // The typed JSON batch route holds the same rules as `?batch=json`.
+        case(
+            Method::POST,
+            &format!("{q}/q/enqueue/batch"),
+            "[\"a\", 1]",
+            400,
+            "invalid_json",
+        ),
+        case(
+            Method::POST,
+            &format!("{q}/q/enqueue/batch?id=k"),
+            "[\"a\"]",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            Method::POST,
+            &format!("{q}/q/enqueue/batch?delay=901"),
+            "[\"a\"]",
+            400,
+            "invalid_parameter",
+        ),
         case(
             Method::POST,
             &format!("{q}/q/enqueue?batch=json"),
@@ -264,6 +301,20 @@ async fn bad_input_table() {
         case(
             Method::POST,
             &format!("{q}/q/leases/xyz/extend?lease=0"),
+            "",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            Method::POST,
+            &format!("{q}/q/leases/xyz/extend?seconds=0"),
+            "",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            Method::POST,
+            &format!("{q}/q/leases/xyz/extend?seconds=10&lease=20"),
             "",
             400,
             "invalid_parameter",

@@ -293,6 +293,76 @@ async fn deleting_a_queue_with_items_in_flight_invalidates_their_leases() {
     server.shutdown().await;
 }
 
+/// `POST .../enqueue/batch` (the JSON batch with its body typed, for generated clients) adds
+/// what `enqueue?batch=json` adds, keys and delay included, whatever the Content-Type; a plain
+/// enqueue keeps its body as sent under every Content-Type the description names, and others.
+#[tokio::test]
+async fn a_typed_json_batch_is_the_json_batch_and_a_plain_body_stays_verbatim() {
+    let (server, client) = server_with_queue(Config::default()).await;
+    let http = reqwest::Client::new();
+    let q = format!("{}/memq/server/queues/q", server.url());
+    let batch = r#"["a",{"id":"k","body":"b \"quoted\""}]"#;
+    let mut ids = Vec::new();
+    for (path, content_type) in [
+        ("enqueue?batch=json", "text/plain"),
+        ("enqueue/batch", "application/json"),
+        ("enqueue/batch?delay=0", "text/plain"),
+    ] {
+        let resp = http
+            .post(format!("{q}/{path}"))
+            .header("content-type", content_type)
+            .body(batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(answer["kind"], "enqueueResult", "{path}");
+        ids.push(answer["ids"][1].clone());
+        // The key was taken by the first batch: the later ones add only "a".
+        let (count, duplicates) = if ids.len() == 1 { (2, 0) } else { (1, 1) };
+        assert_eq!(
+            (&answer["count"], &answer["duplicates"]),
+            (&count.into(), &duplicates.into())
+        );
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let plain = "{\"not\": \"a batch\"} a=1&b=2 é\r\n";
+    for content_type in [
+        "application/octet-stream",
+        "text/plain",
+        "application/json",
+        "application/x-www-form-urlencoded",
+    ] {
+        let resp = http
+            .post(format!("{q}/enqueue"))
+            .header("content-type", content_type)
+            .body(plain)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{content_type}");
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(
+            (&answer["kind"], &answer["body"]),
+            (&"message".into(), &plain.into())
+        );
+    }
+    let bodies: Vec<String> = client
+        .peek("q", Some(100))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(bodies[..4], ["a", "b \"quoted\"", "a", "a"]);
+    assert!(
+        bodies[4..].iter().all(|b| b == plain) && bodies.len() == 8,
+        "{bodies:?}"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn peek_does_not_take_items() {
     let (server, client) = server_with_queue(Config::default()).await;

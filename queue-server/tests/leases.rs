@@ -166,6 +166,36 @@ async fn expiring_leases_use_up_attempts_too() {
     server.shutdown().await;
 }
 
+/// `?seconds=` names the new length (the path's `{lease}` names the lease); `?lease=`, which
+/// clients sent before, still works.
+#[tokio::test]
+async fn extend_takes_the_new_length_as_seconds_or_as_lease() {
+    let (server, client) = setup(None, &["item"]).await;
+    let lease = one(&client, "work", &lease_for(1_000)).await.lease.unwrap();
+    let http = reqwest::Client::new();
+    for (param, secs) in [("seconds", 600), ("lease", 1200)] {
+        let before = std::time::SystemTime::now();
+        let url = format!(
+            "{}/memq/server/queues/work/leases/{}/extend?{param}={secs}",
+            server.url(),
+            lease.id
+        );
+        let resp = http.post(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{param}");
+        let msg: Message = resp.json().await.unwrap();
+        let expires = humantime::parse_rfc3339(&msg.lease.unwrap().expires_at).unwrap();
+        let length = expires.duration_since(before).unwrap();
+        // Whole milliseconds: the deadline may round down by one.
+        let at_least = Duration::from_secs(secs) - Duration::from_millis(1);
+        assert!(length >= at_least, "{param}={secs}: {length:?}");
+        assert!(
+            length < Duration::from_secs(secs + 60),
+            "{param}={secs}: {length:?}"
+        );
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn extend_keeps_a_slow_item_from_being_handed_out_twice() {
     let (server, client) = setup(None, &["long"]).await;

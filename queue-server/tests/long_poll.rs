@@ -293,6 +293,56 @@ async fn a_long_poll_ends_when_the_last_lease_is_acked_elsewhere() {
 }
 
 #[tokio::test]
+async fn a_long_poll_on_a_queue_finished_before_waits_for_the_next_item() {
+    let server = TestServer::start(Config::default()).await;
+    let client = server.client();
+    client.create_queue("q", None).await.unwrap();
+    // Work that came and went before the poll: one item taken kuard-style, one leased and acked.
+    for body in ["taken", "acked"] {
+        client
+            .enqueue("q", body, &EnqueueOptions::default())
+            .await
+            .unwrap();
+    }
+    let Dequeued::Messages(_) = client
+        .dequeue("q", &DequeueOptions::default())
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let lease = DequeueOptions {
+        lease: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let Dequeued::Messages(m) = client.dequeue("q", &lease).await.unwrap() else {
+        panic!()
+    };
+    client
+        .ack("q", &m[0].lease.as_ref().unwrap().id)
+        .await
+        .unwrap();
+    // The queue is finished: a poll now waits for a producer, whatever woke polls before.
+    let c = client.clone();
+    let waiting = tokio::spawn(async move { c.dequeue("q", &wait(30)).await });
+    polls_waiting(&server.url(), 1).await;
+    client
+        .enqueue("q", "next", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Dequeued::Messages(m) = got else {
+        panic!("the poll ended without the next item: {got:?}")
+    };
+    assert_eq!(m[0].body, "next");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn empty_answers_count_delayed_items() {
     let server = TestServer::start(Config::default()).await;
     let client = server.client();

@@ -15,7 +15,6 @@ fn concrete(path: &str) -> String {
     path.replace("{queue}", "q")
         .replace("{lease}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
         .replace("{name}", "consumer-q-x7k2p")
-        .replace("{file}", "index.html")
         .replace("{item}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
 }
 
@@ -26,7 +25,7 @@ async fn the_document_is_open_and_matches_the_routes_method_by_method() {
         ..Config::default()
     })
     .await;
-    // Redirects are answers of their own here (GET /docs is documented as a 308).
+    // Redirects are answers of their own here.
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -117,4 +116,46 @@ async fn every_queue_parameter_carries_the_queue_name_rule_and_the_limits() {
         }
     }
     assert!(queue_params >= 17, "{queue_params} queue parameters");
+}
+
+/// `/docs` and `/docs/` both reach the page; its files are served, not described.
+#[tokio::test]
+async fn the_docs_page_is_reached_with_or_without_a_slash() {
+    let server = TestServer::start(Config {
+        token: Some("s3cret".into()),
+        ..Config::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    for path in ["/docs", "/docs/"] {
+        let resp = http
+            .get(format!("{}{path}", server.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.url().path(), "/docs/index.html", "{path}");
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(resp.text().await.unwrap().contains("swagger-ui"));
+    }
+    let doc: Value = http
+        .get(format!("{}/openapi.json", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(
+        paths.keys().all(|p| !p.starts_with("/docs")),
+        "{:?}",
+        paths.keys()
+    );
+    server.shutdown().await;
 }

@@ -38,15 +38,15 @@ async fn metrics_show_per_queue_figures_and_request_latency() {
         .dequeue("keygen", &DequeueOptions::default())
         .await
         .unwrap();
+    // A plain request (curl's, promtool's) gets the Prometheus text format, as the official
+    // client libraries answer it.
     let resp = reqwest::get(format!("{}/metrics", server.url()))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .contains("openmetrics-text")
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
     );
     let text = resp.text().await.unwrap();
     for line in [
@@ -68,7 +68,67 @@ async fn metrics_show_per_queue_figures_and_request_latency() {
         text.contains("route=\"/memq/server/queues/{queue}/enqueue\""),
         "latency is labelled by route pattern:\n{text}"
     );
-    assert!(text.trim_end().ends_with("# EOF"));
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_long_polls_idle_wait_is_measured_apart_from_the_dequeues_latency() {
+    let server = TestServer::start(Config::default()).await;
+    let url = server.url().to_string();
+    let client = server.client();
+    client.create_queue("idle", None).await.unwrap();
+    let http = reqwest::Client::new();
+    let dequeue = format!("{url}/memq/server/queues/idle/dequeue?lease=30s");
+    // Nothing comes for 1.5 s: a 204 after the whole wait.
+    let started = std::time::Instant::now();
+    let resp = http
+        .post(format!("{dequeue}&wait=1.5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    // An item comes while a poll waits: a 200 after part of its wait.
+    let poll = tokio::spawn(http.post(format!("{dequeue}&wait=30")).send());
+    queue_server::testing::polls_waiting(&url, 1).await;
+    client
+        .enqueue("idle", "work-item-0", &EnqueueOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(poll.await.unwrap().unwrap().status(), 200);
+    let route = "route=\"/memq/server/queues/{queue}/dequeue\"";
+    let series = |name: &str, labels: String| format!("{name}{{{labels}}} ");
+    let value = |name: &'static str, labels: String| {
+        let url = url.clone();
+        async move { queue_server::testing::metric(&url, &series(name, labels)).await }
+    };
+    let wait = |outcome: &str| format!("{route},outcome=\"{outcome}\"");
+    let busy = |status: u16| format!("method=\"POST\",{route},status=\"{status}\"");
+    let waited = value("memq_long_poll_wait_seconds_sum", wait("empty")).await;
+    let answering = value("memq_http_request_duration_seconds_sum", busy(204)).await;
+    assert_eq!(
+        value("memq_long_poll_wait_seconds_count", wait("empty")).await,
+        1.0
+    );
+    // The 204's time is its wait plus a look or two; the wait is counted as a wait, not as
+    // the request's latency.
+    assert!(waited + answering >= 1.5, "{waited} + {answering}");
+    assert!(
+        answering < waited,
+        "answering took {answering} s, waiting {waited} s"
+    );
+    assert_eq!(
+        value("memq_long_poll_wait_seconds_count", wait("items")).await,
+        1.0
+    );
+    assert_eq!(
+        value("memq_http_request_duration_seconds_count", busy(200)).await,
+        1.0
+    );
     server.shutdown().await;
 }
 
@@ -272,7 +332,14 @@ async fn the_grafana_dashboard_queries_only_metrics_the_server_exposes() {
         ..Config::default()
     })
     .await;
-    server.client().create_queue("q", None).await.unwrap();
+    let client = server.client();
+    client.create_queue("q", None).await.unwrap();
+    // A long poll, so that its wait histogram has series.
+    let poll = DequeueOptions {
+        wait: Some(std::time::Duration::from_millis(10)),
+        ..DequeueOptions::default()
+    };
+    client.dequeue("q", &poll).await.unwrap();
     let text = reqwest::get(format!("{}/metrics", server.url()))
         .await
         .unwrap()

@@ -23,6 +23,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("POST /memq/server/queues/{queue}/pause", "a"),
     ("POST /memq/server/queues/{queue}/resume", "a"),
     ("POST /memq/server/queues/{queue}/enqueue", "pa"),
+    ("POST /memq/server/queues/{queue}/enqueue/batch", "pa"),
     ("POST /memq/server/queues/{queue}/dequeue", "ca"),
     ("POST /memq/server/queues/{queue}/ack", "ca"),
     ("POST /memq/server/queues/{queue}/leases/{lease}/ack", "ca"),
@@ -56,6 +57,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("GET /metrics", "open"),
     ("GET /openapi.json", "open"),
     ("GET /docs", "open"),
+    ("GET /docs/", "open"),
     ("GET /docs/{file}", "open"),
 ];
 

@@ -948,11 +948,14 @@ await test("the API docs at /docs list the routes, take the token and run an enq
     await p.click(".modal-ux button.btn-done");
     await p.waitForSelector(".modal-ux", { state: "detached", timeout: 5000 });
     if (!(await p.isVisible(".auth-wrapper button.authorize.locked"))) throw new Error("the Authorize button does not show the lock closed");
-    // Try it out (on from the start): POST /memq/server/queues/docs-q/enqueue, a text/plain body.
+    // Try it out (on from the start): POST /memq/server/queues/docs-q/enqueue, a text/plain body
+    // (the other type offered, octet-stream, is the same bytes as a file).
     await p.click(`${op} .opblock-summary-control`);
     await p.fill(`${op} tr[data-param-name="queue"] input`, "docs-q");
-    const types = await p.$$eval(`${op} select.content-type[aria-label="Request content type"] option`, (os) => os.map((o) => o.value));
-    if (types.join() !== "text/plain") throw new Error(`request content types offered: ${types}`);
+    const typeSelect = `${op} select.content-type[aria-label="Request content type"]`;
+    const types = await p.$$eval(`${typeSelect} option`, (os) => os.map((o) => o.value));
+    if (types.join() !== "application/octet-stream,text/plain") throw new Error(`request content types offered: ${types}`);
+    await p.selectOption(typeSelect, "text/plain");
     await p.fill(`${op} textarea.body-param__text`, "sent from the API docs");
     await p.click(`${op} button.execute`);
     await waitText(p, `${op} .live-responses-table tbody .response-col_status`, "200");

@@ -5,6 +5,7 @@
 //! cargo xtask redis --cluster 3  # a Redis Cluster of 3 primaries; prints the nodes' URLs
 //! cargo xtask manifests OUT      # renders manifests/, checks RBAC and hardening (manifests.rs)
 //! cargo xtask bench [SECTION...] # the HTTP benchmarks (bench.rs); run by scripts/bench.sh
+//! cargo xtask image-report ARCHIVE SBOM  # an image's digests and sizes, its SBOM (image.rs)
 //! ```
 //!
 //! `redis` prints one line, the URL (with `--cluster`, the nodes' URLs, comma-separated, as
@@ -15,6 +16,7 @@
 //! `scripts/bench.sh` builds, and prints the table; unknown section: exit 2.
 
 mod bench;
+mod image;
 mod manifests;
 
 use std::io::{BufRead, Write};
@@ -23,7 +25,7 @@ use anyhow::{Context, bail};
 use queue_server::testing::{RedisCluster, RedisServer};
 
 const USAGE: &str = "usage: cargo xtask redis [--cluster PRIMARIES] | cargo xtask manifests OUT \
-                     | cargo xtask bench [SECTION...]";
+                     | cargo xtask bench [SECTION...] | cargo xtask image-report ARCHIVE SBOM";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         ["bench", sections @ ..] => std::process::exit(bench::main(sections)),
+        ["image-report", archive, sbom] => image::run(archive.as_ref(), sbom.as_ref()),
         _ => bail!("{USAGE}"),
     }
 }

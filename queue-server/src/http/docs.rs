@@ -29,15 +29,28 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsa
                    img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
 
+/// The API docs page
+///
 /// `GET /docs`: to the page.
-#[utoipa::path(get, path = "/docs", tag = "operations", summary = "Interactive API docs",
+#[utoipa::path(get, path = "/docs", tag = "operations",
     responses((status = 308, description = "To /docs/index.html", headers(("location" = String)))))]
 pub async fn docs() -> Redirect {
     Redirect::permanent("/docs/index.html")
 }
 
+/// The API docs page
+///
+/// `GET /docs/`: to the page, as `/docs` is.
+#[utoipa::path(get, path = "/docs/", tag = "operations",
+    responses((status = 308, description = "To /docs/index.html", headers(("location" = String)))))]
+pub async fn docs_slash() -> Redirect {
+    docs().await
+}
+
+/// A file of the API docs page
+///
 /// `GET /docs/{file}`: the page and its script, style and images.
-#[utoipa::path(get, path = "/docs/{file}", tag = "operations", summary = "Interactive API docs: a file",
+#[utoipa::path(get, path = "/docs/{file}", tag = "operations",
     params(("file" = String, Path, description = "index.html, or a file it loads")),
     responses(
         (status = 200, description = "The file", content(

@@ -20,6 +20,8 @@ fn job_object(job: JobSummary) -> Json<JobObject> {
     })
 }
 
+/// List consumer Jobs
+///
 /// `GET /jobs`: the consumer Jobs this server launched, oldest first.
 #[utoipa::path(get, path = "/jobs", tag = "jobs",
     responses(
@@ -38,7 +40,10 @@ pub async fn list_jobs(State(state): State<AppState>) -> Result<Json<JobList>> {
     }))
 }
 
-/// `POST /jobs`: launches a consumer Job for an existing queue; 201 with its summary.
+/// Launch a consumer Job
+///
+/// `POST /jobs`: launches a consumer Job for an existing queue from the Job template; 201
+/// with its summary.
 #[utoipa::path(post, path = "/jobs", tag = "jobs",
     request_body(content = CreateJobRequest, content_type = "application/json"),
     responses(
@@ -78,6 +83,8 @@ pub async fn create_job(
     Ok((StatusCode::CREATED, job_object(job)))
 }
 
+/// Delete a consumer Job
+///
 /// `DELETE /jobs/{name}`: deletes one of this server's consumer Jobs and its pods.
 #[utoipa::path(delete, path = "/jobs/{name}", tag = "jobs",
     params(("name" = String, Path, description = "The Job's name", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")),

@@ -244,21 +244,30 @@ impl App {
         };
         let verdict = auth::check(&app.state, rule, queue.as_deref(), req.headers());
         let mut req = req.map(Body::new);
-        let resp = match &verdict {
-            auth::Verdict::Open => app.within_time_limit(req, rule, direct).await,
-            auth::Verdict::Granted(grant) => {
-                if direct.is_none() {
-                    // For the handlers that say what the token may do (`/dashboard/session`).
-                    req.extensions_mut().insert(grant.clone());
+        let answer = async {
+            match &verdict {
+                auth::Verdict::Open => app.within_time_limit(req, rule, direct).await,
+                auth::Verdict::Granted(grant) => {
+                    if direct.is_none() {
+                        // For the handlers that say what the token may do (`/dashboard/session`).
+                        req.extensions_mut().insert(grant.clone());
+                    }
+                    app.within_time_limit(req, rule, direct).await
                 }
-                app.within_time_limit(req, rule, direct).await
+                auth::Verdict::AskForToken => {
+                    auth::refused(&verdict, None, Some(app.route(req, None).await))
+                }
+                auth::Verdict::Refuse | auth::Verdict::Forbidden(..) => {
+                    auth::refused(&verdict, queue.as_deref(), None)
+                }
             }
-            auth::Verdict::AskForToken => {
-                auth::refused(&verdict, None, Some(app.route(req, None).await))
-            }
-            auth::Verdict::Refuse | auth::Verdict::Forbidden(..) => {
-                auth::refused(&verdict, queue.as_deref(), None)
-            }
+        };
+        // A long poll's idle wait is the client's choice, not the server's latency: it is
+        // kept out of the request's time and recorded on its own.
+        let (resp, waited) = if rule.long_poll {
+            crate::store::timing_waits(answer).await
+        } else {
+            (answer.await, None)
         };
         let status = resp.status().as_u16();
         if let Some(action) = rule.audit {
@@ -266,7 +275,7 @@ impl App {
         }
         app.state
             .metrics
-            .observe(&method, label, status, started.elapsed());
+            .observe(&method, label, status, started.elapsed(), waited);
         resp
     }
 }

@@ -14,10 +14,10 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response as ApiResponse, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Document, RefOr};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Document, RefOr, Required};
 use utoipa::{OpenApi, ToSchema};
 
-use super::routes::{Access, Route, Rule, operations_mut};
+use super::routes::{Access, Route, Rule, operations, operations_mut};
 use crate::error::Error;
 use crate::tokens::Role;
 
@@ -32,9 +32,20 @@ pub enum BatchMode {
     Json,
 }
 
+/// An enqueue's body as `application/octet-stream`: the bytes of the item (UTF-8 text), kept as
+/// sent. Generated clients send such a body as it is, where a JSON body would gain quotes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct ItemBytes(Vec<u8>);
+
 /// What an enqueue answers: the message (one item) or the batch's result (`?batch=`).
 #[derive(serde::Serialize, ToSchema)]
 #[serde(untagged)]
+#[schema(discriminator(property_name = "kind", mapping(
+    ("message" = "#/components/schemas/Message"),
+    ("enqueueResult" = "#/components/schemas/EnqueueResult"),
+)))]
 #[allow(dead_code)]
 pub enum EnqueueAnswer {
     /// One item.
@@ -46,6 +57,10 @@ pub enum EnqueueAnswer {
 /// What a dequeue answers: one message, or with `?max=` a message list.
 #[derive(serde::Serialize, ToSchema)]
 #[serde(untagged)]
+#[schema(discriminator(property_name = "kind", mapping(
+    ("message" = "#/components/schemas/Message"),
+    ("messageList" = "#/components/schemas/MessageList"),
+)))]
 #[allow(dead_code)]
 pub enum DequeueAnswer {
     /// One item.
@@ -54,9 +69,31 @@ pub enum DequeueAnswer {
     List(MessageList),
 }
 
+/// Answer of `POST /queues/{q}/dead/requeue` (a [`memq::CountResult`]).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RequeueResult {
+    #[schema(schema_with = memq::schema::kind::requeue_result)]
+    kind: String,
+    /// Dead letters moved back to the ready items.
+    count: u64,
+}
+
+/// Answer of `DELETE /queues/{q}/dead` (a [`memq::CountResult`]).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PurgeResult {
+    #[schema(schema_with = memq::schema::kind::purge_result)]
+    kind: String,
+    /// Dead letters removed.
+    count: u64,
+}
+
+/// This API description
+///
+/// `GET /openapi.json`: this document, OpenAPI 3.1, generated from the server's code.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "This document", body = Object, content_type = "application/json")))]
-/// `GET /openapi.json`.
 pub async fn openapi_json() -> Response {
     (
         [(
@@ -88,11 +125,14 @@ pub fn json() -> &'static str {
                        leases, acks, dead letters, long polling and batches. Durations in query \
                        strings are seconds (`30`, `1.5`) or `500ms`, `30s`, `2m`, `1m30s`. \
                        Every error is `{\"kind\":\"error\",\"code\":...,\"message\":...}`. \
-                       With `--token` or `--tokens-file`, every route that lists the `bearer` \
-                       security scheme needs `Authorization: Bearer TOKEN`, of a role that \
-                       allows it."
+                       Every route that lists the `bearer` security scheme needs \
+                       `Authorization: Bearer TOKEN`, of a role that allows it, when the server \
+                       has tokens (`--token`, `--tokens-file`); without tokens it answers \
+                       without one (the empty alternative `{}`).",
+        contact(name = "memq-rs", url = "https://github.com/memq-rs/memq-rs"),
     ),
-    components(schemas(ApiError, memq::BatchItem)),
+    servers((url = "/", description = "The server that serves this document")),
+    components(schemas(ApiError)),
     tags(
         (name = "queues", description = "Create, read, delete, drain, pause queues (kuard's routes and more)"),
         (name = "items", description = "Enqueue, dequeue (leases, long polls, batches), peek"),
@@ -124,7 +164,8 @@ fn header_string(description: &str) -> utoipa::openapi::Header {
 }
 
 /// Adds to the routes' description what their rules imply: the errors every route of a kind
-/// can answer, the bearer scheme and who needs it, and the error codes.
+/// can answer, the bearer scheme and who needs it, and the error codes; leaves out the routes
+/// that are not part of the API ([`Rule::documented`]).
 pub fn complete(doc: &mut Document, routes: &[Route]) {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
@@ -141,25 +182,57 @@ pub fn complete(doc: &mut Document, routes: &[Route]) {
             .properties
             .insert("code".into(), RefOr::T(Schema::Object(codes)));
     }
-    let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
+    let rule = |method: &Method, path: &str| {
+        routes
+            .iter()
+            .find(|r| r.method == method && r.path == path)
+            .expect("every described operation comes from the route table")
+            .rule
+    };
+    doc.paths
+        .paths
+        .retain(|path, item| operations(item).any(|(method, _)| rule(&method, path).documented));
     for (path, item) in doc.paths.paths.iter_mut() {
         for (method, op) in operations_mut(item) {
-            let route = routes
-                .iter()
-                .find(|r| r.method == method && r.path == *path)
-                .expect("every described operation comes from the route table");
-            shared_errors(path, &method, route.rule, op, &bearer);
+            shared_errors(path, &method, rule(&method, path), op);
+            no_null_body(op);
         }
     }
 }
 
-fn shared_errors(
-    path: &str,
-    method: &Method,
-    rule: Rule,
-    op: &mut Operation,
-    bearer: &SecurityRequirement,
-) {
+/// A request body that may be left out is left out, not sent as JSON `null` (which the server
+/// refuses): utoipa writes an optional body as "the schema or null", and a generated client
+/// would send the null.
+fn no_null_body(op: &mut Operation) {
+    let Some(RefOr::T(body)) = op.request_body.as_mut() else {
+        return;
+    };
+    if body.required == Some(Required::True) {
+        return;
+    }
+    for content in body.content.values_mut() {
+        let RefOr::T(content) = content else {
+            continue;
+        };
+        if let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema {
+            let not_null: Vec<_> = one_of
+                .items
+                .iter()
+                .filter(|s| !is_null(s))
+                .cloned()
+                .collect();
+            if let [only] = &not_null[..] {
+                content.schema = Some(only.clone());
+            }
+        }
+    }
+}
+
+fn is_null(schema: &RefOr<Schema>) -> bool {
+    matches!(schema, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::new(Type::Null))
+}
+
+fn shared_errors(path: &str, method: &Method, rule: Rule, op: &mut Operation) {
     let access = rule.access;
     let mut add = |status: &str, response: ApiResponse| {
         op.responses
@@ -225,43 +298,88 @@ fn shared_errors(
                 .build(),
             );
         }
-        op.security = Some(vec![bearer.clone()]);
+        // The token, or none: a server without tokens answers every route without one, so a
+        // generated client works with and without.
+        op.security = Some(vec![
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::default(),
+        ]);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
-    #[test]
-    fn every_route_is_described_with_its_security() {
-        let doc: serde_json::Value = serde_json::from_str(json()).unwrap();
-        let table = super::super::routes::table();
-        let mut described = 0;
+    fn doc() -> Value {
+        serde_json::from_str(json()).unwrap()
+    }
+
+    /// Every operation of the document, with its method and path.
+    fn each_operation(doc: &Value) -> Vec<(String, String, &Value)> {
+        let mut out = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
-            described += item.as_object().unwrap().len();
             for (method, op) in item.as_object().unwrap() {
-                let route = table
-                    .routes()
-                    .iter()
-                    .find(|r| r.path == *path && r.method.as_str().eq_ignore_ascii_case(method))
-                    .unwrap_or_else(|| panic!("{method} {path} is described, not served"));
-                let open = op["security"] == serde_json::json!([]);
-                assert_eq!(open, route.rule.access == Access::Open, "{method} {path}");
-                let asks = op["responses"]["401"].is_object();
-                assert_eq!(asks, route.rule.access != Access::Open, "{method} {path}");
-                if route.rule.access != Access::Open && route.rule.role != Role::Reader {
-                    assert!(op["responses"]["403"].is_object(), "{method} {path}");
-                }
+                out.push((method.clone(), path.clone(), op));
             }
         }
-        assert_eq!(described, table.routes().len());
+        out
+    }
+
+    /// Every value of `key` in `value`, at any depth.
+    fn all<'a>(value: &'a Value, key: &str, out: &mut Vec<&'a Value>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k == key {
+                        out.push(v);
+                    }
+                    all(v, key, out);
+                }
+            }
+            Value::Array(list) => list.iter().for_each(|v| all(v, key, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_documented_route_is_described_with_its_security() {
+        let doc = doc();
+        let table = super::super::routes::table();
+        let operations = each_operation(&doc);
+        for (method, path, op) in &operations {
+            let route = table
+                .routes()
+                .iter()
+                .find(|r| r.path == *path && r.method.as_str().eq_ignore_ascii_case(method))
+                .unwrap_or_else(|| panic!("{method} {path} is described, not served"));
+            let security = &op["security"];
+            if route.rule.access == Access::Open {
+                assert_eq!(*security, json!([]), "{method} {path}");
+            } else {
+                // The token, or none for a server without tokens.
+                assert_eq!(*security, json!([{"bearer": []}, {}]), "{method} {path}");
+                assert!(op["responses"]["401"].is_object(), "{method} {path}");
+            }
+            if route.rule.access != Access::Open && route.rule.role != Role::Reader {
+                assert!(op["responses"]["403"].is_object(), "{method} {path}");
+            }
+        }
+        let documented = table.routes().iter().filter(|r| r.rule.documented);
+        assert_eq!(operations.len(), documented.count());
+        // The docs page's own files are how to read the description, not a part of it.
+        for path in ["/docs", "/docs/", "/docs/{file}"] {
+            assert!(doc["paths"].get(path).is_none(), "{path}");
+        }
     }
 
     #[test]
     fn the_document_is_openapi_3_with_the_error_codes() {
-        let doc: serde_json::Value = serde_json::from_str(json()).unwrap();
-        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let doc = doc();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        assert_eq!(doc["servers"][0]["url"], "/");
         let codes = &doc["components"]["schemas"]["ApiError"]["properties"]["code"]["enum"];
         assert_eq!(codes.as_array().unwrap().len(), Error::CODES.len());
         let enqueue = &doc["paths"]["/memq/server/queues/{queue}/enqueue"]["post"];
@@ -270,9 +388,162 @@ mod tests {
         ] {
             assert!(enqueue["responses"][status].is_object(), "enqueue {status}");
         }
+        assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
+    }
+
+    /// What client generators read: a short summary, and the details in the description.
+    #[test]
+    fn every_operation_has_a_human_summary_and_a_description() {
+        let doc = doc();
+        for (method, path, op) in each_operation(&doc) {
+            let summary = op["summary"].as_str().unwrap_or_default();
+            assert!(
+                !summary.is_empty() && summary.len() <= 40,
+                "{method} {path}: {summary:?}"
+            );
+            assert!(
+                !summary.contains(['`', '/', '\n']),
+                "{method} {path}: the summary restates the route: {summary:?}"
+            );
+            let description = op["description"].as_str().unwrap_or_default();
+            assert!(!description.is_empty(), "{method} {path}");
+            let id = op["operationId"].as_str().unwrap();
+            let mut names: Vec<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            let count = names.len();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), count, "{id}: a parameter name is used twice");
+        }
+    }
+
+    /// Generators narrow an answer by its `kind`: a `const` in every answer object, and a
+    /// discriminator on every union of them.
+    #[test]
+    fn every_kind_is_a_const_and_every_answer_union_is_discriminated() {
+        let doc = doc();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        // The `kind` of an object, or of a part of its `allOf` (a flattened object).
+        let kind_of = |schema: &Value| -> Option<Value> {
+            let parts = match schema.get("allOf") {
+                Some(parts) => parts.as_array().unwrap().clone(),
+                None => vec![schema.clone()],
+            };
+            parts.into_iter().find_map(|part| {
+                let kind = part["properties"].get("kind")?.clone();
+                let required = part["required"].as_array().unwrap();
+                assert!(required.contains(&json!("kind")), "{part}");
+                Some(kind)
+            })
+        };
+        let mut kinds = 0;
+        for (name, schema) in schemas {
+            if let Some(kind) = kind_of(schema) {
+                assert!(kind["const"].is_string(), "{name}.kind: {kind}");
+                kinds += 1;
+            }
+            let Some(union) = schema.get("oneOf") else {
+                continue;
+            };
+            let answers = union.as_array().unwrap();
+            if answers.iter().all(|s| s.get("$ref").is_some()) {
+                assert_eq!(schema["discriminator"]["propertyName"], "kind", "{name}");
+                let mapping = schema["discriminator"]["mapping"].as_object().unwrap();
+                assert_eq!(mapping.len(), answers.len(), "{name}");
+                for (kind, target) in mapping {
+                    let target = target.as_str().unwrap();
+                    let target = target.strip_prefix("#/components/schemas/").unwrap();
+                    assert_eq!(kind_of(&schemas[target]).unwrap()["const"], *kind);
+                }
+            }
+        }
+        assert!(kinds >= 16, "{kinds} answer objects");
+    }
+
+    #[test]
+    fn integers_have_standard_formats_and_unsigned_ones_a_minimum() {
+        let doc = doc();
+        let mut formats = Vec::new();
+        all(&doc, "format", &mut formats);
+        for format in formats {
+            let format = format.as_str().unwrap();
+            assert!(
+                ["int32", "int64", "double", "date-time", "binary"].contains(&format),
+                "format {format}"
+            );
+        }
+        // Every integer schema, at any depth: fields, parameters, headers.
+        fn integers<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+            match value {
+                Value::Object(map) => {
+                    let types = &map.get("type");
+                    if [json!("integer"), json!(["integer", "null"])]
+                        .iter()
+                        .any(|t| *types == Some(t))
+                    {
+                        out.push(value);
+                    }
+                    map.values().for_each(|v| integers(v, out));
+                }
+                Value::Array(list) => list.iter().for_each(|v| integers(v, out)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        integers(&doc, &mut found);
+        for schema in &found {
+            assert!(schema["format"].is_string(), "{schema}");
+            assert!(schema["minimum"].as_i64() >= Some(0), "{schema}");
+        }
+        let integers = found.len();
+        assert!(integers >= 50, "{integers} integers");
+    }
+
+    #[test]
+    fn every_component_is_used() {
+        let doc = doc();
+        let mut refs = Vec::new();
+        all(&doc, "$ref", &mut refs);
+        for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+            let target = format!("#/components/schemas/{name}");
+            assert!(refs.iter().any(|r| **r == *target), "{name} is never used");
+        }
+    }
+
+    /// A request body that may be left out is not documented as `null`, which the server
+    /// refuses; a generated client then leaves it out.
+    #[test]
+    fn an_optional_body_is_left_out_not_null() {
+        let doc = doc();
+        let put = &doc["paths"]["/memq/server/queues/{queue}"]["put"]["requestBody"];
+        assert_ne!(put["required"], true);
         assert_eq!(
-            doc["paths"]["/healthz"]["get"]["security"],
-            serde_json::json!([])
+            put["content"]["application/json"]["schema"],
+            json!({"$ref": "#/components/schemas/QueueConfigPatch"})
         );
+    }
+
+    /// The body of a plain enqueue reaches the server as sent from any generated client: as
+    /// bytes (octet-stream) or text, never as JSON; a JSON batch has a route with its real type.
+    #[test]
+    fn enqueue_bodies_are_bytes_or_text_and_json_batches_are_typed() {
+        let doc = doc();
+        let paths = &doc["paths"];
+        let body = &paths["/memq/server/queues/{queue}/enqueue"]["post"]["requestBody"];
+        let types: Vec<&String> = body["content"].as_object().unwrap().keys().collect();
+        assert_eq!(types, ["application/octet-stream", "text/plain"]);
+        let bytes = &body["content"]["application/octet-stream"]["schema"];
+        assert_eq!(
+            (&bytes["type"], &bytes["format"]),
+            (&json!("string"), &json!("binary"))
+        );
+        let batch = &paths["/memq/server/queues/{queue}/enqueue/batch"]["post"]["requestBody"];
+        let items = &batch["content"]["application/json"]["schema"];
+        assert_eq!(items["type"], "array");
+        assert_eq!(items["items"]["$ref"], "#/components/schemas/BatchItem");
     }
 }

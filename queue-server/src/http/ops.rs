@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::error::Error;
 
+/// Liveness
+///
 /// `GET /healthz`: the process is up and answering.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "The process is up", body = String, content_type = "text/plain")))]
@@ -14,6 +16,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Readiness
+///
 /// `GET /readyz`: the store can serve requests.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
@@ -28,13 +32,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics`: OpenMetrics text, or the Prometheus text format (0.0.4) for a client that
-/// asks for `text/plain` and not for OpenMetrics (older scrapers, `promtool check metrics`).
+/// Prometheus metrics
+///
+/// `GET /metrics`: the Prometheus text format (0.0.4), as Prometheus' own client libraries
+/// answer a scrape that does not ask for more (`curl`, `promtool check metrics`); OpenMetrics
+/// text when the `Accept` header asks for it, as Prometheus does.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus metrics: OpenMetrics text, or the Prometheus text format 0.0.4 when the Accept header asks for text/plain and not OpenMetrics",
+    responses((status = 200, description = "Prometheus metrics: the Prometheus text format 0.0.4, or OpenMetrics text when the Accept header asks for application/openmetrics-text",
         content(
-            (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
             (String = "text/plain; version=0.0.4; charset=utf-8"),
+            (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
         ))))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Error> {
     let stats = state.store.stats().await?;
@@ -48,24 +55,41 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if accept.contains("text/plain") && !accept.contains("application/openmetrics-text") {
+    if wants_openmetrics(accept) {
         return Ok((
             [(
                 header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
-            prometheus_text(&text),
+            text,
         )
             .into_response());
     }
     Ok((
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
-        text,
+        prometheus_text(&text),
     )
         .into_response())
+}
+
+/// Whether an `Accept` header asks for OpenMetrics (at a quality above 0), as a Prometheus
+/// scrape does; anything else (none, `*/*`, `text/plain`) gets the Prometheus text format.
+fn wants_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let openmetrics = parts
+            .next()
+            .is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"));
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        openmetrics && !refused
+    })
 }
 
 /// OpenMetrics text as the Prometheus text format 0.0.4: a counter family is named with its
@@ -99,6 +123,25 @@ pub fn prometheus_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_request_for_openmetrics_gets_it() {
+        // What Prometheus 2.42 sends.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(prometheus));
+        assert!(wants_openmetrics("Application/OpenMetrics-Text"));
+        for classic in [
+            "",
+            "*/*",
+            "text/plain",
+            "text/plain;version=0.0.4",
+            "application/openmetrics-text;q=0, text/plain",
+            "application/json",
+        ] {
+            assert!(!wants_openmetrics(classic), "{classic:?}");
+        }
+    }
 
     #[test]
     fn counters_are_renamed_for_the_prometheus_text_format() {

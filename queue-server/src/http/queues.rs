@@ -18,7 +18,9 @@ use super::batch::{BatchKind, check_item, check_key, parse_batch};
 use super::extract::{
     Consumer, ItemPath, LeasePath, Params, QueueName, json_object, read_body, utf8,
 };
-use super::openapi::{BatchMode, DequeueAnswer, EnqueueAnswer};
+use super::openapi::{
+    BatchMode, DequeueAnswer, EnqueueAnswer, ItemBytes, PurgeResult, RequeueResult,
+};
 use super::wire::{EnqueueResultOut, MessageListOut, MessageOut};
 use super::{AppState, auth};
 use crate::broker::NewItem;
@@ -56,7 +58,9 @@ pub(crate) struct QueuePath {
     queue: String,
 }
 
-/// `GET /stats`.
+/// Every queue's figures
+///
+/// `GET /stats`: every queue's counters and config, sorted by name (kuard's stats).
 #[utoipa::path(get, path = "/memq/server/stats", tag = "queues",
     responses((status = 200, description = "Every queue, sorted by name (kuard's stats); with a scoped token (`--tokens-file`), the queues its glob covers", body = Stats)))]
 pub async fn stats(State(state): State<AppState>, seen: auth::Seen) -> Result<Json<Stats>> {
@@ -70,11 +74,14 @@ pub async fn stats(State(state): State<AppState>, seen: auth::Seen) -> Result<Js
     }))
 }
 
-/// `PUT /queues/{q}`: 201 created, 200 existed (config updated when a body is given).
+/// Create or configure a queue
+///
+/// `PUT /queues/{q}`: 201 when created, 200 when it existed (its config updated when a body
+/// is given). Idempotent.
 #[utoipa::path(put, path = "/memq/server/queues/{queue}", tag = "queues",
     params(QueuePath),
     request_body(content = Option<QueueConfigPatch>, content_type = "application/json",
-        description = "Optional config; fields left out keep their value; empty is no change"),
+        description = "Optional config; fields left out keep their value; no body is no change"),
     responses(
         (status = 201, description = "Created", body = QueueObject,
             links(("enqueue" = (operation_id = "enqueue", parameters(("queue" = "$request.path.queue")))), ("dequeue" = (operation_id = "dequeue", parameters(("queue" = "$request.path.queue")))), ("get_queue" = (operation_id = "get_queue", parameters(("queue" = "$request.path.queue")))), ("peek" = (operation_id = "peek", parameters(("queue" = "$request.path.queue")))), ("dead_letters" = (operation_id = "dead_letters", parameters(("queue" = "$request.path.queue")))), ("pause" = (operation_id = "pause", parameters(("queue" = "$request.path.queue")))), ("resume" = (operation_id = "resume", parameters(("queue" = "$request.path.queue")))), ("drain" = (operation_id = "drain", parameters(("queue" = "$request.path.queue")))), ("delete_queue" = (operation_id = "delete_queue", parameters(("queue" = "$request.path.queue")))))),
@@ -112,7 +119,9 @@ pub async fn create_queue(
     Ok((status, queue_object(queue)).into_response())
 }
 
-/// `GET /queues/{q}`.
+/// Queue figures
+///
+/// `GET /queues/{q}`: one queue's counters and config.
 #[utoipa::path(get, path = "/memq/server/queues/{queue}", tag = "queues",
     params(QueuePath), responses((status = 200, description = "The queue object", body = QueueObject)))]
 pub async fn get_queue(
@@ -122,7 +131,10 @@ pub async fn get_queue(
     Ok(queue_object(state.store.queue(&name).await?))
 }
 
-/// `DELETE /queues/{q}`: answers the queue's last figures.
+/// Delete a queue
+///
+/// `DELETE /queues/{q}`: the queue goes with its items, leases and dead letters; the answer is
+/// its last figures.
 #[utoipa::path(delete, path = "/memq/server/queues/{queue}", tag = "queues",
     params(QueuePath),
     responses((status = 200, description = "Deleted; the queue as it was", body = QueueObject)))]
@@ -135,7 +147,10 @@ pub async fn delete_queue(
     Ok(queue_object(queue))
 }
 
-/// `POST /queues/{q}/drain`.
+/// Drop the ready items
+///
+/// `POST /queues/{q}/drain`: ready and delayed items are dropped (counted in `drained`);
+/// leased items and dead letters stay.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/drain", tag = "queues",
     params(QueuePath), responses((status = 200, description = "Ready and delayed items dropped", body = QueueObject)))]
 pub async fn drain(
@@ -145,7 +160,10 @@ pub async fn drain(
     Ok(queue_object(state.store.drain(&name).await?))
 }
 
-/// `POST /queues/{q}/pause`.
+/// Pause hand-outs
+///
+/// `POST /queues/{q}/pause`: dequeues answer 204 with `X-Memq-Paused: true` until resumed;
+/// enqueues go on.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/pause", tag = "queues",
     params(QueuePath), responses((status = 200, description = "Paused: dequeues answer 204", body = QueueObject)))]
 pub async fn pause(
@@ -155,7 +173,9 @@ pub async fn pause(
     Ok(queue_object(state.store.set_paused(&name, true).await?))
 }
 
-/// `POST /queues/{q}/resume`.
+/// Resume hand-outs
+///
+/// `POST /queues/{q}/resume`: dequeues hand out items again.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/resume", tag = "queues",
     params(QueuePath), responses((status = 200, description = "The queue object", body = QueueObject)))]
 pub async fn resume(
@@ -165,19 +185,28 @@ pub async fn resume(
     Ok(queue_object(state.store.set_paused(&name, false).await?))
 }
 
-/// `POST /queues/{q}/enqueue`: one item, or a batch with `?batch=lines|json`.
+/// Add an item, or a batch
+///
+/// `POST /queues/{q}/enqueue`: the body is one item, kept byte for byte whatever its
+/// Content-Type (kuard's `curl -d` sends form-urlencoded); with `?batch=lines` one item per
+/// line, with `?batch=json` a JSON array (typed: `POST .../enqueue/batch`).
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/enqueue", tag = "items",
     params(
         QueuePath,
-        ("batch" = inline(Option<BatchMode>), Query, description = "Many items: one per line, or a JSON array"),
+        ("batch" = inline(Option<BatchMode>), Query, description = "Many items: one per line, or a JSON array given as text"),
         ("keepEmpty" = Option<bool>, Query, description = "With batch=lines: empty lines are items too"),
-        ("delay" = Option<String>, Query, description = "Ready only after this long: seconds (30, 1.5) or 500ms, 30s, 2m; at most 900 s"),
+        DelayQuery,
         ("id" = Option<String>, Query, min_length = 1, max_length = 1024, description = "The producer's dedup key (not with batch)"),
     ),
-    request_body(content = String, content_type = "text/plain",
-        description = "The item: any UTF-8 text, whatever the Content-Type. With batch=lines, one \
-                       item per line; with batch=json, a JSON array of `BatchItem` (a string, or \
-                       an object {\"id\":KEY,\"body\":TEXT})"),
+    request_body(
+        content(
+            (inline(ItemBytes) = "application/octet-stream"),
+            (String = "text/plain"),
+        ),
+        description = "The item, kept byte for byte: any UTF-8 text, whatever the Content-Type \
+                       (these two are what clients generated from this description send). With \
+                       batch=lines, one item per line; with batch=json, a JSON array of strings \
+                       or {\"id\":KEY,\"body\":TEXT} objects"),
     responses(
         (status = 200, description = "The item (a message), or with batch= the batch's result", body = EnqueueAnswer,
             links(("dequeue" = (operation_id = "dequeue", parameters(("queue" = "$request.path.queue")))), ("peek" = (operation_id = "peek", parameters(("queue" = "$request.path.queue")))))),
@@ -193,10 +222,56 @@ pub async fn enqueue(
     params: Params,
     body: Body,
 ) -> Result<Response> {
+    add(&state, &name, &params, body, params.get("batch")).await
+}
+
+/// Add a JSON batch
+///
+/// `POST /queues/{q}/enqueue/batch`: the body is a JSON array of items, each a string or
+/// `{"id":KEY,"body":TEXT}`; the same as `enqueue?batch=json`, with the body typed for
+/// clients generated from this description. All or nothing.
+#[utoipa::path(post, path = "/memq/server/queues/{queue}/enqueue/batch", tag = "items",
+    params(QueuePath, DelayQuery),
+    request_body(content = Vec<memq::BatchItem>, content_type = "application/json",
+        description = "The items: strings, or {\"id\":KEY,\"body\":TEXT} with a producer's dedup key"),
+    responses(
+        (status = 200, description = "The batch's result: one id per item, in order", body = memq::EnqueueResult,
+            links(("dequeue" = (operation_id = "dequeue", parameters(("queue" = "$request.path.queue")))))),
+        (status = 413, description = "An item over --max-item-bytes (`item_too_large`) or a body over --max-body-bytes (`body_too_large`)", body = ApiError),
+        (status = 429, description = "The queue's maxDepth would be passed (`queue_full`)", body = ApiError,
+            headers(("retry-after" = u32, description = "Seconds to wait"))),
+        (status = 507, description = "--max-memory would be passed (`memory_full`)", body = ApiError,
+            headers(("retry-after" = u32, description = "Seconds to wait"))),
+    ))]
+pub async fn enqueue_batch(
+    State(state): State<AppState>,
+    QueueName(name): QueueName,
+    params: Params,
+    body: Body,
+) -> Result<Response> {
+    add(&state, &name, &params, body, Some("json")).await
+}
+
+/// `?delay=` of the routes that add items.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct DelayQuery {
+    /// Ready only after this long: seconds (30, 1.5) or 500ms, 30s, 2m; at most 900 s
+    delay: Option<String>,
+}
+
+/// Adds the body as one item, or as the items of a `batch` (`lines` or `json`).
+async fn add(
+    state: &AppState,
+    name: &str,
+    params: &Params,
+    body: Body,
+    batch: Option<&str>,
+) -> Result<Response> {
     let config = &state.config;
     let delay = params.duration("delay", MAX_DELAY, true)?.map_or(0, millis);
-    let key = params.get("id").map(str::to_owned);
-    let batch = params.get("batch").map(str::to_owned);
+    let key = params.get("id");
     let keep_empty = params.flag("keepEmpty")?;
     if batch.is_some() && key.is_some() {
         return Err(Error::param(
@@ -208,26 +283,26 @@ pub async fn enqueue(
     let text = utf8(&bytes)?;
     let Some(batch) = batch else {
         check_item(0, text, config.max_item_bytes)?;
-        if let Some(key) = &key {
+        if let Some(key) = key {
             check_key(key)?;
         }
         let item = NewItem {
             body: text.into(),
-            key: key.map(String::into_boxed_str),
+            key: key.map(Box::from),
         };
-        let (id, duplicate) = state.store.enqueue(&name, vec![item], delay).await?[0];
+        let (id, duplicate) = state.store.enqueue(name, vec![item], delay).await?[0];
         return Ok(MessageOut::new(id, text, None)
             .duplicate(duplicate)
             .into_response());
     };
-    let kind = BatchKind::parse(&batch, keep_empty)?;
+    let kind = BatchKind::parse(batch, keep_empty)?;
     let items = parse_batch(kind, text, config.max_item_bytes)?;
     let results = if items.is_empty() {
         // Still answer 404 for a missing queue, as a non-empty batch would.
-        state.store.queue(&name).await?;
+        state.store.queue(name).await?;
         Vec::new()
     } else {
-        state.store.enqueue(&name, items, delay).await?
+        state.store.enqueue(name, items, delay).await?
     };
     Ok(EnqueueResultOut::new(&results).into_response())
 }
@@ -243,7 +318,10 @@ fn empty_response(depth: u64, inflight: u64, delayed: u64, paused: bool) -> Resp
     (StatusCode::NO_CONTENT, h).into_response()
 }
 
-/// `POST /queues/{q}/dequeue`: kuard's dequeue, or leases, long polls and batches by parameter.
+/// Lease or take items
+///
+/// `POST /queues/{q}/dequeue`: with no parameter kuard's dequeue (the item is removed for
+/// good); `?lease=` leases it instead, `?wait=` long-polls, `?max=` takes up to N items.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/dequeue", tag = "items",
     params(
         QueuePath,
@@ -307,7 +385,9 @@ pub async fn dequeue(
     }
 }
 
-/// `POST /queues/{q}/leases/{lease}/ack`.
+/// Ack a leased item
+///
+/// `POST /queues/{q}/leases/{lease}/ack`: the item is done and gone; `acked` grows.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/leases/{lease}/ack", tag = "leases",
     params(QueuePath, ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue")),
     responses(
@@ -319,7 +399,11 @@ pub async fn ack(State(state): State<AppState>, path: LeasePath) -> Result<Respo
     Ok(StatusCode::OK.into_response())
 }
 
-/// `POST /queues/{q}/leases/{lease}/nack?delay=S`.
+/// Give a leased item back
+///
+/// `POST /queues/{q}/leases/{lease}/nack?delay=S`: the item goes back to the front of the
+/// ready items (after `delay`), its attempt counted; at `maxAttempts` it goes to the dead
+/// letters instead.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/leases/{lease}/nack", tag = "leases",
     params(QueuePath, ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue"),
         ("delay" = Option<String>, Query, description = "Ready again only after this long (at most 900 s)")),
@@ -337,10 +421,14 @@ pub async fn nack(
     Ok(StatusCode::OK.into_response())
 }
 
-/// `POST /queues/{q}/leases/{lease}/extend?lease=S`: answers the message with its new lease.
+/// Extend a lease
+///
+/// `POST /queues/{q}/leases/{lease}/extend?seconds=S`: the lease now runs out S from now (the
+/// queue's `leaseSeconds` by default); the answer is the message with its new lease.
+/// `?lease=S` is accepted for `?seconds=S`.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/leases/{lease}/extend", tag = "leases",
     params(QueuePath, ("lease" = String, Path, description = "Lease id (ULID) from a leased dequeue"),
-        ("lease" = Option<String>, Query, description = "New lease length from now (default: the queue's leaseSeconds; at most 12 h)")),
+        LeaseSeconds),
     responses(
         (status = 200, description = "The message with its new lease", body = Message),
         (status = 410, description = "The lease expired (`lease_expired`)", body = ApiError),
@@ -350,9 +438,41 @@ pub async fn extend(
     path: LeasePath,
     params: Params,
 ) -> Result<Response> {
-    let lease = params.duration("lease", MAX_LEASE, false)?.map(millis);
+    let lease = new_lease_length(&params)?;
     let (info, id, body) = state.store.extend(&path.queue, &path.lease, lease).await?;
     Ok(MessageOut::new(id, &body, Some(info)).into_response())
+}
+
+/// `?seconds=` of the extend routes: the new lease length. Not `?lease=`, which the path of
+/// `.../leases/{lease}/extend` names already; `?lease=S`, which clients sent before, is
+/// accepted for it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct LeaseSeconds {
+    /// New lease length from now: seconds (30, 1.5) or 500ms, 30s, 2m; default the queue's
+    /// leaseSeconds; at most 12 h
+    seconds: Option<String>,
+}
+
+/// The new lease length of an extend ([`LeaseSeconds`]) in milliseconds; `None` for the
+/// queue's default.
+fn new_lease_length(params: &Params) -> Result<Option<u64>> {
+    let name = match (params.get("seconds"), params.get("lease")) {
+        (Some(_), Some(_)) => {
+            return Err(Error::param(
+                "seconds",
+                "give the new lease length once, as ?seconds= (or ?lease=)",
+            ));
+        }
+        (None, Some(_)) => "lease",
+        _ => "seconds",
+    };
+    let lease = params.duration(name, MAX_LEASE, false)?.map(millis);
+    if lease == Some(0) {
+        return Err(Error::param(name, "must be at least 1ms"));
+    }
+    Ok(lease)
 }
 
 /// The body of a batch lease route: a JSON array of lease ids.
@@ -388,7 +508,9 @@ fn status_of<T>(result: &Result<T>) -> (u16, Option<String>) {
     }
 }
 
-/// `POST /queues/{q}/ack`: a JSON array of lease ids; one outcome each.
+/// Ack many leased items
+///
+/// `POST /queues/{q}/ack`: a JSON array of lease ids; one outcome each, in order.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/ack", tag = "leases",
     params(QueuePath),
     request_body(content = Vec<String>, content_type = "application/json", description = "Lease ids"),
@@ -411,7 +533,11 @@ pub async fn ack_batch(
     }))
 }
 
-/// `POST /queues/{q}/nack?delay=S`: a JSON array of lease ids; one outcome each.
+/// Give many leased items back
+///
+/// `POST /queues/{q}/nack?delay=S`: a JSON array of lease ids; one outcome each, in order. The
+/// items go back to the front (after `delay`), their attempts counted; at `maxAttempts` to the
+/// dead letters.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/nack", tag = "leases",
     params(QueuePath,
         ("delay" = Option<String>, Query, description = "Ready again only after this long (at most 900 s); without it the items go to the front, in the order given")),
@@ -437,10 +563,12 @@ pub async fn nack_batch(
     }))
 }
 
-/// `POST /queues/{q}/extend?lease=S`: a JSON array of lease ids; each one's new end.
+/// Extend many leases
+///
+/// `POST /queues/{q}/extend?seconds=S`: a JSON array of lease ids; each one's new end, S from
+/// now (the queue's `leaseSeconds` by default). `?lease=S` is accepted for `?seconds=S`.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/extend", tag = "leases",
-    params(QueuePath,
-        ("lease" = Option<String>, Query, description = "New lease length from now (default: the queue's leaseSeconds; at most 12 h)")),
+    params(QueuePath, LeaseSeconds),
     request_body(content = Vec<String>, content_type = "application/json", description = "Lease ids"),
     responses(
         (status = 200, description = "One outcome per lease id, with the new expiresAt of each lease extended", body = ExtendResult),
@@ -452,10 +580,7 @@ pub async fn extend_batch(
     params: Params,
     body: Body,
 ) -> Result<Json<ExtendResult>> {
-    let lease = params.duration("lease", MAX_LEASE, false)?.map(millis);
-    if lease == Some(0) {
-        return Err(Error::param("lease", "must be at least 1ms"));
-    }
+    let lease = new_lease_length(&params)?;
     let leases = lease_ids(&state, body).await?;
     let results = state.store.extend_many(&name, &leases, lease).await?;
     let results: Vec<ExtendOutcome> = leases
@@ -478,8 +603,11 @@ pub async fn extend_batch(
     }))
 }
 
-/// `POST /queues/{q}/release`: a JSON array of lease ids of items never started; one outcome
-/// each.
+/// Release leased items never started
+///
+/// `POST /queues/{q}/release`: a JSON array of lease ids of items never started (a consumer's
+/// prefetch buffer when it stops); they go back to the front, their attempt not counted. One
+/// outcome each, in order.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/release", tag = "leases",
     params(QueuePath),
     request_body(content = Vec<String>, content_type = "application/json", description = "Lease ids"),
@@ -502,7 +630,9 @@ pub async fn release(
     }))
 }
 
-/// `GET /queues/{q}/dead?limit=N` (default 100).
+/// List dead letters
+///
+/// `GET /queues/{q}/dead?limit=N` (default 100): items that ran out of attempts, oldest first.
 #[utoipa::path(get, path = "/memq/server/queues/{queue}/dead", tag = "dead letters",
     params(QueuePath, ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most dead letters (default 100)")),
     responses((status = 200, description = "Dead letters, oldest first", body = DeadLetterList)))]
@@ -531,9 +661,12 @@ pub async fn dead_letters(
     }))
 }
 
-/// `POST /queues/{q}/dead/requeue`.
+/// Requeue dead letters
+///
+/// `POST /queues/{q}/dead/requeue`: every dead letter goes back to the ready items, at
+/// attempt 0.
 #[utoipa::path(post, path = "/memq/server/queues/{queue}/dead/requeue", tag = "dead letters",
-    params(QueuePath), responses((status = 200, description = "Dead letters moved back to ready", body = CountResult)))]
+    params(QueuePath), responses((status = 200, description = "Dead letters moved back to ready", body = RequeueResult)))]
 pub async fn requeue_dead(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -545,9 +678,11 @@ pub async fn requeue_dead(
     }))
 }
 
-/// `DELETE /queues/{q}/dead`.
+/// Purge dead letters
+///
+/// `DELETE /queues/{q}/dead`: every dead letter is removed.
 #[utoipa::path(delete, path = "/memq/server/queues/{queue}/dead", tag = "dead letters",
-    params(QueuePath), responses((status = 200, description = "Dead letters removed", body = CountResult)))]
+    params(QueuePath), responses((status = 200, description = "Dead letters removed", body = PurgeResult)))]
 pub async fn purge_dead(
     State(state): State<AppState>,
     QueueName(name): QueueName,
@@ -559,7 +694,10 @@ pub async fn purge_dead(
     }))
 }
 
-/// `GET /queues/{q}/messages?limit=N` (default 10): ready items, not leased.
+/// Peek at ready items
+///
+/// `GET /queues/{q}/messages?limit=N` (default 10): the next ready items, in hand-out order,
+/// neither leased nor removed.
 #[utoipa::path(get, path = "/memq/server/queues/{queue}/messages", tag = "items",
     params(QueuePath, ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most items (default 10)")),
     responses((status = 200, description = "Ready items in hand-out order, not leased", body = MessageList)))]
@@ -579,7 +717,10 @@ pub async fn peek(
     Ok(MessageListOut::new(messages).into_response())
 }
 
-/// `GET /queues/{q}/leases?limit=N` (default 100): the leases held now, oldest first.
+/// List leases
+///
+/// `GET /queues/{q}/leases?limit=N` (default 100): the leases held now, oldest first: who
+/// holds which item, since when, until when.
 #[utoipa::path(get, path = "/memq/server/queues/{queue}/leases", tag = "leases",
     params(QueuePath, ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most leases (default 100)")),
     responses((status = 200, description = "Running leases, oldest first: who holds which item, since when, until when", body = LeaseList)))]
@@ -642,7 +783,10 @@ fn item_info(found: FoundItem) -> ItemInfo {
     }
 }
 
-/// `GET /queues/{q}/items/{item}`: where an item is now.
+/// Find an item
+///
+/// `GET /queues/{q}/items/{item}`: where an item is now: ready (and how many are ahead),
+/// delayed, leased (by whom) or dead.
 #[utoipa::path(get, path = "/memq/server/queues/{queue}/items/{item}", tag = "items",
     params(QueuePath, ("item" = String, Path, description = "Item id (ULID), as the enqueue answered it")),
     responses(
@@ -657,7 +801,10 @@ pub async fn find_item(
     Ok(Json(item_info(found)))
 }
 
-/// `GET /queues/{q}/items?key=KEY`: where the item enqueued with a producer key is now.
+/// Find an item by its key
+///
+/// `GET /queues/{q}/items?key=KEY`: where the item enqueued with a producer key (`?id=`) is
+/// now.
 #[utoipa::path(get, path = "/memq/server/queues/{queue}/items", tag = "items",
     params(QueuePath, ("key" = String, Query, description = "The producer key (`?id=` of the enqueue)")),
     responses(

@@ -63,6 +63,8 @@ pub struct Rule {
     /// An administrative action, logged once per request with who asked and how it ended
     /// (the audit trail): its name.
     pub audit: Option<&'static str>,
+    /// Described in `/openapi.json`: a part of the API, not the files of the docs page.
+    pub documented: bool,
 }
 
 impl Rule {
@@ -82,6 +84,7 @@ impl Rule {
             direct: None,
             long_poll: false,
             audit: None,
+            documented: true,
         }
     }
 
@@ -106,6 +109,13 @@ impl Rule {
     const fn audit(self, action: &'static str) -> Self {
         Rule {
             audit: Some(action),
+            ..self
+        }
+    }
+
+    const fn undocumented(self) -> Self {
+        Rule {
+            documented: false,
             ..self
         }
     }
@@ -213,6 +223,7 @@ pub fn table() -> Table {
     .add(ADMIN.audit("queue.pause"), routes!(queues::pause))
     .add(ADMIN.audit("queue.resume"), routes!(queues::resume))
     .add(PRODUCE.direct(Direct::Enqueue), routes!(queues::enqueue))
+    .add(PRODUCE, routes!(queues::enqueue_batch))
     .add(
         CONSUME.direct(Direct::Dequeue).long_poll(),
         routes!(queues::dequeue),
@@ -245,8 +256,10 @@ pub fn table() -> Table {
     .add(OPEN, routes!(ops::readyz))
     .add(OPEN, routes!(ops::metrics))
     .add(OPEN, routes!(openapi::openapi_json))
-    .add(OPEN, routes!(docs::docs))
-    .add(OPEN, routes!(docs::docs_file))
+    // The docs page is how to read the description, not a part of it.
+    .add(OPEN.undocumented(), routes!(docs::docs))
+    .add(OPEN.undocumented(), routes!(docs::docs_slash))
+    .add(OPEN.undocumented(), routes!(docs::docs_file))
 }
 
 #[cfg(test)]
@@ -306,6 +319,7 @@ mod tests {
                 "GET /metrics",
                 "GET /openapi.json",
                 "GET /docs",
+                "GET /docs/",
                 "GET /docs/{file}",
             ]
         );

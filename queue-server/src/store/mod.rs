@@ -101,12 +101,38 @@ pub enum DequeueOutcome {
     },
 }
 
+tokio::task_local! {
+    /// The time the long poll of the request being served has spent waiting, when its caller
+    /// keeps count ([`timing_waits`]): `None` until a poll with a `wait` starts.
+    static WAITED: std::cell::Cell<Option<Duration>>;
+}
+
+/// Runs `request` and answers its output with the time its long polls spent waiting for an
+/// item (`None` when none with a `wait` ran), so that the request's own latency can be told
+/// from the idle wait its client asked for.
+///
+/// A combinator, not an `async` block that awaits `request`: that would hold the request's
+/// future twice, and a waiting long poll holds this one for as long as it waits.
+pub fn timing_waits<F: Future>(request: F) -> impl Future<Output = (F::Output, Option<Duration>)> {
+    use futures_util::FutureExt;
+    let timed = request.map(|output| (output, WAITED.with(std::cell::Cell::get)));
+    WAITED.scope(std::cell::Cell::new(None), timed)
+}
+
+/// Adds `waited` to the count of [`timing_waits`], if a caller keeps one.
+fn count_wait(waited: Duration) {
+    let _ = WAITED.try_with(|w| w.set(Some(w.get().unwrap_or_default() + waited)));
+}
+
 /// The long poll both stores run: `look` (given the time left of `wait`) and, while it finds
 /// nothing to hand out, wait for `notify`, the end of `wait` or `shutdown`, then look again.
-/// Ends early when, after a wake, the queue is finished (nothing ready, delayed or leased: the
-/// work this poll waited for was done elsewhere; a poll that starts on a finished queue still
-/// waits, for a producer that has not begun yet).
-/// While it waits, it counts itself in `waiting` (the `memq_long_polls_waiting` gauge).
+/// Ends early when the queue is finished (nothing ready, delayed or leased) after this poll saw
+/// work outstanding: the work it waited for was done elsewhere. A poll that starts on a finished
+/// queue waits, for a producer that has not begun yet, also when a wake comes first: a wake
+/// alone tells nothing (a `notify_one` whose item another consumer took leaves a permit that
+/// wakes the next poll at once).
+/// While it waits, it counts itself in `waiting` (the `memq_long_polls_waiting` gauge) and its
+/// time in [`timing_waits`].
 async fn long_poll<F, Fut>(
     notify: &tokio::sync::Notify,
     wait: Duration,
@@ -122,7 +148,8 @@ where
         return look(Duration::ZERO).await;
     }
     let until = tokio::time::Instant::now() + wait;
-    let mut woken = false;
+    count_wait(Duration::ZERO);
+    let mut saw_work = false;
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -141,33 +168,43 @@ where
         if matches!(
             outcome,
             DequeueOutcome::Items(_) | DequeueOutcome::Empty { paused: true, .. }
-        ) || (woken && finished)
+        ) || (saw_work && finished)
             || tokio::time::Instant::now() >= until
         {
             return Ok(outcome);
         }
+        saw_work |= !finished;
         let _counted = Waiting::start(waiting);
         tokio::select! {
-            _ = &mut notified => woken = true,
+            _ = &mut notified => {}
             _ = tokio::time::sleep_until(until) => {}
             _ = shutdown.cancelled() => return Ok(outcome),
         }
     }
 }
 
-/// One long poll in a waiting count, until dropped (also when its request goes away).
-struct Waiting<'a>(&'a std::sync::atomic::AtomicU64);
+/// One long poll in a waiting count, and its time in [`timing_waits`], until dropped (also
+/// when its request goes away or runs out of time).
+struct Waiting<'a> {
+    count: &'a std::sync::atomic::AtomicU64,
+    since: tokio::time::Instant,
+}
 
 impl<'a> Waiting<'a> {
     fn start(count: &'a std::sync::atomic::AtomicU64) -> Self {
         count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self(count)
+        Self {
+            count,
+            since: tokio::time::Instant::now(),
+        }
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.count
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        count_wait(self.since.elapsed());
     }
 }
 
@@ -267,7 +304,7 @@ pub(crate) fn apply_patch(
         config.max_attempts = max;
     }
     if let Some(max) = patch.max_depth {
-        config.max_depth = max;
+        config.max_depth = json_int("maxDepth", max)?;
     }
     if let Some(autoscale) = patch.autoscale {
         config.autoscale = autoscale.map(autoscale_config).transpose()?;
@@ -288,8 +325,20 @@ fn autoscale_config(a: memq::Autoscale) -> Result<Autoscale> {
     }
     Ok(Autoscale {
         max_parallelism: a.max_parallelism,
-        items_per_pod: a.items_per_pod,
+        items_per_pod: json_int("autoscale.itemsPerPod", a.items_per_pod)?,
     })
+}
+
+/// Refuses a count past the API's integers (int64, as `/openapi.json` describes them): clients
+/// in most languages hold no larger one.
+fn json_int(field: &str, n: u64) -> Result<u64> {
+    if n > i64::MAX as u64 {
+        return Err(Error::InvalidJson(format!(
+            "{field} must be at most {}",
+            i64::MAX
+        )));
+    }
+    Ok(n)
 }
 
 /// Runs `$body` with `$s` bound to the backend of `$store`.
@@ -513,5 +562,72 @@ impl Store {
             let memory = memory.clone();
             let _ = tokio::task::spawn_blocking(move || memory.close()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    fn empty() -> DequeueOutcome {
+        DequeueOutcome::Empty {
+            depth: 0,
+            inflight: 1,
+            delayed: 0,
+            paused: false,
+        }
+    }
+
+    /// A look that takes `work` and finds items when `found` says so.
+    async fn look(work: Duration, found: bool) -> Result<DequeueOutcome> {
+        tokio::time::sleep(work).await;
+        Ok(if found {
+            DequeueOutcome::Items(Vec::new())
+        } else {
+            empty()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_poll_counts_its_idle_wait_and_not_its_work() {
+        let (notify, shutdown, waiting) = (
+            tokio::sync::Notify::new(),
+            CancellationToken::new(),
+            AtomicU64::new(0),
+        );
+        let ms = Duration::from_millis;
+        // Nothing comes: the whole wait is idle, the look's 5 ms are not.
+        let poll = long_poll(&notify, ms(4000), &shutdown, &waiting, |_| {
+            look(ms(5), false)
+        });
+        let (outcome, waited) = timing_waits(poll).await;
+        assert!(matches!(outcome, Ok(DequeueOutcome::Empty { .. })));
+        assert_eq!(waited, Some(ms(3995)));
+        // Found at once: a long poll that did not wait.
+        let poll = long_poll(&notify, ms(4000), &shutdown, &waiting, |_| {
+            look(ms(5), true)
+        });
+        assert_eq!(timing_waits(poll).await.1, Some(Duration::ZERO));
+        // No `wait`: no long poll at all.
+        let poll = long_poll(&notify, Duration::ZERO, &shutdown, &waiting, |_| {
+            look(ms(5), false)
+        });
+        assert_eq!(timing_waits(poll).await.1, None);
+        // Woken after 2 s by an item: 2 s idle, then a second look finds it.
+        let mut looks = 0;
+        let poll = long_poll(&notify, ms(4000), &shutdown, &waiting, |_| {
+            looks += 1;
+            look(ms(5), looks > 1)
+        });
+        let wake = async {
+            tokio::time::sleep(ms(2005)).await;
+            notify.notify_waiters();
+        };
+        let ((outcome, waited), ()) = tokio::join!(timing_waits(poll), wake);
+        assert!(matches!(outcome, Ok(DequeueOutcome::Items(_))));
+        assert_eq!(waited, Some(ms(2000)));
+        assert_eq!(waiting.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }

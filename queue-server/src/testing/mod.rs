@@ -1,9 +1,11 @@
 //! Starting real servers for tests: [`TestServer`] serves on an ephemeral loopback port in
 //! this process and stops when asked (or when dropped); [`ServerProcess`] runs the binary;
 //! [`RedisServer`] and [`RedisCluster`] start Redis; [`TestCa`] makes certificates for HTTPS;
-//! [`golden`] writes and describes the golden sets of stored data.
+//! [`oci::OciImage`] reads a container image from its OCI archive; [`golden`] writes and
+//! describes the golden sets of stored data.
 
 pub mod golden;
+pub mod oci;
 mod redis;
 mod tls;
 

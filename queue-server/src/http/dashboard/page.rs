@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use utoipa::openapi::schema::Object;
 
 use crate::http::AppState;
 use crate::tokens::{Grant, Role};
@@ -54,6 +55,8 @@ fn auth_mode(state: &AppState) -> &'static str {
     }
 }
 
+/// The dashboard
+///
 /// `GET /`: the page, told how the server guards its API (`open`, `token`, `public-reads`) so
 /// it knows whether to ask for the token and whether it may offer changes, and whether it has a
 /// Job launcher (`on`, `off`), so that it asks for `/jobs` only when there is one.
@@ -82,6 +85,8 @@ pub async fn index(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The dashboard's session
+///
 /// `GET /dashboard/session`: changes nothing and needs a token whenever tokens are set (also
 /// with `--public-reads`), so the page checks a token with it before keeping it, and learns
 /// what the token may do (its role and queues) to offer only that.
@@ -116,21 +121,32 @@ pub async fn session(
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct Session {
-    /// Always `"session"`.
-    #[schema(pattern = "^session$")]
+    #[schema(schema_with = session_kind)]
     kind: String,
     /// `open` (no token), `token`, or `public-reads`.
-    #[schema(pattern = "^(open|token|public-reads)$")]
+    #[schema(schema_with = session_auth)]
     auth: String,
     /// The token's name (`the admin token` for `--token`), `null` when no token is needed.
     token: Option<String>,
     /// The token's role (`admin` when no token is needed).
-    #[schema(pattern = "^(reader|producer|consumer|admin)$")]
+    #[schema(schema_with = session_role)]
     role: String,
     /// The queues it covers, as a glob (`*` for all).
     queues: String,
     /// What it may do, on the queues it covers.
     may: SessionMay,
+}
+
+fn session_kind() -> Object {
+    memq::schema::constant("session")
+}
+
+fn session_auth() -> Object {
+    memq::schema::one_of(&["open", "token", "public-reads"])
+}
+
+fn session_role() -> Object {
+    memq::schema::one_of(&Role::ALL.map(Role::as_str))
 }
 
 /// What a token may do (`GET /dashboard/session`).
@@ -149,7 +165,9 @@ pub struct SessionMay {
     jobs: bool,
 }
 
-/// `GET /dashboard/app.js`.
+/// The dashboard's script
+///
+/// `GET /dashboard/app.js`: the page's code, without data.
 #[utoipa::path(get, path = "/dashboard/app.js", tag = "dashboard",
     responses((status = 200, description = "The page's script", body = String, content_type = "text/javascript; charset=utf-8")))]
 pub async fn app_js() -> Response {
@@ -160,7 +178,9 @@ pub async fn app_js() -> Response {
     .serve()
 }
 
-/// `GET /dashboard/app.css`.
+/// The dashboard's style
+///
+/// `GET /dashboard/app.css`: the page's style.
 #[utoipa::path(get, path = "/dashboard/app.css", tag = "dashboard",
     responses((status = 200, description = "The page's style", body = String, content_type = "text/css; charset=utf-8")))]
 pub async fn app_css() -> Response {
@@ -171,7 +191,9 @@ pub async fn app_css() -> Response {
     .serve()
 }
 
-/// `GET /dashboard/icon.svg`.
+/// The dashboard's icon
+///
+/// `GET /dashboard/icon.svg`: the page's icon.
 #[utoipa::path(get, path = "/dashboard/icon.svg", tag = "dashboard",
     responses((status = 200, description = "The page's icon", body = String, content_type = "image/svg+xml")))]
 pub async fn icon_svg() -> Response {

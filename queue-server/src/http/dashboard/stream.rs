@@ -25,6 +25,8 @@ use crate::tokens::{Grant, Tokens};
 /// How long a browser's `EventSource` waits before it reconnects.
 const RECONNECT_HINT: Duration = Duration::from_secs(2);
 
+/// Live figures
+///
 /// `GET /memq/server/stats/stream`: the latest snapshot at once, then each new one (or with
 /// `?changes=true` only what changed), until the client leaves or the server shuts down.
 #[utoipa::path(get, path = "/memq/server/stats/stream", tag = "dashboard",
@@ -124,8 +126,7 @@ fn covered_only(data: &str, grant: &Grant) -> String {
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryBody {
-    /// Always `"statsHistory"`.
-    #[schema(value_type = String, pattern = "^statsHistory$")]
+    #[schema(schema_with = history_kind)]
     kind: &'static str,
     /// Seconds between samples.
     interval_seconds: u64,
@@ -137,6 +138,12 @@ pub struct HistoryBody {
     queues: Vec<QueueSeries>,
 }
 
+fn history_kind() -> utoipa::openapi::schema::Object {
+    memq::schema::constant("statsHistory")
+}
+
+/// Recent figures
+///
 /// `GET /memq/server/stats/history?queue=NAME&seconds=N`: the last N seconds (default and most
 /// 900) of samples, of one queue or of all.
 #[utoipa::path(get, path = "/memq/server/stats/history", tag = "dashboard",
