@@ -91,6 +91,7 @@ pub async fn serve(
         let cancel = cancel.clone();
         tokio::task::spawn_blocking(move || store::Store::open(options, cancel)).await??
     };
+    store.check_version().await?;
     let jobs = kube::Jobs::start(&config).await?;
     let (dashboard, sampler) = dashboard::Dashboard::new(store.clone(), cancel.clone()).await;
     let (autoscale, autoscale_interval) = (config.autoscale, config.autoscale_interval);
