@@ -13,6 +13,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo install --locked --quiet "cargo-auditable@${CARGO_AUDITABLE_VERSION}"
 WORKDIR /src
 COPY . .
+# The commit the binaries' --version names: the tree here has no .git (scripts/image.sh passes
+# it; without it, "unknown").
+ARG REVISION=""
 # Cache mounts keep the crate registry and target/ between builds, so a source change
 # recompiles only the workspace crates, not every dependency. target/ being a cache mount,
 # the binaries are copied out of it in the same step. Without debug line tables and stripped:
@@ -21,6 +24,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols \
+    MEMQ_GIT_COMMIT="${REVISION}" \
     cargo auditable build --release --locked -p queue-server -p producer -p consumer \
     && mkdir -p /out \
     && cp target/release/queue-server target/release/producer target/release/consumer /out/

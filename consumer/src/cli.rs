@@ -135,7 +135,7 @@ fn parse_wait(text: &str) -> Result<Duration, String> {
 /// for longer than --give-up-after, 2 usage, 143 interrupted by SIGTERM/SIGINT (items held were
 /// given back), so a Kubernetes Job replaces an interrupted pod instead of counting it done.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about, long_about)]
+#[command(version = memq::version::VERSION, about, long_about)]
 pub struct Args {
     /// Queue server URL, ending in /memq/server.
     #[arg(long, env = "MEMQ_SERVER", default_value = memq::DEFAULT_SERVER)]

@@ -12,7 +12,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use self::redis::{RedisOptions, RedisStore};
+pub use self::redis::{
+    LAYOUT as REDIS_LAYOUT, OLDEST_LAYOUT as OLDEST_REDIS_LAYOUT, RedisOptions, RedisStore,
+};
 pub use clock::{Clock, rfc3339_ms};
 use journal::FsyncMode;
 pub use memory::MemoryStore;
@@ -369,6 +371,15 @@ impl Store {
             )?));
         }
         Ok(Store::Memory(MemoryStore::open(options, shutdown)?))
+    }
+
+    /// Before serving: the stored data's version, where it is not read at open (the Redis key
+    /// layout: a newer one stops the start).
+    pub async fn check_version(&self) -> anyhow::Result<()> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(s) => s.claim_layout().await,
+        }
     }
 
     /// `PUT /queues/{q}`: true when created.
