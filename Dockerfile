@@ -13,18 +13,22 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo install --locked --quiet "cargo-auditable@${CARGO_AUDITABLE_VERSION}"
 WORKDIR /src
 COPY . .
+# The commit the binaries' --version names: the tree here has no .git (scripts/image.sh passes
+# it; without it, "unknown").
+ARG REVISION=""
 # Cache mounts keep the crate registry and target/ between builds, so a source change
 # recompiles only the workspace crates, not every dependency. target/ being a cache mount,
 # the binaries are copied out of it in the same step. cargo tells a changed workspace crate by
-# its files' times, and COPY keeps the context's: a tree older than the cache's last build (another
-# checkout, an older commit) would pass for built, so the sources are marked new first (this step
-# runs only when the context changed). Without debug line tables and stripped: the image
-# carries no symbols (backtraces show addresses only).
+# its files' times, and COPY keeps the context's: a tree older than the cache's last build
+# (another checkout, an older commit) would pass for built, so the sources are marked new first
+# (this step runs only when the context or the revision changed). Without debug line tables and
+# stripped: the image carries no symbols (backtraces show addresses only).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     find . -path ./target -prune -o -type f -exec touch {} + \
     && CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols \
+    MEMQ_GIT_COMMIT="${REVISION}" \
     cargo auditable build --release --locked -p queue-server -p producer -p consumer \
     && mkdir -p /out \
     && cp target/release/queue-server target/release/producer target/release/consumer /out/

@@ -160,6 +160,8 @@ node_settings() {
     COREDNS_BIN=$NODE_CACHE/coredns-$COREDNS_VERSION/bin/coredns
     PAUSE_IMAGE=localhost/memq-pause:$PAUSE_VERSION
     PAUSE_ARCHIVE=$NODE_CACHE/pause-$PAUSE_VERSION/pause.oci.tar
+    REDIS_IMAGE=localhost/memq-redis:bookworm
+    REDIS_ARCHIVE=$NODE_CACHE/redis-bookworm/redis.oci.tar
     NODE_NAME=memq-node
     NODE_NETNS=memq-node
     NODE_VETH_HOST=memq-host

@@ -4,7 +4,10 @@
 # inside a copy of containerd's own module (its go.mod has exclude directives, so
 # `go install ...@version` refuses it); CoreDNS with only the plugins the node's DNS uses
 # (scripts/kube/coredns); the pod sandbox ("pause") image, Kubernetes' own pause.c of the pinned
-# release compiled statically and packed as an OCI archive with buildah. Each is built once into
+# release compiled statically and packed as an OCI archive with buildah; and the Redis image the
+# redis overlay runs here (localhost/memq-redis:bookworm): Debian bookworm's redis-server, made as
+# scripts/image.sh makes its base images (mmdebstrap, then only the packages' own files by
+# scripts/image/rootfs.py: no shell, no package manager). Each is built once into
 # $MEMQ_NODE_CACHE (default ~/.cache/memq-rs/node) and reused.
 # Prints nothing on stdout; progress on stderr.
 set -euo pipefail
@@ -17,7 +20,7 @@ node_settings
 say() { printf '[node-build] %s\n' "$*" >&2; }
 die() { printf '[node-build] ERROR %s\n' "$*" >&2; exit 1; }
 
-for tool in go gcc buildah python3; do
+for tool in go gcc buildah mmdebstrap python3; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found on PATH; scripts/node-up.sh installs it, or install it and run this again"
 done
 
@@ -93,5 +96,40 @@ if [ ! -f "$PAUSE_ARCHIVE" ]; then
     buildah "${store[@]}" commit --quiet --format oci --rm "$container" \
         "oci-archive:$PAUSE_ARCHIVE.tmp:$PAUSE_IMAGE" >/dev/null
     mv "$PAUSE_ARCHIVE.tmp" "$PAUSE_ARCHIVE"
+    rm -rf "$work"
     say "built $PAUSE_IMAGE in $((SECONDS - started))s -> $PAUSE_ARCHIVE"
+fi
+
+# ---- the Redis image -----------------------------------------------------------------------
+if [ ! -f "$REDIS_ARCHIVE" ]; then
+    started=$SECONDS
+    say "building $REDIS_IMAGE from Debian bookworm's redis-server (mmdebstrap: a minute or two, from deb.debian.org)"
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    mmdebstrap --mode=root --variant=apt --include=redis-server --quiet bookworm "$work/staging" \
+        "deb http://deb.debian.org/debian bookworm main" \
+        "deb http://deb.debian.org/debian-security bookworm-security main" >&2 ||
+        die "mmdebstrap failed (above); it needs deb.debian.org"
+    # The server and redis-cli (the manifest's readiness probe) with what they link to; not
+    # what only maintainer scripts use.
+    python3 "$ROOT/scripts/image/rootfs.py" "$work/staging" "$work/root" redis-server \
+        --depends --exclude adduser debconf lsb-base init-system-helpers >/dev/null
+    printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'redis:x:999:999:redis:/data:/sbin/nologin' \
+        >"$work/root/etc/passwd"
+    printf '%s\n' 'root:x:0:' 'redis:x:999:' >"$work/root/etc/group"
+    install -d -m 0755 -o 999 -g 999 "$work/root/data"
+    store=(--root "$NODE_CACHE/buildah/root" --runroot "$NODE_CACHE/buildah/runroot" --storage-driver vfs)
+    container=$(buildah "${store[@]}" from scratch)
+    mount=$(buildah "${store[@]}" mount "$container")
+    cp -a "$work/root/." "$mount/"
+    buildah "${store[@]}" umount "$container" >/dev/null
+    buildah "${store[@]}" config --env PATH=/usr/local/bin:/usr/bin:/bin --user 999:999 \
+        --workingdir /data --entrypoint '["redis-server"]' --port 6379 \
+        --label org.opencontainers.image.title=memq-redis "$container"
+    mkdir -p "$(dirname "$REDIS_ARCHIVE")"
+    buildah "${store[@]}" commit --quiet --format oci --rm "$container" \
+        "oci-archive:$REDIS_ARCHIVE.tmp:$REDIS_IMAGE" >/dev/null
+    mv "$REDIS_ARCHIVE.tmp" "$REDIS_ARCHIVE"
+    rm -rf "$work"
+    say "built $REDIS_IMAGE in $((SECONDS - started))s -> $REDIS_ARCHIVE"
 fi

@@ -25,7 +25,7 @@
 #   scripts/node-up.sh            start (or reuse) the node of $MEMQ_KUBE_RUN's control plane
 #   scripts/node-up.sh --check    only whether this machine can run it: one line and exit 1 if not
 # Needs root. Installs its Debian packages (runc, containernetworking-plugins, iptables,
-# conntrack, nftables, buildah) when missing; builds what scripts/node-build.sh builds.
+# conntrack, nftables, buildah, mmdebstrap) when missing; builds what scripts/node-build.sh builds.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,7 +52,7 @@ check() {
 check
 [ "${1:-}" != --check ] || exit 0
 
-PACKAGES=(runc containernetworking-plugins iptables conntrack nftables buildah gcc libc6-dev iproute2 util-linux)
+PACKAGES=(runc containernetworking-plugins iptables conntrack nftables buildah mmdebstrap gcc libc6-dev iproute2 util-linux)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
@@ -73,13 +73,13 @@ CONTAINERD_BIN=$NODE_CACHE/containerd-$CONTAINERD_VERSION/bin
 # The image the manifests name (memq-rs:VERSION), built by scripts/image.sh unless it is up to
 # date; imported below under the name the kubelet asks for, so that no pod ever pulls it.
 IMAGE=memq-rs:$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)
-IMAGE_ARCHIVE=
-if [ -x "$ROOT/scripts/image.sh" ]; then
+if [ -n "${MEMQ_TEST_IMAGE:-}" ] && [ -f "$MEMQ_TEST_IMAGE" ]; then
+    # scripts/test.sh has just built it.
+    IMAGE_ARCHIVE=$MEMQ_TEST_IMAGE
+else
     say "the $IMAGE image (scripts/image.sh)"
     IMAGE_ARCHIVE=$("$ROOT/scripts/image.sh" | tail -n1) && [ -f "$IMAGE_ARCHIVE" ] ||
         die "scripts/image.sh did not build the image (why: above)"
-else
-    say "no scripts/image.sh in this tree: the node runs without the $IMAGE image"
 fi
 kube() { "$KUBECTL" --kubeconfig "$ADMIN" "$@"; }
 
@@ -436,12 +436,11 @@ import_image() {
     ctr images label "$name" io.cri-containerd.pinned=pinned >/dev/null
 }
 import_image "$PAUSE_ARCHIVE" "$PAUSE_IMAGE"
-say "imported $PAUSE_IMAGE (the pod sandbox)"
-if [ -n "$IMAGE_ARCHIVE" ]; then
-    # A pod's `image: memq-rs:0.1.0` is docker.io/library/memq-rs:0.1.0 to the kubelet.
-    import_image "$IMAGE_ARCHIVE" "docker.io/library/$IMAGE"
-    say "imported $IMAGE from $IMAGE_ARCHIVE"
-fi
+import_image "$REDIS_ARCHIVE" "$REDIS_IMAGE"
+say "imported $PAUSE_IMAGE (the pod sandbox) and $REDIS_IMAGE (for manifests/redis)"
+# A pod's `image: memq-rs:0.1.0` is docker.io/library/memq-rs:0.1.0 to the kubelet.
+import_image "$IMAGE_ARCHIVE" "docker.io/library/$IMAGE"
+say "imported $IMAGE from $IMAGE_ARCHIVE"
 
 say "starting the kubelet ($KUBE_VERSION) as node $NODE_NAME ($NODE_IP)"
 start kubelet netns "$BIN/kubelet" \

@@ -38,6 +38,12 @@ else
     echo "==> redis-server $version on $REDIS_URL"
 fi
 
+# The previous release's server, for the rolling-upgrade test (tests/redis_replicas.rs): built
+# from this repository's history once, then taken from ~/.cache/memq-rs/releases.
+MEMQ_TEST_PREVIOUS_SERVER=$(scripts/previous-release.sh)
+export MEMQ_TEST_PREVIOUS_SERVER
+echo "==> previous release: $MEMQ_TEST_PREVIOUS_SERVER"
+
 # Long-poll tests hold a thousand connections on each side of the loopback.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

@@ -25,6 +25,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     step "install cargo-nextest" cargo install --locked cargo-nextest
 fi
+# The consumer's tests run the shell and jq workers of docs/consumer.md.
+if ! command -v jq >/dev/null 2>&1; then
+    step "install jq" install_debian --no-install-recommends jq
+fi
 # The Redis partition test (tests/redis_partition.rs) makes network namespaces with `ip`.
 if ! command -v ip >/dev/null 2>&1; then
     step "install iproute2" install_debian --no-install-recommends iproute2
@@ -61,9 +65,10 @@ image_build() {
     echo "MEMQ_TEST_IMAGE=$MEMQ_TEST_IMAGE"
 }
 step "container image (scripts/image.sh)" image_build
-# A real Kubernetes control plane with its real node (kubelet, containerd, kube-proxy, CoreDNS)
-# for the browser test and tests/real_kube.rs, in a state directory of its own (so a control
-# plane someone runs by hand is left alone), stopped with its node when this script exits. The first run builds them from
+# A real Kubernetes control plane with its real node (kubelet, containerd, kube-proxy, CoreDNS;
+# the memq-rs image just built imported) for the browser test, tests/real_kube.rs and
+# tests/real_node.rs, in a state directory of its own (so a control plane someone runs by hand
+# is left alone), stopped with its node when this script exits. The first run builds them from
 # Go modules (about 10 minutes); later runs reuse the binaries. A node running for another
 # control plane on this machine is waited for up to 15 minutes.
 export MEMQ_KUBE_RUN=${MEMQ_TEST_KUBE_RUN:-$HOME/.cache/memq-rs/kube/test-run}

@@ -88,6 +88,27 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     memq::duration::parse_duration(text)
 }
 
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let d = memq::duration::parse_duration(text)?;
+    if d.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(d)
+}
+
+fn parse_prefetch(text: &str) -> Result<u32, String> {
+    let n: u32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    let max = memq::limits::MAX_DEQUEUE;
+    if n > max {
+        return Err(format!(
+            "the server leases at most {max} items per request (?max=); prefetch at most {max}"
+        ));
+    }
+    Ok(n)
+}
+
 fn parse_lease(text: &str) -> Result<Duration, String> {
     let d = memq::duration::parse_duration(text)?;
     if d < Duration::from_millis(100) {
@@ -114,7 +135,7 @@ fn parse_wait(text: &str) -> Result<Duration, String> {
 /// for longer than --give-up-after, 2 usage, 143 interrupted by SIGTERM/SIGINT (items held were
 /// given back), so a Kubernetes Job replaces an interrupted pod instead of counting it done.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about, long_about)]
+#[command(version = memq::version::VERSION, about, long_about)]
 pub struct Args {
     /// Queue server URL, ending in /memq/server.
     #[arg(long, env = "MEMQ_SERVER", default_value = memq::DEFAULT_SERVER)]
@@ -136,14 +157,40 @@ pub struct Args {
     /// Built-in work per item: keygen (prints a key derived from the item), keygen=ROUNDS,
     /// sleep=DURATION, noop.
     #[arg(long, env = "MEMQ_WORK", value_parser = parse_work, default_value = "keygen",
-          conflicts_with = "exec")]
+          conflicts_with_all = ["exec", "worker"])]
     pub work: BuiltinWork,
 
     /// Run CMD [ARGS...] per item, with the body on stdin and MEMQ_MESSAGE_ID, MEMQ_QUEUE,
     /// MEMQ_ATTEMPT in its environment; exit 0 acks, anything else nacks. Must come last: the
     /// rest of the command line is the command.
-    #[arg(long, value_name = "CMD", num_args = 1.., allow_hyphen_values = true)]
+    #[arg(long, value_name = "CMD", num_args = 1.., allow_hyphen_values = true,
+          conflicts_with = "worker")]
     pub exec: Option<Vec<String>>,
+
+    /// Start CMD [ARGS...] once per slot and keep it running: items go to its stdin as JSON
+    /// lines ({"id","body","attempt","queue","lease"}), it answers one JSON line per item on
+    /// stdout ({"id","ok":true} or {"id","ok":false,"retryAfter":"30s","error":"..."}) in any
+    /// order. Must come last: the rest of the command line is the command.
+    #[arg(long, value_name = "CMD", num_args = 1.., allow_hyphen_values = true)]
+    pub worker: Option<Vec<String>>,
+
+    /// With --worker: items one worker process holds at once (sent before its answers come
+    /// back; it may work on them together and answer in any order).
+    #[arg(long, env = "MEMQ_WORKER_ITEMS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub worker_items: u32,
+
+    /// An item not done in this long is given up: its work is stopped (a --worker process is
+    /// restarted) and the item nacked for a retry. Default: no limit.
+    #[arg(long, env = "MEMQ_ITEM_TIMEOUT", value_parser = parse_positive_duration)]
+    pub item_timeout: Option<Duration>,
+
+    /// Lease up to this many items beyond those being worked on, so that a slot that finishes
+    /// finds its next item at hand; one request leases what fills the free slots and this
+    /// buffer (at most 1000), and it is refilled once half of it is used. 0: lease only for
+    /// free slots, so that a pod holds no item it cannot start at once.
+    #[arg(long, env = "MEMQ_PREFETCH", default_value_t = 0, value_parser = parse_prefetch)]
+    pub prefetch: u32,
 
     /// Lease each item for this long; the lease is extended every third of it while work runs.
     #[arg(long, env = "MEMQ_LEASE", default_value = "30s", value_parser = parse_lease)]

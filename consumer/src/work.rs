@@ -45,7 +45,23 @@ pub enum Outcome {
     /// Done: ack.
     Done,
     /// Failed: nack, so it is retried (and dead-lettered after maxAttempts).
-    Failed(String),
+    Failed {
+        /// What went wrong, for the log.
+        reason: String,
+        /// When to try again, if the work said (a `--worker`'s `retryAfter`); else the
+        /// consumer's `--retry-delay` backoff.
+        retry_after: Option<std::time::Duration>,
+    },
+}
+
+impl Outcome {
+    /// A failure that leaves the retry's delay to the consumer.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
 }
 
 /// Finds `program` the way a shell would: as given when it has a slash, else on PATH. Done once
@@ -106,7 +122,7 @@ async fn exec(program: &Path, args: &[String], job: &Job<'_>) -> Outcome {
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
-        Err(err) => return Outcome::Failed(format!("cannot start {}: {err}", program.display())),
+        Err(err) => return Outcome::failed(format!("cannot start {}: {err}", program.display())),
     };
     let stdin = child.stdin.take();
     let feed = async move {
@@ -118,8 +134,8 @@ async fn exec(program: &Path, args: &[String], job: &Job<'_>) -> Outcome {
     let (_, status) = tokio::join!(feed, child.wait());
     match status {
         Ok(status) if status.success() => Outcome::Done,
-        Ok(status) => Outcome::Failed(format!("command {status}")),
-        Err(err) => Outcome::Failed(format!("waiting for the command: {err}")),
+        Ok(status) => Outcome::failed(format!("command {status}")),
+        Err(err) => Outcome::failed(format!("waiting for the command: {err}")),
     }
 }
 
@@ -145,8 +161,8 @@ async fn keygen(job: &Job<'_>, rounds: u32) -> Outcome {
             let _ = writeln!(out, "{}: key {hex} ({} rounds)", job.body, rounds);
             Outcome::Done
         }
-        Ok(None) => Outcome::Failed("stopped".into()),
-        Err(err) => Outcome::Failed(format!("keygen task failed: {err}")),
+        Ok(None) => Outcome::failed("stopped"),
+        Err(err) => Outcome::failed(format!("keygen task failed: {err}")),
     }
 }
 
@@ -218,7 +234,7 @@ mod tests {
         assert_eq!(work.perform(&job("hello")).await, Outcome::Done);
         assert!(matches!(
             work.perform(&job("other")).await,
-            Outcome::Failed(_)
+            Outcome::Failed { .. }
         ));
         // A command that does not read its input still works.
         let ignore = Work::Exec {

@@ -1,369 +1,444 @@
-//! One work slot: take an item (long poll, leased), work on it while a heartbeat keeps the lease
-//! alive, ack or nack it, and decide from empty answers whether the queue is finished.
-//! `--concurrency N` runs N of these loops over one shared [`Slots`].
+//! `--worker CMD`: a long-lived process per slot, in any language, speaking JSON lines.
+//!
+//! The consumer writes one line per item to the worker's stdin,
+//! `{"id":ITEM,"body":TEXT,"attempt":N,"queue":Q,"lease":LEASE}` (the body as JSON text:
+//! items are UTF-8 text by the API's rule; `lease` is null for a kuard dequeue), and reads one
+//! line per item from its stdout, `{"id":ITEM,"ok":true}` or
+//! `{"id":ITEM,"ok":false,"retryAfter":"30s","error":"why"}`, in any order: a worker may hold up
+//! to `--worker-items` items at once. Its stderr is the consumer's.
+//!
+//! A worker that exits, writes a line that is not such an answer (not JSON, an id it does not
+//! hold, an item answered twice, a line over [`MAX_ANSWER_BYTES`]) or does not answer within
+//! `--item-timeout` is stopped and started again with backoff; the items it held are nacked
+//! for a retry, never acked. Leasing, prefetch, batched acks and lease extension are the
+//! consumer's, below this module, as for `--work` and `--exec`.
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
-use memq::{DequeueOptions, Dequeued, Message};
+use memq::Message;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{info, warn};
 
-use crate::cli::Until;
-use crate::retry::{Backoff, RetryError, retry, retry_with};
-use crate::work::{Job, Outcome, Work};
+use crate::Shared;
+use crate::retry::Backoff;
+use crate::work::Outcome;
 
-/// Longest delay before a failed item comes back.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
-/// Pause between polls when the server answers "empty" at once (paused queue, no long poll).
-const IDLE_PAUSE: Duration = Duration::from_millis(500);
-/// Longest poll while other consumers hold the queue's last items: an ack wakes no poller, so
-/// this bounds how long after the last ack a consumer notices the queue is finished.
-const FINISH_POLL: Duration = Duration::from_secs(1);
-/// How long a stopping slot still listens for the answer to its dequeue.
-const LATE_ANSWER: Duration = Duration::from_millis(300);
+/// Longest answer line read from a worker; a longer one is a protocol error (an answer is
+/// a few dozen bytes, its `error` text included; this is the server's default item size).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// How long a worker whose input was closed may take to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// A worker that served this long without failing starts from the shortest backoff again.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
-/// Running totals of one consumer.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Items whose work succeeded and whose ack went through.
-    pub done: AtomicU64,
-    /// Items whose work failed (nacked for a later retry).
-    pub failed: AtomicU64,
-    /// Items given back unfinished at shutdown.
-    pub returned: AtomicU64,
-    /// Items done whose ack did not go through (the lease had expired): they will be redone.
-    pub lost: AtomicU64,
+/// The command of `--worker`.
+#[derive(Debug, Clone)]
+pub struct Command {
+    /// The program, resolved on PATH at start.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Items one process holds at once (`--worker-items`).
+    pub items: usize,
 }
 
-/// What all slots of one consumer share.
+/// One item as the worker reads it.
+#[derive(Debug, Serialize)]
+struct ItemLine<'a> {
+    id: &'a str,
+    body: &'a str,
+    attempt: u32,
+    queue: &'a str,
+    lease: Option<&'a str>,
+}
+
+/// One answer as the worker writes it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    id: String,
+    ok: bool,
+    #[serde(default)]
+    retry_after: Option<RetryAfter>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// `retryAfter`: seconds, or a duration as the flags take it (`30s`, `1m30s`, `1.5`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RetryAfter {
+    Seconds(f64),
+    Text(String),
+}
+
+impl RetryAfter {
+    fn duration(&self) -> Result<Duration, String> {
+        match self {
+            RetryAfter::Seconds(s) => Duration::try_from_secs_f64(*s).map_err(|e| e.to_string()),
+            RetryAfter::Text(t) => memq::duration::parse_duration(t),
+        }
+    }
+}
+
+/// Why a worker process stopped serving.
 #[derive(Debug)]
-pub struct Slots {
-    /// The server.
-    pub client: memq::Client,
-    /// The queue.
-    pub queue: String,
-    /// The work per item.
-    pub work: Work,
-    /// Lease length; None for kuard's plain dequeue.
-    pub lease: Option<Duration>,
-    /// Long-poll time; None for kuard.
-    pub wait: Option<Duration>,
-    /// When to stop by itself.
-    pub until: Until,
-    /// Stop after this many items.
-    pub max_items: Option<u64>,
-    /// Give up on a failing server after this long.
-    pub give_up_after: Duration,
-    /// First delay of a failed item's retry.
-    pub retry_delay: Duration,
-    /// Cancelled by SIGTERM/SIGINT.
-    pub shutdown: CancellationToken,
-    /// Cancelled when no new items should be taken (finished, limit, signal, fatal error).
-    pub stop: CancellationToken,
-    /// Cancelled when held items must be given back now (grace over, fatal error).
-    pub abandon: CancellationToken,
-    /// Totals.
-    pub counters: Counters,
-    /// Items taken so far (for --max-items).
-    pub taken: AtomicU64,
-    /// Whether "waiting for a producer" was logged already.
-    pub told_waiting: AtomicBool,
+enum End {
+    /// No more items: its input is closed and it answered everything.
+    Finished,
+    /// Stopped unfinished (after `--grace`, a fatal error): its items go back.
+    Abandoned,
+    /// It broke the protocol, exited, or did not answer in time: restart it.
+    Failed(String),
 }
 
-/// How a slot decided to stop taking items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
-    Continue,
-    Stop,
+/// An item a worker holds.
+#[derive(Debug)]
+struct Pending {
+    message: Message,
+    sent: Instant,
 }
 
-impl Slots {
-    /// Reserves one item of `--max-items`; false when the limit is reached.
-    fn reserve(&self) -> bool {
-        match self.max_items {
-            None => true,
-            Some(max) => self.taken.fetch_add(1, Ordering::SeqCst) < max,
-        }
-    }
-
-    fn unreserve(&self) {
-        if self.max_items.is_some() {
-            self.taken.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    async fn dequeue(&self, wait: Option<Duration>) -> Result<Dequeued, RetryError> {
-        let opts = DequeueOptions {
-            lease: self.lease,
-            lease_default: false,
-            wait,
-            max: None,
-        };
-        // A queue that does not exist yet is worth waiting for: the consumer Job may well start
-        // before the producer has created it.
-        let transient = |e: &memq::Error| e.is_retryable() || e.code() == Some("queue_not_found");
-        retry_with(
-            "dequeue",
-            self.give_up_after,
-            Backoff::default(),
-            transient,
-            || self.client.dequeue(&self.queue, &opts),
-        )
-        .await
-    }
-
-    /// Takes and works items until told to stop; Err only when the server failed for too long
-    /// or refused us.
-    pub async fn run_slot(&self) -> Result<(), RetryError> {
-        // Ask without waiting first: while items flow that costs nothing extra, and on a
-        // finished queue the answer is immediate. Only after an empty answer that does not end
-        // the run do we long-poll.
-        let mut long_poll: Option<Duration> = None;
+impl Shared {
+    /// Runs worker processes for slot `slot` until no items are left, restarting one that
+    /// fails.
+    pub async fn run_worker(&self, command: &Command, slot: usize) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
-            if self.stop.is_cancelled() {
-                return Ok(());
-            }
-            if !self.reserve() {
-                // Not `stop`: a slot still polling holds a reservation of its own and should
-                // get its item.
-                info!(queue = %self.queue, "reached --max-items; this slot stops");
-                return Ok(());
-            }
-            let asked = Instant::now();
-            let wait = long_poll.take();
-            let dequeue = self.dequeue(wait);
-            tokio::pin!(dequeue);
-            let answer = tokio::select! {
-                biased;
-                answer = &mut dequeue => answer?,
-                _ = self.stop.cancelled() => {
-                    self.unreserve();
-                    // An answer may already be on its way with an item leased to us: give it a
-                    // moment, and hand such an item straight back rather than let it sit out
-                    // its lease. (An idle long poll is then simply dropped.)
-                    if let Ok(Ok(Dequeued::Messages(late))) = tokio::time::timeout(LATE_ANSWER, dequeue).await {
-                        for message in late {
-                            self.give_back(message).await;
-                        }
-                    }
-                    return Ok(());
-                }
-            };
-            match answer {
-                Dequeued::Messages(messages) => {
-                    for message in messages {
-                        self.handle(message).await;
-                    }
-                }
-                Dequeued::Empty {
-                    depth,
-                    inflight,
-                    paused,
-                    ..
-                } => {
-                    self.unreserve();
-                    if self.on_empty(depth, inflight, paused).await == Next::Stop {
-                        self.stop.cancel();
-                        return Ok(());
-                    }
-                    let configured = self.wait.unwrap_or_default();
-                    let asked_wait = wait.unwrap_or_default();
-                    let probe = asked_wait.is_zero() && !configured.is_zero();
-                    // The server answered at once instead of holding the poll (paused queue,
-                    // `--wait 0`): don't spin.
-                    if !probe && asked.elapsed() < asked_wait / 2 + Duration::from_millis(50) {
-                        tokio::select! {
-                            _ = self.stop.cancelled() => {}
-                            _ = tokio::time::sleep(IDLE_PAUSE) => {}
-                        }
-                    }
-                    // An ack does not wake long polls, so while others hold the last items a
-                    // shorter poll notices promptly that they finished.
-                    long_poll = (!configured.is_zero()).then(|| {
-                        if inflight > 0 && self.until == Until::Finished {
-                            configured.min(FINISH_POLL)
-                        } else {
-                            configured
-                        }
-                    });
-                }
-            }
-        }
-    }
-
-    async fn on_empty(&self, depth: u64, inflight: u64, paused: bool) -> Next {
-        match self.until {
-            Until::Empty => {
-                info!(queue = %self.queue, depth, inflight, "queue empty; stopping (--until empty)");
-                Next::Stop
-            }
-            Until::Forever => Next::Continue,
-            Until::Finished if depth == 0 && inflight == 0 && !paused => {
-                self.confirm_finished().await
-            }
-            Until::Finished => {
-                debug!(queue = %self.queue, depth, inflight, paused, "nothing ready; others hold leases, polling on");
-                Next::Continue
-            }
-        }
-    }
-
-    /// The 204's headers count ready and leased items but not delayed ones (nacked with a
-    /// delay, or enqueued with one); those still have to be worked, so ask for the full count.
-    async fn confirm_finished(&self) -> Next {
-        match self.client.queue(&self.queue).await {
-            // Never had an item: not finished but not started. Consumers of a Job may start
-            // before the producer's first batch, and must not complete the Job with no work done.
-            Ok(q) if q.enqueued == 0 => {
-                if !self.told_waiting.swap(true, Ordering::Relaxed) {
-                    info!(queue = %self.queue, "queue has had no items yet; waiting for a producer (--until empty would stop here)");
-                }
-                Next::Continue
-            }
-            Ok(q) if q.depth == 0 && q.inflight == 0 && q.delayed == 0 => {
-                info!(queue = %self.queue, acked = q.acked, dead = q.dead, "queue finished; stopping");
-                Next::Stop
-            }
-            Ok(q) => {
-                debug!(queue = %self.queue, depth = q.depth, inflight = q.inflight, delayed = q.delayed, "not finished yet");
-                Next::Continue
-            }
-            // The next dequeue retries and reports an outage; no decision on a failed read.
-            Err(err) if err.is_retryable() => Next::Continue,
-            Err(err) => {
-                // A server without the queue object route (kuard-like): the 204 is all we have.
-                debug!(queue = %self.queue, error = %err, "cannot read the queue; trusting the empty answer");
-                Next::Stop
-            }
-        }
-    }
-
-    async fn handle(&self, message: Message) {
-        let attempt = message.lease.as_ref().map_or(1, |l| l.attempt);
-        let lease_id = message.lease.as_ref().map(|l| l.id.clone());
-        let span = info_span!("item", id = %message.id, attempt);
-        async {
-            let job = Job { id: &message.id, body: &message.body, queue: &self.queue, attempt };
             let started = Instant::now();
-            let outcome = tokio::select! {
-                biased;
-                outcome = self.work.perform(&job) => Some(outcome),
-                _ = self.abandon.cancelled() => None,
-                never = self.keep_alive(lease_id.as_deref()) => match never {},
+            let end = match spawn(command, &self.queue, slot) {
+                Ok(process) => self.serve(command, process, slot).await,
+                Err(reason) => End::Failed(reason),
             };
-            let took_ms = started.elapsed().as_millis() as u64;
-            match (outcome, lease_id) {
-                (Some(Outcome::Done), Some(lease)) => self.ack(&lease, took_ms).await,
-                (Some(Outcome::Done), None) => {
-                    self.counters.done.fetch_add(1, Ordering::Relaxed);
-                    debug!(took_ms, "done");
+            match end {
+                End::Finished | End::Abandoned => return,
+                End::Failed(reason) => {
+                    if started.elapsed() >= HEALTHY_AFTER {
+                        backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+                    }
+                    let delay = backoff.next_delay();
+                    warn!(slot, %reason, restart_in_ms = delay.as_millis() as u64, "worker failed; its items go back for a retry");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.abandon.cancelled() => return,
+                    }
+                    if self.buffer_done() {
+                        return;
+                    }
                 }
-                // Ctrl-C reaches the whole process group, so the command may have died of the
-                // very signal that stops us: give the item back without spending an attempt's
-                // backoff on it.
-                (Some(Outcome::Failed(why)), Some(lease)) if self.shutdown.is_cancelled() => {
-                    self.counters.returned.fetch_add(1, Ordering::Relaxed);
-                    info!(reason = %why, "stopping: work failed during shutdown; giving the item back");
-                    self.nack(&lease, Duration::ZERO).await;
-                }
-                (Some(Outcome::Failed(why)), lease) => {
-                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    match lease {
-                        Some(lease) => {
-                            let delay = retry_delay(self.retry_delay, attempt);
-                            warn!(reason = %why, retry_in_ms = delay.as_millis() as u64, "work failed; item goes back for a retry");
-                            self.nack(&lease, delay).await;
+            }
+        }
+    }
+
+    /// Whether no item will come for a slot any more (the buffer is closed and empty, or
+    /// shutdown).
+    fn buffer_done(&self) -> bool {
+        self.shutdown.is_cancelled() || self.buffer.is_finished()
+    }
+
+    /// Feeds one worker process and reads its answers until it ends.
+    async fn serve(&self, command: &Command, mut process: Process, slot: usize) -> End {
+        let (lines, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        // Writes run beside the reads, so a worker that writes answers while we write it
+        // items cannot block both sides.
+        let writer = tokio::spawn(write_lines(process.stdin.take(), rx));
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        let mut order: VecDeque<String> = VecDeque::new();
+        let mut input_closed = false;
+        let end = loop {
+            if input_closed && pending.is_empty() {
+                break End::Finished;
+            }
+            let oldest = self.item_timeout.and_then(|limit| {
+                while let Some(id) = order.front() {
+                    match pending.get(id) {
+                        Some(p) => return Some((p.sent + limit, id.clone())),
+                        None => {
+                            order.pop_front();
                         }
-                        None => warn!(reason = %why, "work failed; a kuard queue cannot retry the item"),
                     }
                 }
-                (None, Some(lease)) => {
-                    self.counters.returned.fetch_add(1, Ordering::Relaxed);
-                    info!("stopping: giving the item back unfinished");
-                    self.nack(&lease, Duration::ZERO).await;
-                }
-                (None, None) => {
-                    self.counters.returned.fetch_add(1, Ordering::Relaxed);
-                    warn!("stopping: item dropped unfinished (a kuard dequeue has no lease to give back)");
-                }
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Extends the lease every third of its length while the work runs; never returns.
-    async fn keep_alive(&self, lease: Option<&str>) -> Infallible {
-        if let (Some(lease), Some(length)) = (lease, self.lease) {
-            let period = length / 3;
-            loop {
-                tokio::time::sleep(period).await;
-                match self.client.extend(&self.queue, lease, Some(length)).await {
-                    Ok(_) => debug!("lease extended"),
-                    Err(err) if err.is_retryable() => {
-                        warn!(error = %err, "cannot extend the lease; trying again at the next beat");
+                None
+            });
+            let take = !input_closed && pending.len() < command.items;
+            tokio::select! {
+                biased;
+                _ = self.abandon.cancelled() => break End::Abandoned,
+                line = process.answers.next_line() => match line {
+                    Ok(Some(line)) => {
+                        if let Err(reason) = self.answer(&line, &mut pending) {
+                            break End::Failed(reason);
+                        }
                     }
-                    Err(err) => {
-                        // Expired or unknown: someone else may get the item; nothing to extend.
-                        warn!(error = %err, "lease lost while working; the item may be handed out again");
-                        break;
+                    Ok(None) => break End::Failed(process.exit_reason().await),
+                    Err(e) => break End::Failed(e),
+                },
+                _ = sleep_until(oldest.as_ref().map(|(at, _)| *at)), if oldest.is_some() => {
+                    let id = oldest.map(|(_, id)| id).unwrap_or_default();
+                    break End::Failed(format!("item {id} was not answered within --item-timeout"));
+                }
+                next = self.buffer.take(&self.shutdown), if take => match next {
+                    None => {
+                        input_closed = true;
+                        // The worker's input ends: it sees the end of its stdin.
+                        let _ = lines.send(Vec::new());
                     }
+                    Some(message) => {
+                        if !self.still_held(&message) {
+                            continue;
+                        }
+                        if let Some(held) = pending.get_mut(&message.id) {
+                            // Handed out again (its old lease ran out) while this worker still
+                            // works on it: its answer settles the new lease.
+                            warn!(id = %message.id, "item handed out again while a worker still holds it; its answer will settle the new lease");
+                            self.held.remove(crate::fetch::key(&held.message));
+                            held.message = message;
+                            continue;
+                        }
+                        let _ = lines.send(item_line(&message, &self.queue));
+                        order.push_back(message.id.clone());
+                        pending.insert(message.id.clone(), Pending { message, sent: Instant::now() });
+                    }
+                },
+            }
+        };
+        drop(lines);
+        match &end {
+            End::Finished => {
+                let _ = writer.await;
+                process.wait_or_kill(slot).await;
+            }
+            End::Abandoned | End::Failed(_) => {
+                writer.abort();
+                process.kill().await;
+                for (_, p) in pending.drain() {
+                    let outcome = match &end {
+                        End::Failed(reason) => {
+                            Some(Outcome::failed(format!("worker failed: {reason}")))
+                        }
+                        _ => None,
+                    };
+                    self.finish(&p.message, outcome);
                 }
             }
         }
-        std::future::pending().await
+        end
     }
 
-    /// Returns an item that arrived after we stopped, untouched.
-    async fn give_back(&self, message: Message) {
-        match &message.lease {
-            Some(lease) => {
-                debug!(id = %message.id, "stopping: handing back an item that arrived late");
-                self.nack(&lease.id, Duration::ZERO).await;
-            }
-            // A kuard dequeue removed it from the queue: doing it is the only way not to lose it.
-            None => self.handle(message).await,
+    /// Settles the item one answer line names; Err (the worker must be restarted) when the
+    /// line is not an answer for an item it holds.
+    fn answer(&self, line: &[u8], pending: &mut HashMap<String, Pending>) -> Result<(), String> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
         }
-    }
-
-    async fn ack(&self, lease: &str, took_ms: u64) {
-        // Past the lease an ack can only fail, so retrying longer than that is pointless.
-        let budget = self.lease.unwrap_or_default().min(self.give_up_after);
-        match retry("ack", budget, || self.client.ack(&self.queue, lease)).await {
-            Ok(()) => {
-                self.counters.done.fetch_add(1, Ordering::Relaxed);
-                debug!(took_ms, "done");
+        let answer = parse_answer(line).map_err(|e| {
+            format!(
+                "wrote a line that is not an answer ({e}): {:?}; answer each item with one line {{\"id\":ITEM,\"ok\":true}} on stdout, and log to stderr",
+                shown(line)
+            )
+        })?;
+        let Some(held) = pending.remove(&answer.id) else {
+            return Err(format!(
+                "answered item {:?}, which it does not hold (never sent to it, or answered already)",
+                answer.id
+            ));
+        };
+        let outcome = if answer.ok {
+            Outcome::Done
+        } else {
+            let retry_after = match answer.retry_after.as_ref().map(RetryAfter::duration) {
+                None => None,
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => {
+                    warn!(id = %answer.id, error = %e, "the worker's retryAfter is not a duration; using --retry-delay");
+                    None
+                }
+            };
+            Outcome::Failed {
+                reason: answer
+                    .error
+                    .unwrap_or_else(|| "the worker answered ok: false".into()),
+                retry_after,
             }
-            Err(err) => {
-                self.counters.lost.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %err, "work done but the ack failed; the item will be handed out again");
-            }
-        }
-    }
-
-    async fn nack(&self, lease: &str, delay: Duration) {
-        // Best effort: if the nack does not arrive, the lease expires and has the same effect.
-        let budget = self.lease.unwrap_or_default().min(Duration::from_secs(5));
-        let delay = (!delay.is_zero()).then_some(delay);
-        if let Err(err) = retry("nack", budget, || {
-            self.client.nack(&self.queue, lease, delay)
-        })
-        .await
-        {
-            warn!(error = %err, "nack failed; the item comes back when its lease expires");
-        }
+        };
+        self.finish(&held.message, Some(outcome));
+        Ok(())
     }
 }
 
-/// Delay before retry number `attempt` of a failed item: `base`, doubled per attempt, capped.
-pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
-    let factor = 1u32
-        .checked_shl(attempt.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    base.saturating_mul(factor).min(MAX_RETRY_DELAY)
+/// An answer line: a JSON object (serde would also read a struct from an array).
+fn parse_answer(line: &[u8]) -> Result<Answer, String> {
+    if line.trim_ascii_start().first() != Some(&b'{') {
+        return Err("not a JSON object".into());
+    }
+    serde_json::from_slice(line).map_err(|e| e.to_string())
+}
+
+/// The first 200 bytes of a line, for a log.
+fn shown(line: &[u8]) -> String {
+    String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned()
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The line (with its newline) that hands `message` to a worker.
+fn item_line(message: &Message, queue: &str) -> Vec<u8> {
+    let line = ItemLine {
+        id: &message.id,
+        body: &message.body,
+        attempt: message.lease.as_ref().map_or(1, |l| l.attempt),
+        queue,
+        lease: message.lease.as_ref().map(|l| l.id.as_str()),
+    };
+    let mut bytes = serde_json::to_vec(&line).expect("an item serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Writes lines to the worker until the channel ends or sends an empty line (end of input),
+/// flushing whenever no more are waiting.
+async fn write_lines(stdin: Option<ChildStdin>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let Some(stdin) = stdin else { return };
+    let mut out = BufWriter::new(stdin);
+    while let Some(line) = rx.recv().await {
+        if line.is_empty() {
+            break;
+        }
+        // A worker gone: its reads end too, and the reader reports it.
+        if out.write_all(&line).await.is_err() {
+            return;
+        }
+        if rx.is_empty() && out.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = out.flush().await;
+    let _ = out.shutdown().await;
+}
+
+/// A running worker process.
+struct Process {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    answers: Lines,
+}
+
+fn spawn(command: &Command, queue: &str, slot: usize) -> Result<Process, String> {
+    let mut child = tokio::process::Command::new(&command.program)
+        .args(&command.args)
+        .env("MEMQ_QUEUE", queue)
+        .env("MEMQ_WORKER_SLOT", slot.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        // A consumer that goes away must not leave its workers running.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", command.program.display()))?;
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    info!(slot, pid = child.id(), "worker started");
+    Ok(Process {
+        child,
+        stdin,
+        answers: Lines::new(stdout),
+    })
+}
+
+impl Process {
+    /// Why the worker's output ended, for the log.
+    async fn exit_reason(&mut self) -> String {
+        match tokio::time::timeout(EXIT_GRACE, self.child.wait()).await {
+            Ok(Ok(status)) => format!("exited ({status})"),
+            Ok(Err(e)) => format!("closed its stdout; waiting for it: {e}"),
+            Err(_) => "closed its stdout".to_string(),
+        }
+    }
+
+    /// Waits for a worker whose input ended to exit; kills it after [`EXIT_GRACE`].
+    async fn wait_or_kill(mut self, slot: usize) {
+        match tokio::time::timeout(EXIT_GRACE, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => info!(slot, "worker exited"),
+            Ok(Ok(status)) => {
+                warn!(slot, %status, "worker exited with a failure after its last item")
+            }
+            Ok(Err(e)) => warn!(slot, error = %e, "cannot wait for the worker"),
+            Err(_) => {
+                warn!(
+                    slot,
+                    "worker did not exit after its input ended; killing it"
+                );
+                self.kill().await;
+            }
+        }
+    }
+
+    async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Answer lines from a worker's stdout, each at most [`MAX_ANSWER_BYTES`].
+struct Lines {
+    reader: BufReader<ChildStdout>,
+    line: Vec<u8>,
+}
+
+impl Lines {
+    fn new(stdout: ChildStdout) -> Self {
+        Self {
+            reader: BufReader::new(stdout),
+            line: Vec::new(),
+        }
+    }
+
+    /// The next line without its newline; `None` at the end of the output. Cancel-safe: what
+    /// was read of a line is kept for the next call.
+    async fn next_line(&mut self) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            let available = self
+                .reader
+                .fill_buf()
+                .await
+                .map_err(|e| format!("cannot read its stdout: {e}"))?;
+            if available.is_empty() {
+                if self.line.is_empty() {
+                    return Ok(None);
+                }
+                // A last line without its newline.
+                return Ok(Some(std::mem::take(&mut self.line)));
+            }
+            let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(at) => (&available[..at], at + 1),
+                None => (available, available.len()),
+            };
+            let complete = done > chunk.len();
+            self.line.extend_from_slice(chunk);
+            self.reader.consume(done);
+            if self.line.len() > MAX_ANSWER_BYTES {
+                return Err(format!(
+                    "wrote a line of more than {MAX_ANSWER_BYTES} bytes: {:?}...",
+                    shown(&self.line)
+                ));
+            }
+            if complete {
+                return Ok(Some(std::mem::take(&mut self.line)));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -371,14 +446,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failed_items_back_off_exponentially() {
-        let base = Duration::from_secs(1);
-        assert_eq!(retry_delay(base, 1), Duration::from_secs(1));
-        assert_eq!(retry_delay(base, 2), Duration::from_secs(2));
-        assert_eq!(retry_delay(base, 4), Duration::from_secs(8));
-        assert_eq!(retry_delay(base, 20), MAX_RETRY_DELAY);
-        assert_eq!(retry_delay(base, 200), MAX_RETRY_DELAY);
-        assert_eq!(retry_delay(Duration::ZERO, 3), Duration::ZERO);
-        assert_eq!(retry_delay(base, 0), Duration::from_secs(1));
+    fn an_item_is_one_json_line_with_its_body_as_text() {
+        let message = Message {
+            kind: "message".into(),
+            id: "01ID".into(),
+            body: "two\nlines \"quoted\"".into(),
+            creation_timestamp: String::new(),
+            lease: Some(memq::Lease {
+                id: "01LEASE".into(),
+                expires_at: String::new(),
+                attempt: 3,
+            }),
+            duplicate: false,
+        };
+        let line = item_line(&message, "q");
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"id":"01ID","body":"two\nlines \"quoted\"","attempt":3,"queue":"q","lease":"01LEASE"})
+        );
+    }
+
+    #[test]
+    fn answers_read_as_the_protocol_says() {
+        let a: Answer = serde_json::from_str(r#"{"id":"x","ok":true}"#).unwrap();
+        assert!(a.ok && a.retry_after.is_none());
+        let a: Answer =
+            serde_json::from_str(r#"{"id":"x","ok":false,"retryAfter":"1m30s","error":"e"}"#)
+                .unwrap();
+        assert_eq!(
+            a.retry_after.unwrap().duration(),
+            Ok(Duration::from_secs(90))
+        );
+        let a: Answer = serde_json::from_str(r#"{"id":"x","ok":false,"retryAfter":2.5}"#).unwrap();
+        assert_eq!(
+            a.retry_after.unwrap().duration(),
+            Ok(Duration::from_millis(2500))
+        );
+        let a: Answer = serde_json::from_str(r#"{"id":"x","ok":false,"retryAfter":-1}"#).unwrap();
+        assert!(a.retry_after.unwrap().duration().is_err());
+        for bad in [
+            r#"{"ok":true}"#,
+            r#"{"id":"x"}"#,
+            r#"["x",true]"#,
+            "x",
+            r#"{"id":1,"ok":true}"#,
+        ] {
+            assert!(parse_answer(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 }

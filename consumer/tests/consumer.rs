@@ -10,6 +10,11 @@ use common::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+#[test]
+fn version_names_the_release_and_the_commit() {
+    queue_server::testing::checked_version(env!("CARGO_BIN_EXE_consumer"), "consumer");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_consumers_drain_ten_thousand_items_exactly_once() {
     let server = server().await;

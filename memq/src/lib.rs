@@ -16,6 +16,7 @@
 //! - [`retry`]: retrying a request with backoff until a deadline, for the command-line tools.
 //! - `access` (features `cli` and `client`): the tools' `--token`, `--token-file`, `--ca-cert`.
 //! - [`token`]: the bearer token, fixed or followed in a file (a mounted Secret) as it rotates.
+//! - [`version`]: the release and git commit every binary's `--version` says.
 
 #[cfg(all(feature = "cli", feature = "client"))]
 pub mod access;
@@ -33,6 +34,7 @@ pub mod schema;
 #[cfg(feature = "client")]
 pub mod token;
 pub mod types;
+pub mod version;
 
 #[cfg(feature = "client")]
 pub use client::{Client, DequeueOptions, Dequeued, EnqueueOptions, Error, trust_ca_file};

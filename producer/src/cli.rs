@@ -33,7 +33,7 @@ fn parse_delay(text: &str) -> Result<Duration, String> {
 /// Items come from arguments (brace ranges such as work-item-{0..99} expand), --file and
 /// --json-lines, in that order. Exit codes: 0 done, 1 server trouble, 2 bad input or usage.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about, long_about)]
+#[command(version = memq::version::VERSION, about, long_about)]
 pub struct Args {
     /// Items to enqueue; `{0..99}`, `{000..999}` and `{0..100..10}` expand to ranges.
     #[arg(value_name = "ITEM")]

@@ -61,6 +61,11 @@ fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+#[test]
+fn version_names_the_release_and_the_commit() {
+    queue_server::testing::checked_version(env!("CARGO_BIN_EXE_producer"), "producer");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loads_the_seed_range_into_a_new_queue() {
     let server = server().await;

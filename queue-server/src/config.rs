@@ -11,7 +11,7 @@ use crate::store::journal::FsyncMode;
 
 /// queue-server: a work-queue broker with kuard's MemQ API, leases, acks, dead letters and long polling.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version = memq::version::VERSION, long_version = crate::version::long(), about, long_about = None)]
 pub struct Config {
     /// Something to do instead of serving.
     #[command(subcommand)]

@@ -14,7 +14,8 @@
 //! - [`connections`]: the accept loop and the limits that protect the server (connections,
 //!   header size and time); [`tokens`]: who may do what (roles, queues); [`metrics`]:
 //!   Prometheus exposition; [`config`]: flags; [`error`]: the JSON errors; [`tls`]: HTTPS, its
-//!   certificate reloaded when the files change.
+//!   certificate reloaded when the files change; [`version`]: the release, commit and stored
+//!   formats of this build.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
 //! `127.0.0.1:0`; `testing::TestServer` (feature `testing`, on for tests) does exactly that.
@@ -33,6 +34,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod tls;
 pub mod tokens;
+pub mod version;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -91,6 +93,7 @@ pub async fn serve(
         let cancel = cancel.clone();
         tokio::task::spawn_blocking(move || store::Store::open(options, cancel)).await??
     };
+    store.check_version().await?;
     let jobs = kube::Jobs::start(&config).await?;
     let (dashboard, sampler) = dashboard::Dashboard::new(store.clone(), cancel.clone()).await;
     let (autoscale, autoscale_interval) = (config.autoscale, config.autoscale_interval);

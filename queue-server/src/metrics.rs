@@ -80,6 +80,15 @@ impl Metrics {
             "Changes of --tokens-file seen, by result: loaded, or kept (it did not parse; the tokens before stay)",
             tokens.reloads.clone(),
         );
+        let build = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        build
+            .get_or_create(&crate::version::labels().to_vec())
+            .set(1);
+        registry.register(
+            "memq_build_info",
+            "This build, always 1: its release, git commit, and the data directory format and Redis key layout it writes",
+            build,
+        );
         let queues = Arc::new(Mutex::new(Scrape::default()));
         registry.register_collector(Box::new(QueueCollector {
             queues: queues.clone(),

@@ -477,6 +477,8 @@ async fn redis_v1_rdb_holds_every_item_lease_counter_and_key_and_a_replica_serve
     let mut conn = redis.connection().await;
     let got = redis_state(&mut conn, &expected.written_by).await;
     assert_eq!(got, expected);
+    let layout: Option<String> = read(&mut conn, "GET", "memq:layout", &[]).await;
+    assert_eq!(layout, None, "0.1.0 records no layout: it wrote layout 1");
     let server = TestServer::start_as_given(Config {
         redis: Some(redis.url()),
         redis_prefix: "memq".into(),
@@ -485,4 +487,12 @@ async fn redis_v1_rdb_holds_every_item_lease_counter_and_key_and_a_replica_serve
     .await;
     serves_everything(&server.client(), &expected, true).await;
     server.shutdown().await;
+    // The replica raised the deployment's layout, and each queue's as it served it.
+    let layout: Option<String> = read(&mut conn, "GET", "memq:layout", &[]).await;
+    assert_eq!(layout.as_deref(), Some("2"));
+    for q in &expected.queues {
+        let key = format!("memq:{{{}}}:meta", q.name);
+        let layout: Option<String> = read(&mut conn, "HGET", &key, &["layout"]).await;
+        assert_eq!(layout.as_deref(), Some("2"), "{}", q.name);
+    }
 }

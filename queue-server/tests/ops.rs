@@ -2,7 +2,47 @@
 
 use memq::{DequeueOptions, EnqueueOptions};
 use queue_server::Config;
-use queue_server::testing::TestServer;
+use queue_server::testing::{TestServer, checked_version};
+
+#[test]
+fn version_names_the_release_the_commit_and_the_stored_formats_it_reads_and_writes() {
+    let text = checked_version(env!("CARGO_BIN_EXE_queue-server"), "queue-server");
+    let rest: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(
+        rest,
+        [
+            "data directory (--data-dir): writes format 2, reads formats 1 to 2",
+            "Redis key layout (--redis): writes layout 2, reads layouts 1 to 2",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn metrics_name_the_build() {
+    let server = TestServer::start(Config::default()).await;
+    let line = format!(
+        "memq_build_info{{version=\"{}\",commit=\"{}\",data_format=\"2\",redis_layout=\"2\"}} 1",
+        memq::version::RELEASE,
+        memq::version::COMMIT
+    );
+    let http = reqwest::Client::new();
+    for accept in ["text/plain", "application/openmetrics-text; version=1.0.0"] {
+        let text = http
+            .get(format!("{}/metrics", server.url()))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.lines().any(|l| l == line),
+            "{accept}: {line} in\n{text}"
+        );
+    }
+    server.shutdown().await;
+}
 
 #[tokio::test]
 async fn health_and_readiness_answer() {

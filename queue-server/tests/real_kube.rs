@@ -9,14 +9,14 @@
 //! - refusals of the real API server answer what they are (403, 422, 503) and the server goes
 //!   on serving queues;
 //! - the autoscaler against real Pending pods, then running ones;
-//! - the seed's walkthrough with the Secrets of scripts/make-tokens.sh and the server on its
-//!   tokens file: the producer Job (the queue made by its init container with the admin token,
-//!   the items by the producer token), then the consumers Job with `parallelism: 5`, to
-//!   `Complete`, with one consumer SIGKILLed and restarted as `restartPolicy` says; the
-//!   consumer token is refused an admin action; a rerun keeps the tokens; `--rotate` makes new
-//!   ones and the server, taking the new file without a restart, accepts the old and the new
-//!   alike (a second `--rotate` is refused) until `--retire-previous`, after which the old
-//!   tokens answer 401.
+//! - the Secrets of scripts/make-tokens.sh with the server on its tokens file: the consumer
+//!   token is refused an admin action; a rerun keeps the tokens; `--rotate` makes new ones and
+//!   the server, taking the new file without a restart, accepts the old and the new alike (a
+//!   second `--rotate` is refused) until `--retire-previous`, after which the old tokens answer
+//!   401.
+//!
+//! The seed's walkthrough itself, the overlays and the dashboard's Jobs run in containers on a
+//! real node: tests/real_node.rs and scripts/browser-test.sh.
 
 mod kube_cluster;
 
@@ -24,10 +24,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use kube_cluster::{Cluster, Kubelet, kubectl_path, repo_root};
+use kube_cluster::{
+    Cluster, Kubelet, job_pods, make_tokens, rendered, repo_root, run_make_tokens, secret_value,
+};
 use memq::{Autoscale, CreateJobRequest, QueueConfigPatch};
 use queue_server::kube::RBAC_VERBS;
 use queue_server::testing::{ServerProcess, eventually, metric};
@@ -76,28 +76,6 @@ async fn setup(prefix: &str, account: &str) -> Setup {
         dir,
         kubeconfig,
     }
-}
-
-/// The objects a kustomization renders to, as JSON (kubectl's own kustomize, no server write).
-async fn rendered(cluster: &Cluster, dir: &Path, ns: &str) -> Vec<Value> {
-    let dir = dir.display().to_string();
-    let text = cluster
-        .kubectl_ok(&[
-            "create",
-            "--dry-run=client",
-            "-o",
-            "json",
-            "-n",
-            ns,
-            "-k",
-            &dir,
-        ])
-        .await;
-    // One JSON document per object, one after the other.
-    serde_json::Deserializer::from_str(&text)
-        .into_iter::<Value>()
-        .map(|v| v.expect("kubectl's JSON"))
-        .collect()
 }
 
 /// Where `live` differs from what `want` says (every field of `want` must be in `live` with
@@ -659,21 +637,6 @@ fn host_port(server: &ServerProcess) -> String {
     server.url().trim_start_matches("http://").to_string()
 }
 
-async fn job_pods(cluster: &Cluster, ns: &str, job: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(cluster.client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-}
-
-fn condition(job: &Job, type_: &str) -> bool {
-    job.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
-}
-
 #[tokio::test]
 async fn the_real_server_launches_lists_and_deletes_real_jobs_as_its_service_account() {
     let Setup {
@@ -1131,46 +1094,6 @@ async fn the_autoscaler_backs_off_from_a_refusing_api_server() {
     );
 }
 
-/// Runs scripts/make-tokens.sh as the admin of `cluster` in namespace `ns`; what it said.
-async fn make_tokens(cluster: &Cluster, ns: &str, extra: &[&str]) -> String {
-    let (success, said) = run_make_tokens(cluster, ns, extra).await;
-    assert!(success, "scripts/make-tokens.sh failed: {said}");
-    said
-}
-
-/// Runs scripts/make-tokens.sh as [`make_tokens`] does; whether it exited 0, and what it said.
-async fn run_make_tokens(cluster: &Cluster, ns: &str, extra: &[&str]) -> (bool, String) {
-    let out = tokio::process::Command::new("bash")
-        .arg(repo_root().join("scripts/make-tokens.sh"))
-        .args(["--namespace", ns])
-        .args(extra)
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .env("KUBECTL", kubectl_path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("run scripts/make-tokens.sh");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
-}
-
-/// Key `key` of Secret `name` in `ns`, read through the API.
-async fn secret_value(cluster: &Cluster, ns: &str, name: &str, key: &str) -> String {
-    let secret = Api::<Secret>::namespaced(cluster.client.clone(), ns)
-        .get(name)
-        .await
-        .unwrap_or_else(|e| panic!("Secret {name}: {e}"));
-    let data = secret.data.unwrap_or_default();
-    let value = data
-        .get(key)
-        .unwrap_or_else(|| panic!("Secret {name} has no key {key}"));
-    String::from_utf8(value.0.clone()).unwrap()
-}
-
 /// The token of each role, from the Secrets memq-token-ROLE.
 async fn role_tokens(cluster: &Cluster, ns: &str) -> Vec<(&'static str, String)> {
     let mut tokens = Vec::new();
@@ -1182,9 +1105,9 @@ async fn role_tokens(cluster: &Cluster, ns: &str) -> Vec<(&'static str, String)>
 }
 
 #[tokio::test]
-async fn the_walkthrough_runs_to_complete_on_the_real_job_controller() {
+async fn make_tokens_scopes_each_role_and_rotates_without_refusing_a_client() {
     let cluster = Cluster::connect().await;
-    let ns = cluster.namespace("walkthrough").await;
+    let ns = cluster.namespace("tokens").await;
     // The Secrets, as the README has them made: one token per role, and the server's file.
     let said = make_tokens(&cluster, &ns, &[]).await;
     assert_eq!(said.matches(": new token").count(), 4, "{said}");
@@ -1208,120 +1131,21 @@ async fn the_walkthrough_runs_to_complete_on_the_real_job_controller() {
             "{file_text}"
         );
     }
-    // The queue server of the walkthrough, reached by the pods as the Service `queue`, on the
-    // tokens file as the pod mounts it.
+    // The queue server on the tokens file as its pod mounts it (rewritten below as the kubelet
+    // swaps a changed Secret in), loaded with the walkthrough's items.
     let files = tempfile::tempdir().unwrap();
     let tokens_file = files.path().join("tokens");
     std::fs::write(&tokens_file, &file_text).unwrap();
     let tokens_arg = tokens_file.display().to_string();
     let server = ServerProcess::start(BIN, &["--tokens-file", &tokens_arg]).await;
-    let kubelet = Kubelet::start(&cluster, &ns, &[("queue:8080", host_port(&server))], false).await;
     let client = client_of(&server).with_token(Some(token("admin")));
     let as_role = |role: &str| client_of(&server).with_token(Some(token(role)));
-    let objects = rendered(&cluster, &repo_root().join("manifests/base"), &ns).await;
-    let job_file = |name: &str| {
-        let job = objects
-            .iter()
-            .find(|o| o["kind"] == "Job" && o["metadata"]["name"] == name)
-            .unwrap_or_else(|| panic!("the base has a Job {name}"));
-        let path = files.path().join(format!("{name}.json"));
-        std::fs::write(&path, job.to_string()).unwrap();
-        path.display().to_string()
-    };
-    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &ns);
-    let complete = |name: &'static str| {
-        let jobs = jobs.clone();
-        let kubelet = &kubelet;
-        async move {
-            eventually(
-                Duration::from_secs(150),
-                &format!("Job {name} Complete"),
-                || async {
-                    let job = jobs.get(name).await.map_err(|e| e.to_string())?;
-                    if condition(&job, "Failed") {
-                        panic!("Job {name} failed: {:?}\n{}", job.status, kubelet.logs());
-                    }
-                    if condition(&job, "Complete") {
-                        Ok(job)
-                    } else {
-                        Err(format!("{:?}", job.status))
-                    }
-                },
-            )
-            .await
-        }
-    };
-
-    // kubectl apply of the producer Job: it loads work-item-0 .. work-item-99.
-    cluster
-        .kubectl_ok(&[
-            "apply",
-            "--server-side",
-            "-n",
-            &ns,
-            "-f",
-            &job_file("producer"),
-        ])
-        .await;
-    complete("producer").await;
-    let stats = client.queue("keygen").await.unwrap();
-    assert_eq!((stats.depth, stats.enqueued), (100, 100), "{stats:?}");
-
-    // kubectl apply of the consumers Job (parallelism 5); one worker is SIGKILLed mid-run.
-    cluster
-        .kubectl_ok(&[
-            "apply",
-            "--server-side",
-            "-n",
-            &ns,
-            "-f",
-            &job_file("consumers"),
-        ])
-        .await;
-    let victim = eventually(LIMIT, "five consumers run and work", || async {
-        let running: Vec<String> = kubelet
-            .running_pods()
-            .into_iter()
-            .filter(|p| p.starts_with("consumers-"))
-            .collect();
-        let stats = client.queue("keygen").await.map_err(|e| e.to_string())?;
-        if running.len() == 5 && stats.dequeued > 0 {
-            Ok(running[0].clone())
-        } else {
-            Err(format!("running {running:?}, {stats:?}"))
-        }
-    })
-    .await;
-    assert!(kubelet.kill(&victim), "SIGKILL {victim}");
-    let job = complete("consumers").await;
-    let status = job.status.clone().unwrap();
-    assert_eq!(status.failed.unwrap_or(0), 0, "{status:?}");
-    assert!(status.succeeded.unwrap_or(0) >= 1, "{status:?}");
-    assert_eq!(job.spec.as_ref().unwrap().parallelism, Some(5));
-
-    // Every item done once; the killed worker was restarted in its pod (OnFailure), not
-    // replaced by a new one.
-    let stats = client.queue("keygen").await.unwrap();
-    assert_eq!(
-        (stats.acked, stats.depth, stats.inflight, stats.dead),
-        (100, 0, 0, 0),
-        "{stats:?}"
-    );
-    let pods = job_pods(&cluster, &ns, "consumers").await;
-    assert_eq!(pods.len(), 5, "no replacement pod");
-    let killed = pods
-        .iter()
-        .find(|p| p.metadata.name.as_deref() == Some(victim.as_str()))
-        .expect("the killed pod");
-    let restarts = killed
-        .status
-        .as_ref()
-        .unwrap()
-        .container_statuses
-        .as_ref()
-        .unwrap()[0]
-        .restart_count;
-    assert!(restarts >= 1, "restartCount {restarts}");
+    client.create_queue("keygen", None).await.unwrap();
+    let items: String = (0..100).map(|i| format!("work-item-{i}\n")).collect();
+    as_role("producer")
+        .enqueue_lines("keygen", items, None)
+        .await
+        .unwrap();
 
     // What the consumers' token cannot do: an admin action is refused, naming the role.
     let consumer = as_role("consumer");
@@ -1334,7 +1158,7 @@ async fn the_walkthrough_runs_to_complete_on_the_real_job_controller() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(403), "{err}");
-    assert_eq!(consumer.queue("keygen").await.unwrap().acked, 100);
+    assert_eq!(consumer.queue("keygen").await.unwrap().depth, 100);
 
     // Again: every token kept, the same file.
     let said = make_tokens(&cluster, &ns, &[]).await;
@@ -1468,5 +1292,4 @@ async fn the_walkthrough_runs_to_complete_on_the_real_job_controller() {
         secret_value(&cluster, &ns, "memq-tokens", "tokens").await,
         retired_text
     );
-    kubelet.stop().await;
 }

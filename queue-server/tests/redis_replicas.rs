@@ -683,3 +683,268 @@ async fn max_queues_holds_across_replicas() {
     b.delete_queue("one").await.unwrap();
     a.create_queue("four", None).await.unwrap();
 }
+
+/// The queue-server of the previous release (0.1.0), which `scripts/previous-release.sh` builds
+/// from this repository's history; scripts/test-redis.sh builds it and sets
+/// `MEMQ_TEST_PREVIOUS_SERVER`. A test without it fails, it never passes by skipping.
+fn previous_release() -> String {
+    std::env::var("MEMQ_TEST_PREVIOUS_SERVER")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .expect(
+            "MEMQ_TEST_PREVIOUS_SERVER is not set: the rolling-upgrade test runs the previous \
+             release's queue-server; scripts/test-redis.sh builds it (scripts/previous-release.sh) \
+             and sets it",
+        )
+}
+
+/// `GET`/`HGET` one value from the Redis (or Redis Cluster) at `url`.
+async fn redis_read(url: &str, args: &[&str]) -> Option<String> {
+    let mut cmd = redis::cmd(args[0]);
+    cmd.arg(&args[1..]);
+    if is_cluster(url) {
+        let nodes: Vec<&str> = url.split(',').collect();
+        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+        let mut conn = client.get_async_connection().await.unwrap();
+        cmd.query_async(&mut conn).await.unwrap()
+    } else {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+}
+
+/// A replica behind the test's stand-in for a Service: whether it still gets requests, how
+/// many of its requests are under way, how many it answered.
+struct Backend {
+    client: memq::Client,
+    routed: AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    answered: std::sync::atomic::AtomicUsize,
+}
+
+/// The Service: each request goes to the next routed replica.
+struct Service {
+    backends: Mutex<Vec<Arc<Backend>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Service {
+    fn pick(&self) -> Arc<Backend> {
+        let backends = self.backends.lock();
+        let routed: Vec<&Arc<Backend>> = backends
+            .iter()
+            .filter(|b| b.routed.load(Ordering::Acquire))
+            .collect();
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % routed.len();
+        routed[i].in_flight.fetch_add(1, Ordering::AcqRel);
+        routed[i].clone()
+    }
+
+    fn add(&self, base_url: String) -> Arc<Backend> {
+        let backend = Arc::new(Backend {
+            client: memq::Client::new(base_url).unwrap(),
+            routed: AtomicBool::new(true),
+            in_flight: Default::default(),
+            answered: Default::default(),
+        });
+        self.backends.lock().push(backend.clone());
+        backend
+    }
+}
+
+/// Runs one request through the Service.
+async fn through<T>(
+    service: &Service,
+    call: impl AsyncFnOnce(&memq::Client) -> Result<T, memq::Error>,
+) -> Result<T, memq::Error> {
+    let backend = service.pick();
+    let result = call(&backend.client).await;
+    backend.in_flight.fetch_sub(1, Ordering::AcqRel);
+    if result.is_ok() {
+        backend.answered.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_upgrade_from_the_previous_release_under_load_loses_and_duplicates_nothing() {
+    const PRODUCERS: usize = 2;
+    const PER_PRODUCER: usize = 1_500;
+    const ITEMS: usize = PRODUCERS * PER_PRODUCER;
+    let url = test_redis_url();
+    let prefix = unique_prefix();
+    let mut args = vec!["--redis", url.as_str(), "--redis-prefix", prefix.as_str()];
+    if is_cluster(&url) {
+        args.push("--redis-cluster");
+    }
+    // Before: replicas of the previous release only.
+    let mut old = ServerProcess::start(previous_release(), &args).await;
+    wait_ready(&old.url(), true, Duration::from_secs(15)).await;
+    let service = Arc::new(Service {
+        backends: Mutex::new(Vec::new()),
+        next: Default::default(),
+    });
+    let old_backend = service.add(old.base_url());
+    old_backend.client.create_queue("work", None).await.unwrap();
+    assert_eq!(
+        redis_read(&url, &["GET", &format!("{prefix}:layout")]).await,
+        None,
+        "the previous release records no layout"
+    );
+
+    // The load: producers with a key per item (a retry adds nothing twice), consumers that
+    // lease, count each delivery and ack.
+    let enqueued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let delivered = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let acked = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let mut producers = Vec::new();
+    for p in 0..PRODUCERS {
+        let (service, enqueued) = (service.clone(), enqueued.clone());
+        producers.push(tokio::spawn(async move {
+            for i in 0..PER_PRODUCER {
+                let body = format!("item-{p}-{i}");
+                let opts = EnqueueOptions {
+                    id: Some(body.clone()),
+                    ..Default::default()
+                };
+                through(&service, async |c| c.enqueue("work", body, &opts).await)
+                    .await
+                    .expect("an enqueue through the Service");
+                enqueued.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let producing = Arc::new(AtomicBool::new(true));
+    let mut consumers = Vec::new();
+    for _ in 0..3 {
+        let (service, delivered, acked, producing) = (
+            service.clone(),
+            delivered.clone(),
+            acked.clone(),
+            producing.clone(),
+        );
+        consumers.push(tokio::spawn(async move {
+            let opts = leased(10, Duration::from_secs(30), Duration::from_millis(200));
+            loop {
+                let got = through(&service, async |c| c.dequeue("work", &opts).await)
+                    .await
+                    .expect("a lease through the Service");
+                match got {
+                    Dequeued::Messages(msgs) => {
+                        for m in msgs {
+                            *delivered.lock().entry(m.body.clone()).or_default() += 1;
+                            let lease = m.lease.unwrap().id;
+                            through(&service, async |c| c.ack("work", &lease).await)
+                                .await
+                                .expect("an ack through the Service");
+                            *acked.lock().entry(m.body).or_default() += 1;
+                        }
+                    }
+                    d if d.is_finished() && !producing.load(Ordering::Acquire) => return,
+                    Dequeued::Empty { .. } => {}
+                }
+            }
+        }));
+    }
+    let progress = |share: usize| {
+        let enqueued = enqueued.clone();
+        async move {
+            eventually(
+                Duration::from_secs(60),
+                &format!("{share}/3 of the items enqueued"),
+                || async {
+                    let n = enqueued.load(Ordering::Relaxed);
+                    if n >= ITEMS * share / 3 {
+                        Ok(())
+                    } else {
+                        Err(format!("{n} enqueued"))
+                    }
+                },
+            )
+            .await;
+        }
+    };
+
+    // A replica of this release joins, under load: both serve the queue.
+    progress(1).await;
+    let new = ServerProcess::start(BIN, &args).await;
+    wait_ready(&new.url(), true, Duration::from_secs(15)).await;
+    let new_backend = service.add(new.base_url());
+    let old_before = old_backend.answered.load(Ordering::Relaxed);
+    assert_eq!(
+        redis_read(&url, &["GET", &format!("{prefix}:layout")]).await,
+        Some(queue_server::store::REDIS_LAYOUT.to_string()),
+        "the new replica raised the deployment's layout"
+    );
+
+    // The old one leaves as Kubernetes takes a pod away: out of the Service first, then,
+    // once its requests under way are answered, SIGTERM.
+    progress(2).await;
+    old_backend.routed.store(false, Ordering::Release);
+    assert!(
+        old_backend.answered.load(Ordering::Relaxed) > old_before
+            && new_backend.answered.load(Ordering::Relaxed) > 0,
+        "both releases served the queue side by side"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the old replica's requests answered",
+        || async {
+            match old_backend.in_flight.load(Ordering::Acquire) {
+                0 => Ok(()),
+                n => Err(format!("{n} under way")),
+            }
+        },
+    )
+    .await;
+    let status = old.terminate().expect("the old replica ran");
+    assert!(
+        status.success(),
+        "the old replica stopped cleanly: {status}"
+    );
+
+    for p in producers {
+        tokio::time::timeout(Duration::from_secs(120), p)
+            .await
+            .expect("the producers finished")
+            .unwrap();
+    }
+    producing.store(false, Ordering::Release);
+    for c in consumers {
+        tokio::time::timeout(Duration::from_secs(120), c)
+            .await
+            .expect("the consumers finished")
+            .unwrap();
+    }
+    let (delivered, acked) = (delivered.lock().clone(), acked.lock().clone());
+    assert_eq!(acked.len(), ITEMS, "every item acked");
+    for (body, n) in &acked {
+        assert_eq!(*n, 1, "{body} acked {n} times");
+        assert_eq!(
+            delivered[body], 1,
+            "{body} delivered {} times",
+            delivered[body]
+        );
+    }
+    let stats = service.pick().client.queue("work").await.unwrap();
+    assert_eq!(
+        (
+            stats.enqueued,
+            stats.acked,
+            stats.requeued,
+            stats.depth,
+            stats.inflight
+        ),
+        (ITEMS as u64, ITEMS as u64, 0, 0, 0)
+    );
+    assert_eq!(
+        redis_read(
+            &url,
+            &["HGET", &format!("{prefix}:{{work}}:meta"), "layout"]
+        )
+        .await,
+        Some(queue_server::store::REDIS_LAYOUT.to_string()),
+        "the queue was brought to the new layout while the old replica served it too"
+    );
+}

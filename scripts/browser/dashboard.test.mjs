@@ -11,6 +11,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { harness } from "./harness.mjs";
 
 const BIN = process.env.MEMQ_SERVER_BIN;
 const SHOTS = process.env.SCREENSHOT_DIR || "target/screenshots";
@@ -220,28 +221,7 @@ async function waitFor(page, fn, arg, what, timeout = 8000) {
 
 // ---------- harness ----------
 
-let passed = 0;
-let failed = 0;
-
-async function test(name, fn) {
-  const started = Date.now();
-  let timer;
-  try {
-    await Promise.race([
-      fn(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`took longer than ${TEST_TIMEOUT / 1000} s`)), TEST_TIMEOUT);
-      }),
-    ]);
-    passed++;
-    console.log(`  ok    ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
-  } catch (e) {
-    failed++;
-    console.log(`  FAIL  ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)\n        ${String(e.message).replaceAll("\n", "\n        ")}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const { test, counts } = harness(TEST_TIMEOUT);
 
 // ---------- a server with work going on ----------
 
@@ -406,48 +386,6 @@ await test("sorting, filtering and opening a queue work from the keyboard", asyn
   await page.keyboard.press("Escape");
   await waitFor(page, () => document.querySelector("#detail-body").hidden, null, "the detail to close on Escape");
   await page.click('thead button[data-sort="name"]');
-  assertClean(page);
-});
-
-await test("the Jobs panel shows the Kubernetes API server's Jobs, launches and deletes them", async () => {
-  await waitFor(page, () => !document.querySelector("#jobs").hidden, null, "the Jobs panel");
-  await page.fill("#job-queue", "search-index");
-  await page.fill("#job-parallelism", "3");
-  await page.click("#job-form button[type=submit]");
-  // The Job controller made its 3 pods (Pending: no node runs them here): active 3.
-  await waitFor(
-    page,
-    () =>
-      [...document.querySelectorAll("#jobs-rows tr")].some((tr) => {
-        const [, queue, parallelism, active] = [...tr.cells].map((td) => td.textContent);
-        return queue === "search-index" && parallelism === "3" && active === "3";
-      }),
-    null,
-    "the launched Job with 3 active pods",
-    30_000,
-  );
-  const listed = await (await fetch(`${main.url}/jobs`)).json();
-  const job = listed.jobs.find((j) => j.queue === "search-index");
-  if (!job || listed.namespace !== JOBS_NAMESPACE || job.active !== 3) throw new Error(`GET /jobs: ${JSON.stringify(listed)}`);
-  // One more through the API, deleted from the panel after a confirm.
-  const resp = await fetch(`${main.url}/jobs`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ queue: "emails", parallelism: 1 }),
-  });
-  if (resp.status !== 201) throw new Error(`POST /jobs: ${resp.status} ${await resp.text()}`);
-  const extra = (await resp.json()).name;
-  await waitFor(page, (name) => [...document.querySelectorAll("#jobs-rows tr")].some((tr) => tr.cells[0].textContent === name), extra, "the second Job in the panel", 20_000);
-  let question = "";
-  page.once("dialog", (d) => {
-    question = d.message();
-    d.accept();
-  });
-  await page.click(`#jobs-rows tr:has(td[title="${extra}"]) button`);
-  await waitFor(page, (name) => ![...document.querySelectorAll("#jobs-rows tr")].some((tr) => tr.cells[0].textContent === name), extra, "the deleted Job to leave the panel", 20_000);
-  if (!question.startsWith(`Delete Job ${extra}`)) throw new Error(`confirm said ${JSON.stringify(question)}`);
-  const after = await (await fetch(`${main.url}/jobs`)).json();
-  if (after.jobs.some((j) => j.name === extra)) throw new Error(`${extra} is still listed: ${JSON.stringify(after)}`);
   assertClean(page);
 });
 
@@ -1389,5 +1327,5 @@ await test("10,000 queues: the table shows within 2 s, input answers at once, an
 await context.close();
 fs.rmSync(profile, { recursive: true, force: true });
 clearTimeout(suiteTimer);
-console.log(`browser: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+console.log(`browser: ${counts.passed} passed, ${counts.failed} failed`);
+process.exit(counts.failed ? 1 : 0);

@@ -62,7 +62,7 @@ impl Consumer {
         name: &str,
         base: &str,
         queue: &str,
-        args: &[&str],
+        args: &[impl AsRef<std::ffi::OsStr>],
         out: &Path,
     ) -> Self {
         let stdout = std::fs::File::create(scratch.path(&format!("{name}.out"))).unwrap();

@@ -12,7 +12,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use self::redis::{RedisOptions, RedisStore};
+pub use self::redis::{
+    LAYOUT as REDIS_LAYOUT, OLDEST_LAYOUT as OLDEST_REDIS_LAYOUT, RedisOptions, RedisStore,
+};
 pub use clock::{Clock, rfc3339_ms};
 use journal::FsyncMode;
 pub use memory::MemoryStore;
@@ -110,13 +112,13 @@ tokio::task_local! {
 /// Runs `request` and answers its output with the time its long polls spent waiting for an
 /// item (`None` when none with a `wait` ran), so that the request's own latency can be told
 /// from the idle wait its client asked for.
-pub async fn timing_waits<F: Future>(request: F) -> (F::Output, Option<Duration>) {
-    WAITED
-        .scope(std::cell::Cell::new(None), async move {
-            let output = request.await;
-            (output, WAITED.with(std::cell::Cell::get))
-        })
-        .await
+///
+/// A combinator, not an `async` block that awaits `request`: that would hold the request's
+/// future twice, and a waiting long poll holds this one for as long as it waits.
+pub fn timing_waits<F: Future>(request: F) -> impl Future<Output = (F::Output, Option<Duration>)> {
+    use futures_util::FutureExt;
+    let timed = request.map(|output| (output, WAITED.with(std::cell::Cell::get)));
+    WAITED.scope(std::cell::Cell::new(None), timed)
 }
 
 /// Adds `waited` to the count of [`timing_waits`], if a caller keeps one.
@@ -369,6 +371,15 @@ impl Store {
             )?));
         }
         Ok(Store::Memory(MemoryStore::open(options, shutdown)?))
+    }
+
+    /// Before serving: the stored data's version, where it is not read at open (the Redis key
+    /// layout: a newer one stops the start).
+    pub async fn check_version(&self) -> anyhow::Result<()> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(s) => s.claim_layout().await,
+        }
     }
 
     /// `PUT /queues/{q}`: true when created.

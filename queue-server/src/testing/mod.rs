@@ -404,3 +404,31 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+/// Runs `bin --version` and checks its first line: `NAME RELEASE (commit COMMIT)`, where the
+/// commit is the one this test was built with, and this checkout's HEAD when git can tell it.
+/// Returns the whole output.
+pub fn checked_version(bin: &str, name: &str) -> String {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    assert!(out.status.success(), "{name} --version failed");
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    assert_eq!(
+        text.lines().next(),
+        Some(format!("{name} {}", memq::version::VERSION).as_str()),
+        "{text}"
+    );
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(head) = head {
+        assert_eq!(memq::version::COMMIT, head, "the commit of this checkout");
+    }
+    text
+}

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, Node, Pod, Secret, ServiceAccount,
 };
@@ -1083,4 +1084,83 @@ fn spawn_container(
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
+}
+
+/// The objects a kustomization renders to, as JSON (kubectl's own kustomize, no server write).
+pub async fn rendered(cluster: &Cluster, dir: &Path, ns: &str) -> Vec<Value> {
+    let dir = dir.display().to_string();
+    let text = cluster
+        .kubectl_ok(&[
+            "create",
+            "--dry-run=client",
+            "-o",
+            "json",
+            "-n",
+            ns,
+            "-k",
+            &dir,
+        ])
+        .await;
+    // One JSON document per object, one after the other.
+    serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .map(|v| v.expect("kubectl's JSON"))
+        .collect()
+}
+
+/// The pods of Job `job` in `ns`.
+pub async fn job_pods(cluster: &Cluster, ns: &str, job: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// Whether `job` has condition `type_` (Complete, Failed, ...) true.
+pub fn condition(job: &Job, type_: &str) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+/// Runs scripts/make-tokens.sh as the admin of `cluster` in namespace `ns`; what it said.
+pub async fn make_tokens(cluster: &Cluster, ns: &str, extra: &[&str]) -> String {
+    let (success, said) = run_make_tokens(cluster, ns, extra).await;
+    assert!(success, "scripts/make-tokens.sh failed: {said}");
+    said
+}
+
+/// Runs scripts/make-tokens.sh as [`make_tokens`] does; whether it exited 0, and what it said.
+pub async fn run_make_tokens(cluster: &Cluster, ns: &str, extra: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new("bash")
+        .arg(repo_root().join("scripts/make-tokens.sh"))
+        .args(["--namespace", ns])
+        .args(extra)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("KUBECTL", kubectl_path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run scripts/make-tokens.sh");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// Key `key` of Secret `name` in `ns`, read through the API.
+pub async fn secret_value(cluster: &Cluster, ns: &str, name: &str, key: &str) -> String {
+    let secret = Api::<Secret>::namespaced(cluster.client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("Secret {name}: {e}"));
+    let data = secret.data.unwrap_or_default();
+    let value = data
+        .get(key)
+        .unwrap_or_else(|| panic!("Secret {name} has no key {key}"));
+    String::from_utf8(value.0.clone()).unwrap()
 }

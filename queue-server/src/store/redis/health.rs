@@ -110,7 +110,12 @@ impl RedisStore {
                 Ok(()) => self.mark_back(),
                 Err(why) => self.mark_away(&why),
             }
-            if self.reachable() && !self.inner.loaded.load(Ordering::Acquire) {
+            // The layout first: a replica that finds a newer one writes nothing, the library
+            // included.
+            if self.reachable()
+                && !self.inner.loaded.load(Ordering::Acquire)
+                && self.layout_ok().await
+            {
                 self.load_library().await;
             }
             let pause = if self.reachable() {

@@ -16,12 +16,15 @@
 mod coalesce;
 mod conn;
 mod health;
+mod layout;
 mod reply;
 mod wake;
 
+pub use layout::{LAYOUT, OLDEST_LAYOUT};
+
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
@@ -96,6 +99,12 @@ struct Inner {
     prefix: String,
     /// Set of queue names (one key, outside the queues' slots).
     registry: String,
+    /// The deployment's key layout (see `layout.rs`).
+    layout_key: String,
+    /// This replica claimed the layout: Redis's is not newer than its own.
+    layout_claimed: AtomicBool,
+    /// A newer layout this replica found (0: none): it then serves nothing.
+    newer_layout: AtomicU32,
     /// Pub/sub channel on which scripts announce `origin:count:queue`.
     channel: String,
     /// This replica's tag in wake messages, so it skips its own.
@@ -232,7 +241,8 @@ impl RedisStore {
             .replace(
                 "{{EXPIRED_LEASES_REMEMBERED}}",
                 &EXPIRED_LEASES_REMEMBERED.to_string(),
-            );
+            )
+            .replace("{{LAYOUT}}", &LAYOUT.to_string());
         // Named by its content: replicas of different versions each call their own library,
         // side by side on one Redis, through a rolling upgrade.
         let library = format!(
@@ -249,6 +259,9 @@ impl RedisStore {
                 function: library.clone(),
                 function_oom: format!("{library}_oom"),
                 registry: format!("{prefix}:queues"),
+                layout_key: format!("{prefix}:layout"),
+                layout_claimed: AtomicBool::new(false),
+                newer_layout: AtomicU32::new(0),
                 channel: format!("{prefix}:wake"),
                 prefix,
                 origin: ulid::Ulid::new().to_string(),
@@ -330,6 +343,9 @@ impl RedisStore {
     /// Sends one command; loads the library once if Redis lacks it.
     /// While Redis is away (see `health.rs`), fails at once.
     async fn query(&self, cmd: &Cmd) -> Result<Value> {
+        if let Some(found) = self.newer_layout() {
+            return Err(self.newer_layout_error(found));
+        }
         if !self.reachable() {
             return Err(self.away_error());
         }
@@ -346,6 +362,10 @@ impl RedisStore {
 
     /// The error of a failed command; one that lost its connection marks Redis away.
     fn failed(&self, e: redis::RedisError) -> Error {
+        if let Some(found) = layout::refused_layout(&e) {
+            self.refuse_layout(found);
+            return self.newer_layout_error(found);
+        }
         if health::connection_lost(&e) {
             self.mark_away(&e.to_string());
         }
@@ -825,6 +845,7 @@ impl RedisStore {
     /// Ready while Redis answers and this replica hears the wake channel.
     pub async fn is_ready(&self) -> bool {
         if self.inner.shutdown.is_cancelled()
+            || self.newer_layout().is_some()
             || !self.inner.subscribed.load(Ordering::Acquire)
             || !self.inner.loaded.load(Ordering::Acquire)
             || !self.reachable()

@@ -30,6 +30,7 @@ local K_META, K_ITEMS, K_ATTEMPTS, K_READY, K_DELAYED, K_LEASES, K_DEADLINES, K_
 -- K_EXPIRED   zset: recently expired lease ids (to answer 410 rather than 404)
 -- K_HOLDERS   hash: lease id -> the consumer that took it (X-Memq-Consumer), when it said;
 --             and '#' .. consumer -> how many leases it holds (absent at 0)
+-- K_META's `layout`: the key layout the queue is in (see LAYOUT below).
 --
 -- ARGV[1] op, ARGV[2] wake channel, ARGV[3] the calling replica's tag, ARGV[4] queue name,
 -- ARGV[5..] the op's own arguments.
@@ -38,6 +39,10 @@ local OP, CHANNEL, ORIGIN, QUEUE
 
 local RETENTION = {{KEY_RETENTION_MS}}
 local EXPIRED_CAP = {{EXPIRED_LEASES_REMEMBERED}}
+-- The key layout this library writes (src/store/redis/layout.rs). A queue records the layout it
+-- is in (K_META's `layout`; absent: 1, as 0.1.0 wrote it): an older one is brought up to this
+-- one in the same call, before the op runs; a newer one is refused, untouched.
+local LAYOUT = {{LAYOUT}}
 -- Most expiries or delays one call applies; the rest waits for the next call, so no call
 -- blocks Redis for long (the sweeper calls again at once when there is more).
 local SWEEP_LIMIT = 5000
@@ -327,7 +332,7 @@ function ops.create()
             end
         end
         redis.call('HSET', K_META, 'lease_ms', v[1], 'max_attempts', v[2], 'max_depth', v[3],
-            'paused', '0', 'due', 0)
+            'paused', '0', 'due', 0, 'layout', LAYOUT)
         created = 1
     else
         local _, max_attempts = config()
@@ -826,6 +831,15 @@ function ops.peek()
     return reply('ok', out)
 end
 
+-- Brings the queue from layout `from` up to LAYOUT.
+-- 1 -> 2: the queue records its layout; nothing else changed (0.1.0's replicas, which never
+-- read it, serve a queue of layout 2 as they did one of layout 1).
+local function migrate(from)
+    if from < 2 then
+        redis.call('HSET', K_META, 'layout', 2)
+    end
+end
+
 -- One call: this call's state, then its op.
 local function call(keys, args)
     KEYS, ARGV = keys, args
@@ -836,15 +850,22 @@ local function call(keys, args)
     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     readied, wake_all, more, changed, due_changed = 0, false, 0, false, false
     META = redis.call('HMGET', K_META, 'lease_ms', 'max_attempts', 'max_depth', 'paused', 'due',
-        'wait_until', 'named')
+        'wait_until', 'named', 'layout')
     next_due = tonumber(META[5]) or 0
     wait_until = tonumber(META[6]) or 0
     local op = ops[OP]
     if not op then
         return redis.error_reply('memq: unknown op ' .. tostring(OP))
     end
+    local layout = tonumber(META[8]) or 1
+    if layout > LAYOUT then
+        return redis.error_reply('MEMQ_LAYOUT ' .. layout)
+    end
     if OP ~= 'create' and not META[1] then
         return missing()
+    end
+    if META[1] and layout < LAYOUT then
+        migrate(layout)
     end
     return op()
 end
