@@ -39,7 +39,7 @@ use self::http::Api;
 use self::process::{Server, start_baseline, start_server};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 15] = [
+pub const SECTIONS: [&str; 16] = [
     "enqueue",
     "auth",
     "tls",
@@ -52,6 +52,7 @@ pub const SECTIONS: [&str; 15] = [
     "consumers",
     "deep",
     "longpoll",
+    "churn",
     "durable",
     "dashboard",
     "redis",
@@ -276,6 +277,7 @@ async fn section(bench: &mut Bench, name: &str) -> anyhow::Result<()> {
         "consumers" => sections::consumers(bench).await,
         "deep" => memory::deep(bench).await,
         "longpoll" => memory::longpoll(bench).await,
+        "churn" => memory::churn(bench).await,
         "durable" => sections::durable(bench).await,
         "dashboard" => dashboard::section(bench).await,
         "redis" => redis::section(bench).await,
