@@ -954,7 +954,10 @@ mod tests {
             q.ack(lease.id, now).unwrap();
             most = most.max(q.expiry.len());
         }
-        assert!(most <= 2 * SPARE_ROOM_MIN + 2, "{most} deadlines held at most");
+        assert!(
+            most <= 2 * SPARE_ROOM_MIN + 2,
+            "{most} deadlines held at most"
+        );
         assert_eq!((q.depth(), q.inflight()), (0, 0));
         assert_eq!(q.counters().acked, 1_000_000);
     }
@@ -969,7 +972,11 @@ mod tests {
             panic!("items")
         };
         // The ready items' room went with them; the leases hold theirs while they last.
-        assert!(q.ready.capacity() <= 4 * SPARE_ROOM_MIN, "{}", q.ready.capacity());
+        assert!(
+            q.ready.capacity() <= 4 * SPARE_ROOM_MIN,
+            "{}",
+            q.ready.capacity()
+        );
         assert!(q.leases.capacity() >= 200_000);
         for h in &held {
             q.ack(h.lease.unwrap().id, T0 + 1).unwrap();
@@ -977,9 +984,21 @@ mod tests {
         // The last of them and a few new ones: the room follows what is held now.
         q.enqueue(item("after"), 0, T0 + 2).unwrap();
         let (_, lease) = lease_one(&mut q, 30_000, T0 + 2);
-        assert!(q.leases.capacity() <= 4 * SPARE_ROOM_MIN, "{}", q.leases.capacity());
-        assert!(q.ready.capacity() <= 4 * SPARE_ROOM_MIN, "{}", q.ready.capacity());
-        assert!(q.expiry.len() <= 2 * SPARE_ROOM_MIN + 1, "{}", q.expiry.len());
+        assert!(
+            q.leases.capacity() <= 4 * SPARE_ROOM_MIN,
+            "{}",
+            q.leases.capacity()
+        );
+        assert!(
+            q.ready.capacity() <= 4 * SPARE_ROOM_MIN,
+            "{}",
+            q.ready.capacity()
+        );
+        assert!(
+            q.expiry.len() <= 2 * SPARE_ROOM_MIN + 1,
+            "{}",
+            q.expiry.len()
+        );
         // And what is held is still right: the one lease runs out and comes back.
         assert_eq!(q.tick(T0 + 2 + 30_000).ready, 1);
         assert_eq!(q.ack(lease.id, T0 + 3 + 30_000), Err(LeaseError::Expired));

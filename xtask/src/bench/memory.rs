@@ -191,7 +191,10 @@ async fn churn_cycles(b: &Bench, url: &str, n: u64) -> anyhow::Result<()> {
                     .post(&format!("{queue}/enqueue?batch=lines"), Some(lines.clone()))
                     .await?;
                 let leases = session
-                    .post(&format!("{queue}/dequeue?lease=true&max={CHURN_BATCH}"), None)
+                    .post(
+                        &format!("{queue}/dequeue?lease=true&max={CHURN_BATCH}"),
+                        None,
+                    )
                     .await?;
                 let ids = lease_ids(&leases)?;
                 if ids.is_empty() {
