@@ -40,7 +40,7 @@ use self::http::Api;
 use self::process::{Server, start_baseline, start_server};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 16] = [
+pub const SECTIONS: [&str; 17] = [
     "enqueue",
     "auth",
     "tls",
@@ -54,6 +54,7 @@ pub const SECTIONS: [&str; 16] = [
     "drain",
     "deep",
     "longpoll",
+    "churn",
     "durable",
     "dashboard",
     "redis",
@@ -279,6 +280,7 @@ async fn section(bench: &mut Bench, name: &str) -> anyhow::Result<()> {
         "drain" => drain::section(bench).await,
         "deep" => memory::deep(bench).await,
         "longpoll" => memory::longpoll(bench).await,
+        "churn" => memory::churn(bench).await,
         "durable" => sections::durable(bench).await,
         "dashboard" => dashboard::section(bench).await,
         "redis" => redis::section(bench).await,
