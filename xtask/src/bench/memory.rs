@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 
 use super::http::Q;
 use super::process::{Proc, Server, established, rss_kb, start_baseline};
-use super::table::{Op, fixed, meets, num, ratio};
+use super::table::{Op, fixed, meets, meets_ratio, num, ratio};
 use super::wrk::{self, Load};
 use super::{Bench, CONNS, log};
 
@@ -129,7 +129,10 @@ pub async fn longpoll(b: &mut Bench) -> anyhow::Result<()> {
     drop(idle);
     let mb = fixed(held.rss_kb as f64 / 1024.0, 1);
     let base_mb = fixed(base.rss_kb as f64 / 1024.0, 1);
-    let verdict = if held.conns >= POLLS {
+    let r = ratio(num(&mb), num(&base_mb));
+    // Against the bare server too: each waiting poll's own state (its request's future) shows
+    // as soon as it grows by a kilobyte or two, long before the absolute limit does.
+    let verdict = if held.conns >= POLLS && meets_ratio(&r, Op::AtMost, 1.05) == "ok" {
         meets(num(&mb), Op::AtMost, 200.0)
     } else {
         "MISSED"
@@ -143,8 +146,8 @@ pub async fn longpoll(b: &mut Bench) -> anyhow::Result<()> {
         &mb,
         "MB",
         &base_mb,
-        &ratio(num(&mb), num(&base_mb)),
-        "10,000 held, < 200 MB",
+        &r,
+        "10,000, <= 1.05 x, < 200 MB",
         verdict,
     ]);
     b.row([
