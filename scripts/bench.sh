@@ -4,8 +4,12 @@
 # generator (wrk, one thread) at the same concurrency, back to back in the same run. Every figure
 # is printed with its ratio to that baseline, because on a shared machine only ratios from one
 # run mean something; the Redis store's figures (section redis, on a redis-server of its own,
-# Debian's, installed when missing) with their ratio to the memory store. Loopback only; three
-# to four minutes; every process it starts is stopped on exit. The table goes to stdout and to
+# Debian's, installed when missing) with their ratio to the memory store; section drain has five
+# consumers drain 1,000,000 items beside beanstalkd (Debian's), NATS JetStream and a Redis list
+# in the same run (their clients and nats-server built from scripts/drain with Go into
+# ~/.cache/memq-rs/drain; BENCH_DRAIN_ITEMS=100000 for a quicker run). Loopback only; eight to
+# ten minutes (the drain section five or six of them); every process it starts is stopped on
+# exit. The table goes to stdout and to
 # $CARGO_TARGET_DIR/bench/latest.txt (default target/bench/latest.txt); wrk's raw output to
 # .../bench/raw/.
 #
@@ -31,9 +35,38 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10100 ]; then
     exit 1
 fi
 
+# Whether section $1 runs (every section does when none is named).
+runs_section() { [ "$ARGS" = "  " ] || [[ "$ARGS" == *" $1 "* ]]; }
+ARGS=" $* "
+
 command -v wrk >/dev/null 2>&1 || install_debian wrk
-if [ $# = 0 ] || [[ " $* " == *" redis "* ]]; then
+if runs_section redis || runs_section drain; then
     command -v redis-server >/dev/null 2>&1 || install_debian redis-server
+fi
+if runs_section drain; then
+    command -v beanstalkd >/dev/null 2>&1 || install_debian beanstalkd
+    command -v python3 >/dev/null 2>&1 || install_debian python3
+    # The drain section's peers: drainpeer (scripts/drain, their clients) and nats-server, built
+    # from Go modules into the cache again only when scripts/drain changed.
+    DRAIN_TOOLS=$HOME/.cache/memq-rs/drain
+    export DRAIN_TOOLS
+    stamp=$(cat scripts/drain/go.mod scripts/drain/go.sum scripts/drain/main.go | sha256sum | cut -c1-16)
+    if [ "$(cat "$DRAIN_TOOLS/stamp" 2>/dev/null)" != "$stamp" ]; then
+        command -v go >/dev/null 2>&1 || {
+            echo "bench: the drain section builds its peers with Go (the release scripts/drain/go.mod names, or later); install it (https://go.dev/dl/) or leave the section out" >&2
+            exit 1
+        }
+        mkdir -p "$DRAIN_TOOLS"
+        echo "  .. building drainpeer and nats-server from Go modules (first time only: about a minute)" >&2
+        for tool in drainpeer:. nats-server:github.com/nats-io/nats-server/v2; do
+            (cd scripts/drain && go build -trimpath -o "$DRAIN_TOOLS/${tool%%:*}.tmp" "${tool#*:}") || {
+                echo "bench: building ${tool%%:*} failed (above); check that the Go module proxy is reachable (go env GOPROXY) and run again" >&2
+                exit 1
+            }
+            mv "$DRAIN_TOOLS/${tool%%:*}.tmp" "$DRAIN_TOOLS/${tool%%:*}"
+        done
+        echo "$stamp" >"$DRAIN_TOOLS/stamp"
+    fi
 fi
 
 echo "  .. building (release)" >&2

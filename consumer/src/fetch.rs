@@ -208,17 +208,22 @@ impl Shared {
                 info!(queue = %self.queue, "reached --max-items; taking no more items");
                 return None;
             }
-            let room = self.capacity.saturating_sub(self.held.len());
-            let mut want = room.min(remaining).min(memq::limits::MAX_DEQUEUE as usize);
+            let mut most = remaining.min(memq::limits::MAX_DEQUEUE as usize);
             if self.lease.is_none() {
                 // A kuard dequeue hands out one item.
-                want = want.min(1);
+                most = most.min(1);
             }
-            if want > 0 && want >= self.low_water.min(remaining) {
+            let room = self.capacity.saturating_sub(self.held.len());
+            let want = room.min(most);
+            // Never more than one request can take, or the wait below would never end.
+            let least = self.low_water.min(most);
+            if want > 0 && want >= least {
                 return Some(want);
             }
+            // Room for `least` items once no more than this many are held.
+            let at = self.capacity.saturating_sub(least);
             tokio::select! {
-                _ = self.held.room.notified() => {}
+                _ = self.held.until_at_most(at) => {}
                 _ = self.stop.cancelled() => return None,
             }
         }

@@ -26,7 +26,13 @@ async fn watch_signals(mut term: Signal, mut int: Signal, shutdown: Cancellation
 fn main() -> ExitCode {
     let args = Args::parse();
     memq::logging::init(args.log_format, "info");
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: the consumer's own work is moving items between the server and the slots,
+    // which one thread does with no hand-offs between threads (a keygen round runs on a
+    // blocking thread of its own, an --exec or --worker in its own process).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             tracing::error!(error = %err, "cannot start the async runtime");

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use memq::AckOutcome;
@@ -45,11 +45,23 @@ pub struct Counters {
 /// The leases this consumer holds: items leased and not yet acked, nacked or released (the
 /// key is the item id for a kuard dequeue, which has no lease). Fetching stops when they fill
 /// the slots and the prefetch buffer; slots make room as they finish.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Held {
     leases: Mutex<HashSet<String>>,
-    /// Told when a lease is let go of (room to fetch more).
-    pub room: Notify,
+    /// Told when a lease is let go of and at most [`Held::wake_at`] remain: room to fetch
+    /// more. Not on every lease (a wake-up per item would cost more than the item).
+    room: Notify,
+    wake_at: AtomicUsize,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held {
+            leases: Mutex::default(),
+            room: Notify::new(),
+            wake_at: AtomicUsize::new(usize::MAX),
+        }
+    }
 }
 
 impl Held {
@@ -70,9 +82,29 @@ impl Held {
 
     /// Lets go of `key`; false if it was not held (its lease was lost meanwhile).
     pub fn remove(&self, key: &str) -> bool {
-        let removed = self.lock().remove(key);
-        self.room.notify_one();
+        let mut leases = self.lock();
+        let removed = leases.remove(key);
+        let left = leases.len();
+        drop(leases);
+        if left <= self.wake_at.load(Ordering::Acquire) {
+            self.room.notify_one();
+        }
         removed
+    }
+
+    /// Waits until at most `at` leases are held.
+    pub async fn until_at_most(&self, at: usize) {
+        loop {
+            self.wake_at.store(at, Ordering::Release);
+            let notified = self.room.notified();
+            // Asked after telling `remove` when to wake us: a lease let go of in between
+            // leaves a permit rather than being missed.
+            if self.len() <= at {
+                self.wake_at.store(usize::MAX, Ordering::Release);
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Whether `key` is still held.
@@ -293,5 +325,35 @@ impl Settling {
                 0
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Held;
+    use std::time::Duration;
+
+    /// The fetcher sleeps through the leases let go of above its mark and wakes at the mark.
+    #[tokio::test(start_paused = true)]
+    async fn until_at_most_wakes_once_enough_leases_are_let_go_of() {
+        let held = Held::default();
+        let keys: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        held.add(keys.iter().map(String::as_str));
+        // Already at the mark: no wait.
+        tokio::time::timeout(Duration::from_secs(1), held.until_at_most(10))
+            .await
+            .expect("10 held is at most 10");
+        let wait = held.until_at_most(6);
+        tokio::pin!(wait);
+        for key in &keys[..3] {
+            assert!(held.remove(key));
+            let polled = tokio::time::timeout(Duration::from_millis(10), &mut wait).await;
+            assert!(polled.is_err(), "woke with {} held", held.len());
+        }
+        assert!(held.remove(&keys[3]));
+        tokio::time::timeout(Duration::from_millis(10), &mut wait)
+            .await
+            .expect("6 held wakes the wait for at most 6");
+        assert_eq!(held.len(), 6);
     }
 }

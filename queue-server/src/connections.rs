@@ -31,6 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
+use futures_util::FutureExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -145,17 +146,7 @@ async fn serve_one<I, H, F>(
     let counted = {
         let in_flight = in_flight.clone();
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let guard = in_flight.enter();
-            let answer = handler(req);
-            async move {
-                let resp = answer.await;
-                // Counted until the body is sent (or dropped), not just the head. Handed to
-                // hyper as it is: a boxed body would cost an allocation per request.
-                Ok::<_, Infallible>(resp.map(|body| Counted {
-                    body,
-                    _guard: guard,
-                }))
-            }
+            counted(handler(req), in_flight.enter())
         })
     };
     let conn = http.serve_connection(TokioIo::new(io), counted);
@@ -190,6 +181,28 @@ async fn serve_one<I, H, F>(
         // Timeouts, oversized heads, resets: the client's doing, not worth more.
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// The answer of `request`, counted in flight by `guard` until its body is sent (or dropped),
+/// not just its head; the body handed to hyper as it is (a boxed one would cost an allocation
+/// per request).
+///
+/// A combinator, not an `async move` block that awaits `request`: that would hold the request's
+/// future twice (captured, then awaited), and hyper keeps this future for as long as the request
+/// runs, a long poll's whole wait.
+fn counted<F>(
+    request: F,
+    guard: InFlightGuard,
+) -> impl Future<Output = Result<hyper::Response<Counted>, Infallible>>
+where
+    F: Future<Output = axum::response::Response>,
+{
+    request.map(move |resp| {
+        Ok(resp.map(|body| Counted {
+            body,
+            _guard: guard,
+        }))
+    })
 }
 
 /// Requests of one connection not yet fully answered, and since when it has had none.
@@ -269,5 +282,32 @@ impl HttpBody for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// hyper holds a request's future for as long as it runs, a long poll's whole wait: counting
+    /// it in flight must not hold it twice (10,000 long polls of a 4 kB future are 40 MB).
+    #[test]
+    fn counting_a_request_in_flight_does_not_hold_its_future_twice() {
+        let request = async {
+            let held = [7u8; 4096];
+            tokio::task::yield_now().await;
+            axum::response::Response::new(Body::from(held.to_vec()))
+        };
+        let alone = std::mem::size_of_val(&request);
+        assert!(
+            alone >= 4096,
+            "the request's future holds its 4 kB: {alone}"
+        );
+        let answer = counted(request, InFlight::new().enter());
+        let size = std::mem::size_of_val(&answer);
+        assert!(
+            size < alone + 64,
+            "counted: {size} bytes for a request future of {alone}"
+        );
     }
 }

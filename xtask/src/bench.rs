@@ -17,9 +17,10 @@
 //!
 //! Modules: [`table`] the row format and the arithmetic of the figures, [`wrk`] running wrk and
 //! reading its output, [`http`] the queue API calls, [`process`] the servers and their
-//! processes, [`sections`], [`memory`] and [`redis`] the figures.
+//! processes, [`sections`], [`drain`], [`memory`] and [`redis`] the figures.
 
 mod dashboard;
+mod drain;
 mod http;
 mod memory;
 mod process;
@@ -39,7 +40,7 @@ use self::http::Api;
 use self::process::{Server, start_baseline, start_server};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 15] = [
+pub const SECTIONS: [&str; 17] = [
     "enqueue",
     "auth",
     "tls",
@@ -50,8 +51,10 @@ pub const SECTIONS: [&str; 15] = [
     "latency",
     "producer",
     "consumers",
+    "drain",
     "deep",
     "longpoll",
+    "churn",
     "durable",
     "dashboard",
     "redis",
@@ -274,8 +277,10 @@ async fn section(bench: &mut Bench, name: &str) -> anyhow::Result<()> {
         "latency" => sections::latency(bench).await,
         "producer" => sections::producer(bench).await,
         "consumers" => sections::consumers(bench).await,
+        "drain" => drain::section(bench).await,
         "deep" => memory::deep(bench).await,
         "longpoll" => memory::longpoll(bench).await,
+        "churn" => memory::churn(bench).await,
         "durable" => sections::durable(bench).await,
         "dashboard" => dashboard::section(bench).await,
         "redis" => redis::section(bench).await,

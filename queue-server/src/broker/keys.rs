@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
-use super::{Id, KEY_RETENTION_MS};
+use super::{Id, KEY_RETENTION_MS, SPARE_ROOM_MIN};
 
 /// Bytes a dedup key counts for `--max-memory` beyond its text: its shared string's header,
 /// its entries in the key and item maps (with their share of the tables' spare room) and its
@@ -110,6 +110,22 @@ impl Keys {
         self.released.push_back((now, key));
     }
 
+    /// The maps' room back to the allocator once a burst of keys is gone.
+    fn compact(&mut self) {
+        let len = self.by_key.len();
+        if self.by_key.capacity() > 4 * len + SPARE_ROOM_MIN {
+            self.by_key.shrink_to(2 * len);
+        }
+        let len = self.by_item.len();
+        if self.by_item.capacity() > 4 * len + SPARE_ROOM_MIN {
+            self.by_item.shrink_to(2 * len);
+        }
+        let len = self.released.len();
+        if self.released.capacity() > 4 * len + SPARE_ROOM_MIN {
+            self.released.shrink_to(2 * len);
+        }
+    }
+
     /// Frees the keys whose retention ran out by `now`.
     pub fn prune(&mut self, now: u64) {
         while let Some((at, _)) = self.released.front() {
@@ -127,6 +143,7 @@ impl Keys {
                 self.bytes -= key_cost(&key);
             }
         }
+        self.compact();
     }
 
     /// Every taken key with its item and release time, for a snapshot.

@@ -32,5 +32,9 @@ pub fn item_cost(body: &str) -> u64 {
     body.len() as u64 + ITEM_OVERHEAD_BYTES
 }
 
+/// Spare room (entries) a queue's collections keep before they give it back to the allocator:
+/// below it, shrinking would cost more than it frees.
+const SPARE_ROOM_MIN: usize = 1024;
+
 /// How many expired lease ids a queue remembers, to answer 410 instead of 404.
 pub const EXPIRED_LEASES_REMEMBERED: usize = 100_000;

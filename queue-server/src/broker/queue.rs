@@ -7,7 +7,7 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 
 use super::keys::{Keys, RecentIds};
-use super::{EXPIRED_LEASES_REMEMBERED, Id, IdGen, item_cost};
+use super::{EXPIRED_LEASES_REMEMBERED, Id, IdGen, SPARE_ROOM_MIN, item_cost};
 
 /// Per-queue settings (API.md: `leaseSeconds`, `maxAttempts`, `maxDepth`, `autoscale`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -551,13 +551,19 @@ impl Queue {
                 }
             }
         }
+        self.compact_ready();
         Taken::Items(out)
     }
 
-    /// Looks up a live lease; one that ran out by `now` is expired on the spot.
+    /// Looks up a live lease and ends it (the caller may take it up again, as extend does); one
+    /// that ran out by `now` is expired on the spot.
     fn live_lease(&mut self, lease: Id, now: u64) -> Result<Leased, LeaseError> {
         match self.leases.get(&lease) {
-            Some(l) if l.deadline > now => Ok(self.leases.remove(&lease).expect("present")),
+            Some(l) if l.deadline > now => {
+                let leased = self.leases.remove(&lease).expect("present");
+                self.compact_leases();
+                Ok(leased)
+            }
             Some(_) => {
                 self.tick(now);
                 Err(LeaseError::Expired)
@@ -685,7 +691,6 @@ impl Queue {
             },
         );
         self.expiry.push(Reverse((deadline, lease)));
-        self.compact_expiry();
         Ok(info)
     }
 
@@ -757,14 +762,31 @@ impl Queue {
             .map(|l| (l.item.id, l.item.body.clone()))
     }
 
-    fn compact_expiry(&mut self) {
-        // Every extend leaves a stale entry behind; rebuild before they outnumber live leases.
-        if self.expiry.len() > 2 * self.leases.len() + 1024 {
+    /// A lease that ends before its deadline (an ack, a nack, a release, an extend) leaves its
+    /// deadline in `expiry` until that time comes up. Once such stale entries outnumber the live
+    /// ones, the heap is built again from the live leases alone, at its size: O(live leases), so
+    /// at most once per as many ended leases, O(1) a lease. Under lease + ack churn the heap so
+    /// stays at about the leases held, not at every lease of the last lease length. The lease
+    /// table, too, gives back its room once a burst of leases has ended.
+    fn compact_leases(&mut self) {
+        let live = self.leases.len();
+        if self.expiry.len() > 2 * live + SPARE_ROOM_MIN {
             self.expiry = self
                 .leases
                 .iter()
                 .map(|(id, l)| Reverse((l.deadline, *id)))
                 .collect();
+        }
+        if self.leases.capacity() > 4 * live + SPARE_ROOM_MIN {
+            self.leases.shrink_to(2 * live);
+        }
+    }
+
+    /// The ready items' room back to the allocator once a burst of them has been taken.
+    fn compact_ready(&mut self) {
+        let len = self.ready.len();
+        if self.ready.capacity() > 4 * len + SPARE_ROOM_MIN {
+            self.ready.shrink_to(2 * len);
         }
     }
 
@@ -917,6 +939,69 @@ mod tests {
             }
             other => panic!("expected an item, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn leases_ended_early_leave_no_deadline_behind_under_churn() {
+        let mut q = q();
+        // A million lease + ack cycles within one lease length (30 s): none of their
+        // deadlines comes up, yet the deadline heap stays at the slack, not at a million.
+        let mut most = 0;
+        for i in 0..1_000_000u64 {
+            let now = T0 + i / 100;
+            q.enqueue(item("x"), 0, now).unwrap();
+            let (_, lease) = lease_one(&mut q, 30_000, now);
+            q.ack(lease.id, now).unwrap();
+            most = most.max(q.expiry.len());
+        }
+        assert!(
+            most <= 2 * SPARE_ROOM_MIN + 2,
+            "{most} deadlines held at most"
+        );
+        assert_eq!((q.depth(), q.inflight()), (0, 0));
+        assert_eq!(q.counters().acked, 1_000_000);
+    }
+
+    #[test]
+    fn a_burst_of_leases_gives_its_room_back_once_it_is_over() {
+        let mut q = q();
+        for i in 0..200_000 {
+            q.enqueue(item(&i.to_string()), 0, T0).unwrap();
+        }
+        let Taken::Items(held) = q.dequeue(200_000, Some(30_000), T0) else {
+            panic!("items")
+        };
+        // The ready items' room went with them; the leases hold theirs while they last.
+        assert!(
+            q.ready.capacity() <= 4 * SPARE_ROOM_MIN,
+            "{}",
+            q.ready.capacity()
+        );
+        assert!(q.leases.capacity() >= 200_000);
+        for h in &held {
+            q.ack(h.lease.unwrap().id, T0 + 1).unwrap();
+        }
+        // The last of them and a few new ones: the room follows what is held now.
+        q.enqueue(item("after"), 0, T0 + 2).unwrap();
+        let (_, lease) = lease_one(&mut q, 30_000, T0 + 2);
+        assert!(
+            q.leases.capacity() <= 4 * SPARE_ROOM_MIN,
+            "{}",
+            q.leases.capacity()
+        );
+        assert!(
+            q.ready.capacity() <= 4 * SPARE_ROOM_MIN,
+            "{}",
+            q.ready.capacity()
+        );
+        assert!(
+            q.expiry.len() <= 2 * SPARE_ROOM_MIN + 1,
+            "{}",
+            q.expiry.len()
+        );
+        // And what is held is still right: the one lease runs out and comes back.
+        assert_eq!(q.tick(T0 + 2 + 30_000).ready, 1);
+        assert_eq!(q.ack(lease.id, T0 + 3 + 30_000), Err(LeaseError::Expired));
     }
 
     #[test]

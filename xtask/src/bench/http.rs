@@ -125,12 +125,18 @@ impl Api {
         self.figure(url, queue, "depth").await
     }
 
-    /// Enqueues `n` 16-byte items in 10,000-line batches and checks the depth.
+    /// Enqueues `n` 16-byte items in batches of up to 10,000 lines and checks the depth.
     pub async fn fill(&self, url: &str, queue: &str, n: u64) -> anyhow::Result<()> {
         let at = format!("{url}{Q}/{queue}/enqueue?batch=lines");
         let session = self.session()?;
-        for _ in 0..n / FILL_BATCH {
-            session.post(&at, Some(self.lines.clone())).await?;
+        // Every line is as long as the others.
+        let line = self.lines.len() / FILL_BATCH as usize;
+        let mut left = n;
+        while left > 0 {
+            let batch = left.min(FILL_BATCH);
+            let body = self.lines[..batch as usize * line].to_vec();
+            session.post(&at, Some(body)).await?;
+            left -= batch;
         }
         drop(session);
         let depth = self.depth(url, queue).await?;

@@ -118,6 +118,18 @@ pub fn vm_rss_kb(status: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// CPU time a process has used, user plus system, in clock ticks (USER_HZ, 100 a second on
+/// Linux), from its /proc/PID/stat (fields 14 and 15; counted after the `)` that closes the
+/// command name, which may hold spaces).
+pub fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3 (the state).
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// The soft limit of open files in a /proc/PID/limits (`unlimited`: u64::MAX).
 pub fn open_files(limits: &str) -> Option<u64> {
     let soft = limits
@@ -154,6 +166,15 @@ pub fn established(table: &str, port: u16) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_from_proc_stat() {
+        let stat = "4242 (queue server) S 1 4242 4242 0 -1 4194560 9071 0 0 0 1234 567 0 0 20 0 \
+                    5 0 1000 100000000 2000 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0";
+        assert_eq!(cpu_ticks(stat), Some(1234 + 567));
+        assert_eq!(cpu_ticks("4242 (x) S 1"), None);
+        assert_eq!(cpu_ticks(""), None);
+    }
 
     #[test]
     fn rows_have_the_fixed_columns() {
