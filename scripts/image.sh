@@ -244,7 +244,18 @@ while read -r from base rest; do
     for stage in "${stages[@]}"; do [ "$stage" = "$base" ] && local_stage=true; done
     $local_stage || stand_in "$base"
     if [[ ${rest,,} =~ ^as[[:space:]]+([^[:space:]]+) ]]; then stages+=("${BASH_REMATCH[1]}"); fi
+    final_base=$base final_local=$local_stage
 done < <(grep -iE '^[[:space:]]*FROM[[:space:]]' Dockerfile | sed -E 's/--platform=[^ ]+ //')
+# The manifest names the final stage's base and its digest. buildah takes that digest from the
+# image it starts the stage's remaining steps from, which is a cached step's image in a build
+# that reuses steps and the base in one that does not: the same tree gave two digests. Named
+# here, it is the base's own, in both.
+BASE_ANNOTATION=()
+if ! $final_local; then
+    base_digest=$(buildah inspect --type image --format '{{.FromImageDigest}}' "$final_base")
+    BASE_ANNOTATION=(--annotation "org.opencontainers.image.base.name=$final_base"
+        --annotation "org.opencontainers.image.base.digest=$base_digest")
+fi
 
 # ---- the build ---------------------------------------------------------------------------------
 # The context, as buildah sends it after .dockerignore: copied into a throwaway image.
@@ -276,7 +287,7 @@ say "building $TAG from the Dockerfile (buildah, --pull=never; the first build c
 build_started=$SECONDS
 build_log=$(mktemp "$CACHE/tmp/build.XXXXXX")
 buildah build --runtime runc --pull=never --layers "${NO_CACHE[@]}" --network=host "${CA_MOUNT[@]}" \
-    --timestamp "$SOURCE_DATE_EPOCH" --omit-history \
+    --timestamp "$SOURCE_DATE_EPOCH" --omit-history "${BASE_ANNOTATION[@]}" \
     --build-arg REVISION="$REVISION" \
     -t "$TAG" -f Dockerfile . 2>&1 | tee "$build_log" >&2
 say "built in $((SECONDS - build_started)) s"

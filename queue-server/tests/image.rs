@@ -279,6 +279,35 @@ fn config_runs_queue_server_as_nonroot_with_its_labels() {
         .expect("after 1970")
         .as_secs() as i64;
     assert_eq!(created, committed, "created is the commit's time");
+    // The base the manifest names is the runtime stage's own, whichever steps the build took
+    // from its cache (a cached step's image in its place gave the same tree another digest).
+    let base = "gcr.io/distroless/cc-debian12:nonroot";
+    let inspect = std::process::Command::new("buildah")
+        .args([
+            "inspect",
+            "--type",
+            "image",
+            "--format",
+            "{{.FromImageDigest}}",
+            base,
+        ])
+        .output()
+        .expect("run buildah inspect");
+    assert!(
+        inspect.status.success(),
+        "buildah inspect {base}: {inspect:?}"
+    );
+    let base_digest = String::from_utf8_lossy(&inspect.stdout).trim().to_owned();
+    assert_eq!(
+        image.annotations["org.opencontainers.image.base.name"].as_str(),
+        Some(base)
+    );
+    assert_eq!(
+        image.annotations["org.opencontainers.image.base.digest"].as_str(),
+        Some(base_digest.as_str()),
+        "{}",
+        image.annotations
+    );
 }
 
 #[test]

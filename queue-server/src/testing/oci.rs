@@ -56,6 +56,8 @@ pub struct OciImage {
     pub manifest_digest: String,
     /// `sha256:...` of the config blob: the image ID.
     pub config_digest: String,
+    /// The manifest's annotations (an empty object when it has none).
+    pub annotations: Value,
     /// The image config (`config`, `history`, `created`, ...).
     pub config: Value,
     /// Bytes of the manifest and config blobs.
@@ -105,6 +107,10 @@ impl OciImage {
             .as_str()
             .context("the manifest names no config")?
             .to_owned();
+        let annotations = manifest
+            .get("annotations")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Default::default()));
         let config_blob = blob(&config_digest)?;
         let config: Value = serde_json::from_slice(config_blob)?;
         let metadata_bytes = (blob(&manifest_digest)?.len() + config_blob.len()) as u64;
@@ -127,6 +133,7 @@ impl OciImage {
         let mut image = OciImage {
             manifest_digest,
             config_digest,
+            annotations,
             config,
             metadata_bytes,
             layers,
