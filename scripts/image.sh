@@ -286,7 +286,7 @@ CA_MOUNT=()
 say "building $TAG from the Dockerfile (buildah, --pull=never; the first build compiles every crate)"
 build_started=$SECONDS
 build_log=$(mktemp "$CACHE/tmp/build.XXXXXX")
-buildah build --runtime runc --pull=never --layers "${NO_CACHE[@]}" --network=host "${CA_MOUNT[@]}" \
+buildah build --runtime runc --pull=never --layers --force-rm "${NO_CACHE[@]}" --network=host "${CA_MOUNT[@]}" \
     --timestamp "$SOURCE_DATE_EPOCH" --omit-history "${BASE_ANNOTATION[@]}" \
     --build-arg REVISION="$REVISION" \
     -t "$TAG" -f Dockerfile . 2>&1 | tee "$build_log" >&2

@@ -637,6 +637,18 @@ fn a_dockerfile_that_does_not_build_fails_image_sh_with_the_builders_error() {
          FROM gcr.io/distroless/cc-debian12:nonroot\nCOPY --from=builder /out/queue-server /\n",
     );
     let out_dir = tree.path().join("out");
+    let containers = || {
+        let out = std::process::Command::new("buildah")
+            .args(["containers", "--quiet", "--notruncate"])
+            .output()
+            .expect("run buildah containers");
+        assert!(out.status.success(), "buildah containers: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let before = containers();
     let out = std::process::Command::new("bash")
         .arg(tree.path().join("scripts/image.sh"))
         .arg("--tag")
@@ -656,5 +668,10 @@ fn a_dockerfile_that_does_not_build_fails_image_sh_with_the_builders_error() {
     assert!(
         std::fs::read_dir(&out_dir).map(|d| d.count()).unwrap_or(0) == 0,
         "no archive is left of a failed build"
+    );
+    let left: Vec<_> = containers().difference(&before).cloned().collect();
+    assert!(
+        left.is_empty(),
+        "no working container is left of a failed build: {left:?}"
     );
 }
